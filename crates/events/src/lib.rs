@@ -1,0 +1,20 @@
+//! The event log of Switchyard: ids, the envelope, the codec and event catalog, the
+//! [`EventStore`] port and its backends (memory, SQLite, PostgreSQL).
+
+mod catalog; // every stored event type and version, with upcasters
+pub mod codec; // binary (postcard + version byte) and JSON forms of payloads
+mod envelope; // what writers hand in and readers get back
+mod error; // the crate's one error type
+mod ids; // tenant, stream, event ids; stream versions; global positions
+mod metrics; // Prometheus metrics of the store
+pub mod store; // the EventStore port, group commit, subscriptions and the backends
+
+pub use catalog::{Event, JsonEvent, TenantCreated, TenantRenamed, TenantResumed, TenantSuspended};
+pub use codec::EventPayload;
+pub use envelope::{MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};
+pub use error::{Error, Result};
+pub use ids::{EventId, GlobalPosition, StreamId, StreamVersion, TenantId};
+pub use store::memory::MemoryStore;
+pub use store::postgres::{PostgresOptions, PostgresStore};
+pub use store::sqlite::SqliteStore;
+pub use store::{AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata};

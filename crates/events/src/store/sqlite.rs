@@ -1,0 +1,399 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! One writer connection, fed by group commit, takes `BEGIN IMMEDIATE` (the file's single write
+//! lock) for each batch; readers use a separate pool and never block it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use tokio::sync::watch;
+
+use crate::envelope::{NewEvent, RecordedEvent, Snapshot, now_micros};
+use crate::error::{Error, Result};
+use crate::ids::{EventId, GlobalPosition, StreamId, StreamVersion, TenantId};
+use crate::metrics::{self, StoreMetrics};
+use crate::store::group_commit::{BatchWriter, GroupCommit};
+use crate::store::plan::{self, Known, Pending, Row as NewRow, StoredAt};
+use crate::store::sql::{EVENT_COLUMNS, decode_event};
+use crate::store::{
+    AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, from_sql,
+    sql_limit, subscribe, to_sql,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a subscriber waits before looking for commits made by another process.
+const POLL: Duration = Duration::from_millis(500);
+
+/// The embedded event store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    readers: SqlitePool,
+    writer_pool: SqlitePool,
+    writer: GroupCommit,
+    head: Arc<watch::Sender<GlobalPosition>>,
+    metrics: StoreMetrics,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in the file at `path` and brings its schema up to
+    /// date.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL may lose the last commits on power loss; an acknowledged append must not.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer_pool).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let metrics = metrics::store("sqlite");
+        let head: GlobalPosition = GlobalPosition(from_sql(
+            sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+                .fetch_one(&readers)
+                .await?,
+            "head",
+        )?);
+        let head = Arc::new(watch::channel(head).0);
+        let writer = GroupCommit::spawn(
+            SqliteWriter {
+                pool: writer_pool.clone(),
+            },
+            head.clone(),
+            "sqlite",
+        );
+        tracing::info!(path = %path.display(), "opened SQLite event store");
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                readers,
+                writer_pool,
+                writer,
+                head,
+                metrics,
+            }),
+        })
+    }
+
+    /// The file the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Checks that the file answers a query (for readiness probes).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.inner.readers).await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SqliteWriter {
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl BatchWriter for SqliteWriter {
+    async fn write(
+        &mut self,
+        batch: &[&Pending],
+    ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let known = load_known(&mut tx, batch).await?;
+        let plan = plan::plan(batch, known);
+        let recorded_at = now_micros();
+        insert_rows(&mut tx, &plan.rows, recorded_at).await?;
+        for (stream, meta) in &plan.streams {
+            sqlx::query(
+                "INSERT INTO streams (stream_id, tenant_id, version) VALUES (?, ?, ?) \
+                 ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+            )
+            .bind(stream.as_str())
+            .bind(meta.tenant_id.as_uuid())
+            .bind(to_sql(meta.version.0))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let head = plan.head();
+        Ok((plan.outcomes, head))
+    }
+}
+
+/// Reads what the store holds for the batch's event ids and streams, and the next position.
+async fn load_known(conn: &mut SqliteConnection, batch: &[&Pending]) -> Result<Known> {
+    let ids: Vec<String> = plan::event_ids(batch)
+        .iter()
+        .map(|id| id.as_uuid().simple().to_string())
+        .collect();
+    let ids = serde_json::to_string(&ids).map_err(|e| Error::Encode {
+        what: "event ids".into(),
+        reason: e.to_string(),
+    })?;
+    let rows = sqlx::query(
+        "SELECT event_id, stream_id, stream_version, global_position FROM events \
+         WHERE event_id IN (SELECT unhex(value) FROM json_each(?))",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut known = Known::default();
+    for row in rows {
+        known.events.insert(
+            EventId::from_uuid(row.try_get(0)?),
+            StoredAt {
+                stream: StreamId::from_stored(row.try_get(1)?),
+                version: StreamVersion(from_sql(row.try_get(2)?, "stream_version")?),
+                position: GlobalPosition(from_sql(row.try_get(3)?, "global_position")?),
+            },
+        );
+    }
+    let streams: Vec<&str> = plan::stream_ids(batch).iter().map(|s| s.as_str()).collect();
+    let streams = serde_json::to_string(&streams).map_err(|e| Error::Encode {
+        what: "stream ids".into(),
+        reason: e.to_string(),
+    })?;
+    let rows = sqlx::query("SELECT stream_id, tenant_id, version FROM streams WHERE stream_id IN (SELECT value FROM json_each(?))")
+        .bind(streams)
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in rows {
+        known.streams.insert(
+            StreamId::from_stored(row.try_get(0)?),
+            StreamMetadata {
+                tenant_id: TenantId::from_uuid(row.try_get(1)?),
+                version: StreamVersion(from_sql(row.try_get(2)?, "version")?),
+            },
+        );
+    }
+    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+        .fetch_one(&mut *conn)
+        .await?;
+    known.next_position = from_sql(last, "global_position")? + 1;
+    Ok(known)
+}
+
+/// Inserts rows with multi-row `INSERT`s of power-of-two sizes, so that a handful of prepared
+/// statements serve every batch size.
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    rows: &[NewRow<'_>],
+    recorded_at: i64,
+) -> Result<()> {
+    const LARGEST: usize = 64;
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = if rest.len() >= LARGEST {
+            LARGEST
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut insert =
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
+        insert.push_values(chunk, |mut values, row| {
+            let e = row.event;
+            values
+                .push_bind(to_sql(row.position.0))
+                .push_bind(*e.event_id.as_uuid())
+                .push_bind(*row.tenant.as_uuid())
+                .push_bind(row.stream.as_str())
+                .push_bind(to_sql(row.version.0))
+                .push_bind(e.event_type.as_str())
+                .push_bind(i32::from(e.schema_version))
+                .push_bind(recorded_at)
+                .push_bind(e.metadata.correlation_id.as_deref())
+                .push_bind(e.metadata.causation_id)
+                .push_bind(e.metadata.traceparent.as_deref())
+                .push_bind(e.metadata.tracestate.as_deref())
+                .push_bind(&e.payload[..]);
+        });
+        insert.build().persistent(true).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(%stream, events = events.len()))]
+    async fn append(
+        &self,
+        tenant: TenantId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let pending = Pending::new(tenant, stream, expected, events)?;
+        self.inner.writer.append(pending).await
+    }
+
+    async fn read_stream(
+        &self,
+        scope: Scope,
+        stream: &StreamId,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let _timer = self.inner.metrics.read_timer("read_stream");
+        let rows =
+            match scope {
+                Scope::All => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND stream_version > ? \
+                     ORDER BY stream_version LIMIT ?"
+                )))
+                .bind(stream.as_str())
+                .bind(to_sql(after.0))
+                .bind(sql_limit(limit))
+                .fetch_all(&self.inner.readers)
+                .await?,
+                Scope::Tenant(tenant) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND stream_version > ? \
+                     AND tenant_id = ? ORDER BY stream_version LIMIT ?"
+                )))
+                .bind(stream.as_str())
+                .bind(to_sql(after.0))
+                .bind(*tenant.as_uuid())
+                .bind(sql_limit(limit))
+                .fetch_all(&self.inner.readers)
+                .await?,
+            };
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn read_all(
+        &self,
+        scope: Scope,
+        after: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let _timer = self.inner.metrics.read_timer("read_all");
+        let rows = match scope {
+            Scope::All => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
+                )))
+                .bind(to_sql(after.0))
+                .bind(sql_limit(limit))
+                .fetch_all(&self.inner.readers)
+                .await?
+            }
+            Scope::Tenant(tenant) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND global_position > ? \
+                     ORDER BY global_position LIMIT ?"
+                )))
+                .bind(*tenant.as_uuid())
+                .bind(to_sql(after.0))
+                .bind(sql_limit(limit))
+                .fetch_all(&self.inner.readers)
+                .await?
+            }
+        };
+        rows.iter().map(decode_event).collect()
+    }
+
+    fn subscribe_all(&self, scope: Scope, after: GlobalPosition) -> EventStream {
+        subscribe::subscribe(
+            self.clone(),
+            self.inner.head.subscribe(),
+            scope,
+            after,
+            Some(POLL),
+        )
+    }
+
+    async fn stream_metadata(&self, stream: &StreamId) -> Result<Option<StreamMetadata>> {
+        let row = sqlx::query("SELECT tenant_id, version FROM streams WHERE stream_id = ?")
+            .bind(stream.as_str())
+            .fetch_optional(&self.inner.readers)
+            .await?;
+        row.map(|row| {
+            Ok(StreamMetadata {
+                tenant_id: TenantId::from_uuid(row.try_get(0)?),
+                version: StreamVersion(from_sql(row.try_get(1)?, "version")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn head(&self) -> Result<GlobalPosition> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+            .fetch_one(&self.inner.readers)
+            .await?;
+        Ok(GlobalPosition(from_sql(last, "head")?))
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<()> {
+        let actual = self
+            .stream_metadata(stream)
+            .await?
+            .map_or(StreamVersion::NONE, |meta| meta.version);
+        if snapshot.version > actual {
+            return Err(Error::SnapshotAhead {
+                stream: stream.clone(),
+                version: snapshot.version,
+                actual,
+            });
+        }
+        // Snapshots are a cache beside the log: one short statement on the writer's connection,
+        // between two group commits.
+        sqlx::query(
+            "INSERT INTO snapshots (stream_id, version, schema_version, payload, saved_at_us) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
+             schema_version = excluded.schema_version, payload = excluded.payload, saved_at_us = excluded.saved_at_us \
+             WHERE excluded.version >= snapshots.version",
+        )
+        .bind(stream.as_str())
+        .bind(to_sql(snapshot.version.0))
+        .bind(i32::from(snapshot.schema_version))
+        .bind(&snapshot.payload[..])
+        .bind(now_micros())
+        .execute(&self.inner.writer_pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+        let row = sqlx::query(
+            "SELECT version, schema_version, payload FROM snapshots WHERE stream_id = ?",
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&self.inner.readers)
+        .await?;
+        row.map(|row| {
+            let schema_version: i32 = row.try_get(1)?;
+            Ok(Snapshot {
+                version: StreamVersion(from_sql(row.try_get(0)?, "version")?),
+                schema_version: u16::try_from(schema_version)
+                    .map_err(|_| Error::decode("snapshot schema_version", schema_version))?,
+                payload: bytes::Bytes::copy_from_slice(row.try_get::<&[u8], _>(2)?),
+            })
+        })
+        .transpose()
+    }
+}

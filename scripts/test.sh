@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The project's test command (what CI runs via .ci/run):
+#
+#   bash scripts/test.sh            # full run: fmt, clippy, dependency rule, tests, doc tests
+#   bash scripts/test.sh --quick    # local iteration: skip fmt and clippy
+#
+# It starts (installing if needed) PostgreSQL and NATS/JetStream through
+# scripts/services.sh, with a freshly recreated `switchyard_test` database.
+# The cargo target dir defaults to $HOME/.cache/switchyard-target so that
+# later runs (and fresh clones, as in CI) build incrementally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+case "${1:-}" in
+    --quick) quick=1 ;;
+    "") ;;
+    *)
+        echo "usage: bash scripts/test.sh [--quick]" >&2
+        exit 2
+        ;;
+esac
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard-target}"
+if [ -n "${CI:-}" ]; then
+    export CARGO_TERM_COLOR=never
+fi
+
+step() { printf '==> %s\n' "$*"; }
+
+step "services (PostgreSQL, NATS/JetStream)"
+SWITCHYARD_TEST_FRESH_DB=1 bash scripts/services.sh
+
+export SWITCHYARD_TEST_DATABASE_URL="${SWITCHYARD_TEST_DATABASE_URL:-postgres://switchyard:switchyard@127.0.0.1:5432/switchyard_test}"
+export SWITCHYARD_TEST_NATS_URL="${SWITCHYARD_TEST_NATS_URL:-nats://127.0.0.1:4222}"
+
+if [ "$quick" = 0 ]; then
+    step "cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+
+    step "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+    step "--quick: skipping fmt and clippy"
+fi
+
+step "dependency rule (scripts/check-deps.sh)"
+bash scripts/check-deps.sh
+
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run --workspace --locked --no-fail-fast --profile ci"
+    cargo nextest run --workspace --locked --no-fail-fast --profile ci
+else
+    step "cargo test --workspace --locked --no-fail-fast (cargo-nextest not installed)"
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+step "cargo test --workspace --locked --doc"
+cargo test --workspace --locked --doc
+
+step "all checks passed"
