@@ -1,5 +1,9 @@
 //! Shared set-up of the event-log tests: fresh stores on real SQLite files and real PostgreSQL.
 #![allow(dead_code, reason = "each test binary uses part of it")]
+#![allow(
+    clippy::expect_used,
+    reason = "test set-up: a panic is the failure report"
+)]
 
 use switchyard_events::{PostgresOptions, PostgresStore, SqliteStore};
 
