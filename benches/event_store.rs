@@ -1,1 +1,301 @@
-fn main() {}
+//! Event-log throughput against plain `INSERT`s of the same rows, in one run:
+//! - append, batched: 1,000 events per append vs one transaction of plain multi-row INSERTs;
+//! - append, single events from 64 concurrent writers (group commit) vs 64 concurrent
+//!   single-row INSERTs, each its own transaction, on one connection (what the store's writer
+//!   uses) and, for PostgreSQL, on 64 connections;
+//! - read_all: pages of 1,000 decoded into envelopes and catalog events.
+//!
+//! Run: `bash scripts/services.sh && cargo bench -p switchyard-benches`. Figures go to
+//! docs/BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection};
+use switchyard_benches::{
+    create_raw_postgres, create_raw_sqlite, database_url, events, insert_raw_postgres,
+    insert_raw_sqlite,
+};
+use switchyard_events::{
+    Event, EventStore, ExpectedVersion, GlobalPosition, PostgresOptions, PostgresStore, Scope,
+    SqliteStore, StreamId, TenantId,
+};
+use tokio::runtime::Runtime;
+use tokio::sync::Mutex;
+
+const BATCH: usize = 1_000;
+const WRITERS: usize = 64;
+const PER_WRITER: usize = 16;
+const READ_EVENTS: usize = 100_000;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn stream(name: &str) -> StreamId {
+    StreamId::parse(format!("bench-{name}")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn sqlite_file(name: &str) -> std::path::PathBuf {
+    let dir = tempfile::tempdir()
+        .map(tempfile::TempDir::keep)
+        .unwrap_or_else(|e| panic!("{e}"));
+    dir.join(name)
+}
+
+async fn raw_sqlite_connection() -> SqliteConnection {
+    let options = SqliteConnectOptions::new()
+        .filename(sqlite_file("raw.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let mut conn = ok(SqliteConnection::connect_with(&options).await);
+    create_raw_sqlite(&mut conn).await;
+    conn
+}
+
+/// 64 tasks, each appending `PER_WRITER` single events one after the other.
+async fn concurrent_single_appends(store: Arc<dyn EventStore>) {
+    let tenant = TenantId::new();
+    let mut tasks = Vec::with_capacity(WRITERS);
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = stream(&format!("w{w}"));
+            for event in events(PER_WRITER) {
+                ok(store
+                    .append(tenant, &s, ExpectedVersion::Any, vec![event])
+                    .await);
+            }
+        }));
+    }
+    for task in tasks {
+        ok(task.await);
+    }
+}
+
+fn sqlite(c: &mut Criterion) {
+    let rt = runtime();
+    let store: Arc<dyn EventStore> =
+        Arc::new(ok(rt.block_on(SqliteStore::open(sqlite_file("events.db")))));
+    let raw = Arc::new(Mutex::new(rt.block_on(raw_sqlite_connection())));
+    let tenant = TenantId::new();
+
+    let mut group = c.benchmark_group("sqlite_batched");
+    group
+        .throughput(Throughput::Elements(BATCH as u64))
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    group.bench_function("store_append_1000", |b| {
+        b.to_async(&rt).iter(|| async {
+            ok(store
+                .append(
+                    tenant,
+                    &stream("batched"),
+                    ExpectedVersion::Any,
+                    events(BATCH),
+                )
+                .await);
+        });
+    });
+    group.bench_function("plain_insert_1000", |b| {
+        b.to_async(&rt).iter(|| async {
+            let rows = events(BATCH);
+            let mut conn = raw.lock().await;
+            let mut tx = ok(conn.begin_with("BEGIN IMMEDIATE").await);
+            insert_raw_sqlite(&mut tx, &rows).await;
+            ok(tx.commit().await);
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("sqlite_single_64_writers");
+    group
+        .throughput(Throughput::Elements((WRITERS * PER_WRITER) as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("store_append_group_commit", |b| {
+        b.to_async(&rt)
+            .iter(|| concurrent_single_appends(store.clone()));
+    });
+    group.bench_function("plain_insert_autocommit_1_conn", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut tasks = Vec::with_capacity(WRITERS);
+            for _ in 0..WRITERS {
+                let raw = raw.clone();
+                tasks.push(tokio::spawn(async move {
+                    for event in events(PER_WRITER) {
+                        let mut conn = raw.lock().await;
+                        insert_raw_sqlite(&mut conn, std::slice::from_ref(&event)).await;
+                    }
+                }));
+            }
+            for task in tasks {
+                ok(task.await);
+            }
+        });
+    });
+    group.finish();
+
+    read_all_group(c, &rt, "sqlite_read_all", store);
+}
+
+fn read_all_group(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn EventStore>) {
+    // Fill a fresh tenant's share of the log up to READ_EVENTS events.
+    let tenant = TenantId::new();
+    rt.block_on(async {
+        for chunk in 0..READ_EVENTS / BATCH {
+            ok(store
+                .append(
+                    tenant,
+                    &stream(&format!("read{}", chunk % 10)),
+                    ExpectedVersion::Any,
+                    events(BATCH),
+                )
+                .await);
+        }
+    });
+    let mut group = c.benchmark_group(name);
+    group
+        .throughput(Throughput::Elements(READ_EVENTS as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    for decode in [false, true] {
+        let label = if decode {
+            "envelope_and_payload"
+        } else {
+            "envelope"
+        };
+        group.bench_with_input(
+            BenchmarkId::new("pages_of_1000", label),
+            &decode,
+            |b, &decode| {
+                b.to_async(rt).iter(|| {
+                    let store = store.clone();
+                    async move {
+                        let mut after = GlobalPosition::START;
+                        let mut read = 0;
+                        while read < READ_EVENTS {
+                            let page =
+                                ok(store.read_all(Scope::Tenant(tenant), after, BATCH).await);
+                            let Some(last) = page.last() else { break };
+                            after = last.global_position;
+                            if decode {
+                                for event in &page {
+                                    std::hint::black_box(ok(Event::from_recorded(event)));
+                                }
+                            }
+                            read += page.len();
+                        }
+                        assert_eq!(read, READ_EVENTS);
+                    }
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+fn postgres(c: &mut Criterion) {
+    let rt = runtime();
+    let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
+    let store = ok(rt.block_on(PostgresStore::connect(
+        PostgresOptions::new(database_url()).schema(schema.clone()),
+    )));
+    let one = ok(rt.block_on(
+        PgPoolOptions::new().max_connections(1).connect_with(
+            ok(database_url().parse::<sqlx::postgres::PgConnectOptions>())
+                .options([("search_path", schema.as_str())]),
+        ),
+    ));
+    let many = ok(rt.block_on(
+        PgPoolOptions::new()
+            .max_connections(WRITERS as u32)
+            .connect_with(
+                ok(database_url().parse::<sqlx::postgres::PgConnectOptions>())
+                    .options([("search_path", schema.as_str())]),
+            ),
+    ));
+    rt.block_on(create_raw_postgres(&one));
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let tenant = TenantId::new();
+
+    let mut group = c.benchmark_group("postgres_batched");
+    group
+        .throughput(Throughput::Elements(BATCH as u64))
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    group.bench_function("store_append_1000", |b| {
+        b.to_async(&rt).iter(|| async {
+            ok(store
+                .append(
+                    tenant,
+                    &stream("batched"),
+                    ExpectedVersion::Any,
+                    events(BATCH),
+                )
+                .await);
+        });
+    });
+    group.bench_function("plain_insert_1000", |b| {
+        b.to_async(&rt).iter(|| async {
+            let rows = events(BATCH);
+            let mut tx = ok(one.begin().await);
+            insert_raw_postgres(&mut *tx, &rows).await;
+            ok(tx.commit().await);
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("postgres_single_64_writers");
+    group
+        .throughput(Throughput::Elements((WRITERS * PER_WRITER) as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("store_append_group_commit", |b| {
+        b.to_async(&rt)
+            .iter(|| concurrent_single_appends(store.clone()));
+    });
+    for (label, pool) in [
+        ("plain_insert_autocommit_1_conn", &one),
+        ("plain_insert_autocommit_64_conns", &many),
+    ] {
+        group.bench_function(label, |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut tasks = Vec::with_capacity(WRITERS);
+                for _ in 0..WRITERS {
+                    let pool = pool.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for event in events(PER_WRITER) {
+                            insert_raw_postgres(&pool, std::slice::from_ref(&event)).await;
+                        }
+                    }));
+                }
+                for task in tasks {
+                    ok(task.await);
+                }
+            });
+        });
+    }
+    group.finish();
+
+    read_all_group(c, &rt, "postgres_read_all", store);
+    let started = Instant::now();
+    ok(rt.block_on(
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&one),
+    ));
+    eprintln!("dropped benchmark schema in {:?}", started.elapsed());
+}
+
+criterion_group!(benches, sqlite, postgres);
+criterion_main!(benches);

@@ -1,1 +1,132 @@
+//! Helpers of the event-log benchmarks: the events they append and the plain-`INSERT` baselines
+//! (the same rows, into a table with the same columns, constraints and indexes, without the
+//! store's checks), measured in the same run as the limit to compare with.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use sqlx::{PgPool, QueryBuilder, Sqlite, SqliteConnection};
+use switchyard_events::{Event, EventId, Metadata, NewEvent, TenantRenamed};
+
+/// The test database for PostgreSQL benchmarks.
+pub fn database_url() -> String {
+    std::env::var("SWITCHYARD_BENCH_DATABASE_URL")
+        .or_else(|_| std::env::var("SWITCHYARD_TEST_DATABASE_URL"))
+        .unwrap_or_else(|_| {
+            "postgres://switchyard:switchyard@127.0.0.1:5432/switchyard_test".into()
+        })
+}
+
+/// `n` catalog events with a payload of about 160 bytes, each with a fresh id.
+pub fn events(n: usize) -> Vec<NewEvent> {
+    let event = Event::TenantRenamed(TenantRenamed {
+        name: "benchmark tenant ".repeat(9),
+    });
+    let template = event
+        .to_new_event(Metadata::default())
+        .unwrap_or_else(|e| panic!("encode: {e}"));
+    (0..n)
+        .map(|_| NewEvent {
+            event_id: EventId::new(),
+            ..template.clone()
+        })
+        .collect()
+}
+
+const RAW_TABLE: &str = "CREATE TABLE raw_events (
+    global_position BIGINT PRIMARY KEY, event_id {uuid} NOT NULL UNIQUE, tenant_id {uuid} NOT NULL,
+    stream_id TEXT NOT NULL, stream_version BIGINT NOT NULL, event_type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL, recorded_at_us BIGINT NOT NULL, correlation_id TEXT,
+    causation_id {uuid}, traceparent TEXT, tracestate TEXT, payload {bytes} NOT NULL,
+    UNIQUE (stream_id, stream_version));
+    CREATE INDEX raw_events_by_tenant ON raw_events (tenant_id, global_position)";
+
+const RAW_COLUMNS: &str = "global_position, event_id, tenant_id, stream_id, stream_version, event_type, \
+    schema_version, recorded_at_us, correlation_id, causation_id, traceparent, tracestate, payload";
+
+/// Positions and versions for baseline rows (unique across a whole benchmark run).
+pub static NEXT: AtomicI64 = AtomicI64::new(1);
+
+/// Creates the SQLite baseline table.
+pub async fn create_raw_sqlite(conn: &mut SqliteConnection) {
+    let ddl = RAW_TABLE
+        .replace("{uuid}", "BLOB")
+        .replace("{bytes}", "BLOB");
+    for statement in ddl.split(';') {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Plain multi-row `INSERT`s (64 rows each, as the store does) of `rows` on `conn`.
+pub async fn insert_raw_sqlite(conn: &mut SqliteConnection, rows: &[NewEvent]) {
+    let tenant = *switchyard_events::TenantId::SYSTEM.as_uuid();
+    for chunk in rows.chunks(64) {
+        let mut insert =
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO raw_events ({RAW_COLUMNS}) "));
+        insert.push_values(chunk, |mut values, e| {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            values
+                .push_bind(n)
+                .push_bind(*e.event_id.as_uuid())
+                .push_bind(tenant)
+                .push_bind("bench-raw")
+                .push_bind(n)
+                .push_bind(e.event_type.as_str())
+                .push_bind(i32::from(e.schema_version))
+                .push_bind(0_i64)
+                .push_bind(None::<&str>)
+                .push_bind(None::<uuid::Uuid>)
+                .push_bind(None::<&str>)
+                .push_bind(None::<&str>)
+                .push_bind(&e.payload[..]);
+        });
+        insert
+            .build()
+            .persistent(true)
+            .execute(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Creates the PostgreSQL baseline table in the pool's schema.
+pub async fn create_raw_postgres(pool: &PgPool) {
+    let ddl = RAW_TABLE
+        .replace("{uuid}", "UUID")
+        .replace("{bytes}", "BYTEA");
+    for statement in ddl.split(';') {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// One plain `INSERT … SELECT FROM UNNEST` of `rows` (the same statement shape the store uses).
+pub async fn insert_raw_postgres<'c, E: sqlx::PgExecutor<'c>>(executor: E, rows: &[NewEvent]) {
+    let tenant = *switchyard_events::TenantId::SYSTEM.as_uuid();
+    let mut positions = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut payloads = Vec::with_capacity(rows.len());
+    for e in rows {
+        positions.push(NEXT.fetch_add(1, Ordering::Relaxed));
+        ids.push(*e.event_id.as_uuid());
+        payloads.push(&e.payload[..]);
+    }
+    let n = rows.len();
+    sqlx::query(
+        "INSERT INTO raw_events (global_position, event_id, tenant_id, stream_id, stream_version, event_type, \
+         schema_version, recorded_at_us, payload) \
+         SELECT p, i, $3, 'bench-raw', p, $4, 1, 0, pl FROM UNNEST($1::bigint[], $2::uuid[], $5::bytea[]) AS x(p, i, pl)",
+    )
+    .bind(positions)
+    .bind(ids)
+    .bind(tenant)
+    .bind(rows.first().map_or("TenantRenamed", |e| e.event_type.as_str()))
+    .bind(payloads)
+    .execute(executor)
+    .await
+    .unwrap_or_else(|e| panic!("insert of {n} rows: {e}"));
+}

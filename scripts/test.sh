@@ -28,6 +28,9 @@ fi
 
 step() { printf '==> %s\n' "$*"; }
 
+# Files of earlier test runs (SQLite stores, crash-test files) under Cargo's temp dir.
+rm -rf "$CARGO_TARGET_DIR/tmp/switchyard-tests"
+
 step "services (PostgreSQL, NATS/JetStream)"
 SWITCHYARD_TEST_FRESH_DB=1 bash scripts/services.sh
 

@@ -1,1 +1,100 @@
-fn main() {}
+//! `switchyard`: the one binary. Subcommands parse configuration, build the store and serve.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore};
+
+mod http;
+mod telemetry;
+
+/// Switchyard: a multi-tenant AI platform built as an event-sourced actor system.
+///
+/// With no configuration it runs embedded: the event log is a SQLite file in
+/// `./switchyard-data`. Set SWITCHYARD_DATABASE_URL to keep it in PostgreSQL instead.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open the event log and serve the HTTP API (/healthz, /readyz, /metrics).
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Create or upgrade the event log's schema, then exit.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Directory of the embedded SQLite files (used when no database URL is set).
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
+    data_dir: PathBuf,
+    /// PostgreSQL URL; when set, the event log lives there instead of in SQLite.
+    #[arg(long, env = "SWITCHYARD_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    /// Opens the configured backend (and migrates its schema).
+    async fn open(&self) -> anyhow::Result<(Arc<dyn EventStore>, String)> {
+        match &self.database_url {
+            Some(url) => {
+                let store = PostgresStore::connect(PostgresOptions::new(url.clone()))
+                    .await
+                    .context("cannot open the PostgreSQL event log (SWITCHYARD_DATABASE_URL)")?;
+                Ok((Arc::new(store), "postgres".into()))
+            }
+            None => {
+                std::fs::create_dir_all(&self.data_dir).with_context(|| {
+                    format!("cannot create data dir {}", self.data_dir.display())
+                })?;
+                let path = self.data_dir.join("events.db");
+                let store = SqliteStore::open(&path).await.with_context(|| {
+                    format!("cannot open the SQLite event log {}", path.display())
+                })?;
+                Ok((Arc::new(store), format!("sqlite:{}", path.display())))
+            }
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { store, listen } => {
+            let (store, location) = store.open().await?;
+            let head = store.head().await?;
+            tracing::info!(store = %location, %head, "event log open");
+            http::serve(store, listen).await
+        }
+        Command::Migrate { store } => {
+            let (store, location) = store.open().await?;
+            let head = store.head().await?;
+            tracing::info!(store = %location, %head, "event log schema is up to date");
+            Ok(())
+        }
+    }
+}

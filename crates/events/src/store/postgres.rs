@@ -157,12 +157,6 @@ impl PostgresStore {
         &self.inner.pool
     }
 
-    /// Checks that the database answers (for readiness probes).
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
-        Ok(())
-    }
-
     /// Appends inside a transaction the caller owns, so that the events commit (or roll back)
     /// together with the caller's own writes. The store's write lock is held from here until the
     /// caller's transaction ends: keep it short.

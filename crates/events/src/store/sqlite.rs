@@ -102,12 +102,6 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
-
-    /// Checks that the file answers a query (for readiness probes).
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.inner.readers).await?;
-        Ok(())
-    }
 }
 
 #[derive(Debug)]

@@ -1,0 +1,9 @@
+//! Black-box tests: the real `switchyard` binary on a random port, spoken to over HTTP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is the failure report"
+)]
+
+mod serve;
+mod server;

@@ -1,0 +1,153 @@
+//! `switchyard serve` on the embedded default: health, readiness, metrics, errors.
+
+use std::process::Command;
+
+use crate::server::{Server, data_dir};
+
+#[tokio::test]
+async fn a_fresh_server_is_healthy_and_ready_on_the_embedded_store() {
+    let dir = data_dir();
+    let server = Server::start(&dir);
+    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        health.json::<serde_json::Value>().await.unwrap()["status"],
+        "ok"
+    );
+    let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["event_log_head"], 0);
+    assert!(
+        dir.join("events.db").exists(),
+        "the SQLite log was not created in the data dir"
+    );
+}
+
+#[tokio::test]
+async fn metrics_expose_http_red_metrics_in_prometheus_text() {
+    let server = Server::start(&data_dir());
+    reqwest::get(server.url("/healthz")).await.unwrap();
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"switchyard_http_requests_total{method="GET",route="/healthz",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("switchyard_http_request_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn unknown_paths_get_the_json_error_shape_with_the_request_id() {
+    let server = Server::start(&data_dir());
+    let client = reqwest::Client::new();
+    let response = client
+        .get(server.url("/v1/nope"))
+        .header("x-request-id", "req-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["x-request-id"], "req-abc-123");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(body["error"]["request_id"], "req-abc-123");
+    assert!(body["error"]["message"].is_string());
+}
+
+#[tokio::test]
+async fn hostile_requests_get_4xx_never_5xx() {
+    let server = Server::start(&data_dir());
+    let client = reqwest::Client::new();
+    // A request id with control characters or absurd length is replaced, not echoed.
+    let response = client
+        .get(server.url("/healthz"))
+        .header("x-request-id", "a".repeat(4000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echoed = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(echoed.len() < 64, "an oversized request id was echoed back");
+    // Percent-encoded invalid UTF-8, a huge header, and a wrong method.
+    let bad_path = client
+        .get(server.url("/%ff%fe/..%2f..%2fetc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_path.status(), 404);
+    // Its own client: the server closes the connection after refusing it.
+    let mut many_headers = reqwest::Client::new().get(server.url("/healthz"));
+    for i in 0..200 {
+        many_headers = many_headers.header(format!("x-junk-{i}"), "j".repeat(512));
+    }
+    // The server may refuse with 431 or close the connection; it must not fail with a 5xx.
+    if let Ok(response) = many_headers.send().await {
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    let wrong_method = client
+        .post(server.url("/healthz"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        wrong_method.status().is_client_error(),
+        "{}",
+        wrong_method.status()
+    );
+    // The server is still up.
+    assert_eq!(
+        reqwest::get(server.url("/healthz")).await.unwrap().status(),
+        200
+    );
+}
+
+#[test]
+fn migrate_creates_the_store_and_help_explains_every_command() {
+    let dir = data_dir();
+    let status = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("migrate")
+        .env("SWITCHYARD_DATA_DIR", &dir)
+        .env_remove("SWITCHYARD_DATABASE_URL")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(dir.join("events.db").exists());
+    let help = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for word in ["serve", "migrate", "SQLite", "SWITCHYARD_DATABASE_URL"] {
+        assert!(
+            help.contains(word),
+            "--help does not mention {word}:\n{help}"
+        );
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("serve")
+        .arg("--listen")
+        .arg("not-an-address")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid"));
+}
+
+#[tokio::test]
+async fn the_server_serves_a_postgres_log_when_a_database_url_is_set() {
+    let url = std::env::var("SWITCHYARD_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://switchyard:switchyard@127.0.0.1:5432/switchyard_test".into()
+    });
+    let server = Server::start_with(&data_dir(), &[("SWITCHYARD_DATABASE_URL", &url)]);
+    let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(ready.json::<serde_json::Value>().await.unwrap()["event_log_head"].is_u64());
+}
