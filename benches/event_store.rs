@@ -71,7 +71,7 @@ async fn concurrent_single_appends(store: Arc<dyn EventStore>) {
     for w in 0..WRITERS {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let s = stream(&format!("w{w}"));
+            let s = stream(&format!("{}-w{w}", tenant.as_uuid().simple()));
             for event in events(PER_WRITER) {
                 ok(store
                     .append(tenant, &s, ExpectedVersion::Any, vec![event])

@@ -53,7 +53,11 @@ impl Drop for Server {
     }
 }
 
-/// A fresh directory for one test's data.
+/// A fresh directory for one test's data, under Cargo's temp dir (cleared by `scripts/test.sh`).
 pub fn data_dir() -> PathBuf {
-    tempfile::tempdir().unwrap().keep()
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("switchyard-tests")
+        .join(switchyard_events::EventId::new().to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -121,17 +121,7 @@ impl BatchWriter for SqliteWriter {
         let plan = plan::plan(batch, known);
         let recorded_at = now_micros();
         insert_rows(&mut tx, &plan.rows, recorded_at).await?;
-        for (stream, meta) in &plan.streams {
-            sqlx::query(
-                "INSERT INTO streams (stream_id, tenant_id, version) VALUES (?, ?, ?) \
-                 ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
-            )
-            .bind(stream.as_str())
-            .bind(meta.tenant_id.as_uuid())
-            .bind(to_sql(meta.version.0))
-            .execute(&mut *tx)
-            .await?;
-        }
+        upsert_streams(&mut tx, &plan.streams).await?;
         tx.commit().await?;
         let head = plan.head();
         Ok((plan.outcomes, head))
@@ -191,16 +181,15 @@ async fn load_known(conn: &mut SqliteConnection, batch: &[&Pending]) -> Result<K
     Ok(known)
 }
 
-/// Inserts rows with multi-row `INSERT`s of power-of-two sizes, so that a handful of prepared
-/// statements serve every batch size.
-async fn insert_rows(
-    conn: &mut SqliteConnection,
-    rows: &[NewRow<'_>],
-    recorded_at: i64,
-) -> Result<()> {
+/// Splits `items` into chunks of power-of-two sizes (64, then 32, 16, …), so that a handful of
+/// prepared multi-row statements serve every batch size.
+fn power_of_two_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     const LARGEST: usize = 64;
-    let mut rest = rows;
-    while !rest.is_empty() {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
         let size = if rest.len() >= LARGEST {
             LARGEST
         } else {
@@ -208,6 +197,37 @@ async fn insert_rows(
         };
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Records the new version (and, for a new stream, its tenant) of every stream the batch wrote.
+async fn upsert_streams(
+    conn: &mut SqliteConnection,
+    streams: &[(&StreamId, StreamMetadata)],
+) -> Result<()> {
+    for chunk in power_of_two_chunks(streams) {
+        let mut upsert =
+            QueryBuilder::<Sqlite>::new("INSERT INTO streams (stream_id, tenant_id, version) ");
+        upsert.push_values(chunk, |mut values, (stream, meta)| {
+            values
+                .push_bind(stream.as_str())
+                .push_bind(*meta.tenant_id.as_uuid())
+                .push_bind(to_sql(meta.version.0));
+        });
+        upsert.push(" ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version");
+        upsert.build().persistent(true).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Inserts the new event rows with multi-row `INSERT`s.
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    rows: &[NewRow<'_>],
+    recorded_at: i64,
+) -> Result<()> {
+    for chunk in power_of_two_chunks(rows) {
         let mut insert =
             QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
         insert.push_values(chunk, |mut values, row| {
