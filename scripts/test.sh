@@ -50,6 +50,10 @@ fi
 step "dependency rule (scripts/check-deps.sh)"
 bash scripts/check-deps.sh
 
+# Doc tests first, so that the test runner's closing summary is the last thing printed.
+step "cargo test --workspace --locked --doc"
+cargo test --workspace --locked --doc
+
 if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run --workspace --locked --no-fail-fast --profile ci"
     cargo nextest run --workspace --locked --no-fail-fast --profile ci
@@ -58,7 +62,5 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
-step "cargo test --workspace --locked --doc"
-cargo test --workspace --locked --doc
 
 step "all checks passed"
