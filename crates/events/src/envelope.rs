@@ -11,7 +11,11 @@ use crate::ids::{EventId, GlobalPosition, StreamId, StreamVersion, TenantId};
 
 /// Largest payload the store accepts, in bytes. Bigger data (documents, model outputs) belongs in
 /// a blob store with a reference in the event.
-pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// Largest append, in payload bytes over all its events (so one append always fits in one
+/// transaction and one database message).
+pub const MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
 
 /// Longest accepted event type name and metadata string, in bytes.
 const MAX_NAME_LEN: usize = 128;
@@ -81,6 +85,14 @@ impl NewEvent {
             if value.as_ref().is_some_and(|v| v.len() > MAX_METADATA_LEN) {
                 return Err(Error::InvalidEvent(format!(
                     "{field} is longer than {MAX_METADATA_LEN} bytes"
+                )));
+            }
+            if value
+                .as_ref()
+                .is_some_and(|v| v.chars().any(char::is_control))
+            {
+                return Err(Error::InvalidEvent(format!(
+                    "{field} contains control characters"
                 )));
             }
         }
@@ -156,6 +168,12 @@ mod tests {
         let mut long_meta = event("TenantCreated", 1);
         long_meta.metadata.correlation_id = Some("c".repeat(513));
         assert!(long_meta.validate().is_err());
+        let mut nul = event("TenantCreated", 1);
+        nul.metadata.traceparent = Some("00-\u{0}-01".into());
+        assert!(nul.validate().is_err());
+        let mut newline = event("TenantCreated", 1);
+        newline.metadata.correlation_id = Some("a\nb".into());
+        assert!(newline.validate().is_err());
         let mut v0 = event("TenantCreated", 1);
         v0.schema_version = 0;
         assert!(v0.validate().is_err());

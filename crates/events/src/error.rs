@@ -60,6 +60,16 @@ pub enum Error {
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 
+    /// A transaction handed in by the caller cannot carry an append (see
+    /// [`crate::PostgresStore::append_in`]).
+    #[error("unsuitable transaction: {0}")]
+    Transaction(String),
+
+    /// The database could not be reached or dropped the connection; nothing was acknowledged.
+    /// Appends are idempotent by event id, so retrying the same events is safe.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+
     /// The store's writer task has stopped (the store is shutting down or crashed).
     #[error("the event store is closed")]
     Closed,
@@ -70,6 +80,24 @@ impl Error {
     /// reloading the stream and deciding again.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::WrongExpectedVersion { .. })
+    }
+
+    /// True when the failure is the infrastructure's (connection lost, pool exhausted, database
+    /// restarting) and the same call may succeed later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unavailable(_) => true,
+            Error::Database(error) => matches!(
+                error,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            ),
+            _ => false,
+        }
     }
 
     pub(crate) fn decode(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {

@@ -52,12 +52,22 @@ async fn nothing_more(subscription: &mut EventStream) {
     assert!(extra.is_err(), "unexpected delivery: {extra:?}");
 }
 
-/// Waits until some session is blocked on an advisory lock (our appender behind transaction A).
+/// Waits until a session is blocked on *this store's* write lock (our appender behind
+/// transaction A), so the test proves B queued rather than assuming it.
 async fn wait_for_lock_waiter(store: &PostgresStore) {
+    let key = store.write_lock_key().cast_unsigned();
+    let (classid, objid) = (
+        i64::try_from(key >> 32).unwrap(),
+        i64::try_from(key & 0xffff_ffff).unwrap(),
+    );
     for _ in 0..500 {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1",
         )
+        .bind(classid)
+        .bind(objid)
         .fetch_one(store.pool())
         .await
         .unwrap();
@@ -185,7 +195,13 @@ async fn a_rolled_back_append_leaves_no_hole_and_is_never_delivered() {
         (GlobalPosition(1), stream("b"))
     );
     nothing_more(&mut subscription).await;
-    assert!(store.stream_metadata(&stream("a")).await.unwrap().is_none());
+    assert!(
+        store
+            .stream_metadata(Scope::All, &stream("a"))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The rolled-back stream can still be created afresh.
     store
         .append(tenant, &stream("a"), ExpectedVersion::NoStream, events(1))
@@ -200,6 +216,31 @@ async fn a_rolled_back_append_leaves_no_hole_and_is_never_delivered() {
         ),
         vec![1, 2]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_in_refuses_a_snapshot_isolated_transaction() {
+    let store = common::postgres_store().await;
+    let mut tx = store
+        .pool()
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .unwrap();
+    let err = store
+        .append_in(
+            &mut tx,
+            TenantId::new(),
+            &stream("rr"),
+            ExpectedVersion::NoStream,
+            events(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, switchyard_events::Error::Transaction(_)),
+        "{err:?}"
+    );
+    tx.rollback().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

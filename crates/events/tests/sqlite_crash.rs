@@ -32,22 +32,31 @@ async fn acknowledged_appends_survive_sigkill_intact_and_without_holes() {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the probe");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        // Start the clock only once the probe acknowledges its first append, so opening and
+        // migrating the store on a slow machine cannot eat the whole window.
+        let mut first = Vec::new();
+        stdout
+            .read_until(b'\n', &mut first)
+            .expect("read the first acknowledgement");
+        assert!(
+            first.ends_with(b"\n"),
+            "round {round}: the probe died before acknowledging anything"
+        );
         let reader = std::thread::spawn(move || {
             // Only whole lines count: a line cut by the kill was never fully acknowledged.
-            BufReader::new(stdout)
-                .split(b'\n')
-                .map_while(Result::ok)
-                .collect::<Vec<Vec<u8>>>()
+            let mut lines = vec![first[..first.len() - 1].to_vec()];
+            lines.extend(stdout.split(b'\n').map_while(Result::ok));
+            lines
         });
-        let kill_after = Duration::from_millis(rand::rng().random_range(150..900));
+        let kill_after = Duration::from_millis(rand::rng().random_range(20..600));
         let started = Instant::now();
         while started.elapsed() < kill_after {
             assert!(
                 child.try_wait().unwrap().is_none(),
                 "the probe exited on its own"
             );
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
         child.kill().expect("SIGKILL the probe");
         child.wait().unwrap();

@@ -106,7 +106,7 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(req: HttpRequest, store: web::Data<StoreHandle>) -> HttpResponse {
-    match store.0.head().await {
+    match store.0.ready().await {
         Ok(head) => HttpResponse::Ok().json(json!({"status": "ready", "event_log_head": head})),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

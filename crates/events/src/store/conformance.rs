@@ -41,6 +41,8 @@ macro_rules! conformance_suite {
             subscription_catches_up_then_follows_live_appends,
             subscription_sees_every_event_exactly_once_under_concurrent_writers,
             snapshots_keep_the_newest_and_refuse_to_run_ahead,
+            snapshots_and_stream_metadata_are_scoped_to_the_owning_tenant,
+            another_tenant_cannot_replay_an_append_it_does_not_own,
             reads_are_scoped_to_one_tenant,
             a_stream_belongs_to_one_tenant_forever,
             large_payloads_roundtrip_and_oversized_ones_are_rejected,
@@ -119,7 +121,11 @@ pub async fn appended_events_read_back_in_order_with_their_envelope(store: Store
             "recorded_at {age}"
         );
     }
-    let meta = store.stream_metadata(&s).await.unwrap().unwrap();
+    let meta = store
+        .stream_metadata(Scope::All, &s)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((meta.tenant_id, meta.version), (tenant, StreamVersion(3)));
     assert_eq!(store.head().await.unwrap(), result.last_position());
 }
@@ -537,7 +543,7 @@ pub async fn subscription_sees_every_event_exactly_once_under_concurrent_writers
 pub async fn snapshots_keep_the_newest_and_refuse_to_run_ahead(store: Store) {
     let tenant = TenantId::new();
     let s = stream("snap");
-    assert!(store.load_snapshot(&s).await.unwrap().is_none());
+    assert!(store.load_snapshot(Scope::All, &s).await.unwrap().is_none());
     store
         .append(tenant, &s, ExpectedVersion::NoStream, events(5))
         .await
@@ -547,21 +553,112 @@ pub async fn snapshots_keep_the_newest_and_refuse_to_run_ahead(store: Store) {
         schema_version: 2,
         payload: Bytes::from_static(body),
     };
-    store.save_snapshot(&s, at(3, b"three")).await.unwrap();
+    store
+        .save_snapshot(tenant, &s, at(3, b"three"))
+        .await
+        .unwrap();
     assert_eq!(
-        store.load_snapshot(&s).await.unwrap(),
+        store.load_snapshot(Scope::All, &s).await.unwrap(),
         Some(at(3, b"three"))
     );
-    store.save_snapshot(&s, at(5, b"five")).await.unwrap();
-    store.save_snapshot(&s, at(4, b"stale")).await.unwrap();
-    assert_eq!(store.load_snapshot(&s).await.unwrap(), Some(at(5, b"five")));
-    let err = store.save_snapshot(&s, at(6, b"ahead")).await.unwrap_err();
+    store
+        .save_snapshot(tenant, &s, at(5, b"five"))
+        .await
+        .unwrap();
+    store
+        .save_snapshot(tenant, &s, at(4, b"stale"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_snapshot(Scope::All, &s).await.unwrap(),
+        Some(at(5, b"five"))
+    );
+    let err = store
+        .save_snapshot(tenant, &s, at(6, b"ahead"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::SnapshotAhead { .. }), "{err:?}");
     let tail = store
         .read_stream(Scope::All, &s, StreamVersion(5), 100)
         .await
         .unwrap();
     assert!(tail.is_empty());
+}
+
+pub async fn snapshots_and_stream_metadata_are_scoped_to_the_owning_tenant(store: Store) {
+    let (owner, other) = (TenantId::new(), TenantId::new());
+    let s = stream("scoped-snap");
+    store
+        .append(owner, &s, ExpectedVersion::NoStream, events(2))
+        .await
+        .unwrap();
+    let snapshot = Snapshot {
+        version: StreamVersion(2),
+        schema_version: 1,
+        payload: Bytes::from_static(b"state"),
+    };
+    let err = store
+        .save_snapshot(other, &s, snapshot.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongTenant { .. }), "{err:?}");
+    store
+        .save_snapshot(owner, &s, snapshot.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_snapshot(Scope::Tenant(owner), &s).await.unwrap(),
+        Some(snapshot.clone())
+    );
+    assert_eq!(
+        store.load_snapshot(Scope::Tenant(other), &s).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.load_snapshot(Scope::All, &s).await.unwrap(),
+        Some(snapshot)
+    );
+    assert!(
+        store
+            .stream_metadata(Scope::Tenant(other), &s)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .stream_metadata(Scope::Tenant(owner), &s)
+            .await
+            .unwrap()
+            .unwrap()
+            .tenant_id,
+        owner
+    );
+    let zero = Snapshot {
+        version: StreamVersion::NONE,
+        schema_version: 1,
+        payload: Bytes::new(),
+    };
+    assert!(store.save_snapshot(owner, &s, zero).await.is_err());
+}
+
+pub async fn another_tenant_cannot_replay_an_append_it_does_not_own(store: Store) {
+    let (owner, other) = (TenantId::new(), TenantId::new());
+    let s = stream("replay");
+    let batch = events(2);
+    store
+        .append(owner, &s, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    let err = store
+        .append(other, &s, ExpectedVersion::Any, batch)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::WrongTenant { .. }),
+        "a replay by another tenant must be refused: {err:?}"
+    );
+    assert_eq!(store.head().await.unwrap(), GlobalPosition(2));
 }
 
 pub async fn reads_are_scoped_to_one_tenant(store: Store) {
@@ -643,7 +740,12 @@ pub async fn a_stream_belongs_to_one_tenant_forever(store: Store) {
         assert!(matches!(err, Error::WrongTenant { .. }), "{err:?}");
     }
     assert_eq!(
-        store.stream_metadata(&s).await.unwrap().unwrap().version,
+        store
+            .stream_metadata(Scope::All, &s)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
         StreamVersion(1)
     );
 }
@@ -685,7 +787,9 @@ pub async fn empty_appends_and_malformed_events_are_rejected(store: Store) {
     bad_type.event_type = "drop table; --".into();
     let mut dup = events(1);
     dup.push(dup[0].clone());
-    for bad in [vec![bad_type], dup] {
+    let mut nul = event(0);
+    nul.metadata.correlation_id = Some("req\u{0}".into());
+    for bad in [vec![bad_type], dup, vec![nul]] {
         let err = store
             .append(tenant, &s, ExpectedVersion::Any, bad)
             .await
@@ -693,7 +797,13 @@ pub async fn empty_appends_and_malformed_events_are_rejected(store: Store) {
         assert!(matches!(err, Error::InvalidEvent(_)), "{err:?}");
     }
     assert_eq!(store.head().await.unwrap(), GlobalPosition::START);
-    assert!(store.stream_metadata(&s).await.unwrap().is_none());
+    assert!(
+        store
+            .stream_metadata(Scope::All, &s)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 pub async fn bad_stream_names_are_rejected(store: Store) {
@@ -739,7 +849,13 @@ pub async fn missing_streams_read_as_empty(store: Store) {
             .unwrap()
             .is_empty()
     );
-    assert!(store.stream_metadata(&s).await.unwrap().is_none());
+    assert!(
+        store
+            .stream_metadata(Scope::All, &s)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(
         store
             .read_all(Scope::All, GlobalPosition::START, 10)

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::ids::GlobalPosition;
-use crate::metrics;
+use crate::metrics::{self, StoreMetrics};
 use crate::store::AppendResult;
 use crate::store::plan::Pending;
 
@@ -21,6 +21,8 @@ use crate::store::plan::Pending;
 const MAX_BATCH_REQUESTS: usize = 1024;
 /// Most events one transaction takes (a single larger append still goes through alone).
 const MAX_BATCH_EVENTS: usize = 20_000;
+/// Most payload bytes one transaction takes (a single larger append still goes through alone).
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// Requests that may wait for the writer before appenders are slowed down (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 
@@ -29,7 +31,8 @@ const QUEUE_DEPTH: usize = 4096;
 pub(crate) trait BatchWriter: Send + 'static {
     /// Writes the batch atomically. `Ok` carries one outcome per request (a lost race is an
     /// outcome, not a failure) and the new head position if anything was written. `Err` means
-    /// the transaction failed as a whole and nothing of it is visible.
+    /// the transaction failed as a whole and nothing of it is visible (or, if the commit's
+    /// answer was lost, it may be: appends are idempotent, so a retry tells).
     async fn write(
         &mut self,
         batch: &[&Pending],
@@ -57,7 +60,13 @@ impl GroupCommit {
         backend: &'static str,
     ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(writer, requests, head, backend));
+        tokio::spawn(run(
+            writer,
+            requests,
+            head,
+            metrics::store(backend),
+            backend,
+        ));
         GroupCommit { queue }
     }
 
@@ -72,71 +81,108 @@ impl GroupCommit {
         self.queue.send(request).await.map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
+
+    /// Whether the writer task has stopped (it never stops while a handle exists, unless it
+    /// panicked or its runtime shut down).
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
 }
 
 async fn run<W: BatchWriter>(
     mut writer: W,
     mut requests: mpsc::Receiver<Request>,
     head: Arc<watch::Sender<GlobalPosition>>,
+    metrics: StoreMetrics,
     backend: &'static str,
 ) {
-    let metrics = metrics::store(backend);
-    while let Some(first) = requests.recv().await {
-        let mut events = first.pending.events.len();
+    let mut waiting: Option<Request> = None;
+    while let Some(first) = match waiting.take() {
+        Some(request) => Some(request),
+        None => requests.recv().await,
+    } {
+        let (mut events, mut bytes) = (first.pending.events.len(), first.pending.bytes());
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_REQUESTS && events < MAX_BATCH_EVENTS {
-            match requests.try_recv() {
-                Ok(request) => {
-                    events += request.pending.events.len();
-                    batch.push(request);
-                }
-                Err(_) => break,
+        while batch.len() < MAX_BATCH_REQUESTS
+            && events < MAX_BATCH_EVENTS
+            && bytes < MAX_BATCH_BYTES
+        {
+            let Ok(request) = requests.try_recv() else {
+                break;
+            };
+            let (more_events, more_bytes) = (request.pending.events.len(), request.pending.bytes());
+            if events + more_events > MAX_BATCH_EVENTS || bytes + more_bytes > MAX_BATCH_BYTES {
+                waiting = Some(request); // first of the next batch
+                break;
             }
+            events += more_events;
+            bytes += more_bytes;
+            batch.push(request);
         }
-        let span = tracing::debug_span!("group_commit", backend, requests = batch.len(), events);
+        let span = tracing::debug_span!(
+            "group_commit",
+            backend,
+            requests = batch.len(),
+            events,
+            bytes
+        );
         for request in &batch {
             span.follows_from(&request.span);
         }
-        async {
-            let started = Instant::now();
-            let refs: Vec<&Pending> = batch.iter().map(|r| &r.pending).collect();
-            match writer.write(&refs).await {
-                Ok((outcomes, new_head)) => {
-                    metrics.observe_batch(batch.len(), started.elapsed());
-                    publish(&head, new_head);
-                    for (request, outcome) in batch.into_iter().zip(outcomes) {
-                        metrics.observe_outcome(&outcome);
-                        let _ = request.reply.send(outcome);
-                    }
-                }
-                Err(error) if batch.len() == 1 => {
-                    tracing::warn!(%error, "append transaction failed");
-                    metrics.failed_batches.inc();
-                    if let Some(request) = batch.pop() {
-                        let _ = request.reply.send(Err(error));
-                    }
-                }
-                Err(error) => {
-                    // Isolate the failure: each request alone. Safe even if the failed commit did
-                    // in fact land, because appends are idempotent by event id.
-                    tracing::warn!(%error, "batched append failed; retrying its requests one by one");
-                    metrics.failed_batches.inc();
-                    for request in batch {
-                        let outcome = match writer.write(&[&request.pending]).await {
-                            Ok((mut outcomes, new_head)) => {
-                                publish(&head, new_head);
-                                outcomes.pop().unwrap_or(Err(Error::Closed))
-                            }
-                            Err(error) => Err(error),
-                        };
-                        metrics.observe_outcome(&outcome);
-                        let _ = request.reply.send(outcome);
-                    }
-                }
+        commit(&mut writer, batch, &head, &metrics)
+            .instrument(span)
+            .await;
+    }
+}
+
+async fn commit<W: BatchWriter>(
+    writer: &mut W,
+    mut batch: Vec<Request>,
+    head: &watch::Sender<GlobalPosition>,
+    metrics: &StoreMetrics,
+) {
+    let started = Instant::now();
+    let refs: Vec<&Pending> = batch.iter().map(|r| &r.pending).collect();
+    match writer.write(&refs).await {
+        Ok((outcomes, new_head)) => {
+            metrics.observe_batch(batch.len(), started.elapsed());
+            publish(head, new_head);
+            for (request, outcome) in batch.into_iter().zip(outcomes) {
+                metrics.observe_outcome(&outcome);
+                let _ = request.reply.send(outcome);
             }
         }
-        .instrument(span)
-        .await;
+        Err(error) if batch.len() == 1 || error.is_transient() => {
+            // One request, or the database is unreachable: retrying each alone would only make
+            // every caller wait longer for the same answer.
+            tracing::warn!(%error, requests = batch.len(), "append transaction failed");
+            metrics.failed_batches.inc();
+            let message = error.to_string();
+            if let Some(last) = batch.pop() {
+                let _ = last.reply.send(Err(error));
+            }
+            for request in batch {
+                let _ = request.reply.send(Err(Error::Unavailable(message.clone())));
+            }
+        }
+        Err(error) => {
+            // Something in the batch made the database refuse it: isolate it by writing each
+            // request alone. Safe even if the failed commit did land, because appends are
+            // idempotent by event id.
+            tracing::warn!(%error, "batched append failed; retrying its requests one by one");
+            metrics.failed_batches.inc();
+            for request in batch {
+                let outcome = match writer.write(&[&request.pending]).await {
+                    Ok((mut outcomes, new_head)) => {
+                        publish(head, new_head);
+                        outcomes.pop().unwrap_or(Err(Error::Closed))
+                    }
+                    Err(error) => Err(error),
+                };
+                metrics.observe_outcome(&outcome);
+                let _ = request.reply.send(outcome);
+            }
+        }
     }
 }
 
@@ -149,5 +195,125 @@ fn publish(head: &watch::Sender<GlobalPosition>, new_head: Option<GlobalPosition
             }
             advanced
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::envelope::{Metadata, NewEvent};
+    use crate::ids::{EventId, StreamId, StreamVersion, TenantId};
+    use crate::store::ExpectedVersion;
+
+    /// A writer that fails as told and records the batch sizes it saw.
+    struct Scripted {
+        failures: Vec<Error>,
+        seen: Arc<Mutex<Vec<usize>>>,
+        next: u64,
+    }
+
+    #[async_trait]
+    impl BatchWriter for Scripted {
+        async fn write(
+            &mut self,
+            batch: &[&Pending],
+        ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
+            self.seen.lock().unwrap().push(batch.len());
+            if let Some(error) = self.failures.pop() {
+                return Err(error);
+            }
+            let outcomes = batch
+                .iter()
+                .map(|p| {
+                    let positions = p
+                        .events
+                        .iter()
+                        .map(|_| {
+                            self.next += 1;
+                            GlobalPosition(self.next)
+                        })
+                        .collect();
+                    Ok(AppendResult {
+                        positions,
+                        stream_version: StreamVersion(1),
+                        deduplicated: false,
+                    })
+                })
+                .collect();
+            Ok((outcomes, Some(GlobalPosition(self.next))))
+        }
+    }
+
+    fn pending() -> Pending {
+        let event = NewEvent {
+            event_id: EventId::new(),
+            event_type: "T".into(),
+            schema_version: 1,
+            payload: Bytes::from_static(b"\x01"),
+            metadata: Metadata::default(),
+        };
+        Pending::new(
+            TenantId::new(),
+            &StreamId::parse("s-1").unwrap(),
+            ExpectedVersion::Any,
+            vec![event],
+        )
+        .unwrap()
+    }
+
+    async fn run_batch(failures: Vec<Error>, n: usize) -> (Vec<Result<AppendResult>>, Vec<usize>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut writer = Scripted {
+            failures,
+            seen: seen.clone(),
+            next: 0,
+        };
+        let head = watch::channel(GlobalPosition::START).0;
+        let mut answers = Vec::new();
+        let batch = (0..n)
+            .map(|_| {
+                let (reply, answer) = oneshot::channel();
+                answers.push(answer);
+                Request {
+                    pending: pending(),
+                    reply,
+                    span: tracing::Span::none(),
+                }
+            })
+            .collect();
+        commit(&mut writer, batch, &head, &metrics::store("test")).await;
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap());
+        }
+        let seen = seen.lock().unwrap().clone();
+        (outcomes, seen)
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_is_retried_request_by_request() {
+        let refused = Error::InvalidEvent("refused by the database".into());
+        let (outcomes, seen) = run_batch(vec![refused], 3).await;
+        assert_eq!(seen, vec![3, 1, 1, 1]);
+        assert!(outcomes.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_fails_the_batch_at_once() {
+        let (outcomes, seen) = run_batch(vec![Error::Database(sqlx::Error::PoolTimedOut)], 3).await;
+        assert_eq!(
+            seen,
+            vec![3],
+            "no per-request retries against a database that is down"
+        );
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| o.as_ref().is_err_and(Error::is_transient))
+        );
     }
 }

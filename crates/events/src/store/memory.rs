@@ -86,6 +86,7 @@ impl EventStore for MemoryStore {
                 log.ids.insert(
                     row.event.event_id,
                     StoredAt {
+                        tenant: row.tenant,
                         stream: row.stream.clone(),
                         version: row.version,
                         position: row.position,
@@ -169,27 +170,32 @@ impl EventStore for MemoryStore {
         subscribe::subscribe(self.clone(), self.head.subscribe(), scope, after, None)
     }
 
-    async fn stream_metadata(&self, stream: &StreamId) -> Result<Option<StreamMetadata>> {
-        Ok(self.log().streams.get(stream).map(|(meta, _)| *meta))
+    async fn stream_metadata(
+        &self,
+        scope: Scope,
+        stream: &StreamId,
+    ) -> Result<Option<StreamMetadata>> {
+        Ok(self
+            .log()
+            .streams
+            .get(stream)
+            .map(|(meta, _)| *meta)
+            .filter(|meta| scope.admits(meta.tenant_id)))
     }
 
     async fn head(&self) -> Result<GlobalPosition> {
         Ok(GlobalPosition(self.log().events.len() as u64))
     }
 
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<()> {
+    async fn save_snapshot(
+        &self,
+        tenant: TenantId,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> Result<()> {
         let mut log = self.log();
-        let actual = log
-            .streams
-            .get(stream)
-            .map_or(StreamVersion::NONE, |(meta, _)| meta.version);
-        if snapshot.version > actual {
-            return Err(Error::SnapshotAhead {
-                stream: stream.clone(),
-                version: snapshot.version,
-                actual,
-            });
-        }
+        let current = log.streams.get(stream).map(|(meta, _)| *meta);
+        plan::check_snapshot(tenant, stream, &snapshot, current)?;
         let newer = log
             .snapshots
             .get(stream)
@@ -200,7 +206,16 @@ impl EventStore for MemoryStore {
         Ok(())
     }
 
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
-        Ok(self.log().snapshots.get(stream).cloned())
+    async fn load_snapshot(&self, scope: Scope, stream: &StreamId) -> Result<Option<Snapshot>> {
+        let log = self.log();
+        let admitted = log
+            .streams
+            .get(stream)
+            .is_some_and(|(meta, _)| scope.admits(meta.tenant_id));
+        Ok(if admitted {
+            log.snapshots.get(stream).cloned()
+        } else {
+            None
+        })
     }
 }

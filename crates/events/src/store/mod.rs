@@ -85,6 +85,14 @@ impl Scope {
             Scope::Tenant(scoped) => *scoped == tenant,
         }
     }
+
+    /// The tenant to filter on in SQL (`NULL` = all).
+    pub(crate) fn tenant_filter(&self) -> Option<uuid::Uuid> {
+        match self {
+            Scope::All => None,
+            Scope::Tenant(tenant) => Some(*tenant.as_uuid()),
+        }
+    }
 }
 
 /// What the store keeps about a stream besides its events.
@@ -137,17 +145,34 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// global order. The stream ends only with an error.
     fn subscribe_all(&self, scope: Scope, after: GlobalPosition) -> EventStream;
 
-    /// The stream's tenant and version, or `None` if it has no events.
-    async fn stream_metadata(&self, stream: &StreamId) -> Result<Option<StreamMetadata>>;
+    /// The stream's tenant and version, or `None` if it has no events or the scope does not
+    /// admit it.
+    async fn stream_metadata(
+        &self,
+        scope: Scope,
+        stream: &StreamId,
+    ) -> Result<Option<StreamMetadata>>;
 
     /// The position of the last committed event (0 for an empty log).
     async fn head(&self) -> Result<GlobalPosition>;
 
-    /// Stores a snapshot of the stream's state; an older one than the stored one is ignored.
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<()>;
+    /// Whether the store can take appends now: its writer is running and the database answers.
+    /// Returns the head position. For readiness probes.
+    async fn ready(&self) -> Result<GlobalPosition> {
+        self.head().await
+    }
 
-    /// The latest snapshot of the stream, if any.
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>>;
+    /// Stores a snapshot of the stream's state (the stream must belong to `tenant` and have
+    /// the events the snapshot covers); one older than the stored one is ignored.
+    async fn save_snapshot(
+        &self,
+        tenant: TenantId,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> Result<()>;
+
+    /// The latest snapshot of the stream, if any and if the scope admits the stream.
+    async fn load_snapshot(&self, scope: Scope, stream: &StreamId) -> Result<Option<Snapshot>>;
 }
 
 /// Converts a store integer (signed in SQL) to an unsigned position or version.

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::envelope::NewEvent;
+use crate::envelope::{MAX_APPEND_BYTES, NewEvent, Snapshot};
 use crate::error::{Error, Result};
 use crate::ids::{EventId, GlobalPosition, StreamId, StreamVersion, TenantId};
 use crate::store::{AppendResult, ExpectedVersion, StreamMetadata};
@@ -35,6 +35,12 @@ impl Pending {
                 "an append needs at least one event".into(),
             ));
         }
+        let bytes: usize = events.iter().map(|e| e.payload.len()).sum();
+        if bytes > MAX_APPEND_BYTES {
+            return Err(Error::InvalidEvent(format!(
+                "an append of {bytes} payload bytes is larger than the limit of {MAX_APPEND_BYTES}"
+            )));
+        }
         let mut ids = HashSet::with_capacity(events.len());
         for event in &events {
             event.validate()?;
@@ -52,11 +58,17 @@ impl Pending {
             events,
         })
     }
+
+    /// Payload bytes of the append.
+    pub fn bytes(&self) -> usize {
+        self.events.iter().map(|e| e.payload.len()).sum()
+    }
 }
 
 /// Where an already-stored event lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredAt {
+    pub tenant: TenantId,
     pub stream: StreamId,
     pub version: StreamVersion,
     pub position: GlobalPosition,
@@ -195,6 +207,7 @@ fn plan_one<'a>(
         known.events.insert(
             event.event_id,
             StoredAt {
+                tenant: request.tenant,
                 stream: request.stream.clone(),
                 version,
                 position,
@@ -234,6 +247,12 @@ fn replayed(request: &Pending, stored: &[Option<&StoredAt>]) -> Result<AppendRes
             event_id: event.event_id,
         };
         let at = at.ok_or_else(conflict)?;
+        if at.tenant != request.tenant {
+            return Err(Error::WrongTenant {
+                stream: at.stream.clone(),
+                tenant: request.tenant,
+            });
+        }
         let in_sequence = previous.is_none_or(|prev| at.version == prev.next());
         if at.stream != request.stream || !in_sequence {
             return Err(conflict());
@@ -246,6 +265,39 @@ fn replayed(request: &Pending, stored: &[Option<&StoredAt>]) -> Result<AppendRes
         stream_version: previous.unwrap_or_default(),
         deduplicated: true,
     })
+}
+
+/// The checks of `save_snapshot` that every backend makes before writing: the stream exists,
+/// belongs to `tenant`, and has the events the snapshot claims to cover.
+pub(crate) fn check_snapshot(
+    tenant: TenantId,
+    stream: &StreamId,
+    snapshot: &Snapshot,
+    current: Option<StreamMetadata>,
+) -> Result<()> {
+    let actual = match current {
+        Some(meta) if meta.tenant_id != tenant => {
+            return Err(Error::WrongTenant {
+                stream: stream.clone(),
+                tenant,
+            });
+        }
+        Some(meta) => meta.version,
+        None => StreamVersion::NONE,
+    };
+    if snapshot.version == StreamVersion::NONE {
+        return Err(Error::InvalidEvent(
+            "a snapshot covers at least one event".into(),
+        ));
+    }
+    if snapshot.version > actual {
+        return Err(Error::SnapshotAhead {
+            stream: stream.clone(),
+            version: snapshot.version,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -351,6 +403,38 @@ mod tests {
             );
         }
         assert_eq!(plan.rows.len(), 2);
+    }
+
+    #[test]
+    fn another_tenant_cannot_replay_someone_elses_append() {
+        let owner = pending(TenantId::new(), "s-1", ExpectedVersion::Any, 2);
+        let replay = Pending {
+            tenant: TenantId::new(),
+            events: owner.events.clone(),
+            ..pending(TenantId::new(), "s-1", ExpectedVersion::Any, 1)
+        };
+        let plan = plan(&[&owner, &replay], known(1));
+        assert!(
+            matches!(plan.outcomes[1], Err(Error::WrongTenant { .. })),
+            "{:?}",
+            plan.outcomes[1]
+        );
+    }
+
+    #[test]
+    fn oversized_appends_are_refused() {
+        let t = TenantId::new();
+        let stream = StreamId::parse("s-1").unwrap();
+        let events: Vec<NewEvent> = (0..17)
+            .map(|_| NewEvent {
+                payload: Bytes::from(vec![0u8; crate::MAX_PAYLOAD_BYTES]),
+                ..new_event()
+            })
+            .collect();
+        assert!(matches!(
+            Pending::new(t, &stream, ExpectedVersion::Any, events),
+            Err(Error::InvalidEvent(_))
+        ));
     }
 
     #[test]

@@ -14,18 +14,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, now_micros};
 use crate::error::{Error, Result};
-use crate::ids::{EventId, GlobalPosition, StreamId, StreamVersion, TenantId};
+use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
 use crate::metrics::{self, StoreMetrics};
 use crate::store::group_commit::{BatchWriter, GroupCommit};
-use crate::store::plan::{self, Known, Pending, StoredAt};
-use crate::store::sql::{EVENT_COLUMNS, decode_event};
+use crate::store::plan::{self, Known, Pending};
+use crate::store::sql::{
+    EVENT_COLUMNS, decode_event, decode_snapshot, decode_stored_at, decode_stream_metadata,
+};
 use crate::store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, from_sql,
     sql_limit, subscribe, to_sql,
@@ -34,6 +36,7 @@ use crate::store::{
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How to reach the store.
+/// How to reach the store.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     /// `postgres://user:password@host:port/database`.
@@ -41,11 +44,15 @@ pub struct PostgresOptions {
     /// The schema that holds the log's tables (created if missing). Separate schemas are
     /// separate stores, with separate write locks.
     pub schema: String,
-    /// Connections for reads (the writer and the change listener take one more each).
+    /// Connections for reads and for callers of [`PostgresStore::append_in`]; the writer and
+    /// the change listener take one more each.
     pub max_connections: u32,
     /// How often a subscriber looks for commits it was not notified of (a notification lost while
     /// the listener reconnects). Correctness never depends on it, only latency.
     pub poll: Duration,
+    /// How long an append waits for the write lock before it fails (a leaked transaction of an
+    /// `append_in` caller must not freeze every writer for ever).
+    pub lock_timeout: Duration,
 }
 
 impl PostgresOptions {
@@ -56,6 +63,7 @@ impl PostgresOptions {
             schema: "public".into(),
             max_connections: 8,
             poll: Duration::from_secs(1),
+            lock_timeout: Duration::from_secs(30),
         }
     }
 
@@ -65,6 +73,8 @@ impl PostgresOptions {
         self
     }
 }
+
+const HEAD: &str = "SELECT COALESCE(MAX(global_position), 0) FROM events";
 
 /// The PostgreSQL event store.
 #[derive(Debug, Clone)]
@@ -94,13 +104,15 @@ impl PostgresStore {
     /// Connects, creates the schema if needed and brings it up to date.
     pub async fn connect(options: PostgresOptions) -> Result<Self> {
         let schema = options.schema.clone();
-        if schema.is_empty()
-            || !schema
+        let valid = !schema.is_empty()
+            && schema.len() <= 48
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
             return Err(Error::InvalidEvent(format!(
-                "schema name {schema:?} must be lower-case ASCII, digits and '_'"
+                "schema name {schema:?} must be 1-48 lower-case ASCII letters, digits and '_'"
             )));
         }
         let base: PgConnectOptions = options.url.parse()?;
@@ -112,9 +124,13 @@ impl PostgresStore {
         .await?;
         setup.close().await?;
 
-        let connect = base.options([("search_path", schema.as_str())]);
+        let lock_timeout = format!("{}ms", options.lock_timeout.as_millis());
+        let connect = base.options([
+            ("search_path", schema.as_str()),
+            ("lock_timeout", lock_timeout.as_str()),
+        ]);
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections + 1)
+            .max_connections(options.max_connections + 2)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(connect)
             .await?;
@@ -122,11 +138,12 @@ impl PostgresStore {
 
         let key = fnv1a(format!("switchyard.events.{schema}").as_bytes());
         let lock_key = i64::from_ne_bytes(key.to_ne_bytes());
-        let channel = format!("switchyard_events_{:016x}", key);
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-            .fetch_one(&pool)
-            .await?;
-        let head = Arc::new(watch::channel(GlobalPosition(from_sql(last, "head")?)).0);
+        let channel = format!("switchyard_events_{key:016x}");
+        let head = GlobalPosition(from_sql(
+            sqlx::query_scalar(HEAD).fetch_one(&pool).await?,
+            "head",
+        )?);
+        let head = Arc::new(watch::channel(head).0);
         let listener = tokio::spawn(listen(pool.clone(), channel.clone(), head.clone()));
         let writer = GroupCommit::spawn(
             PgWriter {
@@ -138,6 +155,7 @@ impl PostgresStore {
             "postgres",
         );
         tracing::info!(schema, "connected to PostgreSQL event store");
+        let metrics = metrics::store("postgres");
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -147,7 +165,7 @@ impl PostgresStore {
                 channel,
                 poll: options.poll,
                 listener,
-                metrics: metrics::store("postgres"),
+                metrics,
             }),
         })
     }
@@ -157,18 +175,39 @@ impl PostgresStore {
         &self.inner.pool
     }
 
+    /// The advisory lock every append of this store takes, as `pg_locks` shows it
+    /// (`locktype = 'advisory'`, `classid` = high 32 bits, `objid` = low 32 bits, `objsubid = 1`):
+    /// for operators looking for a writer that holds the log.
+    pub fn write_lock_key(&self) -> i64 {
+        self.inner.lock_key
+    }
+
     /// Appends inside a transaction the caller owns, so that the events commit (or roll back)
-    /// together with the caller's own writes. The store's write lock is held from here until the
-    /// caller's transaction ends: keep it short.
+    /// together with the caller's own writes.
+    ///
+    /// The store's write lock is held from here until the caller's transaction ends: keep it
+    /// short, and do not call [`EventStore::append`] of the same store before it ends (that
+    /// append would wait for this transaction's lock). The transaction must run at READ
+    /// COMMITTED (PostgreSQL's default): under a snapshot taken before the lock, the version
+    /// checks would read stale data.
     pub async fn append_in(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut Transaction<'_, Postgres>,
         tenant: TenantId,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         let pending = Pending::new(tenant, stream, expected, events)?;
+        let isolation: String =
+            sqlx::query_scalar("SELECT current_setting('transaction_isolation')")
+                .fetch_one(&mut **tx)
+                .await?;
+        if isolation != "read committed" {
+            return Err(Error::Transaction(format!(
+                "isolation level is {isolation}, appends need read committed"
+            )));
+        }
         let (mut outcomes, _head) =
             write_batch(tx, &[&pending], self.inner.lock_key, &self.inner.channel).await?;
         outcomes.pop().unwrap_or(Err(Error::Closed))
@@ -234,7 +273,12 @@ impl BatchWriter for PgWriter {
         &mut self,
         batch: &[&Pending],
     ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        // Pinned, whatever the database's default: the version checks must see what committed
+        // before the lock was granted.
+        let mut tx = conn
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
         let written = write_batch(&mut tx, batch, self.lock_key, &self.channel).await?;
         tx.commit().await?;
         Ok(written)
@@ -255,76 +299,14 @@ async fn write_batch(
     let known = load_known(conn, batch).await?;
     let plan = plan::plan(batch, known);
     if let Some(head) = plan.head() {
-        let recorded_at = now_micros();
-        let n = plan.rows.len();
-        let (mut positions, mut ids, mut tenants, mut streams, mut versions) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (
-            mut types,
-            mut schemas,
-            mut correlations,
-            mut causations,
-            mut parents,
-            mut states,
-            mut payloads,
-        ) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for row in &plan.rows {
-            let e = row.event;
-            positions.push(to_sql(row.position.0));
-            ids.push(*e.event_id.as_uuid());
-            tenants.push(*row.tenant.as_uuid());
-            streams.push(row.stream.as_str());
-            versions.push(to_sql(row.version.0));
-            types.push(e.event_type.as_str());
-            schemas.push(i32::from(e.schema_version));
-            correlations.push(e.metadata.correlation_id.as_deref());
-            causations.push(e.metadata.causation_id);
-            parents.push(e.metadata.traceparent.as_deref());
-            states.push(e.metadata.tracestate.as_deref());
-            payloads.push(&e.payload[..]);
-        }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO events ({EVENT_COLUMNS}) \
-             SELECT p, i, t, s, v, ty, sv, $13, c, ca, tp, ts, pl FROM UNNEST(\
-             $1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
-             $8::text[], $9::uuid[], $10::text[], $11::text[], $12::bytea[]) AS x(p, i, t, s, v, ty, sv, c, ca, tp, ts, pl)"
-        )))
-        .bind(positions)
-        .bind(ids)
-        .bind(tenants)
-        .bind(streams)
-        .bind(versions)
-        .bind(types)
-        .bind(schemas)
-        .bind(correlations)
-        .bind(causations)
-        .bind(parents)
-        .bind(states)
-        .bind(payloads)
-        .bind(recorded_at)
-        .execute(&mut *conn)
-        .await?;
-
+        insert_rows(conn, &plan.rows).await?;
         let stream_ids: Vec<&str> = plan.streams.iter().map(|(s, _)| s.as_str()).collect();
         let tenant_ids: Vec<Uuid> = plan
             .streams
             .iter()
             .map(|(_, m)| *m.tenant_id.as_uuid())
             .collect();
-        let stream_versions: Vec<i64> = plan
+        let versions: Vec<i64> = plan
             .streams
             .iter()
             .map(|(_, m)| to_sql(m.version.0))
@@ -336,7 +318,7 @@ async fn write_batch(
         )
         .bind(stream_ids)
         .bind(tenant_ids)
-        .bind(stream_versions)
+        .bind(versions)
         .execute(&mut *conn)
         .await?;
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -349,46 +331,89 @@ async fn write_batch(
     Ok((plan.outcomes, head))
 }
 
+/// Inserts the new rows with one `INSERT … SELECT FROM UNNEST` (one round trip per batch).
+async fn insert_rows(conn: &mut PgConnection, rows: &[plan::Row<'_>]) -> Result<()> {
+    let n = rows.len();
+    let mut positions = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut tenants = Vec::with_capacity(n);
+    let mut streams = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut schemas = Vec::with_capacity(n);
+    let mut correlations = Vec::with_capacity(n);
+    let mut causations = Vec::with_capacity(n);
+    let mut parents = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    for row in rows {
+        let e = row.event;
+        positions.push(to_sql(row.position.0));
+        ids.push(*e.event_id.as_uuid());
+        tenants.push(*row.tenant.as_uuid());
+        streams.push(row.stream.as_str());
+        versions.push(to_sql(row.version.0));
+        types.push(e.event_type.as_str());
+        schemas.push(i32::from(e.schema_version));
+        correlations.push(e.metadata.correlation_id.as_deref());
+        causations.push(e.metadata.causation_id);
+        parents.push(e.metadata.traceparent.as_deref());
+        states.push(e.metadata.tracestate.as_deref());
+        payloads.push(&e.payload[..]);
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO events ({EVENT_COLUMNS}) \
+         SELECT p, i, t, s, v, ty, sv, $13, c, ca, tp, ts, pl FROM UNNEST(\
+         $1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
+         $8::text[], $9::uuid[], $10::text[], $11::text[], $12::bytea[]) AS x(p, i, t, s, v, ty, sv, c, ca, tp, ts, pl)"
+    )))
+    .bind(positions)
+    .bind(ids)
+    .bind(tenants)
+    .bind(streams)
+    .bind(versions)
+    .bind(types)
+    .bind(schemas)
+    .bind(correlations)
+    .bind(causations)
+    .bind(parents)
+    .bind(states)
+    .bind(payloads)
+    .bind(now_micros())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn load_known(conn: &mut PgConnection, batch: &[&Pending]) -> Result<Known> {
     let ids: Vec<Uuid> = plan::event_ids(batch)
         .iter()
         .map(|id| *id.as_uuid())
         .collect();
+    let streams: Vec<&str> = plan::stream_ids(batch).iter().map(|s| s.as_str()).collect();
+    let mut known = Known::default();
     let rows = sqlx::query(
-        "SELECT event_id, stream_id, stream_version, global_position FROM events WHERE event_id = ANY($1)",
+        "SELECT event_id, tenant_id, stream_id, stream_version, global_position FROM events WHERE event_id = ANY($1)",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
-    let mut known = Known::default();
-    for row in rows {
-        known.events.insert(
-            EventId::from_uuid(row.try_get(0)?),
-            StoredAt {
-                stream: StreamId::from_stored(row.try_get(1)?),
-                version: StreamVersion(from_sql(row.try_get(2)?, "stream_version")?),
-                position: GlobalPosition(from_sql(row.try_get(3)?, "global_position")?),
-            },
-        );
+    for row in &rows {
+        let (id, at) = decode_stored_at(row)?;
+        known.events.insert(id, at);
     }
-    let streams: Vec<&str> = plan::stream_ids(batch).iter().map(|s| s.as_str()).collect();
     let rows =
         sqlx::query("SELECT stream_id, tenant_id, version FROM streams WHERE stream_id = ANY($1)")
             .bind(streams)
             .fetch_all(&mut *conn)
             .await?;
-    for row in rows {
-        known.streams.insert(
-            StreamId::from_stored(row.try_get(0)?),
-            StreamMetadata {
-                tenant_id: TenantId::from_uuid(row.try_get(1)?),
-                version: StreamVersion(from_sql(row.try_get(2)?, "version")?),
-            },
-        );
+    for row in &rows {
+        let stream = StreamId::from_stored(sqlx::Row::try_get(row, 0)?);
+        known
+            .streams
+            .insert(stream, decode_stream_metadata(row, 1)?);
     }
-    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-        .fetch_one(&mut *conn)
-        .await?;
+    let last: i64 = sqlx::query_scalar(HEAD).fetch_one(&mut *conn).await?;
     known.next_position = from_sql(last, "global_position")? + 1;
     Ok(known)
 }
@@ -415,17 +440,13 @@ impl EventStore for PostgresStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let _timer = self.inner.metrics.read_timer("read_stream");
-        let tenant = match scope {
-            Scope::All => None,
-            Scope::Tenant(tenant) => Some(*tenant.as_uuid()),
-        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 \
              AND ($3::uuid IS NULL OR tenant_id = $3) ORDER BY stream_version LIMIT $4"
         )))
         .bind(stream.as_str())
         .bind(to_sql(after.0))
-        .bind(tenant)
+        .bind(scope.tenant_filter())
         .bind(sql_limit(limit))
         .fetch_all(&self.inner.pool)
         .await?;
@@ -439,19 +460,20 @@ impl EventStore for PostgresStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let _timer = self.inner.metrics.read_timer("read_all");
+        // Two statements rather than `$3 IS NULL OR …`, so that a tenant's read uses its index.
         let query = match scope {
             Scope::All => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
-            )))
-            .bind(to_sql(after.0))
-            .bind(sql_limit(limit)),
-            Scope::Tenant(tenant) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            ))),
+            Scope::Tenant(_) => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > $1 AND tenant_id = $3 \
                  ORDER BY global_position LIMIT $2"
-            )))
-            .bind(to_sql(after.0))
-            .bind(sql_limit(limit))
-            .bind(*tenant.as_uuid()),
+            ))),
+        };
+        let query = query.bind(to_sql(after.0)).bind(sql_limit(limit));
+        let query = match scope.tenant_filter() {
+            Some(tenant) => query.bind(tenant),
+            None => query,
         };
         let rows = query.fetch_all(&self.inner.pool).await?;
         rows.iter().map(decode_event).collect()
@@ -467,39 +489,41 @@ impl EventStore for PostgresStore {
         )
     }
 
-    async fn stream_metadata(&self, stream: &StreamId) -> Result<Option<StreamMetadata>> {
-        let row = sqlx::query("SELECT tenant_id, version FROM streams WHERE stream_id = $1")
-            .bind(stream.as_str())
-            .fetch_optional(&self.inner.pool)
-            .await?;
-        row.map(|row| {
-            Ok(StreamMetadata {
-                tenant_id: TenantId::from_uuid(row.try_get(0)?),
-                version: StreamVersion(from_sql(row.try_get(1)?, "version")?),
-            })
-        })
-        .transpose()
+    async fn stream_metadata(
+        &self,
+        scope: Scope,
+        stream: &StreamId,
+    ) -> Result<Option<StreamMetadata>> {
+        let row = sqlx::query(
+            "SELECT tenant_id, version FROM streams WHERE stream_id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+        )
+        .bind(stream.as_str())
+        .bind(scope.tenant_filter())
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.map(|row| decode_stream_metadata(&row, 0)).transpose()
     }
 
     async fn head(&self) -> Result<GlobalPosition> {
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-            .fetch_one(&self.inner.pool)
-            .await?;
+        let last: i64 = sqlx::query_scalar(HEAD).fetch_one(&self.inner.pool).await?;
         Ok(GlobalPosition(from_sql(last, "head")?))
     }
 
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<()> {
-        let actual = self
-            .stream_metadata(stream)
-            .await?
-            .map_or(StreamVersion::NONE, |meta| meta.version);
-        if snapshot.version > actual {
-            return Err(Error::SnapshotAhead {
-                stream: stream.clone(),
-                version: snapshot.version,
-                actual,
-            });
+    async fn ready(&self) -> Result<GlobalPosition> {
+        if self.inner.writer.is_closed() {
+            return Err(Error::Closed);
         }
+        self.head().await
+    }
+
+    async fn save_snapshot(
+        &self,
+        tenant: TenantId,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> Result<()> {
+        let current = self.stream_metadata(Scope::All, stream).await?;
+        plan::check_snapshot(tenant, stream, &snapshot, current)?;
         sqlx::query(
             "INSERT INTO snapshots (stream_id, version, schema_version, payload, saved_at_us) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, \
@@ -516,22 +540,15 @@ impl EventStore for PostgresStore {
         Ok(())
     }
 
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+    async fn load_snapshot(&self, scope: Scope, stream: &StreamId) -> Result<Option<Snapshot>> {
         let row = sqlx::query(
-            "SELECT version, schema_version, payload FROM snapshots WHERE stream_id = $1",
+            "SELECT s.version, s.schema_version, s.payload FROM snapshots s JOIN streams t ON t.stream_id = s.stream_id \
+             WHERE s.stream_id = $1 AND ($2::uuid IS NULL OR t.tenant_id = $2)",
         )
         .bind(stream.as_str())
+        .bind(scope.tenant_filter())
         .fetch_optional(&self.inner.pool)
         .await?;
-        row.map(|row| {
-            let schema_version: i32 = row.try_get(1)?;
-            Ok(Snapshot {
-                version: StreamVersion(from_sql(row.try_get(0)?, "version")?),
-                schema_version: u16::try_from(schema_version)
-                    .map_err(|_| Error::decode("snapshot schema_version", schema_version))?,
-                payload: bytes::Bytes::copy_from_slice(row.try_get::<&[u8], _>(2)?),
-            })
-        })
-        .transpose()
+        row.map(|row| decode_snapshot(&row)).transpose()
     }
 }

@@ -4,10 +4,11 @@ use bytes::Bytes;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
-use crate::envelope::{Metadata, RecordedEvent, timestamp_from_micros};
+use crate::envelope::{Metadata, RecordedEvent, Snapshot, timestamp_from_micros};
 use crate::error::{Error, Result};
 use crate::ids::{EventId, GlobalPosition, StreamId, StreamVersion, TenantId};
-use crate::store::from_sql;
+use crate::store::plan::StoredAt;
+use crate::store::{StreamMetadata, from_sql};
 
 /// The columns of `events`, in the order [`decode_event`] reads them.
 pub(crate) const EVENT_COLUMNS: &str = "global_position, event_id, tenant_id, stream_id, stream_version, \
@@ -44,5 +45,58 @@ where
             tracestate: row.try_get(11)?,
         },
         payload: Bytes::copy_from_slice(row.try_get::<&[u8], _>(12)?),
+    })
+}
+
+/// Decodes `event_id, tenant_id, stream_id, stream_version, global_position` (a stored event's
+/// identity, for idempotency checks).
+pub(crate) fn decode_stored_at<'r, R>(row: &'r R) -> Result<(EventId, StoredAt)>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Uuid: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok((
+        EventId::from_uuid(row.try_get(0)?),
+        StoredAt {
+            tenant: TenantId::from_uuid(row.try_get(1)?),
+            stream: StreamId::from_stored(row.try_get(2)?),
+            version: StreamVersion(from_sql(row.try_get(3)?, "stream_version")?),
+            position: GlobalPosition(from_sql(row.try_get(4)?, "global_position")?),
+        },
+    ))
+}
+
+/// Decodes `tenant_id, version` of a `streams` row, after `skip` leading columns.
+pub(crate) fn decode_stream_metadata<'r, R>(row: &'r R, skip: usize) -> Result<StreamMetadata>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Uuid: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(StreamMetadata {
+        tenant_id: TenantId::from_uuid(row.try_get(skip)?),
+        version: StreamVersion(from_sql(row.try_get(skip + 1)?, "version")?),
+    })
+}
+
+/// Decodes `version, schema_version, payload` of a `snapshots` row.
+pub(crate) fn decode_snapshot<'r, R>(row: &'r R) -> Result<Snapshot>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    i32: Decode<'r, R::Database> + Type<R::Database>,
+    &'r [u8]: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let schema_version: i32 = row.try_get(1)?;
+    Ok(Snapshot {
+        version: StreamVersion(from_sql(row.try_get(0)?, "snapshot version")?),
+        schema_version: u16::try_from(schema_version)
+            .map_err(|_| Error::decode("snapshot schema_version", schema_version))?,
+        payload: Bytes::copy_from_slice(row.try_get::<&[u8], _>(2)?),
     })
 }

@@ -11,16 +11,18 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::watch;
 
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, now_micros};
 use crate::error::{Error, Result};
-use crate::ids::{EventId, GlobalPosition, StreamId, StreamVersion, TenantId};
+use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
 use crate::metrics::{self, StoreMetrics};
 use crate::store::group_commit::{BatchWriter, GroupCommit};
-use crate::store::plan::{self, Known, Pending, Row as NewRow, StoredAt};
-use crate::store::sql::{EVENT_COLUMNS, decode_event};
+use crate::store::plan::{self, Known, Pending, Row as NewRow};
+use crate::store::sql::{
+    EVENT_COLUMNS, decode_event, decode_snapshot, decode_stored_at, decode_stream_metadata,
+};
 use crate::store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, from_sql,
     sql_limit, subscribe, to_sql,
@@ -30,6 +32,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// How long a subscriber waits before looking for commits made by another process.
 const POLL: Duration = Duration::from_millis(500);
+
+const HEAD: &str = "SELECT COALESCE(MAX(global_position), 0) FROM events";
 
 /// The embedded event store.
 #[derive(Debug, Clone)]
@@ -70,11 +74,8 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        let metrics = metrics::store("sqlite");
-        let head: GlobalPosition = GlobalPosition(from_sql(
-            sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-                .fetch_one(&readers)
-                .await?,
+        let head = GlobalPosition(from_sql(
+            sqlx::query_scalar(HEAD).fetch_one(&readers).await?,
             "head",
         )?);
         let head = Arc::new(watch::channel(head).0);
@@ -86,6 +87,7 @@ impl SqliteStore {
             "sqlite",
         );
         tracing::info!(path = %path.display(), "opened SQLite event store");
+        let metrics = metrics::store("sqlite");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
@@ -119,13 +121,20 @@ impl BatchWriter for SqliteWriter {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let known = load_known(&mut tx, batch).await?;
         let plan = plan::plan(batch, known);
-        let recorded_at = now_micros();
-        insert_rows(&mut tx, &plan.rows, recorded_at).await?;
+        insert_rows(&mut tx, &plan.rows, now_micros()).await?;
         upsert_streams(&mut tx, &plan.streams).await?;
         tx.commit().await?;
         let head = plan.head();
         Ok((plan.outcomes, head))
     }
+}
+
+/// A JSON array for `json_each(?)`: one fixed statement, whatever the number of values.
+fn json_array<T: serde::Serialize>(values: &[T], what: &str) -> Result<String> {
+    serde_json::to_string(values).map_err(|e| Error::Encode {
+        what: what.into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Reads what the store holds for the batch's event ids and streams, and the next position.
@@ -134,49 +143,32 @@ async fn load_known(conn: &mut SqliteConnection, batch: &[&Pending]) -> Result<K
         .iter()
         .map(|id| id.as_uuid().simple().to_string())
         .collect();
-    let ids = serde_json::to_string(&ids).map_err(|e| Error::Encode {
-        what: "event ids".into(),
-        reason: e.to_string(),
-    })?;
+    let streams: Vec<&str> = plan::stream_ids(batch).iter().map(|s| s.as_str()).collect();
+    let mut known = Known::default();
     let rows = sqlx::query(
-        "SELECT event_id, stream_id, stream_version, global_position FROM events \
+        "SELECT event_id, tenant_id, stream_id, stream_version, global_position FROM events \
          WHERE event_id IN (SELECT unhex(value) FROM json_each(?))",
     )
-    .bind(ids)
+    .bind(json_array(&ids, "event ids")?)
     .fetch_all(&mut *conn)
     .await?;
-    let mut known = Known::default();
-    for row in rows {
-        known.events.insert(
-            EventId::from_uuid(row.try_get(0)?),
-            StoredAt {
-                stream: StreamId::from_stored(row.try_get(1)?),
-                version: StreamVersion(from_sql(row.try_get(2)?, "stream_version")?),
-                position: GlobalPosition(from_sql(row.try_get(3)?, "global_position")?),
-            },
-        );
+    for row in &rows {
+        let (id, at) = decode_stored_at(row)?;
+        known.events.insert(id, at);
     }
-    let streams: Vec<&str> = plan::stream_ids(batch).iter().map(|s| s.as_str()).collect();
-    let streams = serde_json::to_string(&streams).map_err(|e| Error::Encode {
-        what: "stream ids".into(),
-        reason: e.to_string(),
-    })?;
-    let rows = sqlx::query("SELECT stream_id, tenant_id, version FROM streams WHERE stream_id IN (SELECT value FROM json_each(?))")
-        .bind(streams)
-        .fetch_all(&mut *conn)
-        .await?;
-    for row in rows {
-        known.streams.insert(
-            StreamId::from_stored(row.try_get(0)?),
-            StreamMetadata {
-                tenant_id: TenantId::from_uuid(row.try_get(1)?),
-                version: StreamVersion(from_sql(row.try_get(2)?, "version")?),
-            },
-        );
+    let rows = sqlx::query(
+        "SELECT stream_id, tenant_id, version FROM streams WHERE stream_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(json_array(&streams, "stream ids")?)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let stream = StreamId::from_stored(sqlx::Row::try_get(row, 0)?);
+        known
+            .streams
+            .insert(stream, decode_stream_metadata(row, 1)?);
     }
-    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-        .fetch_one(&mut *conn)
-        .await?;
+    let last: i64 = sqlx::query_scalar(HEAD).fetch_one(&mut *conn).await?;
     known.next_position = from_sql(last, "global_position")? + 1;
     Ok(known)
 }
@@ -199,26 +191,6 @@ fn power_of_two_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
         rest = tail;
         Some(chunk)
     })
-}
-
-/// Records the new version (and, for a new stream, its tenant) of every stream the batch wrote.
-async fn upsert_streams(
-    conn: &mut SqliteConnection,
-    streams: &[(&StreamId, StreamMetadata)],
-) -> Result<()> {
-    for chunk in power_of_two_chunks(streams) {
-        let mut upsert =
-            QueryBuilder::<Sqlite>::new("INSERT INTO streams (stream_id, tenant_id, version) ");
-        upsert.push_values(chunk, |mut values, (stream, meta)| {
-            values
-                .push_bind(stream.as_str())
-                .push_bind(*meta.tenant_id.as_uuid())
-                .push_bind(to_sql(meta.version.0));
-        });
-        upsert.push(" ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version");
-        upsert.build().persistent(true).execute(&mut *conn).await?;
-    }
-    Ok(())
 }
 
 /// Inserts the new event rows with multi-row `INSERT`s.
@@ -252,6 +224,26 @@ async fn insert_rows(
     Ok(())
 }
 
+/// Records the new version (and, for a new stream, its tenant) of every stream the batch wrote.
+async fn upsert_streams(
+    conn: &mut SqliteConnection,
+    streams: &[(&StreamId, StreamMetadata)],
+) -> Result<()> {
+    for chunk in power_of_two_chunks(streams) {
+        let mut upsert =
+            QueryBuilder::<Sqlite>::new("INSERT INTO streams (stream_id, tenant_id, version) ");
+        upsert.push_values(chunk, |mut values, (stream, meta)| {
+            values
+                .push_bind(stream.as_str())
+                .push_bind(*meta.tenant_id.as_uuid())
+                .push_bind(to_sql(meta.version.0));
+        });
+        upsert.push(" ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version");
+        upsert.build().persistent(true).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl EventStore for SqliteStore {
     #[tracing::instrument(level = "debug", skip_all, fields(%stream, events = events.len()))]
@@ -274,28 +266,17 @@ impl EventStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let _timer = self.inner.metrics.read_timer("read_stream");
-        let rows =
-            match scope {
-                Scope::All => sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND stream_version > ? \
-                     ORDER BY stream_version LIMIT ?"
-                )))
-                .bind(stream.as_str())
-                .bind(to_sql(after.0))
-                .bind(sql_limit(limit))
-                .fetch_all(&self.inner.readers)
-                .await?,
-                Scope::Tenant(tenant) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND stream_version > ? \
-                     AND tenant_id = ? ORDER BY stream_version LIMIT ?"
-                )))
-                .bind(stream.as_str())
-                .bind(to_sql(after.0))
-                .bind(*tenant.as_uuid())
-                .bind(sql_limit(limit))
-                .fetch_all(&self.inner.readers)
-                .await?,
-            };
+        let tenant = scope.tenant_filter();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND stream_version > ?2 \
+             AND (?3 IS NULL OR tenant_id = ?3) ORDER BY stream_version LIMIT ?4"
+        )))
+        .bind(stream.as_str())
+        .bind(to_sql(after.0))
+        .bind(tenant)
+        .bind(sql_limit(limit))
+        .fetch_all(&self.inner.readers)
+        .await?;
         rows.iter().map(decode_event).collect()
     }
 
@@ -306,28 +287,22 @@ impl EventStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let _timer = self.inner.metrics.read_timer("read_all");
-        let rows = match scope {
-            Scope::All => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
-                )))
-                .bind(to_sql(after.0))
-                .bind(sql_limit(limit))
-                .fetch_all(&self.inner.readers)
-                .await?
-            }
-            Scope::Tenant(tenant) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND global_position > ? \
-                     ORDER BY global_position LIMIT ?"
-                )))
-                .bind(*tenant.as_uuid())
-                .bind(to_sql(after.0))
-                .bind(sql_limit(limit))
-                .fetch_all(&self.inner.readers)
-                .await?
-            }
+        // Two statements rather than `?3 IS NULL OR …`, so that a tenant's read uses its index.
+        let query = match scope {
+            Scope::All => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2"
+            ))),
+            Scope::Tenant(_) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 AND tenant_id = ?3 \
+                 ORDER BY global_position LIMIT ?2"
+            ))),
         };
+        let query = query.bind(to_sql(after.0)).bind(sql_limit(limit));
+        let query = match scope.tenant_filter() {
+            Some(tenant) => query.bind(tenant),
+            None => query,
+        };
+        let rows = query.fetch_all(&self.inner.readers).await?;
         rows.iter().map(decode_event).collect()
     }
 
@@ -341,39 +316,43 @@ impl EventStore for SqliteStore {
         )
     }
 
-    async fn stream_metadata(&self, stream: &StreamId) -> Result<Option<StreamMetadata>> {
-        let row = sqlx::query("SELECT tenant_id, version FROM streams WHERE stream_id = ?")
-            .bind(stream.as_str())
-            .fetch_optional(&self.inner.readers)
-            .await?;
-        row.map(|row| {
-            Ok(StreamMetadata {
-                tenant_id: TenantId::from_uuid(row.try_get(0)?),
-                version: StreamVersion(from_sql(row.try_get(1)?, "version")?),
-            })
-        })
-        .transpose()
+    async fn stream_metadata(
+        &self,
+        scope: Scope,
+        stream: &StreamId,
+    ) -> Result<Option<StreamMetadata>> {
+        let row = sqlx::query(
+            "SELECT tenant_id, version FROM streams WHERE stream_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+        )
+        .bind(stream.as_str())
+        .bind(scope.tenant_filter())
+        .fetch_optional(&self.inner.readers)
+        .await?;
+        row.map(|row| decode_stream_metadata(&row, 0)).transpose()
     }
 
     async fn head(&self) -> Result<GlobalPosition> {
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+        let last: i64 = sqlx::query_scalar(HEAD)
             .fetch_one(&self.inner.readers)
             .await?;
         Ok(GlobalPosition(from_sql(last, "head")?))
     }
 
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: Snapshot) -> Result<()> {
-        let actual = self
-            .stream_metadata(stream)
-            .await?
-            .map_or(StreamVersion::NONE, |meta| meta.version);
-        if snapshot.version > actual {
-            return Err(Error::SnapshotAhead {
-                stream: stream.clone(),
-                version: snapshot.version,
-                actual,
-            });
+    async fn ready(&self) -> Result<GlobalPosition> {
+        if self.inner.writer.is_closed() {
+            return Err(Error::Closed);
         }
+        self.head().await
+    }
+
+    async fn save_snapshot(
+        &self,
+        tenant: TenantId,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> Result<()> {
+        let current = self.stream_metadata(Scope::All, stream).await?;
+        plan::check_snapshot(tenant, stream, &snapshot, current)?;
         // Snapshots are a cache beside the log: one short statement on the writer's connection,
         // between two group commits.
         sqlx::query(
@@ -392,22 +371,15 @@ impl EventStore for SqliteStore {
         Ok(())
     }
 
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+    async fn load_snapshot(&self, scope: Scope, stream: &StreamId) -> Result<Option<Snapshot>> {
         let row = sqlx::query(
-            "SELECT version, schema_version, payload FROM snapshots WHERE stream_id = ?",
+            "SELECT s.version, s.schema_version, s.payload FROM snapshots s JOIN streams t ON t.stream_id = s.stream_id \
+             WHERE s.stream_id = ?1 AND (?2 IS NULL OR t.tenant_id = ?2)",
         )
         .bind(stream.as_str())
+        .bind(scope.tenant_filter())
         .fetch_optional(&self.inner.readers)
         .await?;
-        row.map(|row| {
-            let schema_version: i32 = row.try_get(1)?;
-            Ok(Snapshot {
-                version: StreamVersion(from_sql(row.try_get(0)?, "version")?),
-                schema_version: u16::try_from(schema_version)
-                    .map_err(|_| Error::decode("snapshot schema_version", schema_version))?,
-                payload: bytes::Bytes::copy_from_slice(row.try_get::<&[u8], _>(2)?),
-            })
-        })
-        .transpose()
+        row.map(|row| decode_snapshot(&row)).transpose()
     }
 }

@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::ids::GlobalPosition;
 use crate::store::{EventStore, EventStream, Scope};
 
-/// Events fetched per read while catching up.
-const PAGE: usize = 512;
+/// Events fetched per read while catching up (at most 256 MiB at the 1 MiB payload limit).
+const PAGE: usize = 256;
 
 struct Cursor<S> {
     store: S,
@@ -50,8 +50,7 @@ pub(crate) fn subscribe<S: EventStore + Clone>(
             return None;
         }
         match next(&mut cursor).await {
-            Ok(Some(event)) => Some((Ok(event), cursor)),
-            Ok(None) => None,
+            Ok(event) => Some((Ok(event), cursor)),
             Err(error) => {
                 cursor.done = true;
                 Some((Err(error), cursor))
@@ -60,34 +59,45 @@ pub(crate) fn subscribe<S: EventStore + Clone>(
     }))
 }
 
-async fn next<S: EventStore>(cursor: &mut Cursor<S>) -> Result<Option<RecordedEvent>> {
+async fn next<S: EventStore>(cursor: &mut Cursor<S>) -> Result<RecordedEvent> {
+    let mut backoff = Duration::from_millis(100);
     loop {
         if let Some(event) = cursor.buffer.pop_front() {
             cursor.position = event.global_position;
-            return Ok(Some(event));
+            return Ok(event);
         }
         // Mark the head as seen *before* reading, so a commit that lands after the read wakes us.
         cursor.head.borrow_and_update();
-        let page = cursor
+        match cursor
             .store
             .read_all(cursor.scope, cursor.position, PAGE)
-            .await?;
-        if !page.is_empty() {
-            cursor.buffer.extend(page);
-            continue;
+            .await
+        {
+            Ok(page) if !page.is_empty() => {
+                backoff = Duration::from_millis(100);
+                cursor.buffer.extend(page);
+                continue;
+            }
+            Ok(_caught_up) => backoff = Duration::from_millis(100),
+            Err(error) if error.is_transient() => {
+                // The database is restarting or unreachable: wait and read again from the same
+                // position, so nothing is skipped.
+                tracing::warn!(%error, position = %cursor.position, "subscription read failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(error) => return Err(error),
         }
+        // Caught up. The cursor owns a store handle, which keeps the head's sender alive, so
+        // `changed` only returns when the head moves.
         let changed = cursor.head.changed();
         match cursor.poll {
             Some(poll) => {
-                if let Ok(Err(_closed)) = tokio::time::timeout(poll, changed).await {
-                    // The store's writer is gone; keep polling for other writers.
-                    tokio::time::sleep(poll).await;
-                }
+                let _ = tokio::time::timeout(poll, changed).await;
             }
             None => {
-                if changed.await.is_err() {
-                    return Ok(None);
-                }
+                let _ = changed.await;
             }
         }
     }
