@@ -56,6 +56,10 @@ pub enum Error {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// The embedded store's read path (rusqlite) failed.
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
     /// Schema migration failed.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -87,6 +91,12 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unavailable(_) => true,
+            Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+                failure.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::SystemIoFailure
+            ),
             Error::Database(error) => matches!(
                 error,
                 sqlx::Error::Io(_)

@@ -26,6 +26,7 @@ mod plan;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+mod sqlite_read;
 mod subscribe;
 
 /// What a writer believes about the stream it appends to.

@@ -1,7 +1,8 @@
 //! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
 //! One writer connection, fed by group commit, takes `BEGIN IMMEDIATE` (the file's single write
-//! lock) for each batch; readers use a separate pool and never block it.
+//! lock) for each batch; readers use their own read-only connections (`sqlite_read`) and never
+//! block it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,12 +21,11 @@ use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
 use crate::metrics::{self, StoreMetrics};
 use crate::store::group_commit::{BatchWriter, GroupCommit};
 use crate::store::plan::{self, Known, Pending, Row as NewRow};
-use crate::store::sql::{
-    EVENT_COLUMNS, decode_event, decode_snapshot, decode_stored_at, decode_stream_metadata,
-};
+use crate::store::sql::{EVENT_COLUMNS, decode_stored_at, decode_stream_metadata};
+use crate::store::sqlite_read::{self as read, Readers};
 use crate::store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, from_sql,
-    sql_limit, subscribe, to_sql,
+    subscribe, to_sql,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -44,7 +44,7 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    readers: SqlitePool,
+    readers: Arc<Readers>,
     writer_pool: SqlitePool,
     writer: GroupCommit,
     head: Arc<watch::Sender<GlobalPosition>>,
@@ -70,14 +70,8 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&writer_pool).await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
-        let head = GlobalPosition(from_sql(
-            sqlx::query_scalar(HEAD).fetch_one(&readers).await?,
-            "head",
-        )?);
+        let readers = Readers::new(path.clone());
+        let head = readers.run(read::head).await?;
         let head = Arc::new(watch::channel(head).0);
         let writer = GroupCommit::spawn(
             SqliteWriter {
@@ -266,18 +260,11 @@ impl EventStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let _timer = self.inner.metrics.read_timer("read_stream");
-        let tenant = scope.tenant_filter();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND stream_version > ?2 \
-             AND (?3 IS NULL OR tenant_id = ?3) ORDER BY stream_version LIMIT ?4"
-        )))
-        .bind(stream.as_str())
-        .bind(to_sql(after.0))
-        .bind(tenant)
-        .bind(sql_limit(limit))
-        .fetch_all(&self.inner.readers)
-        .await?;
-        rows.iter().map(decode_event).collect()
+        let stream = stream.as_str().to_owned();
+        self.inner
+            .readers
+            .run(move |conn| read::read_stream(conn, scope, &stream, after, limit))
+            .await
     }
 
     async fn read_all(
@@ -287,23 +274,10 @@ impl EventStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let _timer = self.inner.metrics.read_timer("read_all");
-        // Two statements rather than `?3 IS NULL OR …`, so that a tenant's read uses its index.
-        let query = match scope {
-            Scope::All => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2"
-            ))),
-            Scope::Tenant(_) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 AND tenant_id = ?3 \
-                 ORDER BY global_position LIMIT ?2"
-            ))),
-        };
-        let query = query.bind(to_sql(after.0)).bind(sql_limit(limit));
-        let query = match scope.tenant_filter() {
-            Some(tenant) => query.bind(tenant),
-            None => query,
-        };
-        let rows = query.fetch_all(&self.inner.readers).await?;
-        rows.iter().map(decode_event).collect()
+        self.inner
+            .readers
+            .run(move |conn| read::read_all(conn, scope, after, limit))
+            .await
     }
 
     fn subscribe_all(&self, scope: Scope, after: GlobalPosition) -> EventStream {
@@ -321,21 +295,15 @@ impl EventStore for SqliteStore {
         scope: Scope,
         stream: &StreamId,
     ) -> Result<Option<StreamMetadata>> {
-        let row = sqlx::query(
-            "SELECT tenant_id, version FROM streams WHERE stream_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
-        )
-        .bind(stream.as_str())
-        .bind(scope.tenant_filter())
-        .fetch_optional(&self.inner.readers)
-        .await?;
-        row.map(|row| decode_stream_metadata(&row, 0)).transpose()
+        let stream = stream.as_str().to_owned();
+        self.inner
+            .readers
+            .run(move |conn| read::stream_metadata(conn, scope, &stream))
+            .await
     }
 
     async fn head(&self) -> Result<GlobalPosition> {
-        let last: i64 = sqlx::query_scalar(HEAD)
-            .fetch_one(&self.inner.readers)
-            .await?;
-        Ok(GlobalPosition(from_sql(last, "head")?))
+        self.inner.readers.run(read::head).await
     }
 
     async fn ready(&self) -> Result<GlobalPosition> {
@@ -372,14 +340,10 @@ impl EventStore for SqliteStore {
     }
 
     async fn load_snapshot(&self, scope: Scope, stream: &StreamId) -> Result<Option<Snapshot>> {
-        let row = sqlx::query(
-            "SELECT s.version, s.schema_version, s.payload FROM snapshots s JOIN streams t ON t.stream_id = s.stream_id \
-             WHERE s.stream_id = ?1 AND (?2 IS NULL OR t.tenant_id = ?2)",
-        )
-        .bind(stream.as_str())
-        .bind(scope.tenant_filter())
-        .fetch_optional(&self.inner.readers)
-        .await?;
-        row.map(|row| decode_snapshot(&row)).transpose()
+        let stream = stream.as_str().to_owned();
+        self.inner
+            .readers
+            .run(move |conn| read::load_snapshot(conn, scope, &stream))
+            .await
     }
 }
