@@ -13,11 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection};
 use switchyard_benches::{
-    create_raw_postgres, create_raw_sqlite, database_url, events, insert_raw_postgres,
-    insert_raw_sqlite,
+    create_raw_postgres, database_url, events, insert_raw_postgres, insert_raw_sqlite, raw_sqlite,
 };
 use switchyard_events::{
     Event, EventStore, ExpectedVersion, GlobalPosition, PostgresOptions, PostgresStore, Scope,
@@ -53,17 +50,6 @@ fn sqlite_file(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
-async fn raw_sqlite_connection() -> SqliteConnection {
-    let options = SqliteConnectOptions::new()
-        .filename(sqlite_file("raw.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
-    let mut conn = ok(SqliteConnection::connect_with(&options).await);
-    create_raw_sqlite(&mut conn).await;
-    conn
-}
-
 /// 64 tasks, each appending `PER_WRITER` single events one after the other.
 async fn concurrent_single_appends(store: Arc<dyn EventStore>) {
     let tenant = TenantId::new();
@@ -88,7 +74,7 @@ fn sqlite(c: &mut Criterion) {
     let rt = runtime();
     let store: Arc<dyn EventStore> =
         Arc::new(ok(rt.block_on(SqliteStore::open(sqlite_file("events.db")))));
-    let raw = Arc::new(Mutex::new(rt.block_on(raw_sqlite_connection())));
+    let raw = Arc::new(Mutex::new(raw_sqlite(&sqlite_file("raw.db"))));
     let tenant = TenantId::new();
 
     let mut group = c.benchmark_group("sqlite_batched");
@@ -112,9 +98,9 @@ fn sqlite(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let rows = events(BATCH);
             let mut conn = raw.lock().await;
-            let mut tx = ok(conn.begin_with("BEGIN IMMEDIATE").await);
-            insert_raw_sqlite(&mut tx, &rows).await;
-            ok(tx.commit().await);
+            let tx = ok(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate));
+            insert_raw_sqlite(&tx, &rows);
+            ok(tx.commit());
         });
     });
     group.finish();
@@ -135,8 +121,8 @@ fn sqlite(c: &mut Criterion) {
                 let raw = raw.clone();
                 tasks.push(tokio::spawn(async move {
                     for event in events(PER_WRITER) {
-                        let mut conn = raw.lock().await;
-                        insert_raw_sqlite(&mut conn, std::slice::from_ref(&event)).await;
+                        let conn = raw.lock().await;
+                        insert_raw_sqlite(&conn, std::slice::from_ref(&event));
                     }
                 }));
             }

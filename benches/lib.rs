@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use sqlx::{PgPool, QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::PgPool;
 use switchyard_events::{Event, EventId, Metadata, NewEvent, TenantRenamed};
 
 /// The test database for PostgreSQL benchmarks.
@@ -46,47 +46,41 @@ const RAW_COLUMNS: &str = "global_position, event_id, tenant_id, stream_id, stre
 /// Positions and versions for baseline rows (unique across a whole benchmark run).
 pub static NEXT: AtomicI64 = AtomicI64::new(1);
 
-/// Creates the SQLite baseline table.
-pub async fn create_raw_sqlite(conn: &mut SqliteConnection) {
+/// Opens the SQLite baseline file with the store's settings (WAL, `synchronous=FULL`) and
+/// creates the baseline table. Same driver as the store (rusqlite), so the ratio measures the
+/// store, not the driver.
+pub fn raw_sqlite(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("{e}"));
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .unwrap_or_else(|e| panic!("{e}"));
+    conn.pragma_update(None, "synchronous", "FULL")
+        .unwrap_or_else(|e| panic!("{e}"));
     let ddl = RAW_TABLE
         .replace("{uuid}", "BLOB")
         .replace("{bytes}", "BLOB");
-    for statement in ddl.split(';') {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
-            .execute(&mut *conn)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    conn.execute_batch(&ddl).unwrap_or_else(|e| panic!("{e}"));
+    conn
 }
 
-/// Plain multi-row `INSERT`s (64 rows each, as the store does) of `rows` on `conn`.
-pub async fn insert_raw_sqlite(conn: &mut SqliteConnection, rows: &[NewEvent]) {
+/// Plain single-row `INSERT`s (a prepared statement, as the store uses) of `rows` on `conn`.
+pub fn insert_raw_sqlite(conn: &rusqlite::Connection, rows: &[NewEvent]) {
     let tenant = *switchyard_events::TenantId::SYSTEM.as_uuid();
-    for chunk in rows.chunks(64) {
-        let mut insert =
-            QueryBuilder::<Sqlite>::new(format!("INSERT INTO raw_events ({RAW_COLUMNS}) "));
-        insert.push_values(chunk, |mut values, e| {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            values
-                .push_bind(n)
-                .push_bind(*e.event_id.as_uuid())
-                .push_bind(tenant)
-                .push_bind("bench-raw")
-                .push_bind(n)
-                .push_bind(e.event_type.as_str())
-                .push_bind(i32::from(e.schema_version))
-                .push_bind(0_i64)
-                .push_bind(None::<&str>)
-                .push_bind(None::<uuid::Uuid>)
-                .push_bind(None::<&str>)
-                .push_bind(None::<&str>)
-                .push_bind(&e.payload[..]);
-        });
+    let mut insert = conn
+        .prepare_cached(&format!(
+            "INSERT INTO raw_events ({RAW_COLUMNS}) VALUES (?1, ?2, ?3, 'bench-raw', ?1, ?4, ?5, 0, NULL, NULL, NULL, NULL, ?6)"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for e in rows {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         insert
-            .build()
-            .persistent(true)
-            .execute(&mut *conn)
-            .await
+            .execute(rusqlite::params![
+                n,
+                e.event_id.as_uuid().as_bytes(),
+                tenant.as_bytes(),
+                e.event_type,
+                e.schema_version,
+                &e.payload[..]
+            ])
             .unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -1,7 +1,12 @@
-//! The write side of Switchyard: the actor trait (pure `decide`/`apply`), the runtime that
-//! activates, rehydrates and passivates actors, and the domain actors (tenant, quota, billing,
-//! router, inference, workflow run).
-//!
-//! Empty for now: the actor runtime and the tenant, quota and billing actors are the next issue.
-//! The crate exists so the dependency rule (`events` ← `actors`, never `actors` ↔ `projections`)
-//! is checked from the first commit.
+//! The write side of Switchyard: the actor contract (pure `decide`/`apply`), the runtime that
+//! activates, rehydrates, snapshots and passivates actors, and the domain actors.
+
+mod actor; // the Actor trait
+mod error; // the crate's error type
+mod metrics; // Prometheus metrics of the runtime
+mod runtime; // activation, mailboxes, conflict retries, snapshots, passivation
+pub mod tenant; // the tenant actor: name, plan, suspension, flags, settings, API keys
+
+pub use actor::Actor;
+pub use error::{Error, Result};
+pub use runtime::{Applied, Clock, Runtime, RuntimeConfig};

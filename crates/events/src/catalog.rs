@@ -141,6 +141,10 @@ catalog! {
         TenantRenamed(TenantRenamed);
         TenantSuspended(TenantSuspended);
         TenantResumed(TenantResumed);
+        TenantFlagSet(TenantFlagSet);
+        TenantSettingSet(TenantSettingSet);
+        ApiKeyIssued(ApiKeyIssued);
+        ApiKeyRevoked(ApiKeyRevoked);
     }
 }
 
@@ -240,6 +244,47 @@ payload!(TenantSuspended, 1);
 #[serde(deny_unknown_fields)]
 pub struct TenantResumed {}
 payload!(TenantResumed, 1);
+
+/// A tenant's feature flag was switched on or off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFlagSet {
+    pub flag: String,
+    pub enabled: bool,
+}
+payload!(TenantFlagSet, 1);
+
+/// A tenant setting was set (`value`) or removed (`None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettingSet {
+    pub key: String,
+    pub value: Option<String>,
+}
+payload!(TenantSettingSet, 1);
+
+/// An API key was issued to a tenant. The key itself is never stored: only its keyed hash
+/// (HMAC-SHA-256 with the server's secret, hex) and a short prefix to recognise it by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyIssued {
+    pub key_id: uuid::Uuid,
+    pub name: String,
+    pub key_hash: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    /// Unix seconds after which the key no longer works.
+    pub expires_at_unix: Option<i64>,
+}
+payload!(ApiKeyIssued, 1);
+
+/// An API key was revoked; it never works again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRevoked {
+    pub key_id: uuid::Uuid,
+}
+payload!(ApiKeyRevoked, 1);
 
 #[cfg(test)]
 mod tests {

@@ -34,7 +34,10 @@ mod ids; // tenant, stream, event ids; stream versions; global positions
 mod metrics; // Prometheus metrics of the store
 pub mod store; // the EventStore port, group commit, subscriptions and the backends
 
-pub use catalog::{Event, JsonEvent, TenantCreated, TenantRenamed, TenantResumed, TenantSuspended};
+pub use catalog::{
+    ApiKeyIssued, ApiKeyRevoked, Event, JsonEvent, TenantCreated, TenantFlagSet, TenantRenamed,
+    TenantResumed, TenantSettingSet, TenantSuspended,
+};
 pub use codec::EventPayload;
 pub use envelope::{MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};
 pub use error::{Error, Result};

@@ -35,12 +35,12 @@ pub(crate) trait BatchWriter: Send + 'static {
     /// answer was lost, it may be: appends are idempotent, so a retry tells).
     async fn write(
         &mut self,
-        batch: &[&Pending],
+        batch: Vec<Arc<Pending>>,
     ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)>;
 }
 
 struct Request {
-    pending: Pending,
+    pending: Arc<Pending>,
     reply: oneshot::Sender<Result<AppendResult>>,
     span: tracing::Span,
 }
@@ -74,7 +74,7 @@ impl GroupCommit {
     pub async fn append(&self, pending: Pending) -> Result<AppendResult> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
-            pending,
+            pending: Arc::new(pending),
             reply,
             span: tracing::Span::current(),
         };
@@ -142,8 +142,8 @@ async fn commit<W: BatchWriter>(
     metrics: &StoreMetrics,
 ) {
     let started = Instant::now();
-    let refs: Vec<&Pending> = batch.iter().map(|r| &r.pending).collect();
-    match writer.write(&refs).await {
+    let pendings = batch.iter().map(|r| r.pending.clone()).collect();
+    match writer.write(pendings).await {
         Ok((outcomes, new_head)) => {
             metrics.observe_batch(batch.len(), started.elapsed());
             publish(head, new_head);
@@ -172,7 +172,7 @@ async fn commit<W: BatchWriter>(
             tracing::warn!(%error, "batched append failed; retrying its requests one by one");
             metrics.failed_batches.inc();
             for request in batch {
-                let outcome = match writer.write(&[&request.pending]).await {
+                let outcome = match writer.write(vec![request.pending.clone()]).await {
                     Ok((mut outcomes, new_head)) => {
                         publish(head, new_head);
                         outcomes.pop().unwrap_or(Err(Error::Closed))
@@ -220,7 +220,7 @@ mod tests {
     impl BatchWriter for Scripted {
         async fn write(
             &mut self,
-            batch: &[&Pending],
+            batch: Vec<Arc<Pending>>,
         ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
             self.seen.lock().unwrap().push(batch.len());
             if let Some(error) = self.failures.pop() {
@@ -279,7 +279,7 @@ mod tests {
                 let (reply, answer) = oneshot::channel();
                 answers.push(answer);
                 Request {
-                    pending: pending(),
+                    pending: Arc::new(pending()),
                     reply,
                     span: tracing::Span::none(),
                 }

@@ -271,15 +271,16 @@ struct PgWriter {
 impl BatchWriter for PgWriter {
     async fn write(
         &mut self,
-        batch: &[&Pending],
+        batch: Vec<Arc<Pending>>,
     ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
+        let batch: Vec<&Pending> = batch.iter().map(|p| &**p).collect();
         let mut conn = self.pool.acquire().await?;
         // Pinned, whatever the database's default: the version checks must see what committed
         // before the lock was granted.
         let mut tx = conn
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?;
-        let written = write_batch(&mut tx, batch, self.lock_key, &self.channel).await?;
+        let written = write_batch(&mut tx, &batch, self.lock_key, &self.channel).await?;
         tx.commit().await?;
         Ok(written)
     }

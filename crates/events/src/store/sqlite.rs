@@ -1,18 +1,16 @@
 //! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
 //! One writer connection, fed by group commit, takes `BEGIN IMMEDIATE` (the file's single write
-//! lock) for each batch; readers use their own read-only connections (`sqlite_read`) and never
-//! block it.
+//! lock) for each batch on a blocking thread; readers use their own read-only connections
+//! (`sqlite_read`) and never block it. The schema is migrated with sqlx's migrator at open.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
+use rusqlite::{Connection, TransactionBehavior};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::watch;
 
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, now_micros};
@@ -20,20 +18,18 @@ use crate::error::{Error, Result};
 use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
 use crate::metrics::{self, StoreMetrics};
 use crate::store::group_commit::{BatchWriter, GroupCommit};
-use crate::store::plan::{self, Known, Pending, Row as NewRow};
-use crate::store::sql::{EVENT_COLUMNS, decode_stored_at, decode_stream_metadata};
+use crate::store::plan::{self, Known, Pending};
+use crate::store::sql::EVENT_COLUMNS;
 use crate::store::sqlite_read::{self as read, Readers};
 use crate::store::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, from_sql,
-    subscribe, to_sql,
+    AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, subscribe,
+    to_sql,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a subscriber waits before looking for commits made by another process.
 const POLL: Duration = Duration::from_millis(500);
-
-const HEAD: &str = "SELECT COALESCE(MAX(global_position), 0) FROM events";
 
 /// The embedded event store.
 #[derive(Debug, Clone)]
@@ -45,7 +41,7 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     readers: Arc<Readers>,
-    writer_pool: SqlitePool,
+    writer_conn: Arc<Mutex<Connection>>,
     writer: GroupCommit,
     head: Arc<watch::Sender<GlobalPosition>>,
     metrics: StoreMetrics,
@@ -60,22 +56,22 @@ impl SqliteStore {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL may lose the last commits on power loss; an acknowledged append must not.
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let writer_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        MIGRATOR.run(&writer_pool).await?;
+            .busy_timeout(Duration::from_secs(10));
+        let mut migrations = sqlx::ConnectOptions::connect(&options).await?;
+        MIGRATOR.run(&mut migrations).await?;
+        sqlx::Connection::close(migrations).await?;
+
+        let writer_path = path.clone();
+        let writer_conn = tokio::task::spawn_blocking(move || open_writer(&writer_path))
+            .await
+            .map_err(|e| Error::Unavailable(format!("open task failed: {e}")))??;
+        let writer_conn = Arc::new(Mutex::new(writer_conn));
         let readers = Readers::new(path.clone());
-        let head = readers.run(read::head).await?;
-        let head = Arc::new(watch::channel(head).0);
+        let head = Arc::new(watch::channel(readers.run(read::head).await?).0);
         let writer = GroupCommit::spawn(
             SqliteWriter {
-                pool: writer_pool.clone(),
+                conn: writer_conn.clone(),
             },
             head.clone(),
             "sqlite",
@@ -86,7 +82,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 readers,
-                writer_pool,
+                writer_conn,
                 writer,
                 head,
                 metrics,
@@ -98,144 +94,117 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
+
+    /// Runs `write` on the writer's connection on a blocking thread (between group commits).
+    async fn with_writer<T, F>(&self, write: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.inner.writer_conn.clone();
+        tokio::task::spawn_blocking(move || write(&mut lock(&conn)))
+            .await
+            .map_err(|e| Error::Unavailable(format!("write task failed: {e}")))?
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn open_writer(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // WAL lets readers run beside the writer. NORMAL may lose the last commits on power loss;
+    // an acknowledged append must not, hence FULL.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
 }
 
 #[derive(Debug)]
 struct SqliteWriter {
-    pool: SqlitePool,
+    conn: Arc<Mutex<Connection>>,
 }
 
 #[async_trait]
 impl BatchWriter for SqliteWriter {
     async fn write(
         &mut self,
-        batch: &[&Pending],
+        batch: Vec<Arc<Pending>>,
     ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
-        let mut conn = self.pool.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let known = load_known(&mut tx, batch).await?;
-        let plan = plan::plan(batch, known);
-        insert_rows(&mut tx, &plan.rows, now_micros()).await?;
-        upsert_streams(&mut tx, &plan.streams).await?;
-        tx.commit().await?;
-        let head = plan.head();
-        Ok((plan.outcomes, head))
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || write_batch(&mut lock(&conn), &batch))
+            .await
+            .map_err(|e| Error::Unavailable(format!("write task failed: {e}")))?
     }
 }
 
-/// A JSON array for `json_each(?)`: one fixed statement, whatever the number of values.
-fn json_array<T: serde::Serialize>(values: &[T], what: &str) -> Result<String> {
-    serde_json::to_string(values).map_err(|e| Error::Encode {
-        what: what.into(),
-        reason: e.to_string(),
-    })
+/// One group commit: lock the file, read what the batch touches, decide, insert, commit.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Arc<Pending>],
+) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
+    let batch: Vec<&Pending> = batch.iter().map(|p| &**p).collect();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let known = load_known(&tx, &batch)?;
+    let plan = plan::plan(&batch, known);
+    let recorded_at = now_micros();
+    {
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ))?;
+        for row in &plan.rows {
+            let e = row.event;
+            insert.execute(rusqlite::params![
+                to_sql(row.position.0),
+                e.event_id.as_uuid().as_bytes(),
+                row.tenant.as_uuid().as_bytes(),
+                row.stream.as_str(),
+                to_sql(row.version.0),
+                e.event_type,
+                e.schema_version,
+                recorded_at,
+                e.metadata.correlation_id,
+                e.metadata.causation_id.as_ref().map(|id| id.as_bytes()),
+                e.metadata.traceparent,
+                e.metadata.tracestate,
+                &e.payload[..],
+            ])?;
+        }
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO streams (stream_id, tenant_id, version) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+        )?;
+        for (stream, meta) in &plan.streams {
+            upsert.execute(rusqlite::params![
+                stream.as_str(),
+                meta.tenant_id.as_uuid().as_bytes(),
+                to_sql(meta.version.0)
+            ])?;
+        }
+    }
+    tx.commit()?;
+    let head = plan.head();
+    Ok((plan.outcomes, head))
 }
 
 /// Reads what the store holds for the batch's event ids and streams, and the next position.
-async fn load_known(conn: &mut SqliteConnection, batch: &[&Pending]) -> Result<Known> {
-    let ids: Vec<String> = plan::event_ids(batch)
-        .iter()
-        .map(|id| id.as_uuid().simple().to_string())
-        .collect();
-    let streams: Vec<&str> = plan::stream_ids(batch).iter().map(|s| s.as_str()).collect();
+fn load_known(conn: &Connection, batch: &[&Pending]) -> Result<Known> {
     let mut known = Known::default();
-    let rows = sqlx::query(
-        "SELECT event_id, tenant_id, stream_id, stream_version, global_position FROM events \
-         WHERE event_id IN (SELECT unhex(value) FROM json_each(?))",
-    )
-    .bind(json_array(&ids, "event ids")?)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
-        let (id, at) = decode_stored_at(row)?;
-        known.events.insert(id, at);
-    }
-    let rows = sqlx::query(
-        "SELECT stream_id, tenant_id, version FROM streams WHERE stream_id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(json_array(&streams, "stream ids")?)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
-        let stream = StreamId::from_stored(sqlx::Row::try_get(row, 0)?);
-        known
-            .streams
-            .insert(stream, decode_stream_metadata(row, 1)?);
-    }
-    let last: i64 = sqlx::query_scalar(HEAD).fetch_one(&mut *conn).await?;
-    known.next_position = from_sql(last, "global_position")? + 1;
-    Ok(known)
-}
-
-/// Splits `items` into chunks of power-of-two sizes (64, then 32, 16, …), so that a handful of
-/// prepared multi-row statements serve every batch size.
-fn power_of_two_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
-    const LARGEST: usize = 64;
-    let mut rest = items;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
+    for id in plan::event_ids(batch) {
+        if let Some(at) = read::stored_at(conn, id)? {
+            known.events.insert(id, at);
         }
-        let size = if rest.len() >= LARGEST {
-            LARGEST
-        } else {
-            1 << rest.len().ilog2()
-        };
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        Some(chunk)
-    })
-}
-
-/// Inserts the new event rows with multi-row `INSERT`s.
-async fn insert_rows(
-    conn: &mut SqliteConnection,
-    rows: &[NewRow<'_>],
-    recorded_at: i64,
-) -> Result<()> {
-    for chunk in power_of_two_chunks(rows) {
-        let mut insert =
-            QueryBuilder::<Sqlite>::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
-        insert.push_values(chunk, |mut values, row| {
-            let e = row.event;
-            values
-                .push_bind(to_sql(row.position.0))
-                .push_bind(*e.event_id.as_uuid())
-                .push_bind(*row.tenant.as_uuid())
-                .push_bind(row.stream.as_str())
-                .push_bind(to_sql(row.version.0))
-                .push_bind(e.event_type.as_str())
-                .push_bind(i32::from(e.schema_version))
-                .push_bind(recorded_at)
-                .push_bind(e.metadata.correlation_id.as_deref())
-                .push_bind(e.metadata.causation_id)
-                .push_bind(e.metadata.traceparent.as_deref())
-                .push_bind(e.metadata.tracestate.as_deref())
-                .push_bind(&e.payload[..]);
-        });
-        insert.build().persistent(true).execute(&mut *conn).await?;
     }
-    Ok(())
-}
-
-/// Records the new version (and, for a new stream, its tenant) of every stream the batch wrote.
-async fn upsert_streams(
-    conn: &mut SqliteConnection,
-    streams: &[(&StreamId, StreamMetadata)],
-) -> Result<()> {
-    for chunk in power_of_two_chunks(streams) {
-        let mut upsert =
-            QueryBuilder::<Sqlite>::new("INSERT INTO streams (stream_id, tenant_id, version) ");
-        upsert.push_values(chunk, |mut values, (stream, meta)| {
-            values
-                .push_bind(stream.as_str())
-                .push_bind(*meta.tenant_id.as_uuid())
-                .push_bind(to_sql(meta.version.0));
-        });
-        upsert.push(" ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version");
-        upsert.build().persistent(true).execute(&mut *conn).await?;
+    for stream in plan::stream_ids(batch) {
+        if let Some(meta) = read::stream_metadata(conn, Scope::All, stream.as_str())? {
+            known.streams.insert(stream.clone(), meta);
+        }
     }
-    Ok(())
+    known.next_position = read::head(conn)?.0 + 1;
+    Ok(known)
 }
 
 #[async_trait]
@@ -319,24 +288,29 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         snapshot: Snapshot,
     ) -> Result<()> {
-        let current = self.stream_metadata(Scope::All, stream).await?;
-        plan::check_snapshot(tenant, stream, &snapshot, current)?;
-        // Snapshots are a cache beside the log: one short statement on the writer's connection,
-        // between two group commits.
-        sqlx::query(
-            "INSERT INTO snapshots (stream_id, version, schema_version, payload, saved_at_us) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
-             schema_version = excluded.schema_version, payload = excluded.payload, saved_at_us = excluded.saved_at_us \
-             WHERE excluded.version >= snapshots.version",
-        )
-        .bind(stream.as_str())
-        .bind(to_sql(snapshot.version.0))
-        .bind(i32::from(snapshot.schema_version))
-        .bind(&snapshot.payload[..])
-        .bind(now_micros())
-        .execute(&self.inner.writer_pool)
-        .await?;
-        Ok(())
+        let stream = stream.clone();
+        // On the writer's connection, between two group commits, so the checks and the write see
+        // the same state.
+        self.with_writer(move |conn| {
+            let current = read::stream_metadata(conn, Scope::All, stream.as_str())?;
+            plan::check_snapshot(tenant, &stream, &snapshot, current)?;
+            conn.prepare_cached(
+                "INSERT INTO snapshots (stream_id, version, schema_version, payload, saved_at_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
+                 schema_version = excluded.schema_version, payload = excluded.payload, \
+                 saved_at_us = excluded.saved_at_us WHERE excluded.version >= snapshots.version",
+            )?
+            .execute(rusqlite::params![
+                stream.as_str(),
+                to_sql(snapshot.version.0),
+                snapshot.schema_version,
+                &snapshot.payload[..],
+                now_micros(),
+            ])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn load_snapshot(&self, scope: Scope, stream: &StreamId) -> Result<Option<Snapshot>> {

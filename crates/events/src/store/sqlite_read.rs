@@ -1,4 +1,5 @@
-//! The embedded store's read path: read-only rusqlite connections used on blocking threads.
+//! The embedded store's queries through rusqlite, run on blocking threads: the read-only
+//! connection pool, the read queries, and the row decoders the writer shares.
 //!
 //! sqlx-sqlite runs each connection on a worker thread and hands every row across a channel as
 //! owned values, which costs about 6 µs per row (see docs/BENCHMARKS.md). Here a page of rows is
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use crate::envelope::{Metadata, RecordedEvent, Snapshot, timestamp_from_micros};
 use crate::error::{Error, Result};
 use crate::ids::{EventId, GlobalPosition, StreamId, StreamVersion, TenantId};
+use crate::store::plan::StoredAt;
 use crate::store::sql::EVENT_COLUMNS;
 use crate::store::{Scope, StreamMetadata, from_sql, sql_limit, to_sql};
 
@@ -130,7 +132,7 @@ fn events(
     Ok(events)
 }
 
-fn tenant_blob(scope: Scope) -> Option<Vec<u8>> {
+pub(crate) fn tenant_blob(scope: Scope) -> Option<Vec<u8>> {
     scope.tenant_filter().map(|t| t.as_bytes().to_vec())
 }
 
@@ -244,4 +246,21 @@ pub(crate) fn load_snapshot(
         })
     })
     .transpose()
+}
+
+/// Where the stored event with this id is, if it is stored.
+pub(crate) fn stored_at(conn: &Connection, id: EventId) -> Result<Option<StoredAt>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT tenant_id, stream_id, stream_version, global_position FROM events WHERE event_id = ?1",
+    )?;
+    let mut rows = statement.query([id.as_uuid().as_bytes()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(StoredAt {
+        tenant: TenantId::from_uuid(uuid(row, 0, "tenant_id")?),
+        stream: StreamId::from_stored(row.get(1)?),
+        version: StreamVersion(from_sql(row.get(2)?, "stream_version")?),
+        position: GlobalPosition(from_sql(row.get(3)?, "global_position")?),
+    }))
 }

@@ -1,0 +1,319 @@
+//! The tenant actor: a tenant's name, plan, suspension, feature flags, settings and API keys,
+//! folded from stream `tenant-<id>`.
+//!
+//! API keys are generated and hashed by the caller (the gateway) before the command, so
+//! `decide` stays pure and the key itself never reaches the log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use switchyard_events::{
+    ApiKeyIssued, ApiKeyRevoked, Event, TenantCreated, TenantFlagSet, TenantId, TenantRenamed,
+    TenantResumed, TenantSettingSet, TenantSuspended,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::actor::Actor;
+
+#[cfg(test)]
+mod tests;
+
+/// Most API keys (live or revoked) one tenant may hold.
+pub const MAX_KEYS: usize = 100;
+/// Most feature flags or settings one tenant may hold.
+pub const MAX_ENTRIES: usize = 200;
+
+/// The tenant actor kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Tenant;
+
+/// What the log says about a tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantState {
+    /// False until `TenantCreated`: every other command is refused before it.
+    pub created: bool,
+    pub name: String,
+    pub plan: String,
+    /// The reason, while suspended.
+    pub suspended: Option<String>,
+    pub flags: BTreeMap<String, bool>,
+    pub settings: BTreeMap<String, String>,
+    pub keys: BTreeMap<Uuid, ApiKey>,
+}
+
+/// An API key as the log knows it: never the key, only its keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub name: String,
+    pub key_hash: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub expires_at_unix: Option<i64>,
+    pub revoked: bool,
+}
+
+impl ApiKey {
+    /// Whether the key may authenticate a request at `now`.
+    pub fn is_usable(&self, now: OffsetDateTime) -> bool {
+        !self.revoked
+            && self
+                .expires_at_unix
+                .is_none_or(|at| now.unix_timestamp() < at)
+    }
+}
+
+/// What can be asked of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantCommand {
+    Create {
+        name: String,
+        plan: String,
+    },
+    Rename {
+        name: String,
+    },
+    Suspend {
+        reason: String,
+    },
+    Resume,
+    SetFlag {
+        flag: String,
+        enabled: bool,
+    },
+    SetSetting {
+        key: String,
+        value: Option<String>,
+    },
+    IssueKey {
+        key_id: Uuid,
+        name: String,
+        key_hash: String,
+        prefix: String,
+        scopes: Vec<String>,
+        expires_at_unix: Option<i64>,
+    },
+    RevokeKey {
+        key_id: Uuid,
+    },
+}
+
+/// Why a tenant command is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantRejection {
+    #[error("no such tenant")]
+    NotFound,
+    #[error("the tenant already exists")]
+    AlreadyExists,
+    #[error("the tenant is suspended")]
+    Suspended,
+    #[error("the tenant is not suspended")]
+    NotSuspended,
+    #[error("no such API key")]
+    UnknownKey,
+    #[error("an API key with this id already exists")]
+    DuplicateKey,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), TenantRejection> {
+    if value.trim().is_empty() || value.chars().count() > max || value.chars().any(char::is_control)
+    {
+        return Err(TenantRejection::Invalid(format!(
+            "{field} must be 1-{max} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_identifier(field: &str, value: &str) -> Result<(), TenantRejection> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.' | ':')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(TenantRejection::Invalid(format!(
+            "{field} must be 1-64 of a-z, 0-9, '_', '-', '.', ':'"
+        )))
+    }
+}
+
+impl Actor for Tenant {
+    const KIND: &'static str = "tenant";
+    const SNAPSHOT_VERSION: u16 = 1;
+    type Id = TenantId;
+    type State = TenantState;
+    type Command = TenantCommand;
+    type Rejection = TenantRejection;
+
+    fn tenant(id: &TenantId) -> TenantId {
+        *id
+    }
+
+    fn decide(
+        state: &TenantState,
+        command: TenantCommand,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Event>, TenantRejection> {
+        use TenantCommand as C;
+        if let C::Create { name, plan } = command {
+            if state.created {
+                return Err(TenantRejection::AlreadyExists);
+            }
+            check_text("name", &name, 100)?;
+            check_identifier("plan", &plan)?;
+            return Ok(vec![Event::TenantCreated(TenantCreated { name, plan })]);
+        }
+        if !state.created {
+            return Err(TenantRejection::NotFound);
+        }
+        let events = match command {
+            C::Create { .. } => vec![], // handled above
+            C::Rename { name } => {
+                check_text("name", &name, 100)?;
+                if name == state.name {
+                    vec![]
+                } else {
+                    vec![Event::TenantRenamed(TenantRenamed { name })]
+                }
+            }
+            C::Suspend { reason } => {
+                check_text("reason", &reason, 500)?;
+                if state.suspended.is_some() {
+                    return Err(TenantRejection::Suspended);
+                }
+                vec![Event::TenantSuspended(TenantSuspended { reason })]
+            }
+            C::Resume => {
+                if state.suspended.is_none() {
+                    return Err(TenantRejection::NotSuspended);
+                }
+                vec![Event::TenantResumed(TenantResumed {})]
+            }
+            C::SetFlag { flag, enabled } => {
+                check_identifier("flag", &flag)?;
+                if state.flags.get(&flag) == Some(&enabled) {
+                    vec![]
+                } else if !state.flags.contains_key(&flag) && state.flags.len() >= MAX_ENTRIES {
+                    return Err(TenantRejection::Invalid(format!(
+                        "at most {MAX_ENTRIES} flags"
+                    )));
+                } else {
+                    vec![Event::TenantFlagSet(TenantFlagSet { flag, enabled })]
+                }
+            }
+            C::SetSetting { key, value } => {
+                check_identifier("setting", &key)?;
+                if let Some(value) = &value {
+                    check_text("setting value", value, 4096)?;
+                }
+                if state.settings.get(&key) == value.as_ref() {
+                    vec![]
+                } else if value.is_some()
+                    && !state.settings.contains_key(&key)
+                    && state.settings.len() >= MAX_ENTRIES
+                {
+                    return Err(TenantRejection::Invalid(format!(
+                        "at most {MAX_ENTRIES} settings"
+                    )));
+                } else {
+                    vec![Event::TenantSettingSet(TenantSettingSet { key, value })]
+                }
+            }
+            C::IssueKey {
+                key_id,
+                name,
+                key_hash,
+                prefix,
+                scopes,
+                expires_at_unix,
+            } => {
+                if state.suspended.is_some() {
+                    return Err(TenantRejection::Suspended);
+                }
+                if state.keys.contains_key(&key_id) {
+                    return Err(TenantRejection::DuplicateKey);
+                }
+                if state.keys.len() >= MAX_KEYS {
+                    return Err(TenantRejection::Invalid(format!(
+                        "at most {MAX_KEYS} API keys"
+                    )));
+                }
+                check_text("key name", &name, 100)?;
+                for scope in &scopes {
+                    check_identifier("scope", scope)?;
+                }
+                if expires_at_unix.is_some_and(|at| at <= now.unix_timestamp()) {
+                    return Err(TenantRejection::Invalid(
+                        "expires_at must be in the future".into(),
+                    ));
+                }
+                if key_hash.len() != 64 || !key_hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(TenantRejection::Invalid(
+                        "key_hash must be 64 hex digits".into(),
+                    ));
+                }
+                vec![Event::ApiKeyIssued(ApiKeyIssued {
+                    key_id,
+                    name,
+                    key_hash,
+                    prefix,
+                    scopes,
+                    expires_at_unix,
+                })]
+            }
+            C::RevokeKey { key_id } => match state.keys.get(&key_id) {
+                None => return Err(TenantRejection::UnknownKey),
+                Some(key) if key.revoked => vec![],
+                Some(_) => vec![Event::ApiKeyRevoked(ApiKeyRevoked { key_id })],
+            },
+        };
+        Ok(events)
+    }
+
+    fn apply(state: &mut TenantState, event: &Event) {
+        match event {
+            Event::TenantCreated(e) => {
+                state.created = true;
+                state.name = e.name.clone();
+                state.plan = e.plan.clone();
+            }
+            Event::TenantRenamed(e) => state.name = e.name.clone(),
+            Event::TenantSuspended(e) => state.suspended = Some(e.reason.clone()),
+            Event::TenantResumed(_) => state.suspended = None,
+            Event::TenantFlagSet(e) => {
+                state.flags.insert(e.flag.clone(), e.enabled);
+            }
+            Event::TenantSettingSet(e) => match &e.value {
+                Some(value) => {
+                    state.settings.insert(e.key.clone(), value.clone());
+                }
+                None => {
+                    state.settings.remove(&e.key);
+                }
+            },
+            Event::ApiKeyIssued(e) => {
+                state.keys.insert(
+                    e.key_id,
+                    ApiKey {
+                        name: e.name.clone(),
+                        key_hash: e.key_hash.clone(),
+                        prefix: e.prefix.clone(),
+                        scopes: e.scopes.clone(),
+                        expires_at_unix: e.expires_at_unix,
+                        revoked: false,
+                    },
+                );
+            }
+            Event::ApiKeyRevoked(e) => {
+                if let Some(key) = state.keys.get_mut(&e.key_id) {
+                    key.revoked = true;
+                }
+            }
+        }
+    }
+}

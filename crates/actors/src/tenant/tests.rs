@@ -1,0 +1,278 @@
+//! Given events, when a command, then events (or a rejection): the tenant's rules with no
+//! runtime and no store.
+
+use switchyard_events::Event;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::*;
+
+const NOW: i64 = 1_800_000_000;
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(NOW).unwrap()
+}
+
+fn given(events: &[Event]) -> TenantState {
+    let mut state = TenantState::default();
+    for event in events {
+        Tenant::apply(&mut state, event);
+    }
+    state
+}
+
+fn when(history: &[Event], command: TenantCommand) -> Result<Vec<Event>, TenantRejection> {
+    Tenant::decide(&given(history), command, now())
+}
+
+fn created() -> Event {
+    Event::TenantCreated(TenantCreated {
+        name: "Acme".into(),
+        plan: "pro".into(),
+    })
+}
+
+fn issue(key_id: Uuid) -> TenantCommand {
+    TenantCommand::IssueKey {
+        key_id,
+        name: "backend".into(),
+        key_hash: "ab".repeat(32),
+        prefix: "sy_ab12".into(),
+        scopes: vec!["inference".into()],
+        expires_at_unix: Some(NOW + 3600),
+    }
+}
+
+#[test]
+fn a_new_tenant_is_created_once() {
+    let create = TenantCommand::Create {
+        name: "Acme".into(),
+        plan: "pro".into(),
+    };
+    assert_eq!(when(&[], create.clone()), Ok(vec![created()]));
+    assert_eq!(
+        when(&[created()], create),
+        Err(TenantRejection::AlreadyExists)
+    );
+}
+
+#[test]
+fn nothing_but_create_works_before_the_tenant_exists() {
+    for command in [
+        TenantCommand::Rename { name: "x".into() },
+        TenantCommand::Resume,
+        issue(Uuid::now_v7()),
+    ] {
+        assert_eq!(when(&[], command), Err(TenantRejection::NotFound));
+    }
+}
+
+#[test]
+fn hostile_names_plans_and_flags_are_refused() {
+    for (name, plan) in [
+        ("", "pro"),
+        ("   ", "pro"),
+        ("a\u{0}b", "pro"),
+        (&*"n".repeat(101), "pro"),
+        ("Acme", "Pro Plan"),
+        ("Acme", ""),
+    ] {
+        let command = TenantCommand::Create {
+            name: name.into(),
+            plan: plan.into(),
+        };
+        assert!(
+            matches!(when(&[], command), Err(TenantRejection::Invalid(_))),
+            "{name:?}/{plan:?} accepted"
+        );
+    }
+    let flag = TenantCommand::SetFlag {
+        flag: "DROP TABLE".into(),
+        enabled: true,
+    };
+    assert!(matches!(
+        when(&[created()], flag),
+        Err(TenantRejection::Invalid(_))
+    ));
+}
+
+#[test]
+fn renaming_to_the_same_name_changes_nothing() {
+    assert_eq!(
+        when(
+            &[created()],
+            TenantCommand::Rename {
+                name: "Acme".into()
+            }
+        ),
+        Ok(vec![])
+    );
+    let renamed = when(
+        &[created()],
+        TenantCommand::Rename {
+            name: "Acme Corp".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(given(&[created(), renamed[0].clone()]).name, "Acme Corp");
+}
+
+#[test]
+fn suspension_and_resumption_alternate() {
+    let suspended = Event::TenantSuspended(TenantSuspended {
+        reason: "unpaid".into(),
+    });
+    assert_eq!(
+        when(
+            &[created()],
+            TenantCommand::Suspend {
+                reason: "unpaid".into()
+            }
+        ),
+        Ok(vec![suspended.clone()])
+    );
+    assert_eq!(
+        when(
+            &[created(), suspended.clone()],
+            TenantCommand::Suspend {
+                reason: "again".into()
+            }
+        ),
+        Err(TenantRejection::Suspended)
+    );
+    assert_eq!(
+        when(&[created()], TenantCommand::Resume),
+        Err(TenantRejection::NotSuspended)
+    );
+    let resumed = when(&[created(), suspended.clone()], TenantCommand::Resume).unwrap();
+    assert_eq!(
+        given(&[created(), suspended, resumed[0].clone()]).suspended,
+        None
+    );
+}
+
+#[test]
+fn flags_and_settings_record_only_changes() {
+    let on = Event::TenantFlagSet(TenantFlagSet {
+        flag: "streaming".into(),
+        enabled: true,
+    });
+    assert_eq!(
+        when(
+            &[created()],
+            TenantCommand::SetFlag {
+                flag: "streaming".into(),
+                enabled: true
+            }
+        ),
+        Ok(vec![on.clone()])
+    );
+    assert_eq!(
+        when(
+            &[created(), on.clone()],
+            TenantCommand::SetFlag {
+                flag: "streaming".into(),
+                enabled: true
+            }
+        ),
+        Ok(vec![])
+    );
+    let set = Event::TenantSettingSet(TenantSettingSet {
+        key: "cors_origins".into(),
+        value: Some("*".into()),
+    });
+    let state = given(&[created(), on, set.clone()]);
+    assert_eq!(state.flags.get("streaming"), Some(&true));
+    assert_eq!(
+        state.settings.get("cors_origins").map(String::as_str),
+        Some("*")
+    );
+    let removed = when(
+        &[created(), set.clone()],
+        TenantCommand::SetSetting {
+            key: "cors_origins".into(),
+            value: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        given(&[created(), set, removed[0].clone()])
+            .settings
+            .is_empty()
+    );
+}
+
+#[test]
+fn keys_are_issued_with_their_hash_only_and_revoked_for_good() {
+    let key_id = Uuid::now_v7();
+    let issued = when(&[created()], issue(key_id)).unwrap();
+    let Event::ApiKeyIssued(payload) = &issued[0] else {
+        panic!("{issued:?}")
+    };
+    assert_eq!(payload.key_hash, "ab".repeat(32));
+    let state = given(&[created(), issued[0].clone()]);
+    assert!(state.keys[&key_id].is_usable(now()));
+    assert_eq!(
+        when(&[created(), issued[0].clone()], issue(key_id)),
+        Err(TenantRejection::DuplicateKey)
+    );
+
+    let revoked = when(
+        &[created(), issued[0].clone()],
+        TenantCommand::RevokeKey { key_id },
+    )
+    .unwrap();
+    let history = [created(), issued[0].clone(), revoked[0].clone()];
+    assert!(!given(&history).keys[&key_id].is_usable(now()));
+    assert_eq!(
+        when(&history, TenantCommand::RevokeKey { key_id }),
+        Ok(vec![]),
+        "revoking twice is a no-op"
+    );
+    assert_eq!(
+        when(&[created()], TenantCommand::RevokeKey { key_id }),
+        Err(TenantRejection::UnknownKey)
+    );
+}
+
+#[test]
+fn keys_expire_and_cannot_be_born_expired() {
+    let key_id = Uuid::now_v7();
+    let issued = when(&[created()], issue(key_id)).unwrap();
+    let key = &given(&[created(), issued[0].clone()]).keys[&key_id];
+    assert!(key.is_usable(now()));
+    assert!(!key.is_usable(OffsetDateTime::from_unix_timestamp(NOW + 3600).unwrap()));
+    let TenantCommand::IssueKey {
+        name,
+        key_hash,
+        prefix,
+        scopes,
+        ..
+    } = issue(key_id)
+    else {
+        unreachable!()
+    };
+    let expired = TenantCommand::IssueKey {
+        key_id,
+        name,
+        key_hash,
+        prefix,
+        scopes,
+        expires_at_unix: Some(NOW),
+    };
+    assert!(matches!(
+        when(&[created()], expired),
+        Err(TenantRejection::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_suspended_tenant_gets_no_new_keys() {
+    let suspended = Event::TenantSuspended(TenantSuspended {
+        reason: "abuse".into(),
+    });
+    assert_eq!(
+        when(&[created(), suspended], issue(Uuid::now_v7())),
+        Err(TenantRejection::Suspended)
+    );
+}
