@@ -5,5 +5,6 @@
     reason = "tests: a panic is the failure report"
 )]
 
+mod admin;
 mod serve;
 mod server;

@@ -66,6 +66,10 @@ pub struct Applied<S> {
     pub state: S,
 }
 
+/// A live actor's mailbox. Messages are boxed: a channel allocates its first block of slots up
+/// front, and boxed slots keep an idle actor's mailbox at a few hundred bytes.
+type Mailbox<A> = mpsc::Sender<Box<Message<A>>>;
+
 /// A state with the stream version it reflects.
 type Versioned<S> = (S, StreamVersion);
 
@@ -104,7 +108,7 @@ impl<A: Actor> std::fmt::Debug for Runtime<A> {
 
 struct Shared<A: Actor> {
     store: Arc<dyn EventStore>,
-    actors: DashMap<A::Id, mpsc::Sender<Message<A>>>,
+    actors: DashMap<A::Id, Mailbox<A>>,
     config: RuntimeConfig,
     clock: Clock,
     metrics: ActorMetrics,
@@ -140,11 +144,11 @@ impl<A: Actor> Runtime<A> {
         let (reply, answer) = oneshot::channel();
         self.deliver(
             id,
-            Message::Command {
+            Box::new(Message::Command {
                 command,
                 metadata,
                 reply,
-            },
+            }),
         )
         .await?;
         let outcome = answer.await.map_err(|_| Error::Stopped)?;
@@ -155,7 +159,7 @@ impl<A: Actor> Runtime<A> {
     /// The actor's current state and version (activating it if needed).
     pub async fn read(&self, id: &A::Id) -> Result<Versioned<A::State>, A::Rejection> {
         let (reply, answer) = oneshot::channel();
-        self.deliver(id, Message::Read { reply }).await?;
+        self.deliver(id, Box::new(Message::Read { reply })).await?;
         answer.await.map_err(|_| Error::Stopped)?
     }
 
@@ -164,7 +168,7 @@ impl<A: Actor> Runtime<A> {
         self.shared.actors.len()
     }
 
-    async fn deliver(&self, id: &A::Id, mut message: Message<A>) -> Result<(), A::Rejection> {
+    async fn deliver(&self, id: &A::Id, mut message: Box<Message<A>>) -> Result<(), A::Rejection> {
         // A mailbox can close between lookup and send (the actor passivated or crashed); then
         // the message comes back and goes to a fresh activation.
         for _ in 0..3 {
@@ -186,7 +190,7 @@ impl<A: Actor> Runtime<A> {
         Err(Error::Stopped)
     }
 
-    fn mailbox(&self, id: &A::Id) -> mpsc::Sender<Message<A>> {
+    fn mailbox(&self, id: &A::Id) -> Mailbox<A> {
         if let Some(mailbox) = self.shared.actors.get(id)
             && !mailbox.is_closed()
         {
@@ -203,7 +207,7 @@ impl<A: Actor> Runtime<A> {
         entry.clone()
     }
 
-    fn activate(&self, id: &A::Id) -> mpsc::Sender<Message<A>> {
+    fn activate(&self, id: &A::Id) -> Mailbox<A> {
         let (mailbox, inbox) = mpsc::channel(self.shared.config.mailbox);
         self.shared.metrics.activations.inc();
         tokio::spawn(run(self.shared.clone(), id.clone(), inbox));
@@ -220,7 +224,11 @@ struct Cell<A: Actor> {
     since_snapshot: u64,
 }
 
-async fn run<A: Actor>(shared: Arc<Shared<A>>, id: A::Id, mut inbox: mpsc::Receiver<Message<A>>) {
+async fn run<A: Actor>(
+    shared: Arc<Shared<A>>,
+    id: A::Id,
+    mut inbox: mpsc::Receiver<Box<Message<A>>>,
+) {
     let started = Instant::now();
     let mut cell = match Cell::<A>::rehydrate(shared.store.as_ref(), &id).await {
         Ok(cell) => cell,
@@ -228,7 +236,7 @@ async fn run<A: Actor>(shared: Arc<Shared<A>>, id: A::Id, mut inbox: mpsc::Recei
             tracing::error!(kind = A::KIND, %id, %error, "actor activation failed");
             inbox.close();
             while let Some(message) = inbox.recv().await {
-                fail(message, &error);
+                fail(*message, &error);
             }
             return;
         }
@@ -316,8 +324,8 @@ impl<A: Actor> Cell<A> {
         }
     }
 
-    async fn handle(&mut self, shared: &Shared<A>, message: Message<A>) {
-        match message {
+    async fn handle(&mut self, shared: &Shared<A>, message: Box<Message<A>>) {
+        match *message {
             Message::Command {
                 command,
                 metadata,

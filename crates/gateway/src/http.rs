@@ -1,37 +1,125 @@
-//! The HTTP API: health, readiness and metrics for now, with the JSON error shape and request
-//! ids that every later endpoint shares.
+//! The HTTP API: routes, the one JSON error shape, request ids and RED metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_events::EventStore;
 
+use crate::admin::{self, Admin};
+use crate::keys::Refusal;
 use crate::telemetry::HTTP;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Largest JSON body the API reads.
+const MAX_BODY: usize = 256 * 1024;
 
 /// The request id of a request: the caller's `x-request-id` if it is sane, otherwise a new one.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// An error answered as `{"error": {"code", "message", "request_id"}}`; the request id is
+/// filled in by the [`observe`] middleware, which knows it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.to_owned(),
+        }
+    }
+
+    pub fn not_found(message: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        error_body(self.status, self.code, &self.message, None)
+    }
+}
+
+fn error_body(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: Option<&str>,
+) -> HttpResponse {
+    HttpResponse::build(status)
+        .json(json!({"error": {"code": code, "message": message, "request_id": request_id}}))
+}
+
+/// Parses a JSON body strictly (unknown fields refused by the target type), with errors that say
+/// what was wrong.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is not valid UTF-8",
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "invalid_json"
+        };
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, code, &e.to_string())
+    })
+}
+
 /// Binds and serves until SIGINT/SIGTERM.
-pub async fn serve(store: Arc<dyn EventStore>, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn serve(
+    store: Arc<dyn EventStore>,
+    admin: Admin,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
     let store = web::Data::from(Arc::new(StoreHandle(store)));
+    let admin = web::Data::new(admin);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(store.clone())
+            .app_data(admin.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY))
             .wrap(actix_web::middleware::from_fn(observe))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics))
+            .route("/v1/tenant", web::get().to(whoami))
+            .configure(admin::routes)
             .default_service(web::to(not_found))
     })
     .bind(listen)?;
@@ -52,11 +140,12 @@ pub async fn serve(store: Arc<dyn EventStore>, listen: SocketAddr) -> anyhow::Re
 
 struct StoreHandle(Arc<dyn EventStore>);
 
-/// Request ids, RED metrics and one log line per request.
+/// Request ids, RED metrics, one log line per request, and the JSON error shape for every error
+/// (including the ones actix-web answers itself: 404, 405, 413, malformed requests).
 async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody, BoxBody>>, actix_web::Error> {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -67,11 +156,28 @@ async fn observe(
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let mut response = next.call(req).await?;
-    let status = response.status().as_u16();
+    let response = next.call(req).await?;
+    let status = response.status();
+    let mut response = if status.is_client_error() || status.is_server_error() {
+        let (request, response) = response.into_parts();
+        let code = response
+            .error()
+            .and_then(|e| e.as_error::<ApiError>())
+            .map(|e| (e.code, e.message.clone()));
+        let (code, message) = code.unwrap_or_else(|| {
+            (
+                status_code_name(status),
+                status.canonical_reason().unwrap_or("error").to_owned(),
+            )
+        });
+        let body = error_body(status, code, &message, Some(&request_id));
+        ServiceResponse::new(request, body).map_into_right_body()
+    } else {
+        response.map_into_left_body()
+    };
     let elapsed = started.elapsed();
     HTTP.requests
-        .with_label_values(&[&method, &route, &status.to_string()])
+        .with_label_values(&[&method, &route, status.as_str()])
         .inc();
     HTTP.seconds
         .with_label_values(&[&method, &route])
@@ -80,7 +186,7 @@ async fn observe(
         request_id,
         method,
         route,
-        status,
+        status = status.as_u16(),
         micros = elapsed.as_micros() as u64,
         "request"
     );
@@ -90,54 +196,103 @@ async fn observe(
     Ok(response)
 }
 
-fn uuid_v7() -> String {
-    switchyard_events::EventId::new().to_string()
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    }
 }
 
-/// The one JSON error shape: `{"error": {"code", "message", "request_id"}}`.
-fn error(req: &HttpRequest, status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    HttpResponse::build(status)
-        .json(json!({"error": {"code": code, "message": message, "request_id": request_id}}))
+fn uuid_v7() -> String {
+    switchyard_events::EventId::new().to_string()
 }
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-async fn readyz(req: HttpRequest, store: web::Data<StoreHandle>) -> HttpResponse {
+async fn readyz(store: web::Data<StoreHandle>) -> Result<HttpResponse, ApiError> {
     match store.0.ready().await {
-        Ok(head) => HttpResponse::Ok().json(json!({"status": "ready", "event_log_head": head})),
+        Ok(head) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "event_log_head": head}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            error(
-                &req,
+            Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
                 "the event log is not reachable",
-            )
+            ))
         }
     }
 }
 
-async fn metrics(req: HttpRequest) -> HttpResponse {
+async fn metrics() -> Result<HttpResponse, ApiError> {
     let mut body = String::new();
-    match prometheus::TextEncoder::new().encode_utf8(&prometheus::gather(), &mut body) {
-        Ok(()) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(body),
-        Err(e) => {
+    prometheus::TextEncoder::new()
+        .encode_utf8(&prometheus::gather(), &mut body)
+        .map_err(|e| {
             tracing::error!(error = %e, "cannot encode metrics");
-            error(
-                &req,
+            ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "cannot encode metrics",
             )
-        }
-    }
+        })?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body))
 }
 
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    error(&req, StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+/// `GET /v1/tenant`: who a tenant key belongs to (lets a client check its key).
+async fn whoami(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "an API key is required",
+            )
+        })?;
+    let principal = admin
+        .keys
+        .authenticate(
+            &admin.secret.hash(presented),
+            time::OffsetDateTime::now_utc(),
+        )
+        .map_err(|refusal| {
+            let message = match refusal {
+                Refusal::Unknown => "invalid API key",
+                Refusal::Revoked => "this API key was revoked",
+                Refusal::Expired => "this API key has expired",
+                Refusal::Suspended => "the tenant is suspended",
+            };
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        })?;
+    let (state, _) = admin.tenants.read(&principal.tenant).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "retry shortly",
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(json!({
+        "tenant_id": principal.tenant,
+        "name": state.name,
+        "plan": state.plan,
+        "key_id": principal.key_id,
+        "scopes": principal.scopes,
+    })))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such endpoint"))
 }

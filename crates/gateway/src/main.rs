@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use switchyard_actors::tenant::Tenant;
+use switchyard_actors::{Runtime, RuntimeConfig};
 use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore};
 
+mod admin;
 mod http;
+mod keys;
 mod telemetry;
 
 /// Switchyard: a multi-tenant AI platform built as an event-sourced actor system.
@@ -24,13 +28,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Open the event log and serve the HTTP API (/healthz, /readyz, /metrics).
+    /// Open the event log and serve the HTTP API: the admin API (tenants, API keys),
+    /// /v1/tenant, /healthz, /readyz, /metrics.
     Serve {
         #[command(flatten)]
         store: StoreArgs,
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Bearer token of the admin API. When unset, one is generated on first start and kept
+        /// in `<data dir>/admin-token`.
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// Create or upgrade the event log's schema, then exit.
     Migrate {
@@ -73,6 +82,21 @@ impl StoreArgs {
     }
 }
 
+/// Reads the generated admin token, creating it on first start, and says where it is.
+fn admin_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    if !path.exists() {
+        let token = format!("sya_{}", keys::generate().key.trim_start_matches("sy_"));
+        keys::write_private(path, &token)?;
+    }
+    let token = std::fs::read_to_string(path)?.trim().to_owned();
+    // On stderr, so stdout keeps its one line (the listening address).
+    eprintln!(
+        "switchyard: admin token (SWITCHYARD_ADMIN_TOKEN unset) is in {}",
+        path.display()
+    );
+    Ok(token)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init();
@@ -84,11 +108,31 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { store, listen } => {
-            let (store, location) = store.open().await?;
+        Command::Serve {
+            store: args,
+            listen,
+            admin_token,
+        } => {
+            let (store, location) = args.open().await?;
             let head = store.head().await?;
             tracing::info!(store = %location, %head, "event log open");
-            http::serve(store, listen).await
+            std::fs::create_dir_all(&args.data_dir)?;
+            let token = match admin_token {
+                Some(token) if token.len() >= 16 => token,
+                Some(_) => anyhow::bail!("SWITCHYARD_ADMIN_TOKEN must be at least 16 characters"),
+                None => admin_token_file(&args.data_dir.join("admin-token"))?,
+            };
+            let secret = keys::KeySecret::load_or_create(&args.data_dir.join("key-secret"))?;
+            let index = keys::KeyIndex::follow(store.clone()).await?;
+            let tenants = Runtime::<Tenant>::new(store.clone(), RuntimeConfig::default());
+            let admin = admin::Admin {
+                store: store.clone(),
+                tenants,
+                keys: index,
+                secret,
+                token,
+            };
+            http::serve(store, admin, listen).await
         }
         Command::Migrate { store } => {
             let (store, location) = store.open().await?;

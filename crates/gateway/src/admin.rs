@@ -1,0 +1,313 @@
+//! The admin API: tenants and their API keys (`/v1/admin/...`, bearer admin token).
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_actors::tenant::{ApiKey, Tenant, TenantCommand, TenantRejection, TenantState};
+use switchyard_actors::{Error as ActorError, Runtime};
+use switchyard_events::{EventStore, Metadata, Scope, StreamId, StreamVersion, TenantId};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::http::{ApiError, RequestId, parse_json};
+use crate::keys::{self, KeyIndex, KeySecret};
+
+/// What the admin handlers share.
+pub struct Admin {
+    pub store: Arc<dyn EventStore>,
+    pub tenants: Runtime<Tenant>,
+    pub keys: Arc<KeyIndex>,
+    pub secret: KeySecret,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+/// Registers the admin routes.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/admin/tenants", web::post().to(create_tenant))
+        .route("/v1/admin/tenants/{id}", web::get().to(get_tenant))
+        .route("/v1/admin/tenants/{id}/keys", web::post().to(issue_key))
+        .route(
+            "/v1/admin/tenants/{id}/keys/{key_id}",
+            web::delete().to(revoke_key),
+        );
+}
+
+/// Constant-time comparison of the presented admin token.
+fn authorized(req: &HttpRequest, admin: &Admin) -> Result<(), ApiError> {
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = admin.token.as_bytes();
+    let same = presented.len() == expected.len()
+        && presented
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required",
+        ))
+    }
+}
+
+fn metadata(req: &HttpRequest) -> Metadata {
+    use actix_web::HttpMessage;
+    Metadata {
+        correlation_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        ..Metadata::default()
+    }
+}
+
+/// Tenant ids in paths: anything that is not a UUID is simply not found.
+fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("no such tenant"))
+}
+
+fn rejected(error: ActorError<TenantRejection>) -> ApiError {
+    match error {
+        ActorError::Rejected(TenantRejection::NotFound) => ApiError::not_found("no such tenant"),
+        ActorError::Rejected(TenantRejection::UnknownKey) => ApiError::not_found("no such API key"),
+        ActorError::Rejected(
+            r @ (TenantRejection::AlreadyExists | TenantRejection::DuplicateKey),
+        ) => ApiError::new(StatusCode::CONFLICT, "conflict", &r.to_string()),
+        ActorError::Rejected(r @ (TenantRejection::Suspended | TenantRejection::NotSuspended)) => {
+            ApiError::new(StatusCode::CONFLICT, "tenant_state", &r.to_string())
+        }
+        ActorError::Rejected(TenantRejection::Invalid(message)) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            &message,
+        ),
+        ActorError::Overloaded | ActorError::Contended { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the tenant is busy; retry shortly",
+        ),
+        ActorError::Store(error) => {
+            tracing::error!(%error, "event log failure in an admin command");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the event log is unavailable; retry shortly",
+            )
+        }
+        ActorError::Stopped => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "retry shortly",
+        ),
+    }
+}
+
+/// When the tenant's first event was recorded.
+async fn created_at(admin: &Admin, tenant: TenantId) -> Result<Option<String>, ApiError> {
+    let stream =
+        StreamId::of("tenant", tenant).map_err(|_| ApiError::not_found("no such tenant"))?;
+    let first = admin
+        .store
+        .read_stream(Scope::Tenant(tenant), &stream, StreamVersion::NONE, 1)
+        .await
+        .map_err(|e| rejected(ActorError::Store(e)))?;
+    Ok(first
+        .first()
+        .and_then(|e| e.recorded_at.format(&Rfc3339).ok()))
+}
+
+fn unix_to_rfc3339(at: Option<i64>) -> Option<String> {
+    at.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+}
+
+fn key_view(id: &Uuid, key: &ApiKey) -> serde_json::Value {
+    json!({
+        "id": id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": key.scopes,
+        "expires_at": unix_to_rfc3339(key.expires_at_unix),
+        "revoked": key.revoked,
+    })
+}
+
+fn tenant_view(id: TenantId, state: &TenantState, created_at: Option<String>) -> serde_json::Value {
+    json!({
+        "id": id,
+        "name": state.name,
+        "plan": state.plan,
+        "created_at": created_at,
+        "suspended": state.suspended.is_some(),
+        "suspension_reason": state.suspended,
+        "flags": state.flags,
+        "settings": state.settings,
+        "keys": state.keys.iter().map(|(id, key)| key_view(id, key)).collect::<Vec<_>>(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    name: String,
+    #[serde(default = "default_plan")]
+    plan: String,
+}
+
+fn default_plan() -> String {
+    "free".into()
+}
+
+async fn create_tenant(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let input: CreateTenant = parse_json(&body)?;
+    let tenant = TenantId::new();
+    let command = TenantCommand::Create {
+        name: input.name,
+        plan: input.plan,
+    };
+    let applied = admin
+        .tenants
+        .send(&tenant, command, metadata(&req))
+        .await
+        .map_err(rejected)?;
+    let created_at = created_at(&admin, tenant).await?;
+    tracing::info!(%tenant, "tenant created");
+    Ok(HttpResponse::Created().json(json!({
+        "id": tenant,
+        "name": applied.state.name,
+        "plan": applied.state.plan,
+        "created_at": created_at,
+    })))
+}
+
+async fn get_tenant(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let tenant = tenant_id(&path)?;
+    let (state, _version) = admin.tenants.read(&tenant).await.map_err(rejected)?;
+    if !state.created {
+        return Err(ApiError::not_found("no such tenant"));
+    }
+    let created_at = created_at(&admin, tenant).await?;
+    Ok(HttpResponse::Ok().json(tenant_view(tenant, &state, created_at)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueKey {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// RFC 3339.
+    expires_at: Option<String>,
+}
+
+async fn issue_key(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let tenant = tenant_id(&path)?;
+    let input: IssueKey = parse_json(&body)?;
+    let expires_at_unix = match &input.expires_at {
+        None => None,
+        Some(text) => Some(
+            OffsetDateTime::parse(text, &Rfc3339)
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_request",
+                        "expires_at must be an RFC 3339 time",
+                    )
+                })?
+                .unix_timestamp(),
+        ),
+    };
+    let fresh = keys::generate();
+    let key_id = Uuid::now_v7();
+    let command = TenantCommand::IssueKey {
+        key_id,
+        name: input.name,
+        key_hash: admin.secret.hash(&fresh.key),
+        prefix: fresh.prefix,
+        scopes: input.scopes,
+        expires_at_unix,
+    };
+    let applied = admin
+        .tenants
+        .send(&tenant, command, metadata(&req))
+        .await
+        .map_err(rejected)?;
+    let key = applied
+        .state
+        .keys
+        .get(&key_id)
+        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+    // Write-through, so the key works at once on this node (the log subscription agrees later).
+    admin.keys.apply(
+        tenant,
+        &switchyard_events::Event::ApiKeyIssued(switchyard_events::ApiKeyIssued {
+            key_id,
+            name: key.name.clone(),
+            key_hash: key.key_hash.clone(),
+            prefix: key.prefix.clone(),
+            scopes: key.scopes.clone(),
+            expires_at_unix: key.expires_at_unix,
+        }),
+    );
+    tracing::info!(%tenant, %key_id, "API key issued");
+    let mut view = key_view(&key_id, key);
+    view["key"] = json!(fresh.key);
+    Ok(HttpResponse::Created().json(view))
+}
+
+async fn revoke_key(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let (tenant, key_id) = path.into_inner();
+    let tenant = tenant_id(&tenant)?;
+    let key_id: Uuid = key_id
+        .parse()
+        .map_err(|_| ApiError::not_found("no such API key"))?;
+    admin
+        .tenants
+        .send(&tenant, TenantCommand::RevokeKey { key_id }, metadata(&req))
+        .await
+        .map_err(rejected)?;
+    admin.keys.apply(
+        tenant,
+        &switchyard_events::Event::ApiKeyRevoked(switchyard_events::ApiKeyRevoked { key_id }),
+    );
+    tracing::info!(%tenant, %key_id, "API key revoked");
+    Ok(HttpResponse::Ok().json(json!({"id": key_id, "revoked": true})))
+}

@@ -1,0 +1,277 @@
+//! API keys at the edge: generation, keyed hashing, and the in-memory index every request is
+//! authenticated against without touching the database.
+//!
+//! A key is `sy_` followed by 64 hex digits (256 random bits). The log stores only
+//! BLAKE3-keyed hash of it under the server's secret (high-entropy keys need no slow password
+//! hash) and a short prefix to recognise it by. The index is folded from the log by a
+//! subscription, so a key issued on any node works on every node, and survives restarts.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use rand::Rng;
+use switchyard_events::{Event, EventStore, GlobalPosition, Scope, TenantId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The secret that keys the hash of API keys.
+#[derive(Clone)]
+pub struct KeySecret([u8; 32]);
+
+impl std::fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySecret(..)")
+    }
+}
+
+impl KeySecret {
+    /// Reads the secret from `path`, creating it (readable by the owner only) on first use.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let bytes = decode_hex(text.trim())
+                .ok_or_else(|| anyhow::anyhow!("{} is not 64 hex digits", path.display()))?;
+            return Ok(KeySecret(bytes));
+        }
+        let mut bytes = [0u8; 32];
+        rand::rng().fill(&mut bytes);
+        write_private(path, &hex(&bytes))?;
+        Ok(KeySecret(bytes))
+    }
+
+    /// The keyed hash of `key`, as stored in `ApiKeyIssued`.
+    pub fn hash(&self, key: &str) -> String {
+        hex(blake3::keyed_hash(&self.0, key.as_bytes()).as_bytes())
+    }
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A fresh API key and the parts the log keeps of it.
+pub struct NewKey {
+    pub key: String,
+    pub prefix: String,
+}
+
+pub fn generate() -> NewKey {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill(&mut bytes);
+    let key = format!("sy_{}", hex(&bytes));
+    let prefix = key.chars().take(10).collect();
+    NewKey { key, prefix }
+}
+
+/// What a valid key lets a request be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub key_id: Uuid,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    principal: Principal,
+    expires_at_unix: Option<i64>,
+    revoked: bool,
+}
+
+/// Why a key does not authenticate (all answered with the same 401 to the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Unknown,
+    Revoked,
+    Expired,
+    Suspended,
+}
+
+/// Key hash → principal, folded from the log.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    by_hash: DashMap<String, Entry>,
+    hash_of: DashMap<Uuid, String>,
+    suspended: DashMap<TenantId, ()>,
+}
+
+impl KeyIndex {
+    /// Builds the index from the whole log and keeps it current in a background task.
+    pub async fn follow(store: Arc<dyn EventStore>) -> anyhow::Result<Arc<Self>> {
+        let index = Arc::new(KeyIndex::default());
+        let mut events = store.subscribe_all(Scope::All, GlobalPosition::START);
+        // Catch up before serving, so a restarted server knows every key at once.
+        let head = store.head().await?;
+        let mut position = GlobalPosition::START;
+        while position < head {
+            let Some(event) = events.next().await else {
+                break;
+            };
+            let event = event?;
+            position = event.global_position;
+            index.fold(event.tenant_id, &event);
+        }
+        let follower = index.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(event) => follower.fold(event.tenant_id, &event),
+                    Err(error) => {
+                        tracing::error!(%error, "API key index stopped following the log");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(index)
+    }
+
+    fn fold(&self, tenant: TenantId, recorded: &switchyard_events::RecordedEvent) {
+        if !matches!(
+            recorded.event_type.as_str(),
+            "ApiKeyIssued" | "ApiKeyRevoked" | "TenantSuspended" | "TenantResumed"
+        ) {
+            return;
+        }
+        let Ok(event) = Event::from_recorded(recorded) else {
+            return;
+        };
+        self.apply(tenant, &event);
+    }
+
+    /// Applies one event (idempotent: the admin API applies its own writes at once, and the
+    /// subscription applies them again).
+    pub fn apply(&self, tenant: TenantId, event: &Event) {
+        match event {
+            Event::ApiKeyIssued(e) => {
+                self.hash_of.insert(e.key_id, e.key_hash.clone());
+                self.by_hash
+                    .entry(e.key_hash.clone())
+                    .or_insert_with(|| Entry {
+                        principal: Principal {
+                            tenant,
+                            key_id: e.key_id,
+                            scopes: e.scopes.clone(),
+                        },
+                        expires_at_unix: e.expires_at_unix,
+                        revoked: false,
+                    });
+            }
+            Event::ApiKeyRevoked(e) => {
+                if let Some(hash) = self.hash_of.get(&e.key_id)
+                    && let Some(mut entry) = self.by_hash.get_mut(hash.value())
+                {
+                    entry.revoked = true;
+                }
+            }
+            Event::TenantSuspended(_) => {
+                self.suspended.insert(tenant, ());
+            }
+            Event::TenantResumed(_) => {
+                self.suspended.remove(&tenant);
+            }
+            _ => {}
+        }
+    }
+
+    /// The principal of a presented key hash at `now`.
+    pub fn authenticate(&self, key_hash: &str, now: OffsetDateTime) -> Result<Principal, Refusal> {
+        let entry = self.by_hash.get(key_hash).ok_or(Refusal::Unknown)?;
+        if entry.revoked {
+            return Err(Refusal::Revoked);
+        }
+        if entry
+            .expires_at_unix
+            .is_some_and(|at| now.unix_timestamp() >= at)
+        {
+            return Err(Refusal::Expired);
+        }
+        if self.suspended.contains_key(&entry.principal.tenant) {
+            return Err(Refusal::Suspended);
+        }
+        Ok(entry.principal.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_events::{ApiKeyIssued, ApiKeyRevoked, TenantResumed, TenantSuspended};
+
+    use super::*;
+
+    fn issued(key_id: Uuid, hash: &str, expires: Option<i64>) -> Event {
+        Event::ApiKeyIssued(ApiKeyIssued {
+            key_id,
+            name: "k".into(),
+            key_hash: hash.into(),
+            prefix: "sy_".into(),
+            scopes: vec![],
+            expires_at_unix: expires,
+        })
+    }
+
+    #[test]
+    fn keys_authenticate_until_revoked_expired_or_suspended() {
+        let index = KeyIndex::default();
+        let (tenant, key_id) = (TenantId::new(), Uuid::now_v7());
+        let now = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+        index.apply(tenant, &issued(key_id, "h1", Some(2_000)));
+        assert_eq!(index.authenticate("h1", now).unwrap().tenant, tenant);
+        assert_eq!(index.authenticate("nope", now), Err(Refusal::Unknown));
+        let later = OffsetDateTime::from_unix_timestamp(2_000).unwrap();
+        assert_eq!(index.authenticate("h1", later), Err(Refusal::Expired));
+        index.apply(
+            tenant,
+            &Event::TenantSuspended(TenantSuspended { reason: "x".into() }),
+        );
+        assert_eq!(index.authenticate("h1", now), Err(Refusal::Suspended));
+        index.apply(tenant, &Event::TenantResumed(TenantResumed {}));
+        assert!(index.authenticate("h1", now).is_ok());
+        index.apply(tenant, &Event::ApiKeyRevoked(ApiKeyRevoked { key_id }));
+        assert_eq!(index.authenticate("h1", now), Err(Refusal::Revoked));
+        // Applying the issue again (the subscription after a write-through) does not revive it.
+        index.apply(tenant, &issued(key_id, "h1", Some(2_000)));
+        assert_eq!(index.authenticate("h1", now), Err(Refusal::Revoked));
+    }
+
+    #[test]
+    fn the_secret_keys_the_hash_and_survives_a_reload() {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-key-secret-{}", Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key-secret");
+        let first = KeySecret::load_or_create(&path).unwrap();
+        let again = KeySecret::load_or_create(&path).unwrap();
+        assert_eq!(first.hash("sy_abc"), again.hash("sy_abc"));
+        assert_ne!(first.hash("sy_abc"), first.hash("sy_abd"));
+        let generated = generate();
+        assert_eq!(generated.key.len(), 67);
+        assert!(generated.key.starts_with(&generated.prefix));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
