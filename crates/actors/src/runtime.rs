@@ -23,6 +23,9 @@ use crate::actor::Actor;
 use crate::error::{Error, Result};
 use crate::metrics::{self, ActorMetrics};
 
+/// Events read per query while an actor catches up with its stream.
+const REHYDRATION_PAGE: usize = 5_000;
+
 /// Tuning of a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -310,7 +313,7 @@ impl<A: Actor> Cell<A> {
     async fn catch_up(&mut self, store: &dyn EventStore) -> Result<(), A::Rejection> {
         loop {
             let page = store
-                .read_stream(Scope::All, &self.stream, self.version, 1000)
+                .read_stream(Scope::All, &self.stream, self.version, REHYDRATION_PAGE)
                 .await?;
             let Some(last) = page.last() else {
                 return Ok(());
