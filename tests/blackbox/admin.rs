@@ -221,3 +221,65 @@ async fn unknown_and_foreign_ids_are_not_found() {
     );
     assert_eq!(whoami(&server, "sy_0000").await.status(), 401);
 }
+
+#[tokio::test]
+async fn limits_are_set_exactly_and_shown_with_the_tenant() {
+    let server = start(&data_dir());
+    let tenant = create_tenant(&server, "Acme").await;
+    let id = tenant["id"].as_str().unwrap();
+    let client = reqwest::Client::new();
+    let url = server.url(&format!("/v1/admin/tenants/{id}/limits"));
+    let body = json!({"requests_per_minute": 600, "tokens_per_minute": 200000, "monthly_budget_usd": 19.99});
+    let set = client
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let shown: Value = client
+        .get(server.url(&format!("/v1/admin/tenants/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["limits"],
+        json!({"requests_per_minute": 600, "tokens_per_minute": 200000, "monthly_budget_usd": "19.990000"})
+    );
+    for bad in [
+        json!({"requests_per_minute": -1}),
+        json!({"requests_per_minute": 0}),
+        json!({"monthly_budget_usd": "1.0000001"}),
+        json!({"monthly_budget_usd": -5}),
+        json!({"burst": 10}),
+    ] {
+        let response = client
+            .put(&url)
+            .bearer_auth(TOKEN)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{bad}");
+    }
+    let unknown = server.url(&format!(
+        "/v1/admin/tenants/{}/limits",
+        uuid::Uuid::now_v7()
+    ));
+    assert_eq!(
+        client
+            .put(unknown)
+            .bearer_auth(TOKEN)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

@@ -145,6 +145,7 @@ catalog! {
         TenantSettingSet(TenantSettingSet);
         ApiKeyIssued(ApiKeyIssued);
         ApiKeyRevoked(ApiKeyRevoked);
+        TenantLimitsSet(TenantLimitsSet);
     }
 }
 
@@ -285,6 +286,16 @@ pub struct ApiKeyRevoked {
     pub key_id: uuid::Uuid,
 }
 payload!(ApiKeyRevoked, 1);
+
+/// A tenant's limits were replaced (`None`: no limit). Money is integer micro-dollars.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimitsSet {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub monthly_budget_micros: Option<u64>,
+}
+payload!(TenantLimitsSet, 1);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-use switchyard_actors::tenant::{ApiKey, Tenant, TenantCommand, TenantRejection, TenantState};
+use switchyard_actors::tenant::{
+    ApiKey, Limits, Tenant, TenantCommand, TenantRejection, TenantState,
+};
 use switchyard_actors::{Error as ActorError, Runtime};
 use switchyard_events::{EventStore, Metadata, Scope, StreamId, StreamVersion, TenantId};
 use time::OffsetDateTime;
@@ -36,6 +38,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/v1/admin/tenants", web::post().to(create_tenant))
         .route("/v1/admin/tenants/{id}", web::get().to(get_tenant))
+        .route("/v1/admin/tenants/{id}/limits", web::put().to(set_limits))
         .route("/v1/admin/tenants/{id}/keys", web::post().to(issue_key))
         .route(
             "/v1/admin/tenants/{id}/keys/{key_id}",
@@ -160,7 +163,51 @@ fn tenant_view(id: TenantId, state: &TenantState, created_at: Option<String>) ->
         "flags": state.flags,
         "settings": state.settings,
         "keys": state.keys.iter().map(|(id, key)| key_view(id, key)).collect::<Vec<_>>(),
+        "limits": limits_view(&state.limits),
     })
+}
+
+fn limits_view(limits: &Limits) -> serde_json::Value {
+    json!({
+        "requests_per_minute": limits.requests_per_minute,
+        "tokens_per_minute": limits.tokens_per_minute,
+        "monthly_budget_usd": limits.monthly_budget_micros.map(micros_to_usd),
+    })
+}
+
+/// Micro-dollars as a decimal string with six places (`"12.500000"`): exact, never a float.
+fn micros_to_usd(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+/// A JSON number or string of dollars to integer micro-dollars, exactly (at most six decimals).
+fn usd_to_micros(value: &serde_json::Value) -> Result<u64, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "monthly_budget_usd must be a non-negative amount with at most 6 decimals",
+        )
+    };
+    let text = match value {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        _ => return Err(invalid()),
+    };
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let digits = |s: &str| !s.is_empty() && s.len() <= 12 && s.chars().all(|c| c.is_ascii_digit());
+    if !digits(whole)
+        || !(fraction.is_empty()
+            || (fraction.len() <= 6 && fraction.chars().all(|c| c.is_ascii_digit())))
+    {
+        return Err(invalid());
+    }
+    let whole: u64 = whole.parse().map_err(|_| invalid())?;
+    let fraction: u64 = format!("{fraction:0<6}").parse().map_err(|_| invalid())?;
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(fraction))
+        .ok_or_else(invalid)
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +262,43 @@ async fn get_tenant(
     }
     let created_at = created_at(&admin, tenant).await?;
     Ok(HttpResponse::Ok().json(tenant_view(tenant, &state, created_at)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetLimits {
+    requests_per_minute: Option<u32>,
+    tokens_per_minute: Option<u64>,
+    /// Dollars, as a JSON number or a decimal string.
+    monthly_budget_usd: Option<serde_json::Value>,
+}
+
+/// `PUT /v1/admin/tenants/{id}/limits`: replaces the tenant's limits (absent or null: no limit).
+async fn set_limits(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let tenant = tenant_id(&path)?;
+    let input: SetLimits = parse_json(&body)?;
+    let limits = Limits {
+        requests_per_minute: input.requests_per_minute,
+        tokens_per_minute: input.tokens_per_minute,
+        monthly_budget_micros: input
+            .monthly_budget_usd
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .map(usd_to_micros)
+            .transpose()?,
+    };
+    let applied = admin
+        .tenants
+        .send(&tenant, TenantCommand::SetLimits(limits), metadata(&req))
+        .await
+        .map_err(rejected)?;
+    Ok(HttpResponse::Ok().json(limits_view(&applied.state.limits)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,4 +394,36 @@ async fn revoke_key(
     );
     tracing::info!(%tenant, %key_id, "API key revoked");
     Ok(HttpResponse::Ok().json(json!({"id": key_id, "revoked": true})))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn dollars_convert_to_micros_exactly() {
+        for (input, micros) in [
+            (json!(12.5), 12_500_000),
+            (json!("0.000001"), 1),
+            (json!(250), 250_000_000),
+            (json!("19.99"), 19_990_000),
+            (json!(0.1), 100_000),
+        ] {
+            assert_eq!(usd_to_micros(&input).unwrap(), micros, "{input}");
+        }
+        for bad in [
+            json!(-1),
+            json!("1.0000001"),
+            json!("1e3"),
+            json!("abc"),
+            json!(true),
+            json!(""),
+            json!("9999999999999"),
+        ] {
+            assert!(usd_to_micros(&bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(micros_to_usd(12_500_000), "12.500000");
+    }
 }

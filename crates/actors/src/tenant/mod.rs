@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use switchyard_events::{
-    ApiKeyIssued, ApiKeyRevoked, Event, TenantCreated, TenantFlagSet, TenantId, TenantRenamed,
-    TenantResumed, TenantSettingSet, TenantSuspended,
+    ApiKeyIssued, ApiKeyRevoked, Event, TenantCreated, TenantFlagSet, TenantId, TenantLimitsSet,
+    TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -40,6 +40,16 @@ pub struct TenantState {
     pub flags: BTreeMap<String, bool>,
     pub settings: BTreeMap<String, String>,
     pub keys: BTreeMap<Uuid, ApiKey>,
+    pub limits: Limits,
+}
+
+/// A tenant's limits; `None` is no limit. Enforced by the rate limiter and the quota actor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    /// Integer micro-dollars: money is never a float.
+    pub monthly_budget_micros: Option<u64>,
 }
 
 /// An API key as the log knows it: never the key, only its keyed hash.
@@ -96,6 +106,7 @@ pub enum TenantCommand {
     RevokeKey {
         key_id: Uuid,
     },
+    SetLimits(Limits),
 }
 
 /// Why a tenant command is refused.
@@ -266,6 +277,22 @@ impl Actor for Tenant {
                     expires_at_unix,
                 })]
             }
+            C::SetLimits(limits) => {
+                if limits.requests_per_minute == Some(0) || limits.tokens_per_minute == Some(0) {
+                    return Err(TenantRejection::Invalid(
+                        "a limit of 0 would refuse everything; omit it for no limit".into(),
+                    ));
+                }
+                if limits == state.limits {
+                    vec![]
+                } else {
+                    vec![Event::TenantLimitsSet(TenantLimitsSet {
+                        requests_per_minute: limits.requests_per_minute,
+                        tokens_per_minute: limits.tokens_per_minute,
+                        monthly_budget_micros: limits.monthly_budget_micros,
+                    })]
+                }
+            }
             C::RevokeKey { key_id } => match state.keys.get(&key_id) {
                 None => return Err(TenantRejection::UnknownKey),
                 Some(key) if key.revoked => vec![],
@@ -313,6 +340,13 @@ impl Actor for Tenant {
                 if let Some(key) = state.keys.get_mut(&e.key_id) {
                     key.revoked = true;
                 }
+            }
+            Event::TenantLimitsSet(e) => {
+                state.limits = Limits {
+                    requests_per_minute: e.requests_per_minute,
+                    tokens_per_minute: e.tokens_per_minute,
+                    monthly_budget_micros: e.monthly_budget_micros,
+                };
             }
         }
     }

@@ -276,3 +276,30 @@ fn a_suspended_tenant_gets_no_new_keys() {
         Err(TenantRejection::Suspended)
     );
 }
+
+#[test]
+fn limits_are_replaced_whole_and_zero_is_refused() {
+    let limits = Limits {
+        requests_per_minute: Some(600),
+        tokens_per_minute: None,
+        monthly_budget_micros: Some(250_000_000),
+    };
+    let set = when(&[created()], TenantCommand::SetLimits(limits)).unwrap();
+    let state = given(&[created(), set[0].clone()]);
+    assert_eq!(state.limits, limits);
+    assert_eq!(
+        when(
+            &[created(), set[0].clone()],
+            TenantCommand::SetLimits(limits)
+        ),
+        Ok(vec![])
+    );
+    let zero = Limits {
+        requests_per_minute: Some(0),
+        ..Limits::default()
+    };
+    assert!(matches!(
+        when(&[created()], TenantCommand::SetLimits(zero)),
+        Err(TenantRejection::Invalid(_))
+    ));
+}
