@@ -283,3 +283,119 @@ async fn limits_are_set_exactly_and_shown_with_the_tenant() {
         404
     );
 }
+
+async fn post_with_key(server: &Server, path: &str, key: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url(path))
+        .bearer_auth(TOKEN)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idempotency_key_runs_a_command_once_and_replays_its_response() {
+    let dir = data_dir();
+    let server = start(&dir);
+    let body = json!({"name": "Acme"});
+    let first = post_with_key(&server, "/v1/admin/tenants", "create-acme-1", &body).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = post_with_key(&server, "/v1/admin/tenants", "create-acme-1", &body).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotency-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"], "a retry created a second tenant");
+
+    let other = post_with_key(
+        &server,
+        "/v1/admin/tenants",
+        "create-acme-1",
+        &json!({"name": "Other"}),
+    )
+    .await;
+    assert_eq!(other.status(), 422);
+    assert_eq!(
+        other.json::<Value>().await.unwrap()["error"]["code"],
+        "idempotency_key_reused"
+    );
+
+    // A new API key is shown once: the replay has the same key id but not the key.
+    let id = first["id"].as_str().unwrap();
+    let path = format!("/v1/admin/tenants/{id}/keys");
+    let issued: Value = post_with_key(&server, &path, "key-1", &json!({"name": "k"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(issued["key"].as_str().unwrap().starts_with("sy_"));
+    let replayed: Value = post_with_key(&server, &path, "key-1", &json!({"name": "k"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replayed["id"], issued["id"]);
+    assert!(replayed.get("key").is_none());
+    assert_eq!(replayed["key_redacted"], true);
+
+    // Rejections are replayed too, and everything survives a restart.
+    let bad = json!({"name": ""});
+    assert_eq!(
+        post_with_key(&server, "/v1/admin/tenants", "bad-1", &bad)
+            .await
+            .status(),
+        422
+    );
+    drop(server);
+    let server = start(&dir);
+    let after: Value = post_with_key(&server, "/v1/admin/tenants", "create-acme-1", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["id"], first["id"]);
+    let rejected = post_with_key(&server, "/v1/admin/tenants", "bad-1", &bad).await;
+    assert_eq!(rejected.status(), 422);
+    assert_eq!(
+        rejected.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_request"
+    );
+    let long_key = "k".repeat(300);
+    assert_eq!(
+        post_with_key(&server, "/v1/admin/tenants", &long_key, &body)
+            .await
+            .status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_create_one_tenant() {
+    let server = start(&data_dir());
+    let body = json!({"name": "Racy"});
+    let responses = futures_util::future::join_all(
+        (0..6).map(|_| post_with_key(&server, "/v1/admin/tenants", "race-1", &body)),
+    )
+    .await;
+    let mut ids = std::collections::HashSet::new();
+    for response in responses {
+        match response.status().as_u16() {
+            201 => {
+                ids.insert(
+                    response.json::<Value>().await.unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+            409 => assert_eq!(
+                response.json::<Value>().await.unwrap()["error"]["code"],
+                "request_in_progress"
+            ),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "retries created {} tenants", ids.len());
+}

@@ -146,6 +146,9 @@ catalog! {
         ApiKeyIssued(ApiKeyIssued);
         ApiKeyRevoked(ApiKeyRevoked);
         TenantLimitsSet(TenantLimitsSet);
+        IdempotencyKeyClaimed(IdempotencyKeyClaimed);
+        IdempotentResponseRecorded(IdempotentResponseRecorded);
+        IdempotencyKeyReleased(IdempotencyKeyReleased);
     }
 }
 
@@ -296,6 +299,32 @@ pub struct TenantLimitsSet {
     pub monthly_budget_micros: Option<u64>,
 }
 payload!(TenantLimitsSet, 1);
+
+/// A request with an `Idempotency-Key` started (stream `idem-<hash of scope and key>`): the
+/// append with `NoStream` is what makes exactly one of several concurrent retries win.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyKeyClaimed {
+    /// BLAKE3 of method, path and body: a retry must send the same request.
+    pub request_hash: String,
+}
+payload!(IdempotencyKeyClaimed, 1);
+
+/// The response to an idempotent request, replayed to every retry with the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotentResponseRecorded {
+    pub status: u16,
+    /// The JSON body as sent.
+    pub body: String,
+}
+payload!(IdempotentResponseRecorded, 1);
+
+/// An idempotent request failed in a way a retry may fix (a 5xx): the key may be used again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyKeyReleased {}
+payload!(IdempotencyKeyReleased, 1);
 
 #[cfg(test)]
 mod tests {

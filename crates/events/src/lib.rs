@@ -35,7 +35,8 @@ mod metrics; // Prometheus metrics of the store
 pub mod store; // the EventStore port, group commit, subscriptions and the backends
 
 pub use catalog::{
-    ApiKeyIssued, ApiKeyRevoked, Event, JsonEvent, TenantCreated, TenantFlagSet, TenantLimitsSet,
+    ApiKeyIssued, ApiKeyRevoked, Event, IdempotencyKeyClaimed, IdempotencyKeyReleased,
+    IdempotentResponseRecorded, JsonEvent, TenantCreated, TenantFlagSet, TenantLimitsSet,
     TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended,
 };
 pub use codec::EventPayload;

@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::http::{ApiError, RequestId, parse_json};
+use crate::idempotency::idempotent;
 use crate::keys::{self, KeyIndex, KeySecret};
 
 /// What the admin handlers share.
@@ -228,25 +229,30 @@ async fn create_tenant(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     authorized(&req, &admin)?;
-    let input: CreateTenant = parse_json(&body)?;
-    let tenant = TenantId::new();
-    let command = TenantCommand::Create {
-        name: input.name,
-        plan: input.plan,
-    };
-    let applied = admin
-        .tenants
-        .send(&tenant, command, metadata(&req))
-        .await
-        .map_err(rejected)?;
-    let created_at = created_at(&admin, tenant).await?;
-    tracing::info!(%tenant, "tenant created");
-    Ok(HttpResponse::Created().json(json!({
-        "id": tenant,
-        "name": applied.state.name,
-        "plan": applied.state.plan,
-        "created_at": created_at,
-    })))
+    idempotent(admin.store.as_ref(), &req, TenantId::SYSTEM, &body, keep, || async {
+        let input: CreateTenant = parse_json(&body)?;
+        let tenant = TenantId::new();
+        let command = TenantCommand::Create { name: input.name, plan: input.plan };
+        let applied = admin.tenants.send(&tenant, command, metadata(&req)).await.map_err(rejected)?;
+        let created_at = created_at(&admin, tenant).await?;
+        tracing::info!(%tenant, "tenant created");
+        Ok((
+            StatusCode::CREATED,
+            json!({"id": tenant, "name": applied.state.name, "plan": applied.state.plan, "created_at": created_at}),
+        ))
+    })
+    .await
+}
+
+/// Nothing secret in the response: record it as sent.
+fn keep(_: &mut serde_json::Value) {}
+
+/// A new API key is shown once: the recorded copy (replayed to retries) leaves it out.
+fn without_key(body: &mut serde_json::Value) {
+    if let Some(view) = body.as_object_mut() {
+        view.remove("key");
+        view.insert("key_redacted".into(), json!(true));
+    }
 }
 
 async fn get_tenant(
@@ -282,23 +288,33 @@ async fn set_limits(
 ) -> Result<HttpResponse, ApiError> {
     authorized(&req, &admin)?;
     let tenant = tenant_id(&path)?;
-    let input: SetLimits = parse_json(&body)?;
-    let limits = Limits {
-        requests_per_minute: input.requests_per_minute,
-        tokens_per_minute: input.tokens_per_minute,
-        monthly_budget_micros: input
-            .monthly_budget_usd
-            .as_ref()
-            .filter(|v| !v.is_null())
-            .map(usd_to_micros)
-            .transpose()?,
-    };
-    let applied = admin
-        .tenants
-        .send(&tenant, TenantCommand::SetLimits(limits), metadata(&req))
-        .await
-        .map_err(rejected)?;
-    Ok(HttpResponse::Ok().json(limits_view(&applied.state.limits)))
+    idempotent(
+        admin.store.as_ref(),
+        &req,
+        TenantId::SYSTEM,
+        &body,
+        keep,
+        || async {
+            let input: SetLimits = parse_json(&body)?;
+            let limits = Limits {
+                requests_per_minute: input.requests_per_minute,
+                tokens_per_minute: input.tokens_per_minute,
+                monthly_budget_micros: input
+                    .monthly_budget_usd
+                    .as_ref()
+                    .filter(|v| !v.is_null())
+                    .map(usd_to_micros)
+                    .transpose()?,
+            };
+            let applied = admin
+                .tenants
+                .send(&tenant, TenantCommand::SetLimits(limits), metadata(&req))
+                .await
+                .map_err(rejected)?;
+            Ok((StatusCode::OK, limits_view(&applied.state.limits)))
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,57 +335,67 @@ async fn issue_key(
 ) -> Result<HttpResponse, ApiError> {
     authorized(&req, &admin)?;
     let tenant = tenant_id(&path)?;
-    let input: IssueKey = parse_json(&body)?;
-    let expires_at_unix = match &input.expires_at {
-        None => None,
-        Some(text) => Some(
-            OffsetDateTime::parse(text, &Rfc3339)
-                .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_request",
-                        "expires_at must be an RFC 3339 time",
-                    )
-                })?
-                .unix_timestamp(),
-        ),
-    };
-    let fresh = keys::generate();
-    let key_id = Uuid::now_v7();
-    let command = TenantCommand::IssueKey {
-        key_id,
-        name: input.name,
-        key_hash: admin.secret.hash(&fresh.key),
-        prefix: fresh.prefix,
-        scopes: input.scopes,
-        expires_at_unix,
-    };
-    let applied = admin
-        .tenants
-        .send(&tenant, command, metadata(&req))
-        .await
-        .map_err(rejected)?;
-    let key = applied
-        .state
-        .keys
-        .get(&key_id)
-        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
-    // Write-through, so the key works at once on this node (the log subscription agrees later).
-    admin.keys.apply(
-        tenant,
-        &switchyard_events::Event::ApiKeyIssued(switchyard_events::ApiKeyIssued {
-            key_id,
-            name: key.name.clone(),
-            key_hash: key.key_hash.clone(),
-            prefix: key.prefix.clone(),
-            scopes: key.scopes.clone(),
-            expires_at_unix: key.expires_at_unix,
-        }),
-    );
-    tracing::info!(%tenant, %key_id, "API key issued");
-    let mut view = key_view(&key_id, key);
-    view["key"] = json!(fresh.key);
-    Ok(HttpResponse::Created().json(view))
+    idempotent(
+        admin.store.as_ref(),
+        &req,
+        TenantId::SYSTEM,
+        &body,
+        without_key,
+        || async {
+            let input: IssueKey = parse_json(&body)?;
+            let expires_at_unix = match &input.expires_at {
+                None => None,
+                Some(text) => Some(
+                    OffsetDateTime::parse(text, &Rfc3339)
+                        .map_err(|_| {
+                            ApiError::new(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                "invalid_request",
+                                "expires_at must be an RFC 3339 time",
+                            )
+                        })?
+                        .unix_timestamp(),
+                ),
+            };
+            let fresh = keys::generate();
+            let key_id = Uuid::now_v7();
+            let command = TenantCommand::IssueKey {
+                key_id,
+                name: input.name,
+                key_hash: admin.secret.hash(&fresh.key),
+                prefix: fresh.prefix,
+                scopes: input.scopes,
+                expires_at_unix,
+            };
+            let applied = admin
+                .tenants
+                .send(&tenant, command, metadata(&req))
+                .await
+                .map_err(rejected)?;
+            let key = applied
+                .state
+                .keys
+                .get(&key_id)
+                .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+            // Write-through, so the key works at once on this node (the log subscription agrees later).
+            admin.keys.apply(
+                tenant,
+                &switchyard_events::Event::ApiKeyIssued(switchyard_events::ApiKeyIssued {
+                    key_id,
+                    name: key.name.clone(),
+                    key_hash: key.key_hash.clone(),
+                    prefix: key.prefix.clone(),
+                    scopes: key.scopes.clone(),
+                    expires_at_unix: key.expires_at_unix,
+                }),
+            );
+            tracing::info!(%tenant, %key_id, "API key issued");
+            let mut view = key_view(&key_id, key);
+            view["key"] = json!(fresh.key);
+            Ok((StatusCode::CREATED, view))
+        },
+    )
+    .await
 }
 
 async fn revoke_key(

@@ -1,5 +1,6 @@
 //! The HTTP API: routes, the one JSON error shape, request ids and RED metrics.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,7 +33,7 @@ pub struct RequestId(pub String);
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: Cow<'static, str>,
     message: String,
 }
 
@@ -40,13 +41,30 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
         ApiError {
             status,
-            code,
+            code: Cow::Borrowed(code),
             message: message.to_owned(),
+        }
+    }
+
+    pub fn owned(status: StatusCode, code: Cow<'static, str>, message: String) -> Self {
+        ApiError {
+            status,
+            code,
+            message,
         }
     }
 
     pub fn not_found(message: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The body without the request id (as recorded for idempotent replays).
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code, "message": self.message}})
     }
 }
 
@@ -62,7 +80,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        error_body(self.status, self.code, &self.message, None)
+        error_body(self.status, &self.code, &self.message, None)
     }
 }
 
@@ -163,14 +181,14 @@ async fn observe(
         let code = response
             .error()
             .and_then(|e| e.as_error::<ApiError>())
-            .map(|e| (e.code, e.message.clone()));
+            .map(|e| (e.code.clone(), e.message.clone()));
         let (code, message) = code.unwrap_or_else(|| {
             (
-                status_code_name(status),
+                Cow::Borrowed(status_code_name(status)),
                 status.canonical_reason().unwrap_or("error").to_owned(),
             )
         });
-        let body = error_body(status, code, &message, Some(&request_id));
+        let body = error_body(status, &code, &message, Some(&request_id));
         ServiceResponse::new(request, body).map_into_right_body()
     } else {
         response.map_into_left_body()

@@ -12,6 +12,7 @@ use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore}
 
 mod admin;
 mod http;
+mod idempotency;
 mod keys;
 mod telemetry;
 

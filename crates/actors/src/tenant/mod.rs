@@ -348,6 +348,10 @@ impl Actor for Tenant {
                     monthly_budget_micros: e.monthly_budget_micros,
                 };
             }
+            // Not the tenant's: idempotency records live in streams of their own.
+            Event::IdempotencyKeyClaimed(_)
+            | Event::IdempotentResponseRecorded(_)
+            | Event::IdempotencyKeyReleased(_) => {}
         }
     }
 }
