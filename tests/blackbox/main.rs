@@ -6,5 +6,6 @@
 )]
 
 mod admin;
+mod cli;
 mod serve;
 mod server;

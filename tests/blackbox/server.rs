@@ -15,15 +15,22 @@ impl Server {
         Self::start_with(data_dir, &[])
     }
 
-    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+    /// Without `SWITCHYARD_ADMIN_TOKEN` in the environment (unless `env` sets it).
+    fn command(data_dir: &Path) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         command
             .arg("serve")
             .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
             .env("SWITCHYARD_DATA_DIR", data_dir)
             .env_remove("SWITCHYARD_DATABASE_URL")
+            .env_remove("SWITCHYARD_ADMIN_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        command
+    }
+
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Self::command(data_dir);
         for (key, value) in env {
             command.env(key, value);
         }

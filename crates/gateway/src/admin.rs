@@ -17,13 +17,14 @@ use uuid::Uuid;
 
 use crate::http::{ApiError, RequestId, parse_json};
 use crate::idempotency::idempotent;
-use crate::keys::{self, KeyIndex, KeySecret};
+use crate::keys::{self, KeyIndex, KeySecret, TenantDirectory, TenantEntry};
 
 /// What the admin handlers share.
 pub struct Admin {
     pub store: Arc<dyn EventStore>,
     pub tenants: Runtime<Tenant>,
     pub keys: Arc<KeyIndex>,
+    pub directory: Arc<TenantDirectory>,
     pub secret: KeySecret,
     pub token: String,
 }
@@ -38,6 +39,7 @@ impl std::fmt::Debug for Admin {
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/v1/admin/tenants", web::post().to(create_tenant))
+        .route("/v1/admin/tenants", web::get().to(list_tenants))
         .route("/v1/admin/tenants/{id}", web::get().to(get_tenant))
         .route("/v1/admin/tenants/{id}/limits", web::put().to(set_limits))
         .route("/v1/admin/tenants/{id}/keys", web::post().to(issue_key))
@@ -235,6 +237,13 @@ async fn create_tenant(
         let command = TenantCommand::Create { name: input.name, plan: input.plan };
         let applied = admin.tenants.send(&tenant, command, metadata(&req)).await.map_err(rejected)?;
         let created_at = created_at(&admin, tenant).await?;
+        let created = created_at.as_deref().and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+        admin.directory.insert(TenantEntry {
+            id: tenant,
+            name: applied.state.name.clone(),
+            plan: applied.state.plan.clone(),
+            created_at: created.unwrap_or_else(OffsetDateTime::now_utc),
+        });
         tracing::info!(%tenant, "tenant created");
         Ok((
             StatusCode::CREATED,
@@ -253,6 +262,49 @@ fn without_key(body: &mut serde_json::Value) {
         view.remove("key");
         view.insert("key_redacted".into(), json!(true));
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/admin/tenants?after=&limit=`: tenants in creation order, a page at a time.
+async fn list_tenants(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let query: ListQuery = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                &e.to_string(),
+            )
+        })?
+        .into_inner();
+    let after = match query.after.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(raw.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "after must be a tenant id",
+            )
+        })?),
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let page = admin.directory.page(after, limit);
+    let next = if page.len() == limit {
+        page.last().map(|e| e.id)
+    } else {
+        None
+    };
+    let data: Vec<_> = page
+        .iter()
+        .map(|e| json!({"id": e.id, "name": e.name, "plan": e.plan, "created_at": e.created_at.format(&Rfc3339).ok()}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"data": data, "next_after": next})))
 }
 
 async fn get_tenant(

@@ -121,9 +121,13 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// Builds the index from the whole log and keeps it current in a background task.
-    pub async fn follow(store: Arc<dyn EventStore>) -> anyhow::Result<Arc<Self>> {
+    /// Builds the index and the tenant directory from the whole log and keeps both current in
+    /// a background task.
+    pub async fn follow(
+        store: Arc<dyn EventStore>,
+    ) -> anyhow::Result<(Arc<Self>, Arc<TenantDirectory>)> {
         let index = Arc::new(KeyIndex::default());
+        let directory = Arc::new(TenantDirectory::default());
         let mut events = store.subscribe_all(Scope::All, GlobalPosition::START);
         // Catch up before serving, so a restarted server knows every key at once.
         let head = store.head().await?;
@@ -135,12 +139,16 @@ impl KeyIndex {
             let event = event?;
             position = event.global_position;
             index.fold(event.tenant_id, &event);
+            directory.fold(&event);
         }
-        let follower = index.clone();
+        let (follower, tenants) = (index.clone(), directory.clone());
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(event) => follower.fold(event.tenant_id, &event),
+                    Ok(event) => {
+                        follower.fold(event.tenant_id, &event);
+                        tenants.fold(&event);
+                    }
                     Err(error) => {
                         tracing::error!(%error, "API key index stopped following the log");
                         break;
@@ -148,7 +156,7 @@ impl KeyIndex {
                 }
             }
         });
-        Ok(index)
+        Ok((index, directory))
     }
 
     fn fold(&self, tenant: TenantId, recorded: &switchyard_events::RecordedEvent) {
@@ -215,6 +223,66 @@ impl KeyIndex {
             return Err(Refusal::Suspended);
         }
         Ok(entry.principal.clone())
+    }
+}
+
+/// One line of the tenant directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantEntry {
+    pub id: TenantId,
+    pub name: String,
+    pub plan: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// Every tenant, folded from the log, for listing (the admin API's `GET /v1/admin/tenants`).
+/// A read model in memory until the projections of the read side exist.
+#[derive(Debug, Default)]
+pub struct TenantDirectory {
+    tenants: DashMap<TenantId, TenantEntry>,
+}
+
+impl TenantDirectory {
+    fn fold(&self, recorded: &switchyard_events::RecordedEvent) {
+        if !matches!(
+            recorded.event_type.as_str(),
+            "TenantCreated" | "TenantRenamed"
+        ) {
+            return;
+        }
+        match Event::from_recorded(recorded) {
+            Ok(Event::TenantCreated(e)) => {
+                self.tenants
+                    .entry(recorded.tenant_id)
+                    .or_insert(TenantEntry {
+                        id: recorded.tenant_id,
+                        name: e.name,
+                        plan: e.plan,
+                        created_at: recorded.recorded_at,
+                    });
+            }
+            Ok(Event::TenantRenamed(e)) => {
+                if let Some(mut entry) = self.tenants.get_mut(&recorded.tenant_id) {
+                    entry.name = e.name;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a tenant the admin API just created (the log subscription agrees later).
+    pub fn insert(&self, entry: TenantEntry) {
+        self.tenants.entry(entry.id).or_insert(entry);
+    }
+
+    /// Tenants in creation order (ids are UUIDv7), after `after`, at most `limit`.
+    pub fn page(&self, after: Option<TenantId>, limit: usize) -> Vec<TenantEntry> {
+        let mut all: Vec<TenantEntry> = self.tenants.iter().map(|e| e.value().clone()).collect();
+        all.sort_by_key(|e| e.id);
+        all.into_iter()
+            .filter(|e| after.is_none_or(|after| e.id > after))
+            .take(limit)
+            .collect()
     }
 }
 

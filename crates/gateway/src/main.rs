@@ -1,7 +1,8 @@
-//! `switchyard`: the one binary. Subcommands parse configuration, build the store and serve.
+//! `switchyard`: the one binary. Subcommands parse configuration, build the store and serve, or
+//! talk to a running server's admin API.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use switchyard_actors::{Runtime, RuntimeConfig};
 use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore};
 
 mod admin;
+mod cli;
 mod http;
 mod idempotency;
 mod keys;
@@ -20,6 +22,7 @@ mod telemetry;
 ///
 /// With no configuration it runs embedded: the event log is a SQLite file in
 /// `./switchyard-data`. Set SWITCHYARD_DATABASE_URL to keep it in PostgreSQL instead.
+/// `tenant` and `key` talk to a running server's admin API.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about, long_about)]
 struct Cli {
@@ -29,7 +32,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Open the event log and serve the HTTP API: the admin API (tenants, API keys),
+    /// Open the event log and serve the HTTP API: the admin API (tenants, API keys, limits),
     /// /v1/tenant, /healthz, /readyz, /metrics.
     Serve {
         #[command(flatten)]
@@ -47,11 +50,25 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Manage tenants through a running server (prints JSON).
+    Tenant {
+        #[command(flatten)]
+        server: cli::ServerArgs,
+        #[command(subcommand)]
+        command: cli::TenantCommand,
+    },
+    /// Issue and revoke tenants' API keys through a running server (prints JSON).
+    Key {
+        #[command(flatten)]
+        server: cli::ServerArgs,
+        #[command(subcommand)]
+        command: cli::KeyCommand,
+    },
 }
 
 #[derive(Debug, Args)]
 struct StoreArgs {
-    /// Directory of the embedded SQLite files (used when no database URL is set).
+    /// Directory of the embedded SQLite files and of the generated admin token and key secret.
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
     data_dir: PathBuf,
     /// PostgreSQL URL; when set, the event log lives there instead of in SQLite.
@@ -84,7 +101,7 @@ impl StoreArgs {
 }
 
 /// Reads the generated admin token, creating it on first start, and says where it is.
-fn admin_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+fn admin_token_file(path: &Path) -> anyhow::Result<String> {
     if !path.exists() {
         let token = format!("sya_{}", keys::generate().key.trim_start_matches("sy_"));
         keys::write_private(path, &token)?;
@@ -124,12 +141,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => admin_token_file(&args.data_dir.join("admin-token"))?,
             };
             let secret = keys::KeySecret::load_or_create(&args.data_dir.join("key-secret"))?;
-            let index = keys::KeyIndex::follow(store.clone()).await?;
+            let (keys, directory) = keys::KeyIndex::follow(store.clone()).await?;
             let tenants = Runtime::<Tenant>::new(store.clone(), RuntimeConfig::default());
             let admin = admin::Admin {
                 store: store.clone(),
                 tenants,
-                keys: index,
+                keys,
+                directory,
                 secret,
                 token,
             };
@@ -141,5 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(store = %location, %head, "event log schema is up to date");
             Ok(())
         }
+        Command::Tenant { server, command } => cli::tenant(&server, command).await,
+        Command::Key { server, command } => cli::key(&server, command).await,
     }
 }

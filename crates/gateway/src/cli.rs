@@ -1,0 +1,199 @@
+//! The `tenant` and `key` subcommands: a thin client of a running server's admin API, so that
+//! every change goes through the same actors, checks and events as an HTTP call (and works the
+//! same against one node or a cluster). Output is the server's JSON, pretty-printed.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of the running server.
+    #[arg(
+        long,
+        env = "SWITCHYARD_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// Admin token; when unset, read from `<data dir>/admin-token` (as `serve` generated it).
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Where to find a generated admin token.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The plan it is billed under.
+        #[arg(long, default_value = "free")]
+        plan: String,
+    },
+    /// List tenants in creation order.
+    List {
+        /// Show tenants created after this tenant id (the previous page's `next_after`).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show a tenant with its limits, flags and keys (never the keys themselves).
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Issue an API key; the key is printed once, here, and never again.
+    Create {
+        /// The tenant id.
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// A scope the key carries (repeat for several).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// RFC 3339 time after which the key stops working.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Revoke an API key for good.
+    Revoke { tenant: String, key_id: String },
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(args: &ServerArgs) -> anyhow::Result<Self> {
+        let token = match &args.admin_token {
+            Some(token) => token.clone(),
+            None => {
+                let path = args.data_dir.join("admin-token");
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no --admin-token / SWITCHYARD_ADMIN_TOKEN, and cannot read {}",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: args.server.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            // A retry of the same CLI call must not act twice.
+            request = request
+                .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+                .json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {url}"))?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value["error"]["message"].as_str().unwrap_or("no details");
+            let code = value["error"]["code"].as_str().unwrap_or("error");
+            anyhow::bail!("{status}: {code}: {message}");
+        }
+        Ok(value)
+    }
+}
+
+fn print(value: &Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+pub async fn tenant(args: &ServerArgs, command: TenantCommand) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let value = match command {
+        TenantCommand::Create { name, plan } => {
+            client
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/admin/tenants",
+                    Some(json!({"name": name, "plan": plan})),
+                )
+                .await?
+        }
+        TenantCommand::List { after, limit } => {
+            let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
+            client
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/admin/tenants?limit={limit}{after}"),
+                    None,
+                )
+                .await?
+        }
+        TenantCommand::Show { id } => {
+            client
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/admin/tenants/{id}"),
+                    None,
+                )
+                .await?
+        }
+    };
+    print(&value)
+}
+
+pub async fn key(args: &ServerArgs, command: KeyCommand) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    let value = match command {
+        KeyCommand::Create {
+            tenant,
+            name,
+            scopes,
+            expires_at,
+        } => {
+            let body = json!({"name": name, "scopes": scopes, "expires_at": expires_at});
+            client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/admin/tenants/{tenant}/keys"),
+                    Some(body),
+                )
+                .await?
+        }
+        KeyCommand::Revoke { tenant, key_id } => {
+            client
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/admin/tenants/{tenant}/keys/{key_id}"),
+                    None,
+                )
+                .await?
+        }
+    };
+    print(&value)
+}
