@@ -399,3 +399,52 @@ async fn concurrent_retries_with_one_key_create_one_tenant() {
     }
     assert_eq!(ids.len(), 1, "retries created {} tenants", ids.len());
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_request_limit_gets_429_with_retry_after() {
+    let server = start(&data_dir());
+    let tenant = create_tenant(&server, "Limited").await;
+    let id = tenant["id"].as_str().unwrap();
+    let issued: Value = issue_key(&server, id, json!({"name": "k"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = issued["key"].as_str().unwrap();
+    let client = reqwest::Client::new();
+    let limits = server.url(&format!("/v1/admin/tenants/{id}/limits"));
+    let set = client
+        .put(&limits)
+        .bearer_auth(TOKEN)
+        .json(&json!({"requests_per_minute": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    for remaining in ["2", "1", "0"] {
+        let ok = whoami(&server, key).await;
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.headers()["x-ratelimit-limit-requests"], "3");
+        assert_eq!(ok.headers()["x-ratelimit-remaining-requests"], remaining);
+    }
+    let refused = whoami(&server, key).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry_after), "Retry-After {retry_after}");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(body["error"]["request_id"].is_string());
+    // Lifting the limit lets the tenant through again at once.
+    client
+        .put(&limits)
+        .bearer_auth(TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whoami(&server, key).await.status(), 200);
+}

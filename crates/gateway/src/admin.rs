@@ -25,6 +25,9 @@ pub struct Admin {
     pub tenants: Runtime<Tenant>,
     pub keys: Arc<KeyIndex>,
     pub directory: Arc<TenantDirectory>,
+    pub limiter: crate::ratelimit::LocalLimiter,
+    /// The limiter's clock: nanoseconds since this instant.
+    pub started: std::time::Instant,
     pub secret: KeySecret,
     pub token: String,
 }
@@ -363,6 +366,16 @@ async fn set_limits(
                 .send(&tenant, TenantCommand::SetLimits(limits), metadata(&req))
                 .await
                 .map_err(rejected)?;
+            // Write-through, so the new limits apply at once on this node.
+            let set = &applied.state.limits;
+            admin.keys.apply(
+                tenant,
+                &switchyard_events::Event::TenantLimitsSet(switchyard_events::TenantLimitsSet {
+                    requests_per_minute: set.requests_per_minute,
+                    tokens_per_minute: set.tokens_per_minute,
+                    monthly_budget_micros: set.monthly_budget_micros,
+                }),
+            );
             Ok((StatusCode::OK, limits_view(&applied.state.limits)))
         },
     )

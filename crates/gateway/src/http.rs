@@ -16,7 +16,8 @@ use serde_json::json;
 use switchyard_events::EventStore;
 
 use crate::admin::{self, Admin};
-use crate::keys::Refusal;
+use crate::keys::{Principal, Refusal};
+use crate::ratelimit::{Decision, Limit};
 use crate::telemetry::HTTP;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -35,6 +36,7 @@ pub struct ApiError {
     status: StatusCode,
     code: Cow<'static, str>,
     message: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -43,6 +45,7 @@ impl ApiError {
             status,
             code: Cow::Borrowed(code),
             message: message.to_owned(),
+            headers: Vec::new(),
         }
     }
 
@@ -51,11 +54,18 @@ impl ApiError {
             status,
             code,
             message,
+            headers: Vec::new(),
         }
     }
 
     pub fn not_found(message: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The same error with headers (kept when the middleware adds the request id).
+    pub fn with_headers(mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        self.headers.extend(headers);
+        self
     }
 
     pub fn status(&self) -> StatusCode {
@@ -80,7 +90,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        error_body(self.status, &self.code, &self.message, None)
+        let mut response = error_body(self.status, &self.code, &self.message, None);
+        for (name, value) in &self.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        response
     }
 }
 
@@ -188,7 +202,13 @@ async fn observe(
                 status.canonical_reason().unwrap_or("error").to_owned(),
             )
         });
-        let body = error_body(status, &code, &message, Some(&request_id));
+        let mut body = error_body(status, &code, &message, Some(&request_id));
+        // Keep what the error said in headers (Retry-After, x-ratelimit-*, WWW-Authenticate).
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                body.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
         ServiceResponse::new(request, body).map_into_right_body()
     } else {
         response.map_into_left_body()
@@ -266,8 +286,12 @@ async fn metrics() -> Result<HttpResponse, ApiError> {
         .body(body))
 }
 
-/// `GET /v1/tenant`: who a tenant key belongs to (lets a client check its key).
-async fn whoami(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+/// Authenticates a tenant-key request and applies the tenant's request rate limit. Returns the
+/// principal and the `x-ratelimit-*` headers for the response.
+pub fn tenant_request(
+    req: &HttpRequest,
+    admin: &Admin,
+) -> Result<(Principal, Vec<(HeaderName, HeaderValue)>), ApiError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -295,6 +319,55 @@ async fn whoami(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpRespons
             };
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
         })?;
+    let Some(rpm) = admin.keys.requests_per_minute(principal.tenant) else {
+        return Ok((principal, Vec::new()));
+    };
+    let now = admin.started.elapsed().as_nanos();
+    let decision = admin.limiter.check(
+        &format!("rpm:{}", principal.tenant),
+        Limit::per_minute(u64::from(rpm)),
+        1,
+        now,
+    );
+    let headers = rate_headers(&decision);
+    if decision.allowed {
+        Ok((principal, headers))
+    } else {
+        let retry =
+            decision.retry_after.as_secs() + u64::from(decision.retry_after.subsec_nanos() > 0);
+        let mut headers = headers;
+        headers.push((header::RETRY_AFTER, HeaderValue::from(retry.max(1))));
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "requests per minute exceeded; retry after Retry-After seconds",
+        )
+        .with_headers(headers))
+    }
+}
+
+/// OpenAI's header names: limit, remaining, and time until the limit is whole again.
+fn rate_headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    let reset = format!("{:.3}s", decision.reset_after.as_secs_f64());
+    vec![
+        (
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderValue::from(decision.limit),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderValue::from(decision.remaining),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+            HeaderValue::from_str(&reset).unwrap_or(HeaderValue::from_static("0s")),
+        ),
+    ]
+}
+
+/// `GET /v1/tenant`: who a tenant key belongs to (lets a client check its key).
+async fn whoami(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+    let (principal, rate) = tenant_request(&req, &admin)?;
     let (state, _) = admin.tenants.read(&principal.tenant).await.map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -302,7 +375,11 @@ async fn whoami(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpRespons
             "retry shortly",
         )
     })?;
-    Ok(HttpResponse::Ok().json(json!({
+    let mut response = HttpResponse::Ok();
+    for header in rate {
+        response.insert_header(header);
+    }
+    Ok(response.json(json!({
         "tenant_id": principal.tenant,
         "name": state.name,
         "plan": state.plan,

@@ -118,6 +118,7 @@ pub struct KeyIndex {
     by_hash: DashMap<String, Entry>,
     hash_of: DashMap<Uuid, String>,
     suspended: DashMap<TenantId, ()>,
+    requests_per_minute: DashMap<TenantId, u32>,
 }
 
 impl KeyIndex {
@@ -162,7 +163,11 @@ impl KeyIndex {
     fn fold(&self, tenant: TenantId, recorded: &switchyard_events::RecordedEvent) {
         if !matches!(
             recorded.event_type.as_str(),
-            "ApiKeyIssued" | "ApiKeyRevoked" | "TenantSuspended" | "TenantResumed"
+            "ApiKeyIssued"
+                | "ApiKeyRevoked"
+                | "TenantSuspended"
+                | "TenantResumed"
+                | "TenantLimitsSet"
         ) {
             return;
         }
@@ -203,8 +208,21 @@ impl KeyIndex {
             Event::TenantResumed(_) => {
                 self.suspended.remove(&tenant);
             }
+            Event::TenantLimitsSet(e) => match e.requests_per_minute {
+                Some(rpm) => {
+                    self.requests_per_minute.insert(tenant, rpm);
+                }
+                None => {
+                    self.requests_per_minute.remove(&tenant);
+                }
+            },
             _ => {}
         }
+    }
+
+    /// The tenant's requests-per-minute limit, if it has one.
+    pub fn requests_per_minute(&self, tenant: TenantId) -> Option<u32> {
+        self.requests_per_minute.get(&tenant).map(|rpm| *rpm)
     }
 
     /// The principal of a presented key hash at `now`.

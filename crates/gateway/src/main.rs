@@ -16,6 +16,7 @@ mod cli;
 mod http;
 mod idempotency;
 mod keys;
+mod ratelimit;
 mod telemetry;
 
 /// Switchyard: a multi-tenant AI platform built as an event-sourced actor system.
@@ -150,6 +151,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 directory,
                 secret,
                 token,
+                limiter: ratelimit::LocalLimiter::default(),
+                started: std::time::Instant::now(),
             };
             http::serve(store, admin, listen).await
         }

@@ -1,0 +1,173 @@
+//! Rate limits (requests and tokens per minute) with GCRA, the generic cell rate algorithm.
+//!
+//! GCRA keeps one number per limited key, the theoretical arrival time (TAT): a request of cost
+//! `c` is allowed when `TAT + c·T − burst·T ≤ now` (`T` = the interval between two units at the
+//! sustained rate), and then moves the TAT to `max(TAT, now) + c·T`. It is a token bucket without
+//! a refill timer, exact at any rate, and one compare-and-set in Redis. The math is one pure
+//! function here, [`gcra`], used by the in-process limiter; the Redis backend runs the same
+//! steps in a Lua script so several nodes share exact limits.
+
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+/// A limit: `per_minute` units sustained, with bursts of up to `burst` units at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub per_minute: u64,
+    pub burst: u64,
+}
+
+impl Limit {
+    /// A per-minute limit whose burst is the whole minute's allowance (the usual reading of
+    /// "N per minute").
+    pub fn per_minute(per_minute: u64) -> Self {
+        Limit {
+            per_minute,
+            burst: per_minute,
+        }
+    }
+
+    fn interval_nanos(&self) -> u128 {
+        60_000_000_000u128 / u128::from(self.per_minute.max(1))
+    }
+}
+
+/// The answer for one request, with what the `x-ratelimit-*` headers show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u64,
+    /// Units that could still be taken now.
+    pub remaining: u64,
+    /// When the limit is fully available again.
+    pub reset_after: Duration,
+    /// When a refused request could first succeed (zero when allowed).
+    pub retry_after: Duration,
+}
+
+/// One GCRA step: the decision and the new TAT (unchanged when refused). Times are nanoseconds
+/// on any monotonic clock.
+pub fn gcra(tat: Option<u128>, now: u128, limit: Limit, cost: u64) -> (Decision, u128) {
+    let interval = limit.interval_nanos();
+    let tolerance = interval * u128::from(limit.burst.max(1));
+    let tat = tat.unwrap_or(now).max(now);
+    let new_tat = tat + interval * u128::from(cost);
+    let allow_at = new_tat.saturating_sub(tolerance);
+    let remaining_after = |tat: u128| -> u64 {
+        let used = tat.saturating_sub(now);
+        u64::try_from(tolerance.saturating_sub(used) / interval).unwrap_or(u64::MAX)
+    };
+    if cost <= limit.burst && allow_at <= now {
+        let decision = Decision {
+            allowed: true,
+            limit: limit.per_minute,
+            remaining: remaining_after(new_tat),
+            reset_after: nanos(new_tat - now),
+            retry_after: Duration::ZERO,
+        };
+        (decision, new_tat)
+    } else {
+        let retry_after = if cost > limit.burst {
+            Duration::from_secs(60)
+        } else {
+            nanos(allow_at - now)
+        };
+        let decision = Decision {
+            allowed: false,
+            limit: limit.per_minute,
+            remaining: remaining_after(tat),
+            reset_after: nanos(tat - now),
+            retry_after,
+        };
+        (decision, tat)
+    }
+}
+
+fn nanos(n: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+/// Limits kept in this process (the default; one node).
+#[derive(Debug, Default)]
+pub struct LocalLimiter {
+    tats: DashMap<String, u128>,
+}
+
+impl LocalLimiter {
+    /// Takes `cost` units of `key`'s `limit` at `now` (nanoseconds), if it may.
+    pub fn check(&self, key: &str, limit: Limit, cost: u64, now: u128) -> Decision {
+        let mut entry = self.tats.entry(key.to_owned()).or_insert(now);
+        let (decision, new_tat) = gcra(Some(*entry), now, limit, cost);
+        *entry = new_tat;
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SECOND: u128 = 1_000_000_000;
+
+    #[test]
+    fn a_minute_allowance_is_spent_then_refilled_at_the_sustained_rate() {
+        let limiter = LocalLimiter::default();
+        let limit = Limit::per_minute(60); // one a second, bursts of 60
+        let t0 = 1_000 * SECOND;
+        for i in 0..60 {
+            let d = limiter.check("t", limit, 1, t0);
+            assert!(d.allowed, "request {i}");
+            assert_eq!(d.remaining, 59 - i);
+        }
+        let refused = limiter.check("t", limit, 1, t0);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Duration::from_secs(1));
+        assert!(!limiter.check("t", limit, 1, t0 + SECOND / 2).allowed);
+        assert!(limiter.check("t", limit, 1, t0 + SECOND).allowed);
+        assert!(!limiter.check("t", limit, 1, t0 + SECOND).allowed);
+        // Keys are independent.
+        assert!(limiter.check("other", limit, 1, t0).allowed);
+    }
+
+    #[test]
+    fn weighted_costs_count_tokens_and_a_cost_above_the_burst_never_passes() {
+        let limiter = LocalLimiter::default();
+        let limit = Limit::per_minute(1_000);
+        let t0 = 5 * SECOND;
+        assert!(limiter.check("t", limit, 600, t0).allowed);
+        let refused = limiter.check("t", limit, 600, t0);
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 400);
+        assert!(limiter.check("t", limit, 400, t0).allowed);
+        let too_big = limiter.check("u", limit, 1_001, t0);
+        assert!(!too_big.allowed);
+        assert_eq!(too_big.retry_after, Duration::from_secs(60));
+    }
+
+    proptest! {
+        /// Over any window, no more than burst + rate × window units are ever allowed.
+        #[test]
+        fn never_more_than_burst_plus_the_sustained_rate(
+            per_minute in 1u64..5_000,
+            steps in proptest::collection::vec((0u128..3 * SECOND, 1u64..50), 1..300),
+        ) {
+            let limit = Limit::per_minute(per_minute);
+            let limiter = LocalLimiter::default();
+            let start = 10 * SECOND;
+            let mut now = start;
+            let mut allowed: u128 = 0;
+            for (advance, cost) in steps {
+                now += advance;
+                if limiter.check("k", limit, cost, now).allowed {
+                    allowed += u128::from(cost);
+                }
+            }
+            let window = now - start;
+            let bound = u128::from(limit.burst) + window * u128::from(per_minute) / (60 * SECOND) + 1;
+            prop_assert!(allowed <= bound, "allowed {allowed} > bound {bound}");
+        }
+    }
+}
