@@ -2,7 +2,8 @@
 # Starts (installing if needed) the services the integration tests use:
 #   - PostgreSQL on 127.0.0.1:5432 with a login role `switchyard` (password
 #     `switchyard`) owning the database `switchyard_test`;
-#   - NATS with JetStream on 127.0.0.1:4222.
+#   - NATS with JetStream on 127.0.0.1:4222;
+#   - Redis on 127.0.0.1:6379 (shared rate-limit state).
 # Idempotent: whatever is already running is reused.
 #
 # Environment:
@@ -193,8 +194,37 @@ setup_nats() {
     die "NATS with JetStream did not come up on $NATS_HOST:$NATS_PORT within 15 s (log: $TOOLS_DIR/nats.log)"
 }
 
+# --------------------------------------------------------------------- Redis
+
+redis_up() { timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/6379; printf "PING\r\n" >&3; IFS= read -r -t 2 line <&3; [[ $line == "+PONG"* ]]' 2>/dev/null; }
+
+setup_redis() {
+    if redis_up; then
+        log "Redis is up on 127.0.0.1:6379"
+        return 0
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        log "installing Redis (Debian package redis-server)"
+        apt_install redis-server
+    fi
+    log "starting Redis"
+    mkdir -p "$TOOLS_DIR"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir "$TOOLS_DIR" --logfile "$TOOLS_DIR/redis.log"
+    for _ in $(seq 1 15); do
+        if redis_up; then
+            log "Redis is up on 127.0.0.1:6379"
+            return 0
+        fi
+        sleep 1
+    done
+    die "Redis did not come up on 127.0.0.1:6379 within 15 s (log: $TOOLS_DIR/redis.log)"
+}
+
 setup_postgres
 setup_nats
+setup_redis
 
 echo "SWITCHYARD_TEST_DATABASE_URL=postgres://$DB_USER:$DB_PASS@$PG_HOST:$PG_PORT/$DB_NAME"
 echo "SWITCHYARD_TEST_NATS_URL=nats://$NATS_HOST:$NATS_PORT"
+echo "SWITCHYARD_TEST_REDIS_URL=redis://127.0.0.1:6379"

@@ -36,6 +36,7 @@ SWITCHYARD_TEST_FRESH_DB=1 bash scripts/services.sh
 
 export SWITCHYARD_TEST_DATABASE_URL="${SWITCHYARD_TEST_DATABASE_URL:-postgres://switchyard:switchyard@127.0.0.1:5432/switchyard_test}"
 export SWITCHYARD_TEST_NATS_URL="${SWITCHYARD_TEST_NATS_URL:-nats://127.0.0.1:4222}"
+export SWITCHYARD_TEST_REDIS_URL="${SWITCHYARD_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 
 if [ "$quick" = 0 ]; then
     step "cargo fmt --all -- --check"

@@ -448,3 +448,71 @@ async fn a_tenant_over_its_request_limit_gets_429_with_retry_after() {
         .unwrap();
     assert_eq!(whoami(&server, key).await.status(), 200);
 }
+
+/// Two server processes on one log share the tenant's limit exactly through Redis.
+#[tokio::test]
+async fn two_nodes_share_one_request_limit_through_redis() {
+    let redis = std::env::var("SWITCHYARD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let dir = data_dir();
+    let env = [
+        ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+        ("SWITCHYARD_REDIS_URL", redis.as_str()),
+    ];
+    let first = Server::start_with(&dir, &env);
+    let second = Server::start_with(&dir, &env);
+    let tenant = create_tenant(&first, "Shared").await;
+    let id = tenant["id"].as_str().unwrap();
+    let issued: Value = issue_key(&first, id, json!({"name": "k"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = issued["key"].as_str().unwrap();
+    let limits = first.url(&format!("/v1/admin/tenants/{id}/limits"));
+    reqwest::Client::new()
+        .put(&limits)
+        .bearer_auth(TOKEN)
+        .json(&json!({"requests_per_minute": 6}))
+        .send()
+        .await
+        .unwrap();
+    // The second node learns the key and the limit from the log (it polls the shared file).
+    let mut synced = false;
+    for _ in 0..100 {
+        let probe = reqwest::Client::new()
+            .get(second.url("/v1/tenant"))
+            .bearer_auth("sy_not_a_key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(probe.status(), 401);
+        let response = reqwest::Client::new()
+            .get(second.url("/v1/admin/tenants"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let listed: Value = response.json().await.unwrap();
+        if listed["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(synced, "the second node never saw the tenant");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let mut allowed = 0;
+    for i in 0..12 {
+        let node = if i % 2 == 0 { &first } else { &second };
+        match whoami(node, key).await.status().as_u16() {
+            200 => allowed += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        allowed, 6,
+        "two nodes together admitted {allowed} requests under a limit of 6"
+    );
+}

@@ -25,9 +25,8 @@ pub struct Admin {
     pub tenants: Runtime<Tenant>,
     pub keys: Arc<KeyIndex>,
     pub directory: Arc<TenantDirectory>,
-    pub limiter: crate::ratelimit::LocalLimiter,
-    /// The limiter's clock: nanoseconds since this instant.
-    pub started: std::time::Instant,
+    /// Rate-limit state: this process, or Redis when several nodes share limits.
+    pub limiter: crate::ratelimit::Limiter,
     pub secret: KeySecret,
     pub token: String,
 }

@@ -288,7 +288,7 @@ async fn metrics() -> Result<HttpResponse, ApiError> {
 
 /// Authenticates a tenant-key request and applies the tenant's request rate limit. Returns the
 /// principal and the `x-ratelimit-*` headers for the response.
-pub fn tenant_request(
+pub async fn tenant_request(
     req: &HttpRequest,
     admin: &Admin,
 ) -> Result<(Principal, Vec<(HeaderName, HeaderValue)>), ApiError> {
@@ -322,13 +322,14 @@ pub fn tenant_request(
     let Some(rpm) = admin.keys.requests_per_minute(principal.tenant) else {
         return Ok((principal, Vec::new()));
     };
-    let now = admin.started.elapsed().as_nanos();
-    let decision = admin.limiter.check(
-        &format!("rpm:{}", principal.tenant),
-        Limit::per_minute(u64::from(rpm)),
-        1,
-        now,
-    );
+    let decision = admin
+        .limiter
+        .check(
+            &format!("rpm:{}", principal.tenant),
+            Limit::per_minute(u64::from(rpm)),
+            1,
+        )
+        .await;
     let headers = rate_headers(&decision);
     if decision.allowed {
         Ok((principal, headers))
@@ -367,7 +368,7 @@ fn rate_headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
 
 /// `GET /v1/tenant`: who a tenant key belongs to (lets a client check its key).
 async fn whoami(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
-    let (principal, rate) = tenant_request(&req, &admin)?;
+    let (principal, rate) = tenant_request(&req, &admin).await?;
     let (state, _) = admin.tenants.read(&principal.tenant).await.map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

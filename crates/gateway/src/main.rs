@@ -45,6 +45,10 @@ enum Command {
         /// in `<data dir>/admin-token`.
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Redis URL; when set, rate-limit state is shared there by every node (in-process
+        /// otherwise).
+        #[arg(long, env = "SWITCHYARD_REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
     },
     /// Create or upgrade the event log's schema, then exit.
     Migrate {
@@ -131,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store: args,
             listen,
             admin_token,
+            redis_url,
         } => {
             let (store, location) = args.open().await?;
             let head = store.head().await?;
@@ -143,6 +148,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let secret = keys::KeySecret::load_or_create(&args.data_dir.join("key-secret"))?;
             let (keys, directory) = keys::KeyIndex::follow(store.clone()).await?;
+            let limiter = match &redis_url {
+                Some(url) => ratelimit::Limiter::Redis(
+                    ratelimit::RedisLimiter::connect(url)
+                        .await
+                        .context("cannot reach Redis (SWITCHYARD_REDIS_URL)")?,
+                ),
+                None => ratelimit::Limiter::local(),
+            };
             let tenants = Runtime::<Tenant>::new(store.clone(), RuntimeConfig::default());
             let admin = admin::Admin {
                 store: store.clone(),
@@ -151,8 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 directory,
                 secret,
                 token,
-                limiter: ratelimit::LocalLimiter::default(),
-                started: std::time::Instant::now(),
+                limiter,
             };
             http::serve(store, admin, listen).await
         }

@@ -104,6 +104,125 @@ impl LocalLimiter {
     }
 }
 
+/// GCRA in Redis, the same steps as [`gcra`] in microseconds, on Redis's own clock (`TIME`), so
+/// every node shares one exact limit and no node's clock matters. Returns
+/// `{allowed, remaining, reset_after_us, retry_after_us}`.
+const GCRA_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local tolerance = interval * burst
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval * cost
+local allow_at = new_tat - tolerance
+local function remaining(at)
+  local left = math.floor((tolerance - (at - now)) / interval)
+  if left < 0 then return 0 end
+  return left
+end
+if cost <= burst and allow_at <= now then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+  return {1, remaining(new_tat), new_tat - now, 0}
+end
+local retry = allow_at - now
+if cost > burst then retry = 60000000 end
+return {0, remaining(tat), tat - now, retry}
+"#;
+
+/// Limits shared by several nodes in Redis (`SWITCHYARD_REDIS_URL`).
+#[derive(Clone)]
+pub struct RedisLimiter {
+    connection: redis::aio::ConnectionManager,
+    script: std::sync::Arc<redis::Script>,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter").finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Connects (the connection manager reconnects by itself after Redis restarts).
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let connection = client.get_connection_manager().await?;
+        Ok(RedisLimiter {
+            connection,
+            script: std::sync::Arc::new(redis::Script::new(GCRA_LUA)),
+        })
+    }
+
+    /// Takes `cost` units of `key`'s `limit`, if it may.
+    pub async fn check(&self, key: &str, limit: Limit, cost: u64) -> anyhow::Result<Decision> {
+        let interval_us = u64::try_from(limit.interval_nanos() / 1_000)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut connection = self.connection.clone();
+        let (allowed, remaining, reset_us, retry_us): (i64, i64, i64, i64) = self
+            .script
+            .key(format!("switchyard:ratelimit:{key}"))
+            .arg(interval_us)
+            .arg(limit.burst.max(1))
+            .arg(cost)
+            .invoke_async(&mut connection)
+            .await?;
+        let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit: limit.per_minute,
+            remaining: u64::try_from(remaining).unwrap_or(0),
+            reset_after: micros(reset_us),
+            retry_after: micros(retry_us),
+        })
+    }
+}
+
+/// Where limit state lives: this process (default) or Redis (several nodes).
+#[derive(Debug)]
+pub enum Limiter {
+    Local {
+        limiter: LocalLimiter,
+        started: std::time::Instant,
+    },
+    Redis(RedisLimiter),
+}
+
+impl Limiter {
+    pub fn local() -> Self {
+        Limiter::Local {
+            limiter: LocalLimiter::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes `cost` units of `key`'s `limit`. When Redis cannot be reached the request is let
+    /// through (and logged): an outage of the limiter must not become an outage of the API.
+    pub async fn check(&self, key: &str, limit: Limit, cost: u64) -> Decision {
+        match self {
+            Limiter::Local { limiter, started } => {
+                limiter.check(key, limit, cost, started.elapsed().as_nanos())
+            }
+            Limiter::Redis(redis) => match redis.check(key, limit, cost).await {
+                Ok(decision) => decision,
+                Err(error) => {
+                    tracing::warn!(%error, "rate limiter unavailable; letting the request through");
+                    Decision {
+                        allowed: true,
+                        limit: limit.per_minute,
+                        remaining: limit.burst,
+                        reset_after: Duration::ZERO,
+                        retry_after: Duration::ZERO,
+                    }
+                }
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -145,6 +264,45 @@ mod tests {
         let too_big = limiter.check("u", limit, 1_001, t0);
         assert!(!too_big.allowed);
         assert_eq!(too_big.retry_after, Duration::from_secs(60));
+    }
+
+    fn redis_url() -> String {
+        std::env::var("SWITCHYARD_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// Two nodes sharing Redis share one exact limit (against the real Redis; fails, never skips,
+    /// when it is not running: `scripts/services.sh` starts it).
+    #[tokio::test]
+    async fn nodes_sharing_redis_share_one_exact_limit() {
+        let first = RedisLimiter::connect(&redis_url())
+            .await
+            .expect("Redis is required (scripts/services.sh)");
+        let second = RedisLimiter::connect(&redis_url()).await.unwrap();
+        let key = format!("test-{}", uuid::Uuid::now_v7());
+        let limit = Limit::per_minute(10);
+        let mut allowed = 0;
+        for i in 0..20 {
+            let node = if i % 2 == 0 { &first } else { &second };
+            let decision = node.check(&key, limit, 1).await.unwrap();
+            if decision.allowed {
+                allowed += 1;
+            } else {
+                assert!(
+                    decision.retry_after > Duration::ZERO
+                        && decision.retry_after <= Duration::from_secs(6)
+                );
+                assert_eq!(decision.remaining, 0);
+            }
+        }
+        assert_eq!(
+            allowed, 10,
+            "the two nodes together admitted {allowed} of a limit of 10"
+        );
+        let too_big = first.check(&format!("{key}-big"), limit, 11).await.unwrap();
+        assert!(!too_big.allowed);
+        let limiter = Limiter::Redis(first);
+        assert!(!limiter.check(&key, limit, 1).await.allowed);
     }
 
     proptest! {
