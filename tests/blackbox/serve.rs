@@ -151,3 +151,36 @@ async fn the_server_serves_a_postgres_log_when_a_database_url_is_set() {
     assert_eq!(ready.status(), 200);
     assert!(ready.json::<serde_json::Value>().await.unwrap()["event_log_head"].is_u64());
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_endpoint() {
+    let server = Server::start(&data_dir());
+    let response = reqwest::get(server.url("/openapi.json")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let doc: serde_json::Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+        ("/v1/tenant", "get"),
+        ("/v1/admin/tenants", "post"),
+        ("/v1/admin/tenants", "get"),
+        ("/v1/admin/tenants/{id}", "get"),
+        ("/v1/admin/tenants/{id}/limits", "put"),
+        ("/v1/admin/tenants/{id}/keys", "post"),
+        ("/v1/admin/tenants/{id}/keys/{key_id}", "delete"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is missing from /openapi.json"
+        );
+    }
+    let create = &doc["components"]["schemas"]["CreateTenant"];
+    assert_eq!(
+        create["additionalProperties"], false,
+        "unknown fields are refused and the schema must say so"
+    );
+}

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::http::{ApiError, RequestId, parse_json};
+use crate::http::{ApiError, ErrorBody, RequestId, parse_json};
 use crate::idempotency::idempotent;
 use crate::keys::{self, KeyIndex, KeySecret, TenantDirectory, TenantEntry};
 
@@ -215,9 +215,9 @@ fn usd_to_micros(value: &serde_json::Value) -> Result<u64, ApiError> {
         .ok_or_else(invalid)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTenant {
+pub(crate) struct CreateTenant {
     name: String,
     #[serde(default = "default_plan")]
     plan: String,
@@ -227,7 +227,12 @@ fn default_plan() -> String {
     "free".into()
 }
 
-async fn create_tenant(
+/// Create a tenant.
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", request_body = CreateTenant,
+    params(("Idempotency-Key" = Option<String>, Header, description = "retries with the same key get the same response")),
+    responses((status = 201, description = "the tenant: id, name, plan, created_at"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody)))]
+pub(crate) async fn create_tenant(
     req: HttpRequest,
     admin: web::Data<Admin>,
     body: web::Bytes,
@@ -274,7 +279,15 @@ struct ListQuery {
 }
 
 /// `GET /v1/admin/tenants?after=&limit=`: tenants in creation order, a page at a time.
-async fn list_tenants(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+/// List tenants in creation order, a page at a time.
+#[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin",
+    params(("after" = Option<String>, Query, description = "the previous page's next_after"),
+        ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "{data: [tenant], next_after}"), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+pub(crate) async fn list_tenants(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+) -> Result<HttpResponse, ApiError> {
     authorized(&req, &admin)?;
     let query: ListQuery = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| {
@@ -309,7 +322,10 @@ async fn list_tenants(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpR
     Ok(HttpResponse::Ok().json(json!({"data": data, "next_after": next})))
 }
 
-async fn get_tenant(
+/// A tenant with its limits, flags, settings and keys (never the keys themselves).
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "admin", params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, description = "the tenant"), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "no such tenant", body = ErrorBody)))]
+pub(crate) async fn get_tenant(
     req: HttpRequest,
     admin: web::Data<Admin>,
     path: web::Path<String>,
@@ -324,9 +340,9 @@ async fn get_tenant(
     Ok(HttpResponse::Ok().json(tenant_view(tenant, &state, created_at)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetLimits {
+pub(crate) struct SetLimits {
     requests_per_minute: Option<u32>,
     tokens_per_minute: Option<u64>,
     /// Dollars, as a JSON number or a decimal string.
@@ -334,7 +350,12 @@ struct SetLimits {
 }
 
 /// `PUT /v1/admin/tenants/{id}/limits`: replaces the tenant's limits (absent or null: no limit).
-async fn set_limits(
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}/limits", tag = "admin", request_body = SetLimits,
+    params(("id" = String, Path, description = "tenant id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "retries with the same key get the same response")),
+    responses((status = 200, description = "the limits now in force"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody), (status = 422, description = "invalid limits", body = ErrorBody)))]
+pub(crate) async fn set_limits(
     req: HttpRequest,
     admin: web::Data<Admin>,
     path: web::Path<String>,
@@ -381,9 +402,9 @@ async fn set_limits(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct IssueKey {
+pub(crate) struct IssueKey {
     name: String,
     #[serde(default)]
     scopes: Vec<String>,
@@ -391,7 +412,13 @@ struct IssueKey {
     expires_at: Option<String>,
 }
 
-async fn issue_key(
+/// Issue an API key: the key is in this response only.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/keys", tag = "admin", request_body = IssueKey,
+    params(("id" = String, Path, description = "tenant id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a replay omits the key (key_redacted: true)")),
+    responses((status = 201, description = "id, key, prefix, name, scopes, expires_at"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody)))]
+pub(crate) async fn issue_key(
     req: HttpRequest,
     admin: web::Data<Admin>,
     path: web::Path<String>,
@@ -462,7 +489,11 @@ async fn issue_key(
     .await
 }
 
-async fn revoke_key(
+/// Revoke an API key for good.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{id}/keys/{key_id}", tag = "admin",
+    params(("id" = String, Path, description = "tenant id"), ("key_id" = String, Path, description = "key id")),
+    responses((status = 200, description = "{id, revoked: true}"), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "no such tenant or key", body = ErrorBody)))]
+pub(crate) async fn revoke_key(
     req: HttpRequest,
     admin: web::Data<Admin>,
     path: web::Path<(String, String)>,

@@ -98,6 +98,59 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The error shape of every endpoint (documentation of [`error_body`]).
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "describes the JSON that error_body writes")]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "describes the JSON that error_body writes")]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: not_found, unauthorized, invalid_json, invalid_request, …
+    code: String,
+    message: String,
+    /// The request's `x-request-id`.
+    request_id: Option<String>,
+}
+
+/// The OpenAPI document of this server, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Switchyard",
+        description = "Multi-tenant AI platform. Admin endpoints take `Authorization: Bearer <admin token>`; tenant endpoints a tenant API key. Errors are {\"error\": {code, message, request_id}}."
+    ),
+    paths(
+        healthz,
+        readyz,
+        metrics,
+        whoami,
+        openapi_json,
+        crate::admin::create_tenant,
+        crate::admin::list_tenants,
+        crate::admin::get_tenant,
+        crate::admin::set_limits,
+        crate::admin::issue_key,
+        crate::admin::revoke_key
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        crate::admin::CreateTenant,
+        crate::admin::SetLimits,
+        crate::admin::IssueKey
+    ))
+)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1")))]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
 fn error_body(
     status: StatusCode,
     code: &str,
@@ -150,6 +203,7 @@ pub async fn serve(
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics))
+            .route("/openapi.json", web::get().to(openapi_json))
             .route("/v1/tenant", web::get().to(whoami))
             .configure(admin::routes)
             .default_service(web::to(not_found))
@@ -251,10 +305,15 @@ fn uuid_v7() -> String {
     switchyard_events::EventId::new().to_string()
 }
 
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "{status: ok}")))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// The event log can take writes and be read.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "{status: ready, event_log_head}"), (status = 503, description = "not ready", body = ErrorBody)))]
 async fn readyz(store: web::Data<StoreHandle>) -> Result<HttpResponse, ApiError> {
     match store.0.ready().await {
         Ok(head) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "event_log_head": head}))),
@@ -269,6 +328,8 @@ async fn readyz(store: web::Data<StoreHandle>) -> Result<HttpResponse, ApiError>
     }
 }
 
+/// Prometheus metrics (text format).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text")))]
 async fn metrics() -> Result<HttpResponse, ApiError> {
     let mut body = String::new();
     prometheus::TextEncoder::new()
@@ -366,7 +427,12 @@ fn rate_headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
     ]
 }
 
-/// `GET /v1/tenant`: who a tenant key belongs to (lets a client check its key).
+/// Who a tenant key belongs to (lets a client check its key).
+#[utoipa::path(get, path = "/v1/tenant", tag = "tenant",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    responses((status = 200, description = "tenant_id, name, plan, key_id, scopes; x-ratelimit-* headers"),
+        (status = 401, description = "missing, unknown, revoked or expired key, or suspended tenant", body = ErrorBody),
+        (status = 429, description = "over the tenant's requests per minute (Retry-After)", body = ErrorBody)))]
 async fn whoami(req: HttpRequest, admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
     let (principal, rate) = tenant_request(&req, &admin).await?;
     let (state, _) = admin.tenants.read(&principal.tenant).await.map_err(|_| {
