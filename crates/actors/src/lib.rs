@@ -4,6 +4,7 @@
 mod actor; // the Actor trait
 mod error; // the crate's error type
 mod metrics; // Prometheus metrics of the runtime
+pub mod quota; // the quota actor: monthly budget, reservation before work, settlement after it
 mod runtime; // activation, mailboxes, conflict retries, snapshots, passivation
 pub mod tenant; // the tenant actor: name, plan, suspension, flags, settings, API keys
 

@@ -149,6 +149,9 @@ catalog! {
         IdempotencyKeyClaimed(IdempotencyKeyClaimed);
         IdempotentResponseRecorded(IdempotentResponseRecorded);
         IdempotencyKeyReleased(IdempotencyKeyReleased);
+        QuotaReserved(QuotaReserved);
+        QuotaSettled(QuotaSettled);
+        QuotaReleased(QuotaReleased);
     }
 }
 
@@ -325,6 +328,36 @@ payload!(IdempotentResponseRecorded, 1);
 #[serde(deny_unknown_fields)]
 pub struct IdempotencyKeyReleased {}
 payload!(IdempotencyKeyReleased, 1);
+
+/// Budget was set aside for a piece of work before it runs (stream `quota-<tenant>`).
+/// `period` is the calendar month the spend counts against (`2026-11`, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaReserved {
+    pub reservation_id: uuid::Uuid,
+    pub period: String,
+    pub micros: u64,
+    pub tokens: u64,
+}
+payload!(QuotaReserved, 1);
+
+/// A reservation was settled with what the work really cost; the rest went back to the budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSettled {
+    pub reservation_id: uuid::Uuid,
+    pub micros: u64,
+    pub tokens: u64,
+}
+payload!(QuotaSettled, 1);
+
+/// A reservation was given back whole (the work did not run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaReleased {
+    pub reservation_id: uuid::Uuid,
+}
+payload!(QuotaReleased, 1);
 
 #[cfg(test)]
 mod tests {

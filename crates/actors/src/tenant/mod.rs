@@ -351,7 +351,10 @@ impl Actor for Tenant {
             // Not the tenant's: idempotency records live in streams of their own.
             Event::IdempotencyKeyClaimed(_)
             | Event::IdempotentResponseRecorded(_)
-            | Event::IdempotencyKeyReleased(_) => {}
+            | Event::IdempotencyKeyReleased(_)
+            | Event::QuotaReserved(_)
+            | Event::QuotaSettled(_)
+            | Event::QuotaReleased(_) => {}
         }
     }
 }
