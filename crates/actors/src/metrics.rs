@@ -110,7 +110,7 @@ pub(crate) fn actors(kind: &'static str) -> ActorMetrics {
 impl ActorMetrics {
     pub fn observe_command<S, R: std::error::Error>(&self, outcome: &Result<Applied<S>, R>) {
         let label = match outcome {
-            Ok(applied) if applied.events == 0 => "unchanged",
+            Ok(applied) if applied.events.is_empty() => "unchanged",
             Ok(_) => "applied",
             Err(Error::Rejected(_)) => "rejected",
             Err(Error::Contended { .. }) => "contended",

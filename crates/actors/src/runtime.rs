@@ -59,8 +59,8 @@ pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 /// What a carried-out command did.
 #[derive(Debug, Clone)]
 pub struct Applied<S> {
-    /// Events appended (0 when the command changed nothing).
-    pub events: usize,
+    /// The events appended (none when the command changed nothing).
+    pub events: Vec<Event>,
     /// The stream version after the command.
     pub version: StreamVersion,
     /// The global position of the last appended event: a read-your-writes token.
@@ -355,7 +355,7 @@ impl<A: Actor> Cell<A> {
                 .map_err(Error::Rejected)?;
             if events.is_empty() {
                 return Ok(Applied {
-                    events: 0,
+                    events,
                     version: self.version,
                     last_position: None,
                     state: self.state.clone(),
@@ -382,7 +382,7 @@ impl<A: Actor> Cell<A> {
                     self.since_snapshot += events.len() as u64;
                     self.snapshot_if_due(shared).await;
                     return Ok(Applied {
-                        events: events.len(),
+                        events,
                         version: self.version,
                         last_position: Some(appended.last_position()),
                         state: self.state.clone(),

@@ -386,16 +386,7 @@ pub(crate) async fn set_limits(
                 .send(&tenant, TenantCommand::SetLimits(limits), metadata(&req))
                 .await
                 .map_err(rejected)?;
-            // Write-through, so the new limits apply at once on this node.
-            let set = &applied.state.limits;
-            admin.keys.apply(
-                tenant,
-                &switchyard_events::Event::TenantLimitsSet(switchyard_events::TenantLimitsSet {
-                    requests_per_minute: set.requests_per_minute,
-                    tokens_per_minute: set.tokens_per_minute,
-                    monthly_budget_micros: set.monthly_budget_micros,
-                }),
-            );
+            write_through(&admin, tenant, &applied.events);
             Ok((StatusCode::OK, limits_view(&applied.state.limits)))
         },
     )
@@ -468,18 +459,7 @@ pub(crate) async fn issue_key(
                 .keys
                 .get(&key_id)
                 .ok_or_else(|| ApiError::not_found("no such tenant"))?;
-            // Write-through, so the key works at once on this node (the log subscription agrees later).
-            admin.keys.apply(
-                tenant,
-                &switchyard_events::Event::ApiKeyIssued(switchyard_events::ApiKeyIssued {
-                    key_id,
-                    name: key.name.clone(),
-                    key_hash: key.key_hash.clone(),
-                    prefix: key.prefix.clone(),
-                    scopes: key.scopes.clone(),
-                    expires_at_unix: key.expires_at_unix,
-                }),
-            );
+            write_through(&admin, tenant, &applied.events);
             tracing::info!(%tenant, %key_id, "API key issued");
             let mut view = key_view(&key_id, key);
             view["key"] = json!(fresh.key);
@@ -504,17 +484,22 @@ pub(crate) async fn revoke_key(
     let key_id: Uuid = key_id
         .parse()
         .map_err(|_| ApiError::not_found("no such API key"))?;
-    admin
+    let applied = admin
         .tenants
         .send(&tenant, TenantCommand::RevokeKey { key_id }, metadata(&req))
         .await
         .map_err(rejected)?;
-    admin.keys.apply(
-        tenant,
-        &switchyard_events::Event::ApiKeyRevoked(switchyard_events::ApiKeyRevoked { key_id }),
-    );
+    write_through(&admin, tenant, &applied.events);
     tracing::info!(%tenant, %key_id, "API key revoked");
     Ok(HttpResponse::Ok().json(json!({"id": key_id, "revoked": true})))
+}
+
+/// Applies a command's events to this node's key index at once, so a key or a limit works as
+/// soon as the call returns (the log subscription applies them again, idempotently).
+fn write_through(admin: &Admin, tenant: TenantId, events: &[switchyard_events::Event]) {
+    for event in events {
+        admin.keys.apply(tenant, event);
+    }
 }
 
 #[cfg(test)]
