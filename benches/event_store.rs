@@ -136,58 +136,66 @@ fn sqlite(c: &mut Criterion) {
     read_all_group(c, &rt, "sqlite_read_all", store);
 }
 
+/// `read_all` of 100k events in pages of 1,000: the whole log from where a fresh tenant's events
+/// start (`Scope::All`, what projectors and the relay read), and the same tenant's events alone
+/// (`Scope::Tenant`, an index lookup per row); each as envelopes only and with payload decode.
 fn read_all_group(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn EventStore>) {
-    // Fill a fresh tenant's share of the log up to READ_EVENTS events.
     let tenant = TenantId::new();
-    rt.block_on(async {
+    let start = rt.block_on(async {
+        let start = ok(store.head().await);
         for chunk in 0..READ_EVENTS / BATCH {
+            let s = stream(&format!("read{}", chunk % 10));
             ok(store
-                .append(
-                    tenant,
-                    &stream(&format!("read{}", chunk % 10)),
-                    ExpectedVersion::Any,
-                    events(BATCH),
-                )
+                .append(tenant, &s, ExpectedVersion::Any, events(BATCH))
                 .await);
         }
+        start
     });
     let mut group = c.benchmark_group(name);
     group
         .throughput(Throughput::Elements(READ_EVENTS as u64))
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
-    for decode in [false, true] {
-        let label = if decode {
-            "envelope_and_payload"
-        } else {
-            "envelope"
-        };
-        group.bench_with_input(
-            BenchmarkId::new("pages_of_1000", label),
-            &decode,
-            |b, &decode| {
-                b.to_async(rt).iter(|| {
-                    let store = store.clone();
-                    async move {
-                        let mut after = GlobalPosition::START;
-                        let mut read = 0;
-                        while read < READ_EVENTS {
-                            let page =
-                                ok(store.read_all(Scope::Tenant(tenant), after, BATCH).await);
-                            let Some(last) = page.last() else { break };
-                            after = last.global_position;
-                            if decode {
-                                for event in &page {
-                                    std::hint::black_box(ok(Event::from_recorded(event)));
+    for (scope_label, scope) in [("all", Scope::All), ("tenant", Scope::Tenant(tenant))] {
+        for decode in [false, true] {
+            let label = format!(
+                "{scope_label}_{}",
+                if decode {
+                    "envelope_and_payload"
+                } else {
+                    "envelope"
+                }
+            );
+            group.bench_with_input(
+                BenchmarkId::new("pages_of_1000", label),
+                &decode,
+                |b, &decode| {
+                    b.to_async(rt).iter(|| {
+                        let store = store.clone();
+                        async move {
+                            let mut after = if scope == Scope::All {
+                                start
+                            } else {
+                                GlobalPosition::START
+                            };
+                            let mut read = 0;
+                            while read < READ_EVENTS {
+                                let page = ok(store.read_all(scope, after, BATCH).await);
+                                let Some(last) = page.last() else { break };
+                                after = last.global_position;
+                                if decode {
+                                    for event in &page {
+                                        std::hint::black_box(ok(Event::from_recorded(event)));
+                                    }
                                 }
+                                read += page.len();
                             }
-                            read += page.len();
+                            assert_eq!(read, READ_EVENTS);
                         }
-                        assert_eq!(read, READ_EVENTS);
-                    }
-                });
-            },
-        );
+                    });
+                },
+            );
+        }
     }
     group.finish();
 }

@@ -2,6 +2,7 @@
 //! activates, rehydrates, snapshots and passivates actors, and the domain actors.
 
 mod actor; // the Actor trait
+pub mod billing; // the billing actor: usage ledger, price books, monthly invoices, CSV export
 mod error; // the crate's error type
 mod metrics; // Prometheus metrics of the runtime
 pub mod quota; // the quota actor: monthly budget, reservation before work, settlement after it

@@ -152,6 +152,9 @@ catalog! {
         QuotaReserved(QuotaReserved);
         QuotaSettled(QuotaSettled);
         QuotaReleased(QuotaReleased);
+        UsageRecorded(UsageRecorded);
+        InvoiceFinalized(InvoiceFinalized);
+        InvoicePaid(InvoicePaid);
     }
 }
 
@@ -358,6 +361,41 @@ pub struct QuotaReleased {
     pub reservation_id: uuid::Uuid,
 }
 payload!(QuotaReleased, 1);
+
+/// Usage billed to a tenant (stream `billing-<tenant>`), priced when recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageRecorded {
+    /// Billed once per id.
+    pub usage_id: uuid::Uuid,
+    /// The invoice month, `YYYY-MM` (UTC).
+    pub period: String,
+    pub model: String,
+    pub requests: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub tool_calls: u64,
+    /// Integer micro-dollars, rounded up.
+    pub cost_micros: u64,
+}
+payload!(UsageRecorded, 1);
+
+/// A month's invoice was closed with its total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceFinalized {
+    pub period: String,
+    pub total_micros: u64,
+}
+payload!(InvoiceFinalized, 1);
+
+/// A finalized invoice was paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvoicePaid {
+    pub period: String,
+}
+payload!(InvoicePaid, 1);
 
 #[cfg(test)]
 mod tests {

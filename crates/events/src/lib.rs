@@ -36,9 +36,9 @@ pub mod store; // the EventStore port, group commit, subscriptions and the backe
 
 pub use catalog::{
     ApiKeyIssued, ApiKeyRevoked, Event, IdempotencyKeyClaimed, IdempotencyKeyReleased,
-    IdempotentResponseRecorded, JsonEvent, QuotaReleased, QuotaReserved, QuotaSettled,
-    TenantCreated, TenantFlagSet, TenantLimitsSet, TenantRenamed, TenantResumed, TenantSettingSet,
-    TenantSuspended,
+    IdempotentResponseRecorded, InvoiceFinalized, InvoicePaid, JsonEvent, QuotaReleased,
+    QuotaReserved, QuotaSettled, TenantCreated, TenantFlagSet, TenantLimitsSet, TenantRenamed,
+    TenantResumed, TenantSettingSet, TenantSuspended, UsageRecorded,
 };
 pub use codec::EventPayload;
 pub use envelope::{MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

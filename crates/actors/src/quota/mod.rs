@@ -207,7 +207,10 @@ impl Actor for Quota {
             | Event::TenantLimitsSet(_)
             | Event::IdempotencyKeyClaimed(_)
             | Event::IdempotentResponseRecorded(_)
-            | Event::IdempotencyKeyReleased(_) => {}
+            | Event::IdempotencyKeyReleased(_)
+            | Event::UsageRecorded(_)
+            | Event::InvoiceFinalized(_)
+            | Event::InvoicePaid(_) => {}
         }
     }
 }

@@ -354,7 +354,10 @@ impl Actor for Tenant {
             | Event::IdempotencyKeyReleased(_)
             | Event::QuotaReserved(_)
             | Event::QuotaSettled(_)
-            | Event::QuotaReleased(_) => {}
+            | Event::QuotaReleased(_)
+            | Event::UsageRecorded(_)
+            | Event::InvoiceFinalized(_)
+            | Event::InvoicePaid(_) => {}
         }
     }
 }

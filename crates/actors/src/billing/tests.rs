@@ -1,0 +1,205 @@
+//! Given events, when a command, then events: the billing rules.
+
+use time::{Date, Month, OffsetDateTime};
+use uuid::Uuid;
+
+use super::*;
+
+fn utc(month: Month, day: u8) -> OffsetDateTime {
+    Date::from_calendar_date(2026, month, day)
+        .unwrap()
+        .midnight()
+        .assume_utc()
+}
+
+fn given(events: &[Event]) -> BillingState {
+    let mut state = BillingState::default();
+    for event in events {
+        Billing::apply(&mut state, event);
+    }
+    state
+}
+
+const PRICE: ModelPrice = ModelPrice {
+    input_per_million_tokens: 150_000,
+    output_per_million_tokens: 600_000,
+    per_request: 0,
+};
+
+fn usage(id: Uuid, model: &str, tokens_in: u64, tokens_out: u64) -> BillingCommand {
+    BillingCommand::RecordUsage {
+        usage_id: id,
+        model: model.into(),
+        requests: 1,
+        tokens_in,
+        tokens_out,
+        tool_calls: 0,
+        price: PRICE,
+    }
+}
+
+fn record(state: &BillingState, command: BillingCommand, at: OffsetDateTime) -> Vec<Event> {
+    Billing::decide(state, command, at).unwrap()
+}
+
+#[test]
+fn usage_is_priced_exactly_and_rounded_up_to_the_micro_dollar() {
+    // 1,000 in at $0.15/M = 150 µ$, 500 out at $0.60/M = 300 µ$.
+    assert_eq!(PRICE.cost(1, 1_000, 500), 450);
+    // 1 token in costs 0.15 µ$: rounded up to 1, never down to 0.
+    assert_eq!(PRICE.cost(1, 1, 0), 1);
+    let per_request = ModelPrice {
+        per_request: 2_000,
+        ..PRICE
+    };
+    assert_eq!(per_request.cost(3, 0, 0), 6_000);
+    assert_eq!(
+        ModelPrice {
+            input_per_million_tokens: u64::MAX,
+            ..PRICE
+        }
+        .cost(0, u64::MAX, 0),
+        u64::MAX
+    );
+}
+
+#[test]
+fn a_usage_event_seen_twice_is_billed_once() {
+    let id = Uuid::now_v7();
+    let first = record(
+        &given(&[]),
+        usage(id, "sim-small", 1_000, 500),
+        utc(Month::November, 3),
+    );
+    let state = given(&first);
+    assert_eq!(
+        record(
+            &state,
+            usage(id, "sim-small", 1_000, 500),
+            utc(Month::November, 4)
+        ),
+        vec![]
+    );
+    assert_eq!(state.invoices["2026-11"].total_micros(), 450);
+}
+
+#[test]
+fn invoices_group_usage_by_month_and_model() {
+    let mut history = Vec::new();
+    for (model, month, tokens) in [
+        ("sim-small", Month::November, 1_000),
+        ("sim-large", Month::November, 2_000),
+        ("sim-small", Month::November, 3_000),
+        ("sim-small", Month::December, 1_000),
+    ] {
+        history.extend(record(
+            &given(&history),
+            usage(Uuid::now_v7(), model, tokens, 0),
+            utc(month, 10),
+        ));
+    }
+    let state = given(&history);
+    let november = &state.invoices["2026-11"];
+    assert_eq!(november.lines["sim-small"].tokens_in, 4_000);
+    assert_eq!(november.lines["sim-small"].requests, 2);
+    assert_eq!(november.lines["sim-large"].cost_micros, 300);
+    assert_eq!(november.total_micros(), 900);
+    assert_eq!(state.invoices["2026-12"].total_micros(), 150);
+}
+
+#[test]
+fn an_invoice_is_finalized_after_its_month_and_then_paid() {
+    let history = record(
+        &given(&[]),
+        usage(Uuid::now_v7(), "sim-small", 1_000, 500),
+        utc(Month::November, 3),
+    );
+    let finalize = BillingCommand::Finalize {
+        period: "2026-11".into(),
+    };
+    assert_eq!(
+        Billing::decide(&given(&history), finalize.clone(), utc(Month::November, 30)),
+        Err(BillingRejection::MonthNotOver("2026-11".into()))
+    );
+    let finalized = record(&given(&history), finalize.clone(), utc(Month::December, 1));
+    assert_eq!(
+        finalized,
+        vec![Event::InvoiceFinalized(InvoiceFinalized {
+            period: "2026-11".into(),
+            total_micros: 450
+        })]
+    );
+    let history: Vec<Event> = history.into_iter().chain(finalized).collect();
+    assert!(matches!(
+        Billing::decide(&given(&history), finalize, utc(Month::December, 2)),
+        Err(BillingRejection::WrongStatus { .. })
+    ));
+    let paid = record(
+        &given(&history),
+        BillingCommand::MarkPaid {
+            period: "2026-11".into(),
+        },
+        utc(Month::December, 5),
+    );
+    let state = given(&history.iter().cloned().chain(paid).collect::<Vec<_>>());
+    assert_eq!(state.invoices["2026-11"].status, InvoiceStatus::Paid);
+    assert_eq!(
+        Billing::decide(
+            &given(&[]),
+            BillingCommand::MarkPaid {
+                period: "2026-10".into()
+            },
+            utc(Month::December, 5)
+        ),
+        Err(BillingRejection::NoInvoice("2026-10".into()))
+    );
+}
+
+#[test]
+fn invoices_export_as_csv_that_spreadsheets_cannot_misread() {
+    let mut history = record(
+        &given(&[]),
+        usage(Uuid::now_v7(), "sim-small", 1_000, 500),
+        utc(Month::November, 3),
+    );
+    history.extend(record(
+        &given(&history),
+        usage(Uuid::now_v7(), "=HYPERLINK(\"x\"),evil", 1_000, 0),
+        utc(Month::November, 4),
+    ));
+    let csv = given(&history).invoices["2026-11"].to_csv("2026-11");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "period,model,requests,tokens_in,tokens_out,tool_calls,cost_usd"
+    );
+    assert!(
+        lines.contains(&"2026-11,sim-small,1,1000,500,0,0.000450"),
+        "{csv}"
+    );
+    assert!(
+        lines.contains(&"2026-11,\"'=HYPERLINK(\"\"x\"\"),evil\",1,1000,0,0,0.000150"),
+        "{csv}"
+    );
+    assert_eq!(lines.last(), Some(&"2026-11,TOTAL,,,,,0.000600"));
+}
+
+#[test]
+fn price_books_fall_back_from_the_plan_to_the_default() {
+    let mut book = PriceBook::default();
+    book.prices
+        .entry("*".into())
+        .or_default()
+        .insert("sim-small".into(), PRICE);
+    let discounted = ModelPrice {
+        input_per_million_tokens: 100_000,
+        ..PRICE
+    };
+    book.prices
+        .entry("enterprise".into())
+        .or_default()
+        .insert("sim-small".into(), discounted);
+    assert_eq!(book.price("free", "sim-small"), Some(PRICE));
+    assert_eq!(book.price("enterprise", "sim-small"), Some(discounted));
+    assert_eq!(book.price("free", "unknown-model"), None);
+}
