@@ -11,7 +11,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use sqlx::postgres::PgPoolOptions;
 use switchyard_benches::{
     create_raw_postgres, database_url, events, insert_raw_postgres, insert_raw_sqlite, raw_sqlite,
@@ -50,40 +53,44 @@ fn sqlite_file(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// Runs `WRITERS` tasks at once, task `w` running `writer(w)`, and waits for all of them.
+async fn concurrently<F, Fut>(writer: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..WRITERS).map(|w| tokio::spawn(writer(w))).collect();
+    for task in tasks {
+        ok(task.await);
+    }
+}
+
 /// 64 tasks, each appending `PER_WRITER` single events one after the other.
 async fn concurrent_single_appends(store: Arc<dyn EventStore>) {
     let tenant = TenantId::new();
-    let mut tasks = Vec::with_capacity(WRITERS);
-    for w in 0..WRITERS {
+    concurrently(|w| {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let s = stream(&format!("{}-w{w}", tenant.as_uuid().simple()));
             for event in events(PER_WRITER) {
                 ok(store
                     .append(tenant, &s, ExpectedVersion::Any, vec![event])
                     .await);
             }
-        }));
-    }
-    for task in tasks {
-        ok(task.await);
-    }
+        }
+    })
+    .await;
 }
 
-fn sqlite(c: &mut Criterion) {
-    let rt = runtime();
-    let store: Arc<dyn EventStore> =
-        Arc::new(ok(rt.block_on(SqliteStore::open(sqlite_file("events.db")))));
-    let raw = Arc::new(Mutex::new(raw_sqlite(&sqlite_file("raw.db"))));
+/// The store's batched append, measured the same way on every backend.
+fn bench_store_batched(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    store: &Arc<dyn EventStore>,
+) {
     let tenant = TenantId::new();
-
-    let mut group = c.benchmark_group("sqlite_batched");
-    group
-        .throughput(Throughput::Elements(BATCH as u64))
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(8));
     group.bench_function("store_append_1000", |b| {
-        b.to_async(&rt).iter(|| async {
+        b.to_async(rt).iter(|| async {
             ok(store
                 .append(
                     tenant,
@@ -94,6 +101,20 @@ fn sqlite(c: &mut Criterion) {
                 .await);
         });
     });
+}
+
+fn sqlite(c: &mut Criterion) {
+    let rt = runtime();
+    let store: Arc<dyn EventStore> =
+        Arc::new(ok(rt.block_on(SqliteStore::open(sqlite_file("events.db")))));
+    let raw = Arc::new(Mutex::new(raw_sqlite(&sqlite_file("raw.db"))));
+
+    let mut group = c.benchmark_group("sqlite_batched");
+    group
+        .throughput(Throughput::Elements(BATCH as u64))
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    bench_store_batched(&mut group, &rt, &store);
     group.bench_function("plain_insert_1000", |b| {
         b.to_async(&rt).iter(|| async {
             let rows = events(BATCH);
@@ -116,19 +137,16 @@ fn sqlite(c: &mut Criterion) {
     });
     group.bench_function("plain_insert_autocommit_1_conn", |b| {
         b.to_async(&rt).iter(|| async {
-            let mut tasks = Vec::with_capacity(WRITERS);
-            for _ in 0..WRITERS {
+            concurrently(|_| {
                 let raw = raw.clone();
-                tasks.push(tokio::spawn(async move {
+                async move {
                     for event in events(PER_WRITER) {
                         let conn = raw.lock().await;
                         insert_raw_sqlite(&conn, std::slice::from_ref(&event));
                     }
-                }));
-            }
-            for task in tasks {
-                ok(task.await);
-            }
+                }
+            })
+            .await;
         });
     });
     group.finish();
@@ -222,25 +240,13 @@ fn postgres(c: &mut Criterion) {
     ));
     rt.block_on(create_raw_postgres(&one));
     let store: Arc<dyn EventStore> = Arc::new(store);
-    let tenant = TenantId::new();
 
     let mut group = c.benchmark_group("postgres_batched");
     group
         .throughput(Throughput::Elements(BATCH as u64))
         .sample_size(20)
         .measurement_time(Duration::from_secs(8));
-    group.bench_function("store_append_1000", |b| {
-        b.to_async(&rt).iter(|| async {
-            ok(store
-                .append(
-                    tenant,
-                    &stream("batched"),
-                    ExpectedVersion::Any,
-                    events(BATCH),
-                )
-                .await);
-        });
-    });
+    bench_store_batched(&mut group, &rt, &store);
     group.bench_function("plain_insert_1000", |b| {
         b.to_async(&rt).iter(|| async {
             let rows = events(BATCH);
@@ -266,18 +272,15 @@ fn postgres(c: &mut Criterion) {
     ] {
         group.bench_function(label, |b| {
             b.to_async(&rt).iter(|| async {
-                let mut tasks = Vec::with_capacity(WRITERS);
-                for _ in 0..WRITERS {
+                concurrently(|_| {
                     let pool = pool.clone();
-                    tasks.push(tokio::spawn(async move {
+                    async move {
                         for event in events(PER_WRITER) {
                             insert_raw_postgres(&pool, std::slice::from_ref(&event)).await;
                         }
-                    }));
-                }
-                for task in tasks {
-                    ok(task.await);
-                }
+                    }
+                })
+                .await;
             });
         });
     }
