@@ -475,6 +475,40 @@ mod tests {
     }
 
     #[test]
+    fn recorded_events_have_an_outside_json_form() {
+        let event = Event::TenantRenamed(TenantRenamed {
+            name: "Acme Corp".into(),
+        });
+        let new = event
+            .to_new_event(Metadata {
+                correlation_id: Some("req-1".into()),
+                ..Metadata::default()
+            })
+            .unwrap();
+        let recorded = RecordedEvent {
+            event_id: new.event_id,
+            tenant_id: crate::TenantId::new(),
+            stream_id: crate::StreamId::parse("tenant-1").unwrap(),
+            stream_version: crate::StreamVersion(2),
+            global_position: crate::GlobalPosition(7),
+            event_type: new.event_type.clone(),
+            schema_version: new.schema_version,
+            recorded_at: time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+            metadata: new.metadata.clone(),
+            payload: new.payload,
+        };
+        let json = serde_json::to_value(JsonEvent::from_recorded(&recorded).unwrap()).unwrap();
+        assert_eq!(json["type"], "TenantRenamed");
+        assert_eq!(json["data"], serde_json::json!({"name": "Acme Corp"}));
+        assert_eq!(json["global_position"], 7);
+        assert_eq!(json["recorded_at"], "2027-01-15T08:00:00Z");
+        assert_eq!(json["metadata"]["correlation_id"], "req-1");
+        let mut corrupt = recorded;
+        corrupt.payload = bytes::Bytes::from_static(b"\x01\xff");
+        assert!(JsonEvent::from_recorded(&corrupt).is_err());
+    }
+
+    #[test]
     fn unknown_types_versions_and_fields_are_refused() {
         assert!(Event::decode("NoSuchEvent", 1, &[1]).is_err());
         assert!(Event::from_json("TenantRenamed", 9, serde_json::json!({"name": "x"})).is_err());
