@@ -7,5 +7,6 @@
 
 mod admin;
 mod cli;
+mod gateway;
 mod serve;
 mod server;

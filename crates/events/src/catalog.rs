@@ -155,6 +155,11 @@ catalog! {
         UsageRecorded(UsageRecorded);
         InvoiceFinalized(InvoiceFinalized);
         InvoicePaid(InvoicePaid);
+        RateLimitSet(RateLimitSet);
+        InferenceRequested(InferenceRequested);
+        RouteChosen(RouteChosen);
+        InferenceCompleted(InferenceCompleted);
+        InferenceFailed(InferenceFailed);
     }
 }
 
@@ -274,7 +279,7 @@ pub struct TenantSettingSet {
 payload!(TenantSettingSet, 1);
 
 /// An API key was issued to a tenant. The key itself is never stored: only its keyed hash
-/// (HMAC-SHA-256 with the server's secret, hex) and a short prefix to recognise it by.
+/// (BLAKE3 keyed with the server's secret, hex) and a short prefix to recognise it by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyIssued {
@@ -396,6 +401,99 @@ pub struct InvoicePaid {
     pub period: String,
 }
 payload!(InvoicePaid, 1);
+
+/// What a [`RateLimitSet`] limits, within its tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum LimitScope {
+    /// One API key.
+    Key(uuid::Uuid),
+    /// One model, across the tenant's keys.
+    Model(String),
+}
+
+/// A key's or a model's rate limits were replaced (`None`: no limit at this tier); the tenant's
+/// own are in [`TenantLimitsSet`]. A request must pass every tier that applies to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSet {
+    pub scope: LimitScope,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+}
+payload!(RateLimitSet, 1);
+
+/// A chat completion or embedding request was accepted (stream `inference-<id>`, whose id is
+/// the `x-switchyard-inference-id` of the response).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceRequested {
+    /// `chat` or `embeddings`.
+    pub endpoint: String,
+    /// The model the client named (`auto` lets the router choose).
+    pub model_requested: String,
+    pub key_id: uuid::Uuid,
+    pub stream: bool,
+    pub messages: u32,
+    /// Prompt tokens as estimated before the call (the provider's count is in the outcome).
+    pub prompt_tokens_estimate: u64,
+    pub max_tokens: Option<u64>,
+}
+payload!(InferenceRequested, 1);
+
+/// The model that served an inference and how it was chosen. `propensity_ppb` is the
+/// probability (parts per billion) with which the policy chose it: what off-policy evaluation
+/// divides by. `features_milli` is the feature vector the policy saw, ×1000, in the order of
+/// feature set `feature_set`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteChosen {
+    pub policy: String,
+    pub model: String,
+    pub provider: String,
+    pub candidates: Vec<String>,
+    pub propensity_ppb: u32,
+    pub feature_set: u16,
+    pub features_milli: Vec<i64>,
+}
+payload!(RouteChosen, 1);
+
+/// An inference answered; the usage is billed from this event (once per inference id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceCompleted {
+    pub model: String,
+    pub provider: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// Integer micro-dollars at the price in force, rounded up.
+    pub cost_micros: u64,
+    pub latency_us: u64,
+    /// Time to the first token (streams) or to the whole answer.
+    pub ttft_us: u64,
+    pub finish_reason: String,
+    /// Calls to the provider, retries and fallbacks included.
+    pub attempts: u32,
+}
+payload!(InferenceCompleted, 1);
+
+/// An inference failed. Tokens already delivered (a stream cut mid-way) are still billed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceFailed {
+    /// The last model tried ("" when none was).
+    pub model: String,
+    pub provider: String,
+    /// The stable error code answered to the client.
+    pub code: String,
+    pub message: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_micros: u64,
+    pub latency_us: u64,
+    pub attempts: u32,
+}
+payload!(InferenceFailed, 1);
 
 #[cfg(test)]
 mod tests {

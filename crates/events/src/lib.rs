@@ -36,9 +36,10 @@ pub mod store; // the EventStore port, group commit, subscriptions and the backe
 
 pub use catalog::{
     ApiKeyIssued, ApiKeyRevoked, Event, IdempotencyKeyClaimed, IdempotencyKeyReleased,
-    IdempotentResponseRecorded, InvoiceFinalized, InvoicePaid, JsonEvent, QuotaReleased,
-    QuotaReserved, QuotaSettled, TenantCreated, TenantFlagSet, TenantLimitsSet, TenantRenamed,
-    TenantResumed, TenantSettingSet, TenantSuspended, UsageRecorded,
+    IdempotentResponseRecorded, InferenceCompleted, InferenceFailed, InferenceRequested,
+    InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope, QuotaReleased, QuotaReserved,
+    QuotaSettled, RateLimitSet, RouteChosen, TenantCreated, TenantFlagSet, TenantLimitsSet,
+    TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended, UsageRecorded,
 };
 pub use codec::EventPayload;
 pub use envelope::{MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

@@ -7,10 +7,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_actors::tenant::{
-    ApiKey, Limits, Tenant, TenantCommand, TenantRejection, TenantState,
+    ApiKey, Limits, RateLimits, Tenant, TenantCommand, TenantRejection, TenantState,
 };
 use switchyard_actors::{Error as ActorError, Runtime};
-use switchyard_events::{EventStore, Metadata, Scope, StreamId, StreamVersion, TenantId};
+use switchyard_events::{
+    EventStore, LimitScope, Metadata, Scope, StreamId, StreamVersion, TenantId,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -48,6 +50,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(
             "/v1/admin/tenants/{id}/keys/{key_id}",
             web::delete().to(revoke_key),
+        )
+        .route(
+            "/v1/admin/tenants/{id}/keys/{key_id}/limits",
+            web::put().to(set_key_limits),
+        )
+        .route(
+            "/v1/admin/tenants/{id}/models/{model}/limits",
+            web::put().to(set_model_limits),
         );
 }
 
@@ -169,6 +179,15 @@ fn tenant_view(id: TenantId, state: &TenantState, created_at: Option<String>) ->
         "settings": state.settings,
         "keys": state.keys.iter().map(|(id, key)| key_view(id, key)).collect::<Vec<_>>(),
         "limits": limits_view(&state.limits),
+        "key_limits": state.key_limits.iter().map(|(id, l)| (id.to_string(), rate_view(l))).collect::<serde_json::Map<_, _>>(),
+        "model_limits": state.model_limits.iter().map(|(m, l)| (m.clone(), rate_view(l))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn rate_view(limits: &RateLimits) -> serde_json::Value {
+    json!({
+        "requests_per_minute": limits.requests_per_minute,
+        "tokens_per_minute": limits.tokens_per_minute,
     })
 }
 
@@ -199,20 +218,7 @@ fn usd_to_micros(value: &serde_json::Value) -> Result<u64, ApiError> {
         serde_json::Value::String(s) => s.clone(),
         _ => return Err(invalid()),
     };
-    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
-    let digits = |s: &str| !s.is_empty() && s.len() <= 12 && s.chars().all(|c| c.is_ascii_digit());
-    if !digits(whole)
-        || !(fraction.is_empty()
-            || (fraction.len() <= 6 && fraction.chars().all(|c| c.is_ascii_digit())))
-    {
-        return Err(invalid());
-    }
-    let whole: u64 = whole.parse().map_err(|_| invalid())?;
-    let fraction: u64 = format!("{fraction:0<6}").parse().map_err(|_| invalid())?;
-    whole
-        .checked_mul(1_000_000)
-        .and_then(|w| w.checked_add(fraction))
-        .ok_or_else(invalid)
+    crate::config::usd_to_micros(&text).map_err(|_| invalid())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -337,7 +343,16 @@ pub(crate) async fn get_tenant(
         return Err(ApiError::not_found("no such tenant"));
     }
     let created_at = created_at(&admin, tenant).await?;
-    Ok(HttpResponse::Ok().json(tenant_view(tenant, &state, created_at)))
+    let mut view = tenant_view(tenant, &state, created_at);
+    let spend = admin.keys.meter.view(tenant, OffsetDateTime::now_utc());
+    view["budget"] = json!({
+        "period": spend.period,
+        "spent_usd": micros_to_usd(spend.spent_micros),
+        "reserved_usd": micros_to_usd(spend.reserved_micros),
+        "remaining_usd": state.limits.monthly_budget_micros.map(|b| micros_to_usd(b.saturating_sub(spend.spent_micros + spend.reserved_micros))),
+        "tokens": spend.tokens,
+    });
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -388,6 +403,84 @@ pub(crate) async fn set_limits(
                 .map_err(rejected)?;
             write_through(&admin, tenant, &applied.events);
             Ok((StatusCode::OK, limits_view(&applied.state.limits)))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetRateLimits {
+    requests_per_minute: Option<u32>,
+    tokens_per_minute: Option<u64>,
+}
+
+/// `PUT /v1/admin/tenants/{id}/keys/{key_id}/limits`: one key's rate limits, on top of the
+/// tenant's (absent or null: no limit at this tier).
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}/keys/{key_id}/limits", tag = "admin", request_body = SetRateLimits,
+    params(("id" = String, Path, description = "tenant id"), ("key_id" = String, Path, description = "key id")),
+    responses((status = 200, description = "the key's limits now in force"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant or key", body = ErrorBody), (status = 422, description = "invalid limits", body = ErrorBody)))]
+pub(crate) async fn set_key_limits(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let (tenant, key_id) = path.into_inner();
+    let tenant = tenant_id(&tenant)?;
+    let key_id: Uuid = key_id
+        .parse()
+        .map_err(|_| ApiError::not_found("no such API key"))?;
+    set_rate_limit(req, admin, tenant, LimitScope::Key(key_id), body).await
+}
+
+/// `PUT /v1/admin/tenants/{id}/models/{model}/limits`: one model's rate limits across the
+/// tenant's keys.
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}/models/{model}/limits", tag = "admin", request_body = SetRateLimits,
+    params(("id" = String, Path, description = "tenant id"), ("model" = String, Path, description = "model name")),
+    responses((status = 200, description = "the model's limits now in force"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody), (status = 422, description = "invalid limits", body = ErrorBody)))]
+pub(crate) async fn set_model_limits(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let (tenant, model) = path.into_inner();
+    let tenant = tenant_id(&tenant)?;
+    set_rate_limit(req, admin, tenant, LimitScope::Model(model), body).await
+}
+
+async fn set_rate_limit(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    tenant: TenantId,
+    scope: LimitScope,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    idempotent(
+        admin.store.as_ref(),
+        &req,
+        TenantId::SYSTEM,
+        &body,
+        keep,
+        || async {
+            let input: SetRateLimits = parse_json(&body)?;
+            let limits = RateLimits {
+                requests_per_minute: input.requests_per_minute,
+                tokens_per_minute: input.tokens_per_minute,
+            };
+            let command = TenantCommand::SetRateLimit { scope, limits };
+            let applied = admin
+                .tenants
+                .send(&tenant, command, metadata(&req))
+                .await
+                .map_err(rejected)?;
+            write_through(&admin, tenant, &applied.events);
+            Ok((StatusCode::OK, rate_view(&limits)))
         },
     )
     .await

@@ -17,7 +17,7 @@ use switchyard_events::EventStore;
 
 use crate::admin::{self, Admin};
 use crate::keys::{Principal, Refusal};
-use crate::ratelimit::{Decision, Limit};
+use crate::ratelimit::{Decision, Limit, Limiter};
 use crate::telemetry::HTTP;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -133,14 +133,25 @@ pub struct ErrorDetail {
         crate::admin::get_tenant,
         crate::admin::set_limits,
         crate::admin::issue_key,
-        crate::admin::revoke_key
+        crate::admin::revoke_key,
+        crate::admin::set_key_limits,
+        crate::admin::set_model_limits,
+        crate::inference::list_models,
+        crate::inference::chat_completions,
+        crate::inference::embeddings
     ),
     components(schemas(
         ErrorBody,
         ErrorDetail,
         crate::admin::CreateTenant,
         crate::admin::SetLimits,
-        crate::admin::IssueKey
+        crate::admin::IssueKey,
+        crate::admin::SetRateLimits,
+        crate::openai::ChatRequest,
+        crate::openai::Message,
+        crate::openai::Role,
+        crate::openai::StreamOptions,
+        crate::openai::EmbeddingsRequest
     ))
 )]
 pub struct ApiDoc;
@@ -190,14 +201,17 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 pub async fn serve(
     store: Arc<dyn EventStore>,
     admin: Admin,
+    gateway: crate::inference::Gateway,
     listen: SocketAddr,
 ) -> anyhow::Result<()> {
     let store = web::Data::from(Arc::new(StoreHandle(store)));
     let admin = web::Data::new(admin);
+    let gateway = web::Data::new(gateway);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(store.clone())
             .app_data(admin.clone())
+            .app_data(gateway.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .wrap(actix_web::middleware::from_fn(observe))
             .route("/healthz", web::get().to(healthz))
@@ -206,6 +220,7 @@ pub async fn serve(
             .route("/openapi.json", web::get().to(openapi_json))
             .route("/v1/tenant", web::get().to(whoami))
             .configure(admin::routes)
+            .configure(crate::inference::routes)
             .default_service(web::to(not_found))
     })
     .bind(listen)?;
@@ -380,51 +395,121 @@ pub async fn tenant_request(
             };
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
         })?;
-    let Some(rpm) = admin.keys.requests_per_minute(principal.tenant) else {
-        return Ok((principal, Vec::new()));
-    };
-    let decision = admin
-        .limiter
-        .check(
-            &format!("rpm:{}", principal.tenant),
-            Limit::per_minute(u64::from(rpm)),
-            1,
-        )
-        .await;
-    let headers = rate_headers(&decision);
-    if decision.allowed {
-        Ok((principal, headers))
-    } else {
-        let retry =
-            decision.retry_after.as_secs() + u64::from(decision.retry_after.subsec_nanos() > 0);
-        let mut headers = headers;
-        headers.push((header::RETRY_AFTER, HeaderValue::from(retry.max(1))));
-        Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "requests per minute exceeded; retry after Retry-After seconds",
-        )
-        .with_headers(headers))
+    let mut checks = Vec::with_capacity(2);
+    if let Some(rpm) = admin
+        .keys
+        .tenant_limits(principal.tenant)
+        .requests_per_minute
+    {
+        checks.push(Check::requests(format!("rpm:{}", principal.tenant), rpm));
+    }
+    if let Some(rpm) = admin.keys.key_limits(principal.key_id).requests_per_minute {
+        checks.push(Check::requests(
+            format!("rpm:key:{}", principal.key_id),
+            rpm,
+        ));
+    }
+    let headers = enforce(&admin.limiter, &checks).await?;
+    Ok((principal, headers))
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Requests,
+    Tokens,
+}
+
+/// One tier's limit to take `cost` units from.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub key: String,
+    pub limit: Limit,
+    pub cost: u64,
+    pub unit: Unit,
+}
+
+impl Check {
+    pub fn requests(key: String, per_minute: u32) -> Self {
+        Check {
+            key,
+            limit: Limit::per_minute(u64::from(per_minute)),
+            cost: 1,
+            unit: Unit::Requests,
+        }
+    }
+
+    pub fn tokens(key: String, per_minute: u64, cost: u64) -> Self {
+        Check {
+            key,
+            limit: Limit::per_minute(per_minute),
+            cost,
+            unit: Unit::Tokens,
+        }
     }
 }
 
-/// OpenAI's header names: limit, remaining, and time until the limit is whole again.
-fn rate_headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
-    let reset = format!("{:.3}s", decision.reset_after.as_secs_f64());
-    vec![
-        (
-            HeaderName::from_static("x-ratelimit-limit-requests"),
-            HeaderValue::from(decision.limit),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-remaining-requests"),
-            HeaderValue::from(decision.remaining),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-reset-requests"),
-            HeaderValue::from_str(&reset).unwrap_or(HeaderValue::from_static("0s")),
-        ),
-    ]
+/// Takes every check's units, tier by tier; the first tier that refuses answers 429 with its
+/// `Retry-After`. The `x-ratelimit-*` headers show the tightest tier of each unit. (Tiers
+/// checked before a refusing one keep what they took: a refused request still counted there,
+/// as in Envoy's and OpenAI's limiters.)
+pub async fn enforce(
+    limiter: &Limiter,
+    checks: &[Check],
+) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
+    let mut tightest: [Option<Decision>; 2] = [None, None];
+    for check in checks {
+        let decision = limiter.check(&check.key, check.limit, check.cost).await;
+        let slot = &mut tightest[check.unit as usize];
+        if slot.is_none_or(|d| decision.remaining < d.remaining) || !decision.allowed {
+            *slot = Some(decision);
+        }
+        if !decision.allowed {
+            let mut headers = rate_headers(&tightest);
+            let retry =
+                decision.retry_after.as_secs() + u64::from(decision.retry_after.subsec_nanos() > 0);
+            headers.push((header::RETRY_AFTER, HeaderValue::from(retry.max(1))));
+            let what = match check.unit {
+                Unit::Requests => "requests per minute",
+                Unit::Tokens => "tokens per minute",
+            };
+            return Err(ApiError::owned(
+                StatusCode::TOO_MANY_REQUESTS,
+                Cow::Borrowed("rate_limited"),
+                format!(
+                    "{what} exceeded ({}); retry after Retry-After seconds",
+                    check.key.split(':').next().unwrap_or("")
+                ),
+            )
+            .with_headers(headers));
+        }
+    }
+    Ok(rate_headers(&tightest))
+}
+
+/// OpenAI's header names: limit, remaining, and time until the limit is whole again, for
+/// requests and for tokens.
+fn rate_headers(tightest: &[Option<Decision>; 2]) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::with_capacity(6);
+    for (decision, unit) in tightest.iter().zip(["requests", "tokens"]) {
+        let Some(decision) = decision else { continue };
+        let reset = format!("{:.3}s", decision.reset_after.as_secs_f64());
+        for (name, value) in [
+            ("limit", HeaderValue::from(decision.limit)),
+            ("remaining", HeaderValue::from(decision.remaining)),
+            (
+                "reset",
+                HeaderValue::from_str(&reset).unwrap_or(HeaderValue::from_static("0s")),
+            ),
+        ] {
+            if let Ok(name) =
+                HeaderName::from_bytes(format!("x-ratelimit-{name}-{unit}").as_bytes())
+            {
+                headers.push((name, value));
+            }
+        }
+    }
+    headers
 }
 
 /// Who a tenant key belongs to (lets a client check its key).

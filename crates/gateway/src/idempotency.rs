@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::future::Future;
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
 use switchyard_events::{
@@ -48,10 +49,35 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(StatusCode, Value), ApiError>>,
 {
+    idempotent_with(store, req, tenant, body, redact, |_| Vec::new(), run).await
+}
+
+/// Headers derived from a response body, set on the first answer and on every replay.
+pub type BodyHeaders = fn(&Value) -> Vec<(HeaderName, HeaderValue)>;
+
+/// [`idempotent`], with headers that are derived from the body (so a replay carries them too).
+pub async fn idempotent_with<F, Fut>(
+    store: &dyn EventStore,
+    req: &HttpRequest,
+    tenant: TenantId,
+    body: &[u8],
+    redact: fn(&mut Value),
+    headers: BodyHeaders,
+    run: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(StatusCode, Value), ApiError>>,
+{
+    let respond = |status: StatusCode, body: Value| {
+        let mut response = HttpResponse::build(status);
+        for header in headers(&body) {
+            response.insert_header(header);
+        }
+        response.json(body)
+    };
     let Some(key) = req.headers().get("idempotency-key") else {
-        return run()
-            .await
-            .map(|(status, body)| HttpResponse::build(status).json(body));
+        return run().await.map(|(status, body)| respond(status, body));
     };
     let key = key
         .to_str()
@@ -71,7 +97,7 @@ where
     let expected = match (&record.claim, &record.response) {
         (Some((hash, _)), Some((status, body))) => {
             return if *hash == request_hash {
-                Ok(replay(*status, body)?)
+                Ok(replay(*status, body, headers)?)
             } else {
                 Err(reused())
             };
@@ -126,7 +152,7 @@ where
         // would run it again, so say so loudly.
         tracing::error!(%error, %stream, "could not record an idempotent response");
     }
-    outcome.map(|(status, body)| HttpResponse::build(status).json(body))
+    outcome.map(|(status, body)| respond(status, body))
 }
 
 fn key_stream(tenant: TenantId, key: &str) -> Result<StreamId, ApiError> {
@@ -174,7 +200,7 @@ async fn load(
     Ok(record)
 }
 
-fn replay(status: u16, body: &str) -> Result<HttpResponse, ApiError> {
+fn replay(status: u16, body: &str, headers: BodyHeaders) -> Result<HttpResponse, ApiError> {
     let status = StatusCode::from_u16(status).map_err(|_| in_progress())?;
     let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     if status.is_client_error() {
@@ -185,9 +211,12 @@ fn replay(status: u16, body: &str) -> Result<HttpResponse, ApiError> {
         let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
         return Err(ApiError::owned(status, Cow::Owned(code), message));
     }
-    Ok(HttpResponse::build(status)
-        .insert_header(("idempotency-replayed", "true"))
-        .json(body))
+    let mut response = HttpResponse::build(status);
+    response.insert_header(("idempotency-replayed", "true"));
+    for header in headers(&body) {
+        response.insert_header(header);
+    }
+    Ok(response.json(body))
 }
 
 fn new_event(event: &Event) -> Result<switchyard_events::NewEvent, ApiError> {

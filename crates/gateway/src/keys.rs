@@ -12,9 +12,12 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use rand::Rng;
-use switchyard_events::{Event, EventStore, GlobalPosition, Scope, TenantId};
+use switchyard_actors::tenant::{Limits, RateLimits};
+use switchyard_events::{Event, EventStore, GlobalPosition, LimitScope, Scope, TenantId};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::meter::Meter;
 
 /// The secret that keys the hash of API keys.
 #[derive(Clone)]
@@ -118,7 +121,11 @@ pub struct KeyIndex {
     by_hash: DashMap<String, Entry>,
     hash_of: DashMap<Uuid, String>,
     suspended: DashMap<TenantId, ()>,
-    requests_per_minute: DashMap<TenantId, u32>,
+    limits: DashMap<TenantId, Limits>,
+    key_limits: DashMap<Uuid, RateLimits>,
+    model_limits: DashMap<(TenantId, String), RateLimits>,
+    /// Each tenant's spend this month (the budget gate), folded from inference outcomes.
+    pub meter: Meter,
 }
 
 impl KeyIndex {
@@ -168,13 +175,44 @@ impl KeyIndex {
                 | "TenantSuspended"
                 | "TenantResumed"
                 | "TenantLimitsSet"
+                | "RateLimitSet"
+                | "InferenceCompleted"
+                | "InferenceFailed"
         ) {
             return;
         }
         let Ok(event) = Event::from_recorded(recorded) else {
             return;
         };
-        self.apply(tenant, &event);
+        match &event {
+            Event::InferenceCompleted(e) => {
+                self.fold_spend(tenant, recorded, e.cost_micros, e.tokens_in + e.tokens_out)
+            }
+            Event::InferenceFailed(e) => {
+                self.fold_spend(tenant, recorded, e.cost_micros, e.tokens_in + e.tokens_out)
+            }
+            _ => self.apply(tenant, &event),
+        }
+    }
+
+    fn fold_spend(
+        &self,
+        tenant: TenantId,
+        recorded: &switchyard_events::RecordedEvent,
+        cost: u64,
+        tokens: u64,
+    ) {
+        // Stream `inference-<id>`: the id is what the settling request marked.
+        let Some(id) = recorded
+            .stream_id
+            .as_str()
+            .strip_prefix("inference-")
+            .and_then(|id| id.parse::<Uuid>().ok())
+        else {
+            return;
+        };
+        self.meter
+            .fold(tenant, id, cost, tokens, recorded.recorded_at);
     }
 
     /// Applies one event (idempotent: the admin API applies its own writes at once, and the
@@ -208,21 +246,57 @@ impl KeyIndex {
             Event::TenantResumed(_) => {
                 self.suspended.remove(&tenant);
             }
-            Event::TenantLimitsSet(e) => match e.requests_per_minute {
-                Some(rpm) => {
-                    self.requests_per_minute.insert(tenant, rpm);
+            Event::TenantLimitsSet(e) => {
+                self.limits.insert(
+                    tenant,
+                    Limits {
+                        requests_per_minute: e.requests_per_minute,
+                        tokens_per_minute: e.tokens_per_minute,
+                        monthly_budget_micros: e.monthly_budget_micros,
+                    },
+                );
+            }
+            Event::RateLimitSet(e) => {
+                let limits = RateLimits {
+                    requests_per_minute: e.requests_per_minute,
+                    tokens_per_minute: e.tokens_per_minute,
+                };
+                let unlimited = limits == RateLimits::default();
+                match &e.scope {
+                    LimitScope::Key(key_id) if unlimited => {
+                        self.key_limits.remove(key_id);
+                    }
+                    LimitScope::Key(key_id) => {
+                        self.key_limits.insert(*key_id, limits);
+                    }
+                    LimitScope::Model(model) if unlimited => {
+                        self.model_limits.remove(&(tenant, model.clone()));
+                    }
+                    LimitScope::Model(model) => {
+                        self.model_limits.insert((tenant, model.clone()), limits);
+                    }
                 }
-                None => {
-                    self.requests_per_minute.remove(&tenant);
-                }
-            },
+            }
             _ => {}
         }
     }
 
-    /// The tenant's requests-per-minute limit, if it has one.
-    pub fn requests_per_minute(&self, tenant: TenantId) -> Option<u32> {
-        self.requests_per_minute.get(&tenant).map(|rpm| *rpm)
+    /// The tenant's own limits (none set: no limit).
+    pub fn tenant_limits(&self, tenant: TenantId) -> Limits {
+        self.limits.get(&tenant).map(|l| *l).unwrap_or_default()
+    }
+
+    /// One key's rate limits (none set: no limit at the key tier).
+    pub fn key_limits(&self, key_id: Uuid) -> RateLimits {
+        self.key_limits.get(&key_id).map(|l| *l).unwrap_or_default()
+    }
+
+    /// One model's rate limits within a tenant.
+    pub fn model_limits(&self, tenant: TenantId, model: &str) -> RateLimits {
+        self.model_limits
+            .get(&(tenant, model.to_owned()))
+            .map(|l| *l)
+            .unwrap_or_default()
     }
 
     /// The principal of a presented key hash at `now`.

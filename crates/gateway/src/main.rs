@@ -13,9 +13,14 @@ use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore}
 
 mod admin;
 mod cli;
+mod config;
 mod http;
 mod idempotency;
+mod inference;
 mod keys;
+mod meter;
+mod openai;
+mod providers;
 mod ratelimit;
 mod telemetry;
 
@@ -49,6 +54,10 @@ enum Command {
         /// otherwise).
         #[arg(long, env = "SWITCHYARD_REDIS_URL", hide_env_values = true)]
         redis_url: Option<String>,
+        /// TOML config of providers and models (without one: the simulated models sim-small
+        /// and sim-large). See the README for an example.
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Create or upgrade the event log's schema, then exit.
     Migrate {
@@ -136,7 +145,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             admin_token,
             redis_url,
+            config,
         } => {
+            let config = match &config {
+                Some(path) => config::Config::load(path)?,
+                None => config::Config::default(),
+            };
+            let providers = providers::Providers::build(&config)?;
             let (store, location) = args.open().await?;
             let head = store.head().await?;
             tracing::info!(store = %location, %head, "event log open");
@@ -166,7 +181,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token,
                 limiter,
             };
-            http::serve(store, admin, listen).await
+            let gateway = inference::Gateway {
+                config,
+                providers,
+                store: store.clone(),
+            };
+            http::serve(store, admin, gateway, listen).await
         }
         Command::Migrate { store } => {
             let (store, location) = store.open().await?;

@@ -84,6 +84,12 @@ pub fn gcra(tat: Option<u128>, now: u128, limit: Limit, cost: u64) -> (Decision,
     }
 }
 
+/// Takes `cost` units whatever the limit says (usage learnt after the fact, such as the tokens
+/// of an answer): the TAT moves on, so the next requests wait for it. Returns the new TAT.
+pub fn gcra_charge(tat: Option<u128>, now: u128, limit: Limit, cost: u64) -> u128 {
+    tat.unwrap_or(now).max(now) + limit.interval_nanos() * u128::from(cost)
+}
+
 fn nanos(n: u128) -> Duration {
     Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
 }
@@ -104,6 +110,14 @@ impl LocalLimiter {
     }
 }
 
+impl LocalLimiter {
+    /// Charges `cost` units of `key` at `now` without refusing (see [`gcra_charge`]).
+    pub fn charge(&self, key: &str, limit: Limit, cost: u64, now: u128) {
+        let mut entry = self.tats.entry(key.to_owned()).or_insert(now);
+        *entry = gcra_charge(Some(*entry), now, limit, cost);
+    }
+}
+
 /// GCRA in Redis, the same steps as [`gcra`] in microseconds, on Redis's own clock (`TIME`), so
 /// every node shares one exact limit and no node's clock matters. Returns
 /// `{allowed, remaining, reset_after_us, retry_after_us}`.
@@ -113,6 +127,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local force = ARGV[4] == '1'
 local tolerance = interval * burst
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
@@ -123,7 +138,7 @@ local function remaining(at)
   if left < 0 then return 0 end
   return left
 end
-if cost <= burst and allow_at <= now then
+if force or (cost <= burst and allow_at <= now) then
   redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
   return {1, remaining(new_tat), new_tat - now, 0}
 end
@@ -158,6 +173,21 @@ impl RedisLimiter {
 
     /// Takes `cost` units of `key`'s `limit`, if it may.
     pub async fn check(&self, key: &str, limit: Limit, cost: u64) -> anyhow::Result<Decision> {
+        self.run(key, limit, cost, false).await
+    }
+
+    /// Charges `cost` units without refusing (usage learnt after the fact).
+    pub async fn charge(&self, key: &str, limit: Limit, cost: u64) -> anyhow::Result<()> {
+        self.run(key, limit, cost, true).await.map(|_| ())
+    }
+
+    async fn run(
+        &self,
+        key: &str,
+        limit: Limit,
+        cost: u64,
+        force: bool,
+    ) -> anyhow::Result<Decision> {
         let interval_us = u64::try_from(limit.interval_nanos() / 1_000)
             .unwrap_or(u64::MAX)
             .max(1);
@@ -168,6 +198,7 @@ impl RedisLimiter {
             .arg(interval_us)
             .arg(limit.burst.max(1))
             .arg(cost)
+            .arg(if force { "1" } else { "0" })
             .invoke_async(&mut connection)
             .await?;
         let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
@@ -223,6 +254,23 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Charges `cost` units of `key`'s `limit` without refusing: the tokens of an answer, known
+    /// only once it is written. A Redis outage loses the charge (logged), as in `check`.
+    pub async fn charge(&self, key: &str, limit: Limit, cost: u64) {
+        match self {
+            Limiter::Local { limiter, started } => {
+                limiter.charge(key, limit, cost, started.elapsed().as_nanos());
+            }
+            Limiter::Redis(redis) => {
+                if let Err(error) = redis.charge(key, limit, cost).await {
+                    tracing::warn!(%error, "rate limiter unavailable; a token charge was lost");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -266,6 +314,21 @@ mod tests {
         assert_eq!(too_big.retry_after, Duration::from_secs(60));
     }
 
+    #[test]
+    fn tokens_charged_after_the_fact_make_the_next_requests_wait() {
+        let limiter = LocalLimiter::default();
+        let limit = Limit::per_minute(600); // ten a second
+        let t0 = 7 * SECOND;
+        assert!(limiter.check("t", limit, 100, t0).allowed);
+        // The answer used 900 more: over the burst, still charged.
+        limiter.charge("t", limit, 900, t0);
+        let refused = limiter.check("t", limit, 1, t0);
+        assert!(!refused.allowed);
+        // 400 units over: 40 seconds until one fits again.
+        assert_eq!(refused.retry_after, Duration::from_millis(40_100));
+        assert!(limiter.check("t", limit, 1, t0 + 41 * SECOND).allowed);
+    }
+
     fn redis_url() -> String {
         std::env::var("SWITCHYARD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -303,6 +366,16 @@ mod tests {
         assert!(!too_big.allowed);
         let limiter = Limiter::Redis(first);
         assert!(!limiter.check(&key, limit, 1).await.allowed);
+        // A charge always lands, and pushes the next request further out.
+        let charged = format!("{key}-charged");
+        limiter.charge(&charged, limit, 30).await;
+        let after = limiter.check(&charged, limit, 1).await;
+        assert!(!after.allowed);
+        assert!(
+            after.retry_after > Duration::from_secs(100),
+            "{:?}",
+            after.retry_after
+        );
     }
 
     proptest! {

@@ -56,3 +56,48 @@ pub static HTTP: LazyLock<HttpMetrics> = LazyLock::new(|| HttpMetrics {
         .expect("valid metric"),
     ),
 });
+
+/// Inference metrics by served model: outcomes, duration (to the last byte) and tokens.
+pub struct InferenceMetrics {
+    pub requests: IntCounterVec,
+    pub seconds: HistogramVec,
+    pub tokens: IntCounterVec,
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "static metric definitions; a bad one fails every test"
+)]
+pub static INFERENCE: LazyLock<InferenceMetrics> = LazyLock::new(|| InferenceMetrics {
+    requests: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_inference_total",
+                "Inferences by served model and outcome (completed, failed)",
+            ),
+            &["model", "outcome"],
+        )
+        .expect("valid metric"),
+    ),
+    seconds: register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_inference_seconds",
+                "Inference duration to the last byte, by served model",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_5, 2.0, 16).expect("valid buckets")),
+            &["model"],
+        )
+        .expect("valid metric"),
+    ),
+    tokens: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_inference_tokens_total",
+                "Tokens by served model and direction (in, out)",
+            ),
+            &["model", "direction"],
+        )
+        .expect("valid metric"),
+    ),
+});

@@ -300,7 +300,12 @@ impl Actor for Billing {
             | Event::IdempotencyKeyReleased(_)
             | Event::QuotaReserved(_)
             | Event::QuotaSettled(_)
-            | Event::QuotaReleased(_) => {}
+            | Event::QuotaReleased(_)
+            | Event::RateLimitSet(_)
+            | Event::InferenceRequested(_)
+            | Event::RouteChosen(_)
+            | Event::InferenceCompleted(_)
+            | Event::InferenceFailed(_) => {}
         }
     }
 }

@@ -210,7 +210,12 @@ impl Actor for Quota {
             | Event::IdempotencyKeyReleased(_)
             | Event::UsageRecorded(_)
             | Event::InvoiceFinalized(_)
-            | Event::InvoicePaid(_) => {}
+            | Event::InvoicePaid(_)
+            | Event::RateLimitSet(_)
+            | Event::InferenceRequested(_)
+            | Event::RouteChosen(_)
+            | Event::InferenceCompleted(_)
+            | Event::InferenceFailed(_) => {}
         }
     }
 }

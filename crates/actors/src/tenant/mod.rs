@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use switchyard_events::{
-    ApiKeyIssued, ApiKeyRevoked, Event, TenantCreated, TenantFlagSet, TenantId, TenantLimitsSet,
-    TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended,
+    ApiKeyIssued, ApiKeyRevoked, Event, LimitScope, RateLimitSet, TenantCreated, TenantFlagSet,
+    TenantId, TenantLimitsSet, TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -41,6 +41,17 @@ pub struct TenantState {
     pub settings: BTreeMap<String, String>,
     pub keys: BTreeMap<Uuid, ApiKey>,
     pub limits: Limits,
+    /// Rate limits of single keys (on top of the tenant's).
+    pub key_limits: BTreeMap<Uuid, RateLimits>,
+    /// Rate limits of single models across the tenant's keys.
+    pub model_limits: BTreeMap<String, RateLimits>,
+}
+
+/// Requests and tokens per minute at one tier; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
 }
 
 /// A tenant's limits; `None` is no limit. Enforced by the rate limiter and the quota actor.
@@ -107,6 +118,11 @@ pub enum TenantCommand {
         key_id: Uuid,
     },
     SetLimits(Limits),
+    /// Replace one key's or one model's rate limits (all `None` removes them).
+    SetRateLimit {
+        scope: LimitScope,
+        limits: RateLimits,
+    },
 }
 
 /// Why a tenant command is refused.
@@ -155,7 +171,7 @@ fn check_identifier(field: &str, value: &str) -> Result<(), TenantRejection> {
 
 impl Actor for Tenant {
     const KIND: &'static str = "tenant";
-    const SNAPSHOT_VERSION: u16 = 1;
+    const SNAPSHOT_VERSION: u16 = 2;
     type Id = TenantId;
     type State = TenantState;
     type Command = TenantCommand;
@@ -293,6 +309,40 @@ impl Actor for Tenant {
                     })]
                 }
             }
+            C::SetRateLimit { scope, limits } => {
+                if limits.requests_per_minute == Some(0) || limits.tokens_per_minute == Some(0) {
+                    return Err(TenantRejection::Invalid(
+                        "a limit of 0 would refuse everything; omit it for no limit".into(),
+                    ));
+                }
+                let current = match &scope {
+                    LimitScope::Key(key_id) => {
+                        if !state.keys.contains_key(key_id) {
+                            return Err(TenantRejection::UnknownKey);
+                        }
+                        state.key_limits.get(key_id).copied()
+                    }
+                    LimitScope::Model(model) => {
+                        check_text("model", model, 200)?;
+                        let current = state.model_limits.get(model).copied();
+                        if current.is_none() && state.model_limits.len() >= MAX_ENTRIES {
+                            return Err(TenantRejection::Invalid(format!(
+                                "at most {MAX_ENTRIES} models may carry limits of their own"
+                            )));
+                        }
+                        current
+                    }
+                };
+                if current.unwrap_or_default() == limits {
+                    vec![]
+                } else {
+                    vec![Event::RateLimitSet(RateLimitSet {
+                        scope,
+                        requests_per_minute: limits.requests_per_minute,
+                        tokens_per_minute: limits.tokens_per_minute,
+                    })]
+                }
+            }
             C::RevokeKey { key_id } => match state.keys.get(&key_id) {
                 None => return Err(TenantRejection::UnknownKey),
                 Some(key) if key.revoked => vec![],
@@ -348,6 +398,27 @@ impl Actor for Tenant {
                     monthly_budget_micros: e.monthly_budget_micros,
                 };
             }
+            Event::RateLimitSet(e) => {
+                let limits = RateLimits {
+                    requests_per_minute: e.requests_per_minute,
+                    tokens_per_minute: e.tokens_per_minute,
+                };
+                let unlimited = limits == RateLimits::default();
+                match &e.scope {
+                    LimitScope::Key(key_id) if unlimited => {
+                        state.key_limits.remove(key_id);
+                    }
+                    LimitScope::Key(key_id) => {
+                        state.key_limits.insert(*key_id, limits);
+                    }
+                    LimitScope::Model(model) if unlimited => {
+                        state.model_limits.remove(model);
+                    }
+                    LimitScope::Model(model) => {
+                        state.model_limits.insert(model.clone(), limits);
+                    }
+                }
+            }
             // Not the tenant's: idempotency records live in streams of their own.
             Event::IdempotencyKeyClaimed(_)
             | Event::IdempotentResponseRecorded(_)
@@ -357,7 +428,11 @@ impl Actor for Tenant {
             | Event::QuotaReleased(_)
             | Event::UsageRecorded(_)
             | Event::InvoiceFinalized(_)
-            | Event::InvoicePaid(_) => {}
+            | Event::InvoicePaid(_)
+            | Event::InferenceRequested(_)
+            | Event::RouteChosen(_)
+            | Event::InferenceCompleted(_)
+            | Event::InferenceFailed(_) => {}
         }
     }
 }

@@ -303,3 +303,104 @@ fn limits_are_replaced_whole_and_zero_is_refused() {
         Err(TenantRejection::Invalid(_))
     ));
 }
+
+#[test]
+fn key_and_model_rate_limits_are_set_replaced_and_removed() {
+    let key_id = Uuid::now_v7();
+    let issued = when(&[created()], issue(key_id)).unwrap();
+    let history: Vec<Event> = std::iter::once(created()).chain(issued).collect();
+    let limits = RateLimits {
+        requests_per_minute: Some(10),
+        tokens_per_minute: Some(5_000),
+    };
+    let set_key = TenantCommand::SetRateLimit {
+        scope: LimitScope::Key(key_id),
+        limits,
+    };
+    let events = when(&history, set_key.clone()).unwrap();
+    assert_eq!(
+        events,
+        vec![Event::RateLimitSet(RateLimitSet {
+            scope: LimitScope::Key(key_id),
+            requests_per_minute: Some(10),
+            tokens_per_minute: Some(5_000),
+        })]
+    );
+    let history: Vec<Event> = history.into_iter().chain(events).collect();
+    assert_eq!(given(&history).key_limits.get(&key_id), Some(&limits));
+    // The same limits again change nothing.
+    assert_eq!(when(&history, set_key), Ok(vec![]));
+    // All None removes the tier.
+    let cleared = when(
+        &history,
+        TenantCommand::SetRateLimit {
+            scope: LimitScope::Key(key_id),
+            limits: RateLimits::default(),
+        },
+    )
+    .unwrap();
+    let history: Vec<Event> = history.into_iter().chain(cleared).collect();
+    assert!(given(&history).key_limits.is_empty());
+
+    let model = TenantCommand::SetRateLimit {
+        scope: LimitScope::Model("sim-large".into()),
+        limits,
+    };
+    let events = when(&history, model).unwrap();
+    let history: Vec<Event> = history.into_iter().chain(events).collect();
+    assert_eq!(given(&history).model_limits.get("sim-large"), Some(&limits));
+}
+
+#[test]
+fn rate_limits_of_unknown_keys_zero_limits_and_hostile_models_are_refused() {
+    let limits = RateLimits {
+        requests_per_minute: Some(1),
+        tokens_per_minute: None,
+    };
+    assert_eq!(
+        when(
+            &[created()],
+            TenantCommand::SetRateLimit {
+                scope: LimitScope::Key(Uuid::now_v7()),
+                limits,
+            }
+        ),
+        Err(TenantRejection::UnknownKey)
+    );
+    for model in ["", "a\u{0}b", &"m".repeat(201)] {
+        assert!(matches!(
+            when(
+                &[created()],
+                TenantCommand::SetRateLimit {
+                    scope: LimitScope::Model(model.to_owned()),
+                    limits,
+                }
+            ),
+            Err(TenantRejection::Invalid(_))
+        ));
+    }
+    let zero = RateLimits {
+        requests_per_minute: Some(0),
+        tokens_per_minute: None,
+    };
+    assert!(matches!(
+        when(
+            &[created()],
+            TenantCommand::SetRateLimit {
+                scope: LimitScope::Model("sim-small".into()),
+                limits: zero,
+            }
+        ),
+        Err(TenantRejection::Invalid(_))
+    ));
+    assert_eq!(
+        when(
+            &[],
+            TenantCommand::SetRateLimit {
+                scope: LimitScope::Model("sim-small".into()),
+                limits,
+            }
+        ),
+        Err(TenantRejection::NotFound)
+    );
+}

@@ -1,0 +1,434 @@
+//! The TOML configuration (`SWITCHYARD_CONFIG`): providers, the models they serve and their
+//! prices. Without a file the server serves the two simulated models, `sim-small` and
+//! `sim-large`, so a fresh `switchyard serve` answers at once.
+//!
+//! ```toml
+//! default_model = "local-llama"
+//!
+//! [[providers]]
+//! name = "local"
+//! kind = "openai"                         # openai | anthropic | sim
+//! base_url = "http://127.0.0.1:11434/v1"  # any OpenAI-compatible server
+//! api_key_env = "LOCAL_LLM_KEY"           # or api_key_file = "/run/secrets/local"
+//!
+//! [[models]]
+//! name = "local-llama"                    # what clients send as `model`
+//! provider = "local"
+//! upstream = "llama3.1:8b"                # what the provider calls it
+//! input_usd_per_million = "0.10"          # exact decimals, never floats
+//! output_usd_per_million = "0.30"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use switchyard_actors::billing::ModelPrice;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The model `auto` falls back to (the first model when unset).
+    #[serde(default)]
+    pub default_model: Option<String>,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+/// Which adapter speaks to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, Ollama, llama.cpp server, ...).
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// The built-in simulator (deterministic text; for demos, tests and benchmarks).
+    Sim,
+}
+
+/// One provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Base URL of the API, e.g. `http://127.0.0.1:8000/v1` (not for `sim`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the API key (a mounted secret).
+    #[serde(default)]
+    pub api_key_file: Option<String>,
+    /// Longest wait for the response headers or the first streamed token.
+    #[serde(default = "default_first_token_ms")]
+    pub first_token_timeout_ms: u64,
+    /// Longest wait between two streamed chunks, and for a whole non-streamed answer.
+    #[serde(default = "default_total_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_first_token_ms() -> u64 {
+    30_000
+}
+
+fn default_total_ms() -> u64 {
+    120_000
+}
+
+impl ProviderConfig {
+    pub fn first_token_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_token_timeout_ms)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The API key from the environment or the secrets file (never from the config text
+    /// itself, so the file can be committed and logged).
+    pub fn api_key(&self) -> anyhow::Result<Option<String>> {
+        if let Some(var) = &self.api_key_env {
+            let key = std::env::var(var).with_context(|| {
+                format!(
+                    "provider {}: environment variable {var} is not set",
+                    self.name
+                )
+            })?;
+            return Ok(Some(key));
+        }
+        if let Some(path) = &self.api_key_file {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("provider {}: cannot read {path}", self.name))?;
+            return Ok(Some(key.trim().to_owned()));
+        }
+        Ok(None)
+    }
+}
+
+/// One model clients can name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    pub provider: String,
+    /// The provider's name for it (defaults to `name`).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// USD per million input tokens, as a decimal string ("0.15").
+    #[serde(default = "zero")]
+    pub input_usd_per_million: String,
+    /// USD per million output tokens.
+    #[serde(default = "zero")]
+    pub output_usd_per_million: String,
+    /// Largest context the model accepts, in tokens.
+    #[serde(default = "default_context")]
+    pub context_tokens: u64,
+    /// How the simulator behaves for this model (only for `sim` providers).
+    #[serde(default)]
+    pub sim: Option<SimModel>,
+    #[serde(skip)]
+    pub price: ModelPrice,
+}
+
+fn zero() -> String {
+    "0".into()
+}
+
+fn default_context() -> u64 {
+    128_000
+}
+
+impl ModelConfig {
+    pub fn upstream_name(&self) -> &str {
+        self.upstream.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// The simulator's knobs for one model. `quality` is hidden from the router: it is the chance
+/// that an answer is judged good, which only feedback reveals.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimModel {
+    /// Median latency of a whole answer.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Spread: each answer takes `latency_ms` ± up to this much (uniform).
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// Share of calls that fail with a retryable 503, 0–1.
+    #[serde(default)]
+    pub failure_rate: f64,
+    /// Chance an answer is good, 0–1 (for simulated feedback and evals).
+    #[serde(default = "half")]
+    pub quality: f64,
+    /// Most tokens an answer has.
+    #[serde(default = "default_answer_tokens")]
+    pub max_answer_tokens: u64,
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+fn default_answer_tokens() -> u64 {
+    64
+}
+
+impl Default for Config {
+    /// The simulated models: a cheap, fast, middling `sim-small` and a dearer, slower, better
+    /// `sim-large`.
+    fn default() -> Self {
+        let text = r#"
+            default_model = "sim-small"
+            [[providers]]
+            name = "sim"
+            kind = "sim"
+
+            [[models]]
+            name = "sim-small"
+            provider = "sim"
+            input_usd_per_million = "0.15"
+            output_usd_per_million = "0.60"
+            sim = { latency_ms = 40, jitter_ms = 20, failure_rate = 0.0, quality = 0.55 }
+
+            [[models]]
+            name = "sim-large"
+            provider = "sim"
+            input_usd_per_million = "2.50"
+            output_usd_per_million = "10.00"
+            sim = { latency_ms = 150, jitter_ms = 60, failure_rate = 0.0, quality = 0.85 }
+        "#;
+        // The built-in text is checked by a test; a failure here is a bug, not input.
+        Config::parse(text).unwrap_or(Config {
+            default_model: None,
+            providers: Vec::new(),
+            models: Vec::new(),
+        })
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Parses and checks a config text: names unique, every model's provider declared, prices
+    /// exact decimals, simulator knobs in range.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut config: Config = toml::from_str(text)?;
+        let mut providers = BTreeMap::new();
+        for provider in &config.providers {
+            check_name("provider", &provider.name)?;
+            if providers
+                .insert(provider.name.clone(), provider.kind)
+                .is_some()
+            {
+                bail!("provider {} is declared twice", provider.name);
+            }
+            if provider.kind != ProviderKind::Sim && provider.base_url.is_none() {
+                bail!("provider {} needs a base_url", provider.name);
+            }
+            if provider.first_token_timeout_ms == 0 || provider.timeout_ms == 0 {
+                bail!("provider {}: timeouts must be above 0 ms", provider.name);
+            }
+        }
+        let mut names = BTreeMap::new();
+        for model in &mut config.models {
+            check_name("model", &model.name)?;
+            if model.name == "auto" {
+                bail!("`auto` is the router's name and cannot be a model");
+            }
+            if names.insert(model.name.clone(), ()).is_some() {
+                bail!("model {} is declared twice", model.name);
+            }
+            let kind = providers.get(&model.provider).with_context(|| {
+                format!(
+                    "model {}: provider {} is not declared",
+                    model.name, model.provider
+                )
+            })?;
+            model.price = ModelPrice {
+                input_per_million_tokens: usd_to_micros(&model.input_usd_per_million)
+                    .with_context(|| format!("model {}: input_usd_per_million", model.name))?,
+                output_per_million_tokens: usd_to_micros(&model.output_usd_per_million)
+                    .with_context(|| format!("model {}: output_usd_per_million", model.name))?,
+                per_request: 0,
+            };
+            match (kind, &model.sim) {
+                (ProviderKind::Sim, None) => {
+                    model.sim = Some(SimModel {
+                        latency_ms: 0,
+                        jitter_ms: 0,
+                        failure_rate: 0.0,
+                        quality: half(),
+                        max_answer_tokens: default_answer_tokens(),
+                    });
+                }
+                (ProviderKind::Sim, Some(sim)) => {
+                    if !(0.0..=1.0).contains(&sim.failure_rate)
+                        || !(0.0..=1.0).contains(&sim.quality)
+                    {
+                        bail!(
+                            "model {}: failure_rate and quality must be between 0 and 1",
+                            model.name
+                        );
+                    }
+                    if sim.max_answer_tokens == 0 {
+                        bail!("model {}: max_answer_tokens must be above 0", model.name);
+                    }
+                }
+                (_, Some(_)) => bail!(
+                    "model {}: `sim` settings only apply to a sim provider",
+                    model.name
+                ),
+                (_, None) => {}
+            }
+        }
+        if let Some(default) = &config.default_model
+            && !names.contains_key(default)
+        {
+            bail!("default_model {default} is not a declared model");
+        }
+        Ok(config)
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// The model `auto` serves until a routing policy is configured.
+    pub fn default_model(&self) -> Option<&ModelConfig> {
+        match &self.default_model {
+            Some(name) => self.model(name),
+            None => self.models.first(),
+        }
+    }
+}
+
+fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
+    {
+        bail!("{what} name {name:?} must be 1-128 characters of letters, digits and -_.:/@");
+    }
+    Ok(())
+}
+
+/// "2.50" → 2_500_000 micro-dollars, exactly; more than six decimals is refused.
+pub fn usd_to_micros(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole)
+        || whole.len() > 12
+        || (!fraction.is_empty() && !digits(fraction))
+        || fraction.len() > 6
+    {
+        bail!("{text:?} is not a USD amount with at most six decimals");
+    }
+    let whole: u64 = whole.parse().context("amount too large")?;
+    let fraction: u64 = format!("{fraction:0<6}").parse().context("bad decimals")?;
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(fraction))
+        .context("amount too large")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_config_serves_the_two_simulated_models() {
+        let config = Config::default();
+        let names: Vec<_> = config.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["sim-small", "sim-large"]);
+        assert_eq!(
+            config
+                .model("sim-large")
+                .unwrap()
+                .price
+                .output_per_million_tokens,
+            10_000_000
+        );
+        assert_eq!(config.default_model().unwrap().name, "sim-small");
+    }
+
+    #[test]
+    fn money_is_parsed_exactly_and_nonsense_is_refused() {
+        assert_eq!(usd_to_micros("2.50").unwrap(), 2_500_000);
+        assert_eq!(usd_to_micros("0.000001").unwrap(), 1);
+        assert_eq!(usd_to_micros("17").unwrap(), 17_000_000);
+        for bad in [
+            "",
+            "-1",
+            "1e3",
+            "0.0000001",
+            "1.2.3",
+            "NaN",
+            ".5",
+            "99999999999999999999",
+        ] {
+            assert!(usd_to_micros(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_configs_are_refused_with_the_reason() {
+        let cases = [
+            (
+                "[[models]]\nname = \"m\"\nprovider = \"nowhere\"",
+                "not declared",
+            ),
+            ("[[providers]]\nname = \"p\"\nkind = \"openai\"", "base_url"),
+            (
+                "[[providers]]\nname = \"p\"\nkind = \"mystery\"",
+                "unknown variant",
+            ),
+            ("surprise = 1", "unknown field"),
+            (
+                "[[providers]]\nname = \"s\"\nkind = \"sim\"\n[[models]]\nname = \"auto\"\nprovider = \"s\"",
+                "router",
+            ),
+            (
+                "[[providers]]\nname = \"s\"\nkind = \"sim\"\n[[models]]\nname = \"m\"\nprovider = \"s\"\nsim = { quality = 3.0 }",
+                "between 0 and 1",
+            ),
+            (
+                "[[providers]]\nname = \"s\"\nkind = \"sim\"\n[[models]]\nname = \"m\"\nprovider = \"s\"\ninput_usd_per_million = \"0.1234567\"",
+                "input_usd_per_million",
+            ),
+            ("default_model = \"ghost\"", "not a declared model"),
+            (
+                "[[providers]]\nname = \"bad name\"\nkind = \"sim\"",
+                "must be 1-128",
+            ),
+            ("[[[", "TOML"),
+        ];
+        for (text, expected) in cases {
+            let error = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(
+                error.contains(expected) || (expected == "TOML" && !error.is_empty()),
+                "{text:?}: {error}"
+            );
+        }
+    }
+}

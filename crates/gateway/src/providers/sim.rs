@@ -1,0 +1,369 @@
+//! The simulated provider: answers made of words picked deterministically from the prompt (the
+//! same request gets the same text), after a latency drawn from the model's distribution,
+//! failing at the model's rate. It is a simulator and says so: every answer's model is the
+//! simulated model's name, and the text is visibly synthetic.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
+use crate::config::{ModelConfig, SimModel};
+use crate::openai::ChatRequest;
+
+const WORDS: &[&str] = &[
+    "the",
+    "switchyard",
+    "simulator",
+    "answers",
+    "with",
+    "words",
+    "chosen",
+    "from",
+    "your",
+    "prompt",
+    "so",
+    "that",
+    "tests",
+    "and",
+    "benchmarks",
+    "see",
+    "the",
+    "same",
+    "text",
+    "every",
+    "time",
+    "routing",
+    "budget",
+    "tokens",
+    "latency",
+    "quality",
+    "model",
+    "event",
+    "log",
+    "replay",
+    "tenant",
+    "stream",
+];
+
+/// The simulator (one instance serves every simulated model).
+#[derive(Debug, Clone, Copy)]
+pub struct Simulator;
+
+fn knobs(model: &ModelConfig) -> SimModel {
+    model.sim.unwrap_or(SimModel {
+        latency_ms: 0,
+        jitter_ms: 0,
+        failure_rate: 0.0,
+        quality: 0.5,
+        max_answer_tokens: 64,
+    })
+}
+
+/// The words of choice `index`, and whether the cap cut them (`finish_reason` "length").
+pub fn answer_words(
+    model: &ModelConfig,
+    request: &ChatRequest,
+    index: u32,
+) -> (Vec<&'static str>, bool) {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(model.name.as_bytes());
+    for message in &request.messages {
+        hasher.update(message.text().as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.update(&index.to_le_bytes());
+    let digest = hasher.finalize();
+    let bytes = digest.as_bytes();
+    let most = knobs(model).max_answer_tokens.max(1);
+    let natural = 1 + u64::from(u16::from_le_bytes([bytes[0], bytes[1]])) % most;
+    let cap = request.output_cap().unwrap_or(u64::MAX);
+    let count = natural.min(cap);
+    let mut reader = blake3::Hasher::new_keyed(digest.as_bytes()).finalize_xof();
+    let mut words = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut byte = [0u8; 1];
+    for _ in 0..count {
+        reader.fill(&mut byte);
+        words.push(WORDS[usize::from(byte[0]) % WORDS.len()]);
+    }
+    (words, natural > cap)
+}
+
+fn content(request: &ChatRequest, words: &[&str]) -> String {
+    let text = words.join(" ");
+    let json_mode = request
+        .response_format
+        .as_ref()
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t == "json_object" || t == "json_schema");
+    if json_mode {
+        json!({ "answer": text }).to_string()
+    } else {
+        text
+    }
+}
+
+fn latency(sim: &SimModel) -> Duration {
+    let jitter = if sim.jitter_ms == 0 {
+        0i64
+    } else {
+        let spread = i64::try_from(sim.jitter_ms).unwrap_or(i64::MAX);
+        rand::rng().random_range(-spread..=spread)
+    };
+    let ms = i64::try_from(sim.latency_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_add(jitter);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn maybe_fail(sim: &SimModel) -> Result<(), ProviderError> {
+    if sim.failure_rate > 0.0 && rand::rng().random_bool(sim.failure_rate) {
+        return Err(ProviderError {
+            status: 503,
+            ..ProviderError::retryable(
+                "upstream_unavailable",
+                "the simulator failed this call (its configured failure rate)",
+            )
+        });
+    }
+    Ok(())
+}
+
+fn prompt_tokens(request: &ChatRequest) -> u64 {
+    request.estimate_prompt_tokens()
+}
+
+impl Provider for Simulator {
+    fn chat<'a>(
+        &'a self,
+        model: &'a ModelConfig,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+        Box::pin(async move {
+            let sim = knobs(model);
+            let wait = latency(&sim);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            maybe_fail(&sim)?;
+            let mut completion_tokens = 0;
+            let choices = (0..request.choices())
+                .map(|index| {
+                    let (words, cut) = answer_words(model, request, index);
+                    completion_tokens += words.len() as u64;
+                    json!({
+                        "index": index,
+                        "message": {"role": "assistant", "content": content(request, &words)},
+                        "finish_reason": if cut { "length" } else { "stop" },
+                        "logprobs": null,
+                    })
+                })
+                .collect();
+            Ok(Completion {
+                choices,
+                usage: Usage {
+                    prompt_tokens: prompt_tokens(request),
+                    completion_tokens,
+                },
+            })
+        })
+    }
+
+    fn chat_stream<'a>(
+        &'a self,
+        model: &'a ModelConfig,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChunkStream, ProviderError>> {
+        Box::pin(async move {
+            let sim = knobs(model);
+            maybe_fail(&sim)?;
+            let total = latency(&sim);
+            let mut events: Vec<StreamEvent> = Vec::new();
+            let mut completion_tokens = 0;
+            let mut longest = 0;
+            let answers: Vec<_> = (0..request.choices())
+                .map(|index| {
+                    let (words, cut) = answer_words(model, request, index);
+                    completion_tokens += words.len() as u64;
+                    longest = longest.max(words.len());
+                    (index, words, cut)
+                })
+                .collect();
+            let json_mode = content(request, &["x"]) != "x";
+            for (index, _, _) in &answers {
+                events.push(StreamEvent::Choices(vec![json!({
+                    "index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": null,
+                })]));
+            }
+            for step in 0..longest {
+                for (index, words, _) in &answers {
+                    if let Some(word) = words.get(step) {
+                        let piece = if json_mode {
+                            // A JSON answer streams whole: its pieces are not JSON themselves.
+                            if step == 0 {
+                                content(request, words)
+                            } else {
+                                continue;
+                            }
+                        } else if step == 0 {
+                            (*word).to_owned()
+                        } else {
+                            format!(" {word}")
+                        };
+                        events.push(StreamEvent::Choices(vec![json!({
+                            "index": index, "delta": {"content": piece}, "finish_reason": null,
+                        })]));
+                    }
+                }
+            }
+            for (index, _, cut) in &answers {
+                events.push(StreamEvent::Choices(vec![json!({
+                    "index": index, "delta": {}, "finish_reason": if *cut { "length" } else { "stop" },
+                })]));
+            }
+            events.push(StreamEvent::Usage(Usage {
+                prompt_tokens: prompt_tokens(request),
+                completion_tokens,
+            }));
+            // The latency is spread over the chunks: a first token, then a steady pace.
+            let pause = total / u32::try_from(events.len().max(1)).unwrap_or(u32::MAX);
+            let stream = futures_util::stream::iter(events).then(move |event| async move {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(event)
+            });
+            Ok(stream.boxed())
+        })
+    }
+
+    fn embed<'a>(
+        &'a self,
+        model: &'a ModelConfig,
+        inputs: &'a [String],
+        dimensions: Option<u32>,
+    ) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
+        Box::pin(async move {
+            let sim = knobs(model);
+            maybe_fail(&sim)?;
+            let dimensions = usize::try_from(dimensions.unwrap_or(64)).unwrap_or(64);
+            let vectors = inputs
+                .iter()
+                .map(|input| {
+                    let mut reader = blake3::Hasher::new()
+                        .update(model.name.as_bytes())
+                        .update(input.as_bytes())
+                        .finalize_xof();
+                    let mut raw = vec![0u8; dimensions * 2];
+                    reader.fill(&mut raw);
+                    let mut vector: Vec<f32> = raw
+                        .chunks_exact(2)
+                        .map(|pair| f32::from(i16::from_le_bytes([pair[0], pair[1]])) / 32_768.0)
+                        .collect();
+                    let norm = vector
+                        .iter()
+                        .map(|x| x * x)
+                        .sum::<f32>()
+                        .sqrt()
+                        .max(f32::EPSILON);
+                    vector.iter_mut().for_each(|x| *x /= norm);
+                    vector
+                })
+                .collect();
+            let prompt_tokens = inputs
+                .iter()
+                .map(|i| (i.chars().count() as u64).div_ceil(4))
+                .sum();
+            Ok(Embeddings {
+                vectors,
+                prompt_tokens,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn request(max_tokens: Option<u64>) -> ChatRequest {
+        serde_json::from_value(json!({
+            "model": "sim-small",
+            "messages": [{"role": "user", "content": "tell me about event sourcing"}],
+            "max_tokens": max_tokens,
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_same_prompt_gets_the_same_answer_and_the_cap_cuts_it() {
+        let config = Config::default();
+        let mut model = config.model("sim-small").unwrap().clone();
+        model.sim = Some(SimModel {
+            latency_ms: 0,
+            jitter_ms: 0,
+            ..model.sim.unwrap()
+        });
+        let first = Simulator.chat(&model, &request(None)).await.unwrap();
+        let second = Simulator.chat(&model, &request(None)).await.unwrap();
+        assert_eq!(first.choices, second.choices);
+        assert!(first.usage.completion_tokens >= 1);
+        let capped = Simulator.chat(&model, &request(Some(1))).await.unwrap();
+        assert_eq!(capped.usage.completion_tokens, 1);
+        // A stream carries the same words and the same usage.
+        let stream = Simulator.chat_stream(&model, &request(None)).await.unwrap();
+        let events: Vec<_> = stream.collect().await;
+        let mut text = String::new();
+        let mut usage = None;
+        for event in events {
+            match event.unwrap() {
+                StreamEvent::Choices(choices) => {
+                    if let Some(piece) = choices[0]["delta"]["content"].as_str() {
+                        text.push_str(piece);
+                    }
+                }
+                StreamEvent::Usage(u) => usage = Some(u),
+            }
+        }
+        assert_eq!(
+            text,
+            first.choices[0]["message"]["content"].as_str().unwrap()
+        );
+        assert_eq!(usage, Some(first.usage));
+    }
+
+    #[tokio::test]
+    async fn a_model_that_always_fails_fails_retryably() {
+        let config = Config::default();
+        let mut model = config.model("sim-small").unwrap().clone();
+        model.sim = Some(SimModel {
+            latency_ms: 0,
+            jitter_ms: 0,
+            failure_rate: 1.0,
+            ..model.sim.unwrap()
+        });
+        let error = Simulator.chat(&model, &request(None)).await.unwrap_err();
+        assert!(error.retryable);
+        assert_eq!(error.status, 503);
+    }
+
+    #[tokio::test]
+    async fn embeddings_are_unit_vectors_of_the_asked_size() {
+        let config = Config::default();
+        let model = config.model("sim-small").unwrap();
+        let out = Simulator
+            .embed(model, &["a".into(), "b".into()], Some(8))
+            .await
+            .unwrap();
+        assert_eq!(out.vectors.len(), 2);
+        assert_eq!(out.vectors[0].len(), 8);
+        let norm: f32 = out.vectors[0].iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-4);
+        assert_ne!(out.vectors[0], out.vectors[1]);
+    }
+}

@@ -1,0 +1,559 @@
+//! The OpenAI-compatible gateway end to end on the real binary: answers whole and streamed,
+//! every inference logged once, limits on requests and tokens at each tier, the monthly budget,
+//! hostile input, and a second switchyard as an OpenAI-compatible upstream.
+
+use std::path::Path;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use switchyard_events::{EventStore, GlobalPosition, Scope, SqliteStore};
+
+use crate::server::{Server, data_dir};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// Simulated models with no latency, so the tests run at the speed of the code.
+const SIM_CONFIG: &str = r#"
+default_model = "sim-small"
+[[providers]]
+name = "sim"
+kind = "sim"
+[[models]]
+name = "sim-small"
+provider = "sim"
+input_usd_per_million = "1.00"
+output_usd_per_million = "2.00"
+sim = { latency_ms = 0, quality = 0.5 }
+[[models]]
+name = "sim-large"
+provider = "sim"
+input_usd_per_million = "10.00"
+output_usd_per_million = "20.00"
+sim = { latency_ms = 0, quality = 0.9 }
+[[models]]
+name = "sim-broken"
+provider = "sim"
+sim = { latency_ms = 0, failure_rate = 1.0 }
+"#;
+
+fn start(dir: &Path, config: &str) -> Server {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    Server::start_with(
+        dir,
+        &[
+            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+            ("SWITCHYARD_CONFIG", path.to_str().unwrap()),
+        ],
+    )
+}
+
+/// A tenant and a key for it.
+async fn tenant_with_key(server: &Server) -> (String, String, String) {
+    let client = reqwest::Client::new();
+    let tenant: Value = client
+        .post(server.url("/v1/admin/tenants"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "Acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = tenant["id"].as_str().unwrap().to_owned();
+    let key: Value = client
+        .post(server.url(&format!("/v1/admin/tenants/{id}/keys")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "app"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        id,
+        key["key"].as_str().unwrap().to_owned(),
+        key["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn put(server: &Server, path: &str, body: Value) {
+    let response = reqwest::Client::new()
+        .put(server.url(path))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "{path}: {}",
+        response.text().await.unwrap()
+    );
+}
+
+async fn chat(server: &Server, key: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn hello(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Say hello to the event log"}]})
+}
+
+/// Event types in the embedded log, read beside the running server.
+async fn logged(dir: &Path) -> Vec<(String, String)> {
+    let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
+    let mut events = store
+        .read_all(Scope::All, GlobalPosition::START, 100_000)
+        .await
+        .unwrap();
+    events.retain(|e| e.stream_id.as_str().starts_with("inference-"));
+    events
+        .into_iter()
+        .map(|e| (e.stream_id.as_str().to_owned(), e.event_type))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_completion_is_answered_billed_and_logged_once() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+
+    let models: Value = reqwest::Client::new()
+        .get(server.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<_> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["sim-small", "sim-large", "sim-broken", "auto"]);
+
+    let response = chat(&server, &key, &hello("auto")).await;
+    assert_eq!(response.status(), 200);
+    let inference = response.headers()["x-switchyard-inference-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "sim-small");
+    assert_eq!(body["id"], format!("chatcmpl-{inference}"));
+    let usage = &body["usage"];
+    let (tokens_in, tokens_out) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(tokens_in > 0 && tokens_out > 0);
+    assert!(
+        !body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Three events in the inference's own stream.
+    let events = logged(&dir).await;
+    assert_eq!(
+        events,
+        [
+            (
+                format!("inference-{inference}"),
+                "InferenceRequested".to_owned()
+            ),
+            (format!("inference-{inference}"), "RouteChosen".to_owned()),
+            (
+                format!("inference-{inference}"),
+                "InferenceCompleted".to_owned()
+            ),
+        ]
+    );
+    // The spend shows on the tenant at the model's price: $1/M in, $2/M out, rounded up.
+    let view: Value = reqwest::Client::new()
+        .get(server.url(&format!("/v1/admin/tenants/{tenant}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected = tokens_in + 2 * tokens_out;
+    assert_eq!(view["budget"]["spent_usd"], format!("0.{expected:06}"));
+    assert_eq!(view["budget"]["tokens"], tokens_in + tokens_out);
+
+    // A failing provider is retried, then answered with a clear error, and logged as failed.
+    let failed = chat(&server, &key, &hello("sim-broken")).await;
+    assert_eq!(failed.status(), 503);
+    let error: Value = failed.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "upstream_unavailable");
+    let events = logged(&dir).await;
+    assert_eq!(events.last().unwrap().1, "InferenceFailed");
+}
+
+#[tokio::test]
+async fn a_stream_passes_chunks_through_and_ends_with_usage_and_done() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let whole: Value = chat(&server, &key, &hello("sim-large"))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let mut body = hello("sim-large");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let response = chat(&server, &key, &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(response.headers().contains_key("x-switchyard-inference-id"));
+    let text = response.text().await.unwrap();
+    let data: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(*data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0)?.pointer("/delta/content")?.as_str())
+        .collect();
+    // The same prompt, the same simulated answer, streamed.
+    assert_eq!(
+        content,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage, &whole["usage"]);
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    let completed = logged(&dir)
+        .await
+        .iter()
+        .filter(|(_, t)| t == "InferenceCompleted")
+        .count();
+    assert_eq!(completed, 2);
+}
+
+#[tokio::test]
+async fn request_and_token_limits_hold_at_every_tier() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, key_id) = tenant_with_key(&server).await;
+
+    // The key may make 2 requests a minute.
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/keys/{key_id}/limits"),
+        json!({"requests_per_minute": 2}),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(chat(&server, &key, &hello("sim-small")).await.status(), 200);
+    }
+    let refused = chat(&server, &key, &hello("sim-small")).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(refused.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/keys/{key_id}/limits"),
+        json!({}),
+    )
+    .await;
+
+    // sim-large: one request a minute for this tenant; sim-small is not affected.
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/models/sim-large/limits"),
+        json!({"requests_per_minute": 1}),
+    )
+    .await;
+    assert_eq!(chat(&server, &key, &hello("sim-large")).await.status(), 200);
+    assert_eq!(chat(&server, &key, &hello("sim-large")).await.status(), 429);
+    assert_eq!(chat(&server, &key, &hello("sim-small")).await.status(), 200);
+
+    // Tokens: 60 a minute for the tenant. The answer's tokens are charged after it, so the
+    // next request waits for them.
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/limits"),
+        json!({"tokens_per_minute": 60}),
+    )
+    .await;
+    let first = chat(&server, &key, &hello("sim-small")).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "60");
+    let mut refused = None;
+    for _ in 0..5 {
+        let response = chat(&server, &key, &hello("sim-small")).await;
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("the token limit refused nothing");
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per minute"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_spent_budget_answers_402_and_a_restart_remembers_the_spend() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    // sim-large at $10/M in and $20/M out reserves (prompt + 1024 output tokens) × price:
+    // about $0.021 per request with no max_tokens. A budget of 3 cents allows one.
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/limits"),
+        json!({"monthly_budget_usd": "0.03"}),
+    )
+    .await;
+    assert_eq!(chat(&server, &key, &hello("sim-large")).await.status(), 200);
+    // The first one cost far less than its reservation; with max_tokens set small, more fit.
+    let mut small = hello("sim-large");
+    small["max_tokens"] = json!(8);
+    assert_eq!(chat(&server, &key, &small).await.status(), 200);
+    let mut spent_out = None;
+    for _ in 0..200 {
+        let response = chat(&server, &key, &hello("sim-large")).await;
+        if response.status() == 402 {
+            spent_out = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let response = spent_out.expect("the budget never ran out");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exhausted");
+    let spent = |view: &Value| view["budget"]["spent_usd"].as_str().unwrap().to_owned();
+    let view = |server: &Server| {
+        let url = server.url(&format!("/v1/admin/tenants/{tenant}"));
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let before = spent(&view(&server).await);
+    drop(server);
+    let server = start(&dir, SIM_CONFIG);
+    assert_eq!(
+        spent(&view(&server).await),
+        before,
+        "the spend is folded back from the log"
+    );
+    assert_eq!(chat(&server, &key, &hello("sim-large")).await.status(), 402);
+}
+
+#[tokio::test]
+async fn hostile_inference_requests_get_clear_errors_and_cost_nothing() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    let post = |body: String| {
+        let request = reqwest::Client::new()
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body);
+        async move { request.send().await.unwrap() }
+    };
+    let huge = format!(
+        r#"{{"model":"sim-small","messages":[{}]}}"#,
+        vec![r#"{"role":"user","content":"x"}"#; 5_000].join(",")
+    );
+    for (body, status, code) in [
+        ("{".to_owned(), 400, "invalid_json"),
+        (
+            r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"temprature":1}"#
+                .to_owned(),
+            422,
+            "invalid_request",
+        ),
+        (
+            r#"{"model":"sim-small","messages":[{"role":"king","content":"x"}]}"#.to_owned(),
+            422,
+            "invalid_request",
+        ),
+        (
+            r#"{"model":"sim-small","messages":[]}"#.to_owned(),
+            400,
+            "invalid_request",
+        ),
+        (
+            r#"{"model":"gpt-17","messages":[{"role":"user","content":"x"}]}"#.to_owned(),
+            404,
+            "model_not_found",
+        ),
+        (
+            r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"n":100}"#
+                .to_owned(),
+            400,
+            "invalid_request",
+        ),
+        (huge, 400, "invalid_request"),
+    ] {
+        let response = post(body.clone()).await;
+        assert_eq!(response.status(), status, "{}", &body[..body.len().min(80)]);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{error}");
+    }
+    // Invalid UTF-8.
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .body(vec![b'{', 0xff, 0xfe, b'}'])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // No key, a wrong key, a key without the inference scope.
+    assert_eq!(chat(&server, "sy_nope", &hello("auto")).await.status(), 401);
+    let scoped: Value = reqwest::Client::new()
+        .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "reader", "scopes": ["analytics"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = chat(&server, scoped["key"].as_str().unwrap(), &hello("auto")).await;
+    assert_eq!(response.status(), 403);
+    assert!(
+        logged(&dir).await.is_empty(),
+        "refused requests are not inferences"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_answers_a_retried_completion_once() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let send = || {
+        reqwest::Client::new()
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "retry-me")
+            .json(&hello("sim-small"))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let id = first.headers()["x-switchyard-inference-id"].clone();
+    let first: Value = first.json().await.unwrap();
+    let second = send().await.unwrap();
+    assert_eq!(second.headers()["x-switchyard-inference-id"], id);
+    assert_eq!(second.headers()["idempotency-replayed"], "true");
+    assert_eq!(second.json::<Value>().await.unwrap(), first);
+    let completed = logged(&dir)
+        .await
+        .iter()
+        .filter(|(_, t)| t == "InferenceCompleted")
+        .count();
+    assert_eq!(completed, 1, "billed once");
+}
+
+/// A second switchyard is an OpenAI-compatible upstream: the first reaches its simulated models
+/// through the OpenAI-compatible provider, whole and streamed.
+#[tokio::test]
+async fn an_openai_compatible_upstream_is_served_whole_and_streamed() {
+    let upstream_dir = data_dir();
+    let upstream = start(&upstream_dir, SIM_CONFIG);
+    let (_, upstream_key, _) = tenant_with_key(&upstream).await;
+    let dir = data_dir();
+    std::fs::write(dir.join("upstream-key"), &upstream_key).unwrap();
+    let config = format!(
+        r#"
+[[providers]]
+name = "upstream"
+kind = "openai"
+base_url = "{}/v1"
+api_key_file = "{}"
+first_token_timeout_ms = 5000
+timeout_ms = 5000
+[[models]]
+name = "remote-small"
+provider = "upstream"
+upstream = "sim-small"
+input_usd_per_million = "1"
+"#,
+        upstream.base,
+        dir.join("upstream-key").display()
+    );
+    let server = start(&dir, &config);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let direct: Value = chat(&upstream, &upstream_key, &hello("sim-small"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let response = chat(&server, &key, &hello("remote-small")).await;
+    assert_eq!(response.status(), 200);
+    let through: Value = response.json().await.unwrap();
+    assert_eq!(through["model"], "remote-small");
+    assert_eq!(
+        through["choices"][0]["message"],
+        direct["choices"][0]["message"]
+    );
+    assert_eq!(through["usage"], direct["usage"]);
+
+    let mut body = hello("remote-small");
+    body["stream"] = json!(true);
+    let response = chat(&server, &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let mut bytes = response.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = bytes.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let completed = logged(&dir)
+        .await
+        .iter()
+        .filter(|(_, t)| t == "InferenceCompleted")
+        .count();
+    assert_eq!(completed, 2);
+}
