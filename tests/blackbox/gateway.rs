@@ -557,3 +557,108 @@ input_usd_per_million = "1"
         .count();
     assert_eq!(completed, 2);
 }
+
+#[tokio::test]
+async fn browsers_read_answers_only_from_the_origins_their_tenant_allows() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    let (_, other_key, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    // Hostile values are refused with the reason.
+    for bad in [
+        "",
+        "ftp://x",
+        "https://app.example/path",
+        "https://",
+        "a, b",
+    ] {
+        let response = client
+            .put(server.url(&format!("/v1/admin/tenants/{tenant}/settings/cors_origins")))
+            .bearer_auth(TOKEN)
+            .json(&json!({"value": bad}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{bad:?}");
+    }
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/settings/cors_origins"),
+        json!({"value": "https://app.example, http://localhost:3000"}),
+    )
+    .await;
+    let models = |key: String, origin: &'static str| {
+        let request = client
+            .get(server.url("/v1/models"))
+            .bearer_auth(key)
+            .header("origin", origin);
+        async move { request.send().await.unwrap() }
+    };
+    let allowed = models(key.clone(), "https://app.example").await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        allowed.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-switchyard-inference-id")
+    );
+    let elsewhere = models(key.clone(), "https://evil.example").await;
+    assert_eq!(elsewhere.status(), 200);
+    assert!(
+        !elsewhere
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    // Another tenant did not allow that origin.
+    let other = models(other_key, "https://app.example").await;
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    // A preflight (no key) is answered so the browser sends the real request.
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, server.url("/v1/chat/completions"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert!(
+        preflight.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    // Removing the setting closes it again; flags are set the same way.
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/settings/cors_origins"),
+        json!({"value": null}),
+    )
+    .await;
+    assert!(
+        !models(key, "https://app.example")
+            .await
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/flags/beta-router"),
+        json!({"enabled": true}),
+    )
+    .await;
+    let view: Value = client
+        .get(server.url(&format!("/v1/admin/tenants/{tenant}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["flags"]["beta-router"], true);
+}

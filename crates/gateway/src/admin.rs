@@ -58,6 +58,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(
             "/v1/admin/tenants/{id}/models/{model}/limits",
             web::put().to(set_model_limits),
+        )
+        .route(
+            "/v1/admin/tenants/{id}/settings/{key}",
+            web::put().to(set_setting),
+        )
+        .route(
+            "/v1/admin/tenants/{id}/flags/{flag}",
+            web::put().to(set_flag),
         );
 }
 
@@ -481,6 +489,108 @@ async fn set_rate_limit(
                 .map_err(rejected)?;
             write_through(&admin, tenant, &applied.events);
             Ok((StatusCode::OK, rate_view(&limits)))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetSetting {
+    /// The new value; null removes the setting.
+    value: Option<String>,
+}
+
+/// `PUT /v1/admin/tenants/{id}/settings/{key}`: sets or removes one tenant setting. The
+/// setting `cors_origins` (origins separated by commas, or `*`) lets browsers on those origins
+/// read the tenant's API answers.
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}/settings/{key}", tag = "admin", request_body = SetSetting,
+    params(("id" = String, Path, description = "tenant id"), ("key" = String, Path, description = "setting name")),
+    responses((status = 200, description = "the tenant's settings"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody), (status = 422, description = "invalid setting", body = ErrorBody)))]
+pub(crate) async fn set_setting(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let (tenant, key) = path.into_inner();
+    let tenant = tenant_id(&tenant)?;
+    idempotent(
+        admin.store.as_ref(),
+        &req,
+        TenantId::SYSTEM,
+        &body,
+        keep,
+        || async {
+            let input: SetSetting = parse_json(&body)?;
+            if key == crate::keys::CORS_SETTING
+                && let Some(value) = &input.value
+            {
+                crate::keys::parse_origins(value).map_err(|message| {
+                    ApiError::owned(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_request".into(),
+                        message,
+                    )
+                })?;
+            }
+            let command = TenantCommand::SetSetting {
+                key,
+                value: input.value,
+            };
+            let applied = admin
+                .tenants
+                .send(&tenant, command, metadata(&req))
+                .await
+                .map_err(rejected)?;
+            write_through(&admin, tenant, &applied.events);
+            Ok((StatusCode::OK, json!({"settings": applied.state.settings})))
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetFlag {
+    enabled: bool,
+}
+
+/// `PUT /v1/admin/tenants/{id}/flags/{flag}`: turns one feature flag on or off.
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}/flags/{flag}", tag = "admin", request_body = SetFlag,
+    params(("id" = String, Path, description = "tenant id"), ("flag" = String, Path, description = "flag name")),
+    responses((status = 200, description = "the tenant's flags"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody), (status = 422, description = "invalid flag", body = ErrorBody)))]
+pub(crate) async fn set_flag(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let (tenant, flag) = path.into_inner();
+    let tenant = tenant_id(&tenant)?;
+    idempotent(
+        admin.store.as_ref(),
+        &req,
+        TenantId::SYSTEM,
+        &body,
+        keep,
+        || async {
+            let input: SetFlag = parse_json(&body)?;
+            let command = TenantCommand::SetFlag {
+                flag,
+                enabled: input.enabled,
+            };
+            let applied = admin
+                .tenants
+                .send(&tenant, command, metadata(&req))
+                .await
+                .map_err(rejected)?;
+            write_through(&admin, tenant, &applied.events);
+            Ok((StatusCode::OK, json!({"flags": applied.state.flags})))
         },
     )
     .await

@@ -136,6 +136,8 @@ pub struct ErrorDetail {
         crate::admin::revoke_key,
         crate::admin::set_key_limits,
         crate::admin::set_model_limits,
+        crate::admin::set_setting,
+        crate::admin::set_flag,
         crate::inference::list_models,
         crate::inference::chat_completions,
         crate::inference::embeddings
@@ -147,6 +149,8 @@ pub struct ErrorDetail {
         crate::admin::SetLimits,
         crate::admin::IssueKey,
         crate::admin::SetRateLimits,
+        crate::admin::SetSetting,
+        crate::admin::SetFlag,
         crate::openai::ChatRequest,
         crate::openai::Message,
         crate::openai::Role,
@@ -257,7 +261,47 @@ async fn observe(
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let tenant_api = req.path().starts_with("/v1/") && !req.path().starts_with("/v1/admin/");
+    if tenant_api && origin.is_some() && req.method() == actix_web::http::Method::OPTIONS {
+        // A preflight carries no key, so it cannot know the tenant: it is answered for any
+        // origin, and the real answer carries CORS headers only for the tenant's origins.
+        let response = HttpResponse::NoContent()
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                origin.clone().unwrap_or(HeaderValue::from_static("*")),
+            ))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, POST, PUT, DELETE",
+            ))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "authorization, content-type, idempotency-key, x-request-id",
+            ))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+            .insert_header((header::VARY, "Origin"))
+            .finish();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    let cors_admin = origin
+        .as_ref()
+        .and_then(|_| req.app_data::<web::Data<Admin>>().cloned());
     let response = next.call(req).await?;
+    let cors = match (&origin, &cors_admin) {
+        (Some(origin), Some(admin)) if tenant_api => response
+            .request()
+            .extensions()
+            .get::<Principal>()
+            .map(|p| p.tenant)
+            .filter(|tenant| {
+                origin
+                    .to_str()
+                    .is_ok_and(|o| admin.keys.cors_allows(*tenant, o))
+            })
+            .map(|_| origin.clone()),
+        _ => None,
+    };
     let status = response.status();
     let mut response = if status.is_client_error() || status.is_server_error() {
         let (request, response) = response.into_parts();
@@ -299,6 +343,15 @@ async fn observe(
     );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
+    }
+    if let Some(origin) = cors {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-request-id, x-switchyard-inference-id, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"),
+        );
     }
     Ok(response)
 }
@@ -395,6 +448,7 @@ pub async fn tenant_request(
             };
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
         })?;
+    req.extensions_mut().insert(principal.clone());
     let mut checks = Vec::with_capacity(2);
     if let Some(rpm) = admin
         .keys

@@ -126,6 +126,37 @@ pub struct KeyIndex {
     model_limits: DashMap<(TenantId, String), RateLimits>,
     /// Each tenant's spend this month (the budget gate), folded from inference outcomes.
     pub meter: Meter,
+    /// Origins whose browsers may read each tenant's answers (setting `cors_origins`).
+    cors: DashMap<TenantId, Vec<String>>,
+}
+
+/// The tenant setting that lists the origins allowed by CORS.
+pub const CORS_SETTING: &str = "cors_origins";
+
+/// Parses `cors_origins`: `*`, or origins (`scheme://host[:port]`) separated by commas.
+pub fn parse_origins(value: &str) -> Result<Vec<String>, String> {
+    let origins: Vec<String> = value
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() || origins.len() > 50 {
+        return Err("cors_origins must list 1-50 origins, or *".into());
+    }
+    for origin in &origins {
+        let valid = origin == "*"
+            || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.is_empty() || rest.contains('/'))
+                && origin.bytes().all(|b| b.is_ascii_graphic()));
+        if !valid {
+            return Err(format!(
+                "{origin:?} is not an origin (scheme://host[:port], no path)"
+            ));
+        }
+    }
+    Ok(origins)
 }
 
 impl KeyIndex {
@@ -176,6 +207,7 @@ impl KeyIndex {
                 | "TenantResumed"
                 | "TenantLimitsSet"
                 | "RateLimitSet"
+                | "TenantSettingSet"
                 | "InferenceCompleted"
                 | "InferenceFailed"
         ) {
@@ -256,6 +288,16 @@ impl KeyIndex {
                     },
                 );
             }
+            Event::TenantSettingSet(e) if e.key == CORS_SETTING => {
+                match e.value.as_deref().map(parse_origins) {
+                    Some(Ok(origins)) => {
+                        self.cors.insert(tenant, origins);
+                    }
+                    _ => {
+                        self.cors.remove(&tenant);
+                    }
+                }
+            }
             Event::RateLimitSet(e) => {
                 let limits = RateLimits {
                     requests_per_minute: e.requests_per_minute,
@@ -284,6 +326,13 @@ impl KeyIndex {
     /// The tenant's own limits (none set: no limit).
     pub fn tenant_limits(&self, tenant: TenantId) -> Limits {
         self.limits.get(&tenant).map(|l| *l).unwrap_or_default()
+    }
+
+    /// Whether a browser on `origin` may read `tenant`'s answers.
+    pub fn cors_allows(&self, tenant: TenantId, origin: &str) -> bool {
+        self.cors
+            .get(&tenant)
+            .is_some_and(|origins| origins.iter().any(|o| o == "*" || o == origin))
     }
 
     /// One key's rate limits (none set: no limit at the key tier).
