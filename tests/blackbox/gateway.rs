@@ -662,3 +662,138 @@ async fn browsers_read_answers_only_from_the_origins_their_tenant_allows() {
         .unwrap();
     assert_eq!(view["flags"]["beta-router"], true);
 }
+
+/// Events of one inference stream, decoded.
+async fn inference_events(dir: &Path, inference: &str) -> Vec<switchyard_events::Event> {
+    let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
+    let stream = switchyard_events::StreamId::parse(format!("inference-{inference}")).unwrap();
+    store
+        .read_stream(
+            Scope::All,
+            &stream,
+            switchyard_events::StreamVersion::NONE,
+            100,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| switchyard_events::Event::from_recorded(e).unwrap())
+        .collect()
+}
+
+fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The OpenAI-compatible provider against an upstream that fails in every way it can.
+#[tokio::test]
+async fn upstream_failures_are_retried_mapped_to_clear_errors_and_logged() {
+    let mock = crate::server::Mock::start();
+    let dir = data_dir();
+    let mut config = format!(
+        r#"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "{base}/v1"
+first_token_timeout_ms = 1000
+timeout_ms = 500
+[[providers]]
+name = "tight"
+kind = "openai"
+base_url = "{base}/v1"
+first_token_timeout_ms = 100
+"#,
+        base = mock.base
+    );
+    for model in [
+        "mock",
+        "mock-500",
+        "mock-429",
+        "mock-flaky",
+        "mock-malformed",
+        "mock-cut",
+        "mock-stall",
+        "mock-slow",
+    ] {
+        config.push_str(&format!(
+            "[[models]]\nname = \"{model}\"\nprovider = \"mock\"\n"
+        ));
+    }
+    config.push_str(
+        "[[models]]\nname = \"tight-slow\"\nprovider = \"tight\"\nupstream = \"mock-slow\"\n",
+    );
+    let server = start(&dir, &config);
+    let (_, key, _) = tenant_with_key(&server).await;
+
+    let ok = chat(&server, &key, &hello("mock")).await;
+    assert_eq!(ok.status(), 200);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["usage"]["prompt_tokens"], 10);
+
+    // Retried and recovered: one failure, then an answer; the event says two attempts.
+    let flaky = chat(&server, &key, &hello("mock-flaky")).await;
+    assert_eq!(flaky.status(), 200);
+    let id = flaky.headers()["x-switchyard-inference-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let events = inference_events(&dir, &id).await;
+    match events.last().unwrap() {
+        switchyard_events::Event::InferenceCompleted(e) => assert_eq!(e.attempts, 2),
+        other => panic!("{other:?}"),
+    }
+
+    for (model, status, code) in [
+        ("mock-500", 502, "upstream_unavailable"),
+        ("mock-429", 429, "upstream_rate_limited"),
+        ("mock-malformed", 502, "upstream_malformed"),
+        ("tight-slow", 504, "upstream_timeout"),
+    ] {
+        let response = chat(&server, &key, &hello(model)).await;
+        assert_eq!(response.status(), status, "{model}");
+        if model == "mock-429" {
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{model}: {body}");
+    }
+
+    // Streams: a cut and a stall end with an error event, never with [DONE].
+    for (model, code) in [
+        ("mock-cut", "upstream_stream_cut"),
+        ("mock-stall", "upstream_timeout"),
+    ] {
+        let mut body = hello(model);
+        body["stream"] = json!(true);
+        let response = chat(&server, &key, &body).await;
+        assert_eq!(response.status(), 200, "{model}");
+        let id = response.headers()["x-switchyard-inference-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let data = sse_data(&response.text().await.unwrap());
+        assert_ne!(data.last().map(String::as_str), Some("[DONE]"), "{model}");
+        let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+        assert_eq!(last["error"]["code"], code, "{model}: {last}");
+        assert_eq!(last["error"]["inference_id"], id);
+        match inference_events(&dir, &id).await.last().unwrap() {
+            switchyard_events::Event::InferenceFailed(e) => {
+                assert_eq!(e.code, code);
+                assert!(e.tokens_in > 0, "a cut stream still bills its prompt");
+            }
+            other => panic!("{model}: {other:?}"),
+        }
+    }
+    // A clean stream from the same upstream ends with usage and [DONE].
+    let mut body = hello("mock");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let data = sse_data(&chat(&server, &key, &body).await.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 5);
+}

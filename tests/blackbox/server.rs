@@ -68,3 +68,37 @@ pub fn data_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The mock OpenAI-compatible upstream (`benches/gateway/mock_upstream.rs`), stopped on drop.
+pub struct Mock {
+    child: Child,
+    pub base: String,
+}
+
+impl Mock {
+    pub fn start() -> Mock {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mock-upstream"))
+            .env("MOCK_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the mock upstream");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("mock-upstream listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Mock { child, base }
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

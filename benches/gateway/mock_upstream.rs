@@ -1,0 +1,155 @@
+//! A fast mock of an OpenAI-compatible upstream, for the gateway benchmark and the provider
+//! tests: it answers at once, in JSON or SSE, and misbehaves on request. The `model` of a chat
+//! request picks the behaviour:
+//!
+//! | model | answer |
+//! |---|---|
+//! | anything else | a completion (or a 5-chunk stream) with usage 10 in / 5 out |
+//! | `mock-slow` | the same after 300 ms |
+//! | `mock-500` | 500 |
+//! | `mock-429` | 429 with `Retry-After: 1` |
+//! | `mock-flaky` | 500 on odd-numbered calls, a completion on even ones |
+//! | `mock-malformed` | 200 with a body that is not JSON (streamed: a chunk that is not JSON) |
+//! | `mock-cut` | a stream that stops after two chunks, without `[DONE]` |
+//! | `mock-stall` | a stream that sends one chunk and then nothing for a minute |
+//!
+//! `MOCK_LISTEN` (default `127.0.0.1:0`) and `MOCK_WORKERS` (default 1); the first line on
+//! stdout is `mock-upstream listening on http://ADDR`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+fn completion(model: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from the mock upstream"}, "finish_reason": "stop", "logprobs": null}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    })
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
+    let chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000,
+        "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {chunk}\n\n")
+}
+
+fn stream_body(model: &str) -> Vec<String> {
+    let mut events = vec![chunk(
+        model,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    )];
+    for word in ["hello ", "from ", "the ", "mock"] {
+        events.push(chunk(model, json!({"content": word}), None));
+    }
+    events.push(chunk(model, json!({}), Some("stop")));
+    let usage = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000,
+        "model": model, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}});
+    events.push(format!("data: {usage}\n\n"));
+    events.push("data: [DONE]\n\n".to_owned());
+    events
+}
+
+fn sse(events: Vec<String>, stall_after: Option<usize>) -> HttpResponse {
+    let stream = futures_util::stream::unfold(
+        (events.into_iter(), 0usize),
+        move |(mut events, sent)| async move {
+            if stall_after == Some(sent) {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            events.next().map(|e| {
+                (
+                    Ok::<_, std::convert::Infallible>(Bytes::from(e)),
+                    (events, sent + 1),
+                )
+            })
+        },
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(stream)
+}
+
+async fn chat(body: web::Json<Value>) -> HttpResponse {
+    let model = body["model"].as_str().unwrap_or("mock").to_owned();
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    match model.as_str() {
+        "mock-500" => {
+            return HttpResponse::InternalServerError()
+                .json(json!({"error": {"message": "mock failure"}}));
+        }
+        "mock-429" => {
+            return HttpResponse::TooManyRequests()
+                .insert_header(("retry-after", "1"))
+                .json(json!({"error": {"message": "slow down"}}));
+        }
+        "mock-flaky" if CALLS.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) => {
+            return HttpResponse::InternalServerError()
+                .json(json!({"error": {"message": "flaky"}}));
+        }
+        "mock-slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+        _ => {}
+    }
+    if !stream {
+        if model == "mock-malformed" {
+            return HttpResponse::Ok()
+                .content_type("application/json")
+                .body("{\"choices\": [oops");
+        }
+        return HttpResponse::Ok().json(completion(&model));
+    }
+    match model.as_str() {
+        "mock-malformed" => sse(vec!["data: {\"choices\": [oops\n\n".to_owned()], None),
+        "mock-cut" => sse(stream_body(&model).into_iter().take(2).collect(), None),
+        "mock-stall" => sse(stream_body(&model), Some(1)),
+        _ => sse(stream_body(&model), None),
+    }
+}
+
+async fn embeddings(body: web::Json<Value>) -> HttpResponse {
+    let count = body["input"].as_array().map_or(1, Vec::len);
+    let data: Vec<Value> = (0..count)
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.6, 0.8]}))
+        .collect();
+    HttpResponse::Ok().json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3}}))
+}
+
+async fn models() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock"}]}))
+}
+
+fn main() -> std::io::Result<()> {
+    let listen = std::env::var("MOCK_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let workers = std::env::var("MOCK_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1);
+    actix_web::rt::System::new().block_on(async move {
+        let server = HttpServer::new(|| {
+            App::new()
+                .app_data(web::JsonConfig::default().limit(16 * 1024 * 1024))
+                .route("/v1/chat/completions", web::post().to(chat))
+                .route("/v1/embeddings", web::post().to(embeddings))
+                .route("/v1/models", web::get().to(models))
+        })
+        .workers(workers)
+        .backlog(4096)
+        .bind(listen)?;
+        for addr in server.addrs() {
+            #[expect(
+                clippy::print_stdout,
+                reason = "the bound address is the binary's output"
+            )]
+            {
+                println!("mock-upstream listening on http://{addr}");
+            }
+        }
+        server.run().await
+    })
+}
