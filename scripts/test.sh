@@ -38,6 +38,10 @@ export SWITCHYARD_TEST_DATABASE_URL="${SWITCHYARD_TEST_DATABASE_URL:-postgres://
 export SWITCHYARD_TEST_NATS_URL="${SWITCHYARD_TEST_NATS_URL:-nats://127.0.0.1:4222}"
 export SWITCHYARD_TEST_REDIS_URL="${SWITCHYARD_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 
+step "Python venv with the openai SDK (scripts/python-sdk.sh)"
+SWITCHYARD_TEST_PYTHON="$(bash scripts/python-sdk.sh)"
+export SWITCHYARD_TEST_PYTHON
+
 if [ "$quick" = 0 ]; then
     step "cargo fmt --all -- --check"
     cargo fmt --all -- --check

@@ -8,5 +8,6 @@
 mod admin;
 mod cli;
 mod gateway;
+mod openai_sdk;
 mod serve;
 mod server;

@@ -836,7 +836,19 @@ pub(crate) async fn embeddings(
                 .vectors
                 .iter()
                 .enumerate()
-                .map(|(index, v)| json!({"object": "embedding", "index": index, "embedding": v}))
+                .map(|(index, v)| {
+                    // The SDKs ask for base64 (little-endian f32s) by default: smaller on the wire.
+                    let embedding = if request.encoding_format.as_deref() == Some("base64") {
+                        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        json!(base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            bytes
+                        ))
+                    } else {
+                        json!(v)
+                    };
+                    json!({"object": "embedding", "index": index, "embedding": embedding})
+                })
                 .collect();
             let mut response = HttpResponse::Ok();
             response.insert_header((INFERENCE_ID, inference.id.to_string()));

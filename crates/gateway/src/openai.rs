@@ -285,9 +285,11 @@ impl EmbeddingsRequest {
         if self
             .encoding_format
             .as_deref()
-            .is_some_and(|f| f != "float")
+            .is_some_and(|f| f != "float" && f != "base64")
         {
-            return Err(invalid("only encoding_format \"float\" is served".into()));
+            return Err(invalid(
+                "encoding_format must be \"float\" or \"base64\"".into(),
+            ));
         }
         if self.dimensions.is_some_and(|d| d == 0 || d > 4_096) {
             return Err(invalid("dimensions must be between 1 and 4096".into()));
@@ -382,7 +384,7 @@ mod tests {
             r#"{"model":"m","input":[1,2]}"#,
             r#"{"model":"m","input":[]}"#,
             r#"{"model":"m","input":{"a":1}}"#,
-            r#"{"model":"m","input":"x","encoding_format":"base64"}"#,
+            r#"{"model":"m","input":"x","encoding_format":"hex"}"#,
         ] {
             let request: EmbeddingsRequest = serde_json::from_str(body).unwrap();
             assert!(request.inputs().is_err(), "{body}");

@@ -1,0 +1,72 @@
+//! The official `openai` Python SDK against the real binary, streaming included. The
+//! interpreter is `SWITCHYARD_TEST_PYTHON` (`scripts/test.sh` makes a venv with the SDK); the
+//! test fails, never skips, without it.
+
+use serde_json::{Value, json};
+
+use crate::server::{Server, data_dir};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+#[tokio::test]
+async fn the_official_openai_sdk_works_unchanged() {
+    let python = std::env::var("SWITCHYARD_TEST_PYTHON").expect(
+        "SWITCHYARD_TEST_PYTHON must name a python with `openai` (scripts/test.sh sets it)",
+    );
+    let dir = data_dir();
+    let config = dir.join("config.toml");
+    // The built-in simulated models, without their latency.
+    std::fs::write(
+        &config,
+        "default_model = \"sim-small\"\n[[providers]]\nname = \"sim\"\nkind = \"sim\"\n\
+         [[models]]\nname = \"sim-small\"\nprovider = \"sim\"\n\
+         [[models]]\nname = \"sim-large\"\nprovider = \"sim\"\n",
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &dir,
+        &[
+            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+            ("SWITCHYARD_CONFIG", config.to_str().unwrap()),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let tenant: Value = client
+        .post(server.url("/v1/admin/tenants"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "sdk"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key: Value = client
+        .post(server.url(&format!(
+            "/v1/admin/tenants/{}/keys",
+            tenant["id"].as_str().unwrap()
+        )))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "sdk"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/sdk/openai_sdk.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(&server.base)
+        .arg(key["key"].as_str().unwrap())
+        .output()
+        .await
+        .expect("run the SDK script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
