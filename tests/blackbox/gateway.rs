@@ -797,3 +797,79 @@ first_token_timeout_ms = 100
     let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 5);
 }
+
+/// A failing model falls back along its chain before the first byte; after enough failures its
+/// circuit opens (an event) and calls skip it at once.
+#[tokio::test]
+async fn a_failing_model_falls_back_and_its_circuit_opens() {
+    let mock = crate::server::Mock::start();
+    let dir = data_dir();
+    let config = format!(
+        r#"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "{}/v1"
+[[models]]
+name = "mock-500"
+provider = "mock"
+fallbacks = ["mock"]
+[[models]]
+name = "mock"
+provider = "mock"
+input_usd_per_million = "1"
+"#,
+        mock.base
+    );
+    let server = start(&dir, &config);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let response = chat(&server, &key, &hello("mock-500")).await;
+        assert_eq!(response.status(), 200);
+        ids.push(
+            response.headers()["x-switchyard-inference-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["model"], "mock", "served by the fallback");
+    }
+    let attempts: Vec<u32> = {
+        let mut out = Vec::new();
+        for id in &ids {
+            match inference_events(&dir, id).await.last().unwrap() {
+                switchyard_events::Event::InferenceCompleted(e) => {
+                    assert_eq!(e.model, "mock");
+                    assert!(e.cost_micros > 0, "billed at the fallback's price");
+                    out.push(e.attempts);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        out
+    };
+    // 3 failures + the fallback; then 2 more failures open the circuit (5 in a row); then the
+    // open circuit is skipped without a call.
+    assert_eq!(attempts, [4, 3, 1]);
+    let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
+    let circuit = store
+        .read_all(Scope::All, GlobalPosition::START, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "CircuitChanged")
+        .map(|e| switchyard_events::Event::from_recorded(&e).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        circuit,
+        [switchyard_events::Event::CircuitChanged(
+            switchyard_events::CircuitChanged {
+                model: "mock-500".into(),
+                from: "closed".into(),
+                to: "open".into(),
+            }
+        )]
+    );
+}

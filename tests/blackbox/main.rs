@@ -9,5 +9,6 @@ mod admin;
 mod cli;
 mod gateway;
 mod openai_sdk;
+mod router;
 mod serve;
 mod server;

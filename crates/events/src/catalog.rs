@@ -160,6 +160,8 @@ catalog! {
         RouteChosen(RouteChosen);
         InferenceCompleted(InferenceCompleted);
         InferenceFailed(InferenceFailed);
+        RewardRecorded(RewardRecorded);
+        CircuitChanged(CircuitChanged);
     }
 }
 
@@ -455,8 +457,42 @@ pub struct RouteChosen {
     pub propensity_ppb: u32,
     pub feature_set: u16,
     pub features_milli: Vec<i64>,
+    /// What shadow policies would have chosen (they learn and are judged, never serve).
+    pub shadow: Vec<ShadowChoice>,
 }
 payload!(RouteChosen, 1);
+
+/// One shadow policy's choice for a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowChoice {
+    pub policy: String,
+    pub model: String,
+    pub propensity_ppb: u32,
+}
+
+/// Feedback on an inference became a reward for the router (stream `router-<tenant>`). It
+/// carries what the decision saw, so the bandits and off-policy evaluation need nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardRecorded {
+    pub inference_id: uuid::Uuid,
+    pub metric: String,
+    /// The feedback value as sent, ×1000.
+    pub value_milli: i64,
+    /// The reward the router learns from, in [0, 1] ×1000: quality, cost and latency combined
+    /// with the configured weights.
+    pub reward_milli: i64,
+    pub policy: String,
+    pub model: String,
+    pub candidates: Vec<String>,
+    pub propensity_ppb: u32,
+    pub feature_set: u16,
+    pub features_milli: Vec<i64>,
+    /// What the inference cost, for cost estimates of candidate policies.
+    pub cost_micros: u64,
+}
+payload!(RewardRecorded, 1);
 
 /// An inference answered; the usage is billed from this event (once per inference id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -494,6 +530,17 @@ pub struct InferenceFailed {
     pub attempts: u32,
 }
 payload!(InferenceFailed, 1);
+
+/// A model's circuit breaker changed state (stream `circuit-<model>`, system tenant):
+/// `closed`, `open` or `half_open`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitChanged {
+    pub model: String,
+    pub from: String,
+    pub to: String,
+}
+payload!(CircuitChanged, 1);
 
 #[cfg(test)]
 mod tests {

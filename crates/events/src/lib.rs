@@ -35,11 +35,12 @@ mod metrics; // Prometheus metrics of the store
 pub mod store; // the EventStore port, group commit, subscriptions and the backends
 
 pub use catalog::{
-    ApiKeyIssued, ApiKeyRevoked, Event, IdempotencyKeyClaimed, IdempotencyKeyReleased,
-    IdempotentResponseRecorded, InferenceCompleted, InferenceFailed, InferenceRequested,
-    InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope, QuotaReleased, QuotaReserved,
-    QuotaSettled, RateLimitSet, RouteChosen, TenantCreated, TenantFlagSet, TenantLimitsSet,
-    TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended, UsageRecorded,
+    ApiKeyIssued, ApiKeyRevoked, CircuitChanged, Event, IdempotencyKeyClaimed,
+    IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCompleted, InferenceFailed,
+    InferenceRequested, InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope, QuotaReleased,
+    QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen, ShadowChoice,
+    TenantCreated, TenantFlagSet, TenantLimitsSet, TenantRenamed, TenantResumed, TenantSettingSet,
+    TenantSuspended, UsageRecorded,
 };
 pub use codec::EventPayload;
 pub use envelope::{MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

@@ -197,3 +197,44 @@ pub async fn key(args: &ServerArgs, command: KeyCommand) -> anyhow::Result<()> {
     };
     print(&value)
 }
+
+/// Prints an off-policy evaluation: a table, or JSON.
+pub fn print_report(
+    report: &switchyard_actors::router::ope::Report,
+    json: bool,
+) -> anyhow::Result<()> {
+    let out = if json {
+        serde_json::to_string_pretty(report)?
+    } else {
+        let row = |name: &str, e: &switchyard_actors::router::ope::Estimate| {
+            format!(
+                "{name:<28} {:>8.4}   [{:.4}, {:.4}]\n",
+                e.value, e.low, e.high
+            )
+        };
+        let mut text = format!(
+            "candidate policy: {}\nlogged decisions with a reward: {} (effective sample size {:.1})\n\n",
+            report.policy, report.decisions, report.effective_sample_size
+        );
+        text.push_str(&format!("{:<28} {:>8}   95% interval\n", "", "reward"));
+        text.push_str(&row("served (logged)", &report.logged_reward));
+        text.push_str(&row("candidate, IPS", &report.ips));
+        text.push_str(&row("candidate, SNIPS", &report.snips));
+        text.push_str(&row("candidate, doubly robust", &report.dr));
+        text.push_str(&format!(
+            "\ncost per request: served {:.1} µ$, candidate (IPS) {:.1} µ$ [{:.1}, {:.1}]\n",
+            report.logged_cost_micros,
+            report.cost_micros.value,
+            report.cost_micros.low,
+            report.cost_micros.high
+        ));
+        let lift = report.snips.value - report.logged_reward.value;
+        text.push_str(&format!("SNIPS lift over the serving policy: {lift:+.4}\n"));
+        text
+    };
+    #[expect(clippy::print_stdout, reason = "the report is the command's output")]
+    {
+        println!("{out}");
+    }
+    Ok(())
+}

@@ -26,18 +26,29 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use switchyard_actors::billing::ModelPrice;
+use switchyard_actors::router::policy::Policy;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The model `auto` falls back to (the first model when unset).
+    /// With no `[router]` policy, `auto` always serves this model (a static policy).
     #[serde(default)]
     pub default_model: Option<String>,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// How `auto` is routed (Thompson sampling over every model by default).
+    #[serde(default)]
+    pub router: crate::router::RouterConfig,
+    /// Most requests one tenant may have in flight at once (its bulkhead).
+    #[serde(default = "default_tenant_concurrency")]
+    pub tenant_max_concurrency: usize,
+}
+
+fn default_tenant_concurrency() -> usize {
+    256
 }
 
 /// Which adapter speaks to a provider.
@@ -73,6 +84,14 @@ pub struct ProviderConfig {
     /// Longest wait between two streamed chunks, and for a whole non-streamed answer.
     #[serde(default = "default_total_ms")]
     pub timeout_ms: u64,
+    /// Most calls in flight to this provider at once (its bulkhead); more are refused at once
+    /// (`provider_busy`, and the fallback is tried) rather than queued.
+    #[serde(default = "default_provider_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_provider_concurrency() -> usize {
+    1_024
 }
 
 fn default_first_token_ms() -> u64 {
@@ -134,6 +153,10 @@ pub struct ModelConfig {
     /// How the simulator behaves for this model (only for `sim` providers).
     #[serde(default)]
     pub sim: Option<SimModel>,
+    /// Models tried in order when this one fails (after its retries) or its circuit is open,
+    /// before the first byte reaches the client.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
     #[serde(skip)]
     pub price: ModelPrice,
 }
@@ -187,7 +210,6 @@ impl Default for Config {
     /// `sim-large`.
     fn default() -> Self {
         let text = r#"
-            default_model = "sim-small"
             [[providers]]
             name = "sim"
             kind = "sim"
@@ -211,6 +233,8 @@ impl Default for Config {
             default_model: None,
             providers: Vec::new(),
             models: Vec::new(),
+            router: crate::router::RouterConfig::default(),
+            tenant_max_concurrency: default_tenant_concurrency(),
         })
     }
 }
@@ -295,11 +319,37 @@ impl Config {
                 (_, None) => {}
             }
         }
+        for model in &config.models {
+            for fallback in &model.fallbacks {
+                if fallback == &model.name || !names.contains_key(fallback) {
+                    bail!(
+                        "model {}: fallback {fallback} must be another declared model",
+                        model.name
+                    );
+                }
+            }
+        }
+        if config.tenant_max_concurrency == 0
+            || config.providers.iter().any(|p| p.max_concurrency == 0)
+        {
+            bail!("concurrency limits must be above 0");
+        }
         if let Some(default) = &config.default_model
             && !names.contains_key(default)
         {
             bail!("default_model {default} is not a declared model");
         }
+        config.router.serving = match (&config.router.policy, &config.default_model) {
+            (Some(policy), _) => policy.clone(),
+            (None, Some(model)) => Policy::Static {
+                model: model.clone(),
+            },
+            (None, None) => Policy::Thompson,
+        };
+        config
+            .router
+            .validate(&config.models)
+            .map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 
@@ -311,11 +361,16 @@ impl Config {
         self.providers.iter().find(|p| p.name == name)
     }
 
-    /// The model `auto` serves until a routing policy is configured.
-    pub fn default_model(&self) -> Option<&ModelConfig> {
-        match &self.default_model {
-            Some(name) => self.model(name),
-            None => self.models.first(),
+    /// The models `auto` chooses among, in config order.
+    pub fn candidates(&self) -> Vec<&ModelConfig> {
+        if self.router.candidates.is_empty() {
+            self.models.iter().collect()
+        } else {
+            self.router
+                .candidates
+                .iter()
+                .filter_map(|name| self.model(name))
+                .collect()
         }
     }
 }
@@ -369,7 +424,13 @@ mod tests {
                 .output_per_million_tokens,
             10_000_000
         );
-        assert_eq!(config.default_model().unwrap().name, "sim-small");
+        assert_eq!(config.router.serving, Policy::Thompson, "auto has a choice");
+        assert_eq!(config.candidates().len(), 2);
+        let pinned = Config::parse(
+            "default_model = \"m\"\n[[providers]]\nname = \"s\"\nkind = \"sim\"\n[[models]]\nname = \"m\"\nprovider = \"s\"",
+        )
+        .unwrap();
+        assert_eq!(pinned.router.serving, Policy::Static { model: "m".into() });
     }
 
     #[test]

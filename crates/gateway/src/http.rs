@@ -140,7 +140,10 @@ pub struct ErrorDetail {
         crate::admin::set_flag,
         crate::inference::list_models,
         crate::inference::chat_completions,
-        crate::inference::embeddings
+        crate::inference::embeddings,
+        crate::feedback::feedback,
+        crate::feedback::evaluate_policy,
+        crate::feedback::arms
     ),
     components(schemas(
         ErrorBody,
@@ -155,7 +158,9 @@ pub struct ErrorDetail {
         crate::openai::Message,
         crate::openai::Role,
         crate::openai::StreamOptions,
-        crate::openai::EmbeddingsRequest
+        crate::openai::EmbeddingsRequest,
+        crate::feedback::Feedback,
+        crate::feedback::Evaluate
     ))
 )]
 pub struct ApiDoc;
@@ -225,6 +230,7 @@ pub async fn serve(
             .route("/v1/tenant", web::get().to(whoami))
             .configure(admin::routes)
             .configure(crate::inference::routes)
+            .configure(crate::feedback::routes)
             .default_service(web::to(not_found))
     })
     .bind(listen)?;

@@ -12,14 +12,13 @@
 //! `[DONE]`; a stream cut mid-way ends with an `error` event, never a clean end.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rand::Rng;
 use serde_json::{Value, json};
 use switchyard_events::{
     Event, EventStore, ExpectedVersion, InferenceCompleted, InferenceFailed, InferenceRequested,
@@ -35,14 +34,13 @@ use crate::idempotency::idempotent_with;
 use crate::keys::Principal;
 use crate::openai::{ChatRequest, EmbeddingsRequest};
 use crate::providers::{Completion, ProviderError, Providers, StreamEvent, Usage};
+use crate::router::{FEATURE_SET, RouterHub, TenantFacts};
 use crate::telemetry::INFERENCE;
 
 /// The response header naming the inference (its stream is `inference-<id>`).
 pub const INFERENCE_ID: HeaderName = HeaderName::from_static("x-switchyard-inference-id");
 /// Output tokens reserved for a request that sets no `max_tokens`.
 pub const DEFAULT_OUTPUT_RESERVATION: u64 = 1_024;
-/// Calls to a provider per request (the first and its retries).
-pub const MAX_ATTEMPTS: u32 = 3;
 /// The scope a key needs for the inference endpoints (a key with no scopes may do anything).
 pub const SCOPE: &str = "inference";
 
@@ -51,6 +49,8 @@ pub struct Gateway {
     pub config: Config,
     pub providers: Providers,
     pub store: Arc<dyn EventStore>,
+    pub router: Arc<RouterHub>,
+    pub resilience: crate::resilience::Resilience,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -135,39 +135,97 @@ pub(crate) async fn list_models(
 /// The model that serves a request, and how it was chosen.
 struct Route<'a> {
     model: &'a ModelConfig,
-    policy: &'static str,
+    policy: String,
     candidates: Vec<String>,
     propensity_ppb: u32,
+    feature_set: u16,
+    features_milli: Vec<i64>,
+    shadow: Vec<switchyard_events::ShadowChoice>,
 }
 
-fn route<'a>(config: &'a Config, requested: &str) -> Result<Route<'a>, ApiError> {
-    if requested == "auto" {
-        let model = config.default_model().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_models",
-                "no model is configured",
+/// A named model, or the router's choice for `auto` (chat only; embeddings' `auto` is the first
+/// candidate).
+fn route<'a>(
+    gateway: &'a Gateway,
+    admin: &Admin,
+    principal: &Principal,
+    requested: &str,
+    chat: Option<&ChatRequest>,
+) -> Result<Route<'a>, ApiError> {
+    let config = &gateway.config;
+    if requested != "auto" {
+        let model = config.model(requested).ok_or_else(|| {
+            ApiError::owned(
+                StatusCode::NOT_FOUND,
+                "model_not_found".into(),
+                format!("the model `{requested}` does not exist; GET /v1/models lists them"),
             )
         })?;
         return Ok(Route {
             model,
-            policy: "static",
+            policy: "named".into(),
             candidates: vec![model.name.clone()],
             propensity_ppb: 1_000_000_000,
+            feature_set: 0,
+            features_milli: Vec::new(),
+            shadow: Vec::new(),
         });
     }
-    let model = config.model(requested).ok_or_else(|| {
-        ApiError::owned(
-            StatusCode::NOT_FOUND,
-            "model_not_found".into(),
-            format!("the model `{requested}` does not exist; GET /v1/models lists them"),
+    let candidates = config.candidates();
+    let no_models = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_models",
+            "no model is configured",
         )
-    })?;
+    };
+    let Some(request) = chat else {
+        let model = candidates.first().copied().ok_or_else(no_models)?;
+        return Ok(Route {
+            model,
+            policy: "static".into(),
+            candidates: vec![model.name.clone()],
+            propensity_ppb: 1_000_000_000,
+            feature_set: 0,
+            features_milli: Vec::new(),
+            shadow: Vec::new(),
+        });
+    };
+    if candidates.is_empty() {
+        return Err(no_models());
+    }
+    let tenant = principal.tenant;
+    let now = OffsetDateTime::now_utc();
+    let plan = admin.directory.plan(tenant).unwrap_or_default();
+    let budget_left = match admin.keys.tenant_limits(tenant).monthly_budget_micros {
+        Some(budget) if budget > 0 => {
+            let spend = admin.keys.meter.view(tenant, now);
+            budget.saturating_sub(spend.spent_micros + spend.reserved_micros) as f64 / budget as f64
+        }
+        Some(_) => 0.0,
+        None => 1.0,
+    };
+    let facts = TenantFacts {
+        plan: &plan,
+        budget_left,
+    };
+    let features = gateway.router.features(request, facts, &candidates, now);
+    let sticky = request
+        .user
+        .clone()
+        .unwrap_or_else(|| principal.key_id.to_string());
+    let choice = gateway
+        .router
+        .choose(tenant, &sticky, &features, &candidates);
+    let model = config.model(&choice.model).ok_or_else(no_models)?;
     Ok(Route {
         model,
-        policy: "named",
-        candidates: vec![model.name.clone()],
-        propensity_ppb: 1_000_000_000,
+        policy: choice.policy,
+        candidates: choice.candidates,
+        propensity_ppb: choice.propensity_ppb,
+        feature_set: FEATURE_SET,
+        features_milli: choice.features_milli,
+        shadow: choice.shadow,
     })
 }
 
@@ -184,6 +242,9 @@ struct Inference {
     metadata: Metadata,
     requested: InferenceRequested,
     route: RouteChosen,
+    /// The model that answered (the routed one, or a fallback), its provider and price.
+    served_model: String,
+    served_provider: String,
     price: switchyard_actors::billing::ModelPrice,
     reserved: u64,
     started: Instant,
@@ -191,6 +252,13 @@ struct Inference {
 }
 
 impl Inference {
+    /// Records which model answered (a fallback changes model, provider and price).
+    fn serve(&mut self, model: &ModelConfig) {
+        self.served_model.clone_from(&model.name);
+        self.served_provider.clone_from(&model.provider);
+        self.price = model.price;
+    }
+
     fn cost(&self, usage: Usage) -> u64 {
         self.price
             .cost(1, usage.prompt_tokens, usage.completion_tokens)
@@ -209,8 +277,8 @@ impl Inference {
             Ok((usage, ttft_us, finish_reason, attempts)) => (
                 *usage,
                 Event::InferenceCompleted(InferenceCompleted {
-                    model: self.route.model.clone(),
-                    provider: self.route.provider.clone(),
+                    model: self.served_model.clone(),
+                    provider: self.served_provider.clone(),
                     tokens_in: usage.prompt_tokens,
                     tokens_out: usage.completion_tokens,
                     cost_micros: self.cost(*usage),
@@ -223,8 +291,8 @@ impl Inference {
             Err((error, usage, attempts)) => (
                 *usage,
                 Event::InferenceFailed(InferenceFailed {
-                    model: self.route.model.clone(),
-                    provider: self.route.provider.clone(),
+                    model: self.served_model.clone(),
+                    provider: self.served_provider.clone(),
                     code: error.code.to_owned(),
                     message: error.message.chars().take(500).collect(),
                     tokens_in: usage.prompt_tokens,
@@ -266,19 +334,19 @@ impl Inference {
         };
         INFERENCE
             .requests
-            .with_label_values(&[&self.route.model, outcome_label])
+            .with_label_values(&[&self.served_model, outcome_label])
             .inc();
         INFERENCE
             .seconds
-            .with_label_values(&[&self.route.model])
+            .with_label_values(&[&self.served_model])
             .observe(self.started.elapsed().as_secs_f64());
         INFERENCE
             .tokens
-            .with_label_values(&[&self.route.model, "in"])
+            .with_label_values(&[&self.served_model, "in"])
             .inc_by(usage.prompt_tokens);
         INFERENCE
             .tokens
-            .with_label_values(&[&self.route.model, "out"])
+            .with_label_values(&[&self.served_model, "out"])
             .inc_by(usage.completion_tokens);
         if let Err(error) = store
             .append(self.tenant, &stream, ExpectedVersion::NoStream, encoded)
@@ -295,7 +363,7 @@ impl Inference {
             inference_id = %self.id,
             tenant = %self.tenant,
             key_id = %self.key_id,
-            model = %self.route.model,
+            model = %self.served_model,
             outcome = outcome_label,
             tokens_in = usage.prompt_tokens,
             tokens_out = usage.completion_tokens,
@@ -325,8 +393,9 @@ async fn admit(
     prompt_estimate: u64,
     max_tokens: Option<u64>,
     output_reservation: u64,
+    chat: Option<&ChatRequest>,
 ) -> Result<(Inference, Vec<(HeaderName, HeaderValue)>), ApiError> {
-    let route = route(&gateway.config, model_requested)?;
+    let route = route(gateway, admin, principal, model_requested, chat)?;
     let model = route.model;
     if prompt_estimate > model.context_tokens {
         return Err(ApiError::owned(
@@ -411,14 +480,17 @@ async fn admit(
             max_tokens,
         },
         route: RouteChosen {
-            policy: route.policy.to_owned(),
+            policy: route.policy,
             model: model.name.clone(),
             provider: provider.to_owned(),
             candidates: route.candidates,
             propensity_ppb: route.propensity_ppb,
-            feature_set: 0,
-            features_milli: Vec::new(),
+            feature_set: route.feature_set,
+            features_milli: route.features_milli,
+            shadow: route.shadow,
         },
+        served_model: model.name.clone(),
+        served_provider: model.provider.clone(),
         price,
         reserved,
         started: Instant::now(),
@@ -427,37 +499,25 @@ async fn admit(
     Ok((inference, headers))
 }
 
-/// Retries `call` on retryable errors: exponential backoff from 25 ms with full jitter, or the
-/// provider's `Retry-After` when it is short. Returns the outcome and the attempts made.
-async fn with_retries<T, F, Fut>(mut call: F) -> (Result<T, ProviderError>, u32)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ProviderError>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match call().await {
-            Ok(value) => return (Ok(value), attempt),
-            Err(error) if error.retryable && attempt < MAX_ATTEMPTS => {
-                let ceiling = 25u64 << attempt;
-                let backoff = Duration::from_millis(rand::rng().random_range(0..=ceiling));
-                let wait = match error.retry_after {
-                    Some(after) if after <= Duration::from_secs(2) => after.max(backoff),
-                    Some(_) => return (Err(error), attempt),
-                    None => backoff,
-                };
-                tracing::debug!(
-                    code = error.code,
-                    attempt,
-                    ?wait,
-                    "retrying a provider call"
-                );
-                tokio::time::sleep(wait).await;
-            }
-            Err(error) => return (Err(error), attempt),
-        }
-    }
+/// A place in the tenant's bulkhead, or 429 when it already has its most requests in flight.
+fn tenant_slot(
+    gateway: &Gateway,
+    principal: &Principal,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    gateway
+        .resilience
+        .tenant_slot(principal.tenant)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_concurrent_requests",
+                "this tenant has its most requests in flight; retry when one finishes",
+            )
+            .with_headers(vec![(
+                actix_web::http::header::RETRY_AFTER,
+                HeaderValue::from_static("1"),
+            )])
+        })
 }
 
 fn provider_error(error: &ProviderError) -> ApiError {
@@ -506,8 +566,9 @@ pub(crate) async fn chat_completions(
     let (principal, _) = principal(&req, &admin).await?;
     let request: ChatRequest = parse_json(&body)?;
     request.validate()?;
+    let slot = tenant_slot(&gateway, &principal)?;
     if request.stream {
-        return chat_stream(req, admin, gateway, principal, request).await;
+        return chat_stream(req, admin, gateway, principal, request, slot).await;
     }
     let store = gateway.store.clone();
     let tenant = principal.tenant;
@@ -525,7 +586,7 @@ pub(crate) async fn chat_completions(
                 .output_cap()
                 .unwrap_or(DEFAULT_OUTPUT_RESERVATION)
                 .saturating_mul(u64::from(request.choices()));
-            let (inference, headers) = admit(
+            let (mut inference, headers) = admit(
                 &req,
                 &admin,
                 &gateway,
@@ -537,18 +598,25 @@ pub(crate) async fn chat_completions(
                 prompt,
                 request.output_cap(),
                 reservation,
+                Some(&request),
             )
             .await?;
             rate = headers;
-            let model = gateway
+            let routed = gateway
                 .config
                 .model(&inference.route.model)
                 .ok_or_else(unavailable)?;
-            let provider = gateway
-                .providers
-                .get(&model.provider)
-                .ok_or_else(unavailable)?;
-            let (outcome, attempts) = with_retries(|| provider.chat(model, &request)).await;
+            let request = &request;
+            let (outcome, attempts, served) = gateway
+                .resilience
+                .call(
+                    &gateway.config,
+                    &gateway.providers,
+                    routed,
+                    |model, provider| async move { provider.chat(model, request).await },
+                )
+                .await;
+            inference.serve(served);
             match outcome {
                 Ok(Completion { choices, usage }) => {
                     let ttft = u64::try_from(inference.started.elapsed().as_micros()).unwrap_or(0);
@@ -567,7 +635,7 @@ pub(crate) async fn chat_completions(
                             "id": format!("chatcmpl-{}", inference.id),
                             "object": "chat.completion",
                             "created": OffsetDateTime::now_utc().unix_timestamp(),
-                            "model": inference.route.model,
+                            "model": inference.served_model,
                             "choices": choices,
                             "usage": {
                                 "prompt_tokens": usage.prompt_tokens,
@@ -603,13 +671,14 @@ async fn chat_stream(
     gateway: web::Data<Gateway>,
     principal: Principal,
     request: ChatRequest,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<HttpResponse, ApiError> {
     let prompt = request.estimate_prompt_tokens();
     let reservation = request
         .output_cap()
         .unwrap_or(DEFAULT_OUTPUT_RESERVATION)
         .saturating_mul(u64::from(request.choices()));
-    let (inference, headers) = admit(
+    let (mut inference, headers) = admit(
         &req,
         &admin,
         &gateway,
@@ -621,20 +690,25 @@ async fn chat_stream(
         prompt,
         request.output_cap(),
         reservation,
+        Some(&request),
     )
     .await?;
     let store = gateway.store.clone();
-    let model = gateway
+    let routed = gateway
         .config
         .model(&inference.route.model)
-        .ok_or_else(unavailable)?
-        .clone();
-    let provider = gateway
-        .providers
-        .get(&model.provider)
-        .ok_or_else(unavailable)?
-        .clone();
-    let (opened, attempts) = with_retries(|| provider.chat_stream(&model, &request)).await;
+        .ok_or_else(unavailable)?;
+    let request_ref = &request;
+    let (opened, attempts, served) = gateway
+        .resilience
+        .call(
+            &gateway.config,
+            &gateway.providers,
+            routed,
+            |model, provider| async move { provider.chat_stream(model, request_ref).await },
+        )
+        .await;
+    inference.serve(served);
     let mut upstream = match opened {
         Ok(stream) => stream,
         Err(error) => {
@@ -654,8 +728,9 @@ async fn chat_stream(
     let id = inference.id;
     let chunk_id = format!("chatcmpl-{id}");
     let created = OffsetDateTime::now_utc().unix_timestamp();
-    let served = inference.route.model.clone();
+    let served = inference.served_model.clone();
     tokio::spawn(async move {
+        let _slot = slot; // the tenant's bulkhead slot, held until the stream ends
         let frame = |value: &Value| -> Result<Bytes, std::convert::Infallible> {
             Ok(Bytes::from(format!("data: {value}\n\n")))
         };
@@ -788,13 +863,14 @@ pub(crate) async fn embeddings(
     gateway: web::Data<Gateway>,
 ) -> Result<HttpResponse, ApiError> {
     let (principal, _) = principal(&req, &admin).await?;
+    let _slot = tenant_slot(&gateway, &principal)?;
     let request: EmbeddingsRequest = parse_json(&body)?;
     let inputs = request.inputs()?;
     let estimate: u64 = inputs
         .iter()
         .map(|i| (i.chars().count() as u64).div_ceil(4))
         .sum();
-    let (inference, headers) = admit(
+    let (mut inference, headers) = admit(
         &req,
         &admin,
         &gateway,
@@ -806,19 +882,25 @@ pub(crate) async fn embeddings(
         estimate,
         None,
         0,
+        None,
     )
     .await?;
     let store = gateway.store.clone();
-    let model = gateway
+    let routed = gateway
         .config
         .model(&inference.route.model)
         .ok_or_else(unavailable)?;
-    let provider = gateway
-        .providers
-        .get(&model.provider)
-        .ok_or_else(unavailable)?;
-    let (outcome, attempts) =
-        with_retries(|| provider.embed(model, &inputs, request.dimensions)).await;
+    let (inputs_ref, dimensions) = (&inputs, request.dimensions);
+    let (outcome, attempts, served) = gateway
+        .resilience
+        .call(
+            &gateway.config,
+            &gateway.providers,
+            routed,
+            |model, provider| async move { provider.embed(model, inputs_ref, dimensions).await },
+        )
+        .await;
+    inference.serve(served);
     match outcome {
         Ok(embedded) => {
             let usage = Usage {
@@ -858,7 +940,7 @@ pub(crate) async fn embeddings(
             Ok(response.json(json!({
                 "object": "list",
                 "data": data,
-                "model": inference.route.model,
+                "model": inference.served_model,
                 "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
             })))
         }

@@ -164,6 +164,7 @@ impl KeyIndex {
     /// a background task.
     pub async fn follow(
         store: Arc<dyn EventStore>,
+        others: Vec<Arc<dyn Folder>>,
     ) -> anyhow::Result<(Arc<Self>, Arc<TenantDirectory>)> {
         let index = Arc::new(KeyIndex::default());
         let directory = Arc::new(TenantDirectory::default());
@@ -179,6 +180,9 @@ impl KeyIndex {
             position = event.global_position;
             index.fold(event.tenant_id, &event);
             directory.fold(&event);
+            for other in &others {
+                other.fold(&event);
+            }
         }
         let (follower, tenants) = (index.clone(), directory.clone());
         tokio::spawn(async move {
@@ -187,6 +191,9 @@ impl KeyIndex {
                     Ok(event) => {
                         follower.fold(event.tenant_id, &event);
                         tenants.fold(&event);
+                        for other in &others {
+                            other.fold(&event);
+                        }
                     }
                     Err(error) => {
                         tracing::error!(%error, "API key index stopped following the log");
@@ -367,6 +374,12 @@ impl KeyIndex {
     }
 }
 
+/// Something kept current from the log by the one subscription the server follows.
+pub trait Folder: Send + Sync {
+    /// Folds one committed event (every event passes; take only what concerns you).
+    fn fold(&self, recorded: &switchyard_events::RecordedEvent);
+}
+
 /// One line of the tenant directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantEntry {
@@ -409,6 +422,11 @@ impl TenantDirectory {
             }
             _ => {}
         }
+    }
+
+    /// A tenant's plan.
+    pub fn plan(&self, tenant: TenantId) -> Option<String> {
+        self.tenants.get(&tenant).map(|e| e.plan.clone())
     }
 
     /// Records a tenant the admin API just created (the log subscription agrees later).

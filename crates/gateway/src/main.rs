@@ -14,6 +14,7 @@ use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore}
 mod admin;
 mod cli;
 mod config;
+mod feedback;
 mod http;
 mod idempotency;
 mod inference;
@@ -22,6 +23,8 @@ mod meter;
 mod openai;
 mod providers;
 mod ratelimit;
+mod resilience;
+mod router;
 mod telemetry;
 
 /// Switchyard: a multi-tenant AI platform built as an event-sourced actor system.
@@ -71,12 +74,50 @@ enum Command {
         #[command(subcommand)]
         command: cli::TenantCommand,
     },
+    /// The router: judge a candidate routing policy offline on the logged decisions.
+    Router {
+        #[command(subcommand)]
+        command: RouterCommand,
+    },
     /// Issue and revoke tenants' API keys through a running server (prints JSON).
     Key {
         #[command(flatten)]
         server: cli::ServerArgs,
         #[command(subcommand)]
         command: cli::KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RouterCommand {
+    /// Estimate what a candidate policy would have earned and cost on the logged traffic (IPS,
+    /// self-normalised IPS and doubly robust, with 95% intervals and the effective sample
+    /// size), beside what the serving policy earned. Reads the event log directly.
+    ///
+    /// The policy file is TOML, as in the config's `[router] policy`, e.g.
+    /// `kind = "linucb"` and `alpha = 0.5`, or `kind = "static"` and `model = "sim-large"`.
+    Evaluate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The candidate policy (TOML).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Only this tenant's decisions (all tenants' otherwise).
+        #[arg(long)]
+        tenant: Option<switchyard_events::TenantId>,
+        /// Only rewards of this feedback metric.
+        #[arg(long)]
+        metric: Option<String>,
+        /// The server's config, for the models' prices (the built-in one otherwise).
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The exploration floor the candidate would serve with (the config's when absent; 0
+        /// judges the bare policy).
+        #[arg(long)]
+        min_exploration: Option<f64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -162,7 +203,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => admin_token_file(&args.data_dir.join("admin-token"))?,
             };
             let secret = keys::KeySecret::load_or_create(&args.data_dir.join("key-secret"))?;
-            let (keys, directory) = keys::KeyIndex::follow(store.clone()).await?;
+            let router = Arc::new(router::RouterHub::new(
+                config.router.clone(),
+                Runtime::new(store.clone(), RuntimeConfig::default()),
+            ));
+            let (keys, directory) = keys::KeyIndex::follow(
+                store.clone(),
+                vec![router.clone() as Arc<dyn keys::Folder>],
+            )
+            .await?;
             let limiter = match &redis_url {
                 Some(url) => ratelimit::Limiter::Redis(
                     ratelimit::RedisLimiter::connect(url)
@@ -181,10 +230,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token,
                 limiter,
             };
+            let resilience = resilience::Resilience::new(
+                &config,
+                resilience::BreakerSettings::default(),
+                store.clone(),
+                router.clone(),
+            );
             let gateway = inference::Gateway {
                 config,
                 providers,
                 store: store.clone(),
+                router,
+                resilience,
             };
             http::serve(store, admin, gateway, listen).await
         }
@@ -196,5 +253,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tenant { server, command } => cli::tenant(&server, command).await,
         Command::Key { server, command } => cli::key(&server, command).await,
+        Command::Router {
+            command:
+                RouterCommand::Evaluate {
+                    store,
+                    policy,
+                    tenant,
+                    metric,
+                    config,
+                    min_exploration,
+                    json,
+                },
+        } => {
+            let text = std::fs::read_to_string(&policy)
+                .with_context(|| format!("cannot read {}", policy.display()))?;
+            let policy: switchyard_actors::router::policy::Policy = toml::from_str(&text)
+                .with_context(|| format!("{} is not a policy", policy.display()))?;
+            policy.validate().map_err(anyhow::Error::msg)?;
+            let config = match &config {
+                Some(path) => config::Config::load(path)?,
+                None => config::Config::default(),
+            };
+            let (store, _) = store.open().await?;
+            let scope = tenant.map_or(
+                switchyard_events::Scope::All,
+                switchyard_events::Scope::Tenant,
+            );
+            let log = feedback::load_log(store.as_ref(), scope, metric.as_deref()).await?;
+            let report = switchyard_actors::router::ope::evaluate(
+                &policy,
+                &log,
+                &feedback::typical_costs(&config),
+                min_exploration
+                    .unwrap_or(config.router.min_exploration)
+                    .clamp(0.0, 0.5),
+                &mut rand::rng(),
+            );
+            cli::print_report(&report, json)
+        }
     }
 }

@@ -59,6 +59,7 @@ pub static HTTP: LazyLock<HttpMetrics> = LazyLock::new(|| HttpMetrics {
 
 /// Inference metrics by served model: outcomes, duration (to the last byte) and tokens.
 pub struct InferenceMetrics {
+    pub circuit_changes: IntCounterVec,
     pub requests: IntCounterVec,
     pub seconds: HistogramVec,
     pub tokens: IntCounterVec,
@@ -69,6 +70,16 @@ pub struct InferenceMetrics {
     reason = "static metric definitions; a bad one fails every test"
 )]
 pub static INFERENCE: LazyLock<InferenceMetrics> = LazyLock::new(|| InferenceMetrics {
+    circuit_changes: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_circuit_changes_total",
+                "Circuit breaker transitions by model and new state",
+            ),
+            &["model", "to"],
+        )
+        .expect("valid metric"),
+    ),
     requests: register(
         IntCounterVec::new(
             Opts::new(

@@ -305,7 +305,9 @@ impl Actor for Billing {
             | Event::InferenceRequested(_)
             | Event::RouteChosen(_)
             | Event::InferenceCompleted(_)
-            | Event::InferenceFailed(_) => {}
+            | Event::InferenceFailed(_)
+            | Event::RewardRecorded(_)
+            | Event::CircuitChanged(_) => {}
         }
     }
 }

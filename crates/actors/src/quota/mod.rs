@@ -215,7 +215,9 @@ impl Actor for Quota {
             | Event::InferenceRequested(_)
             | Event::RouteChosen(_)
             | Event::InferenceCompleted(_)
-            | Event::InferenceFailed(_) => {}
+            | Event::InferenceFailed(_)
+            | Event::RewardRecorded(_)
+            | Event::CircuitChanged(_) => {}
         }
     }
 }

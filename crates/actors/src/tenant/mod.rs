@@ -432,7 +432,9 @@ impl Actor for Tenant {
             | Event::InferenceRequested(_)
             | Event::RouteChosen(_)
             | Event::InferenceCompleted(_)
-            | Event::InferenceFailed(_) => {}
+            | Event::InferenceFailed(_)
+            | Event::RewardRecorded(_)
+            | Event::CircuitChanged(_) => {}
         }
     }
 }

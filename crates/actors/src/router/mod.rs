@@ -1,0 +1,231 @@
+//! The router actor: one per tenant (stream `router-<tenant>`), folding the rewards of its
+//! tenant's inferences into bandit state — per model: pulls, reward sums, a Beta posterior,
+//! and LinUCB's inverse design matrix and reward vector. Choosing a model is not a command: the
+//! gateway reads this state (kept current from the same events) and applies a [`policy`] to it,
+//! so a request never waits on a mailbox; only feedback goes through `decide`.
+//!
+//! Everything is rebuilt from `RewardRecorded` events after a restart: the state is a fold of
+//! its stream, like every actor's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use switchyard_events::{Event, RewardRecorded, TenantId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::actor::Actor;
+
+pub mod ope;
+pub mod policy;
+
+#[cfg(test)]
+mod tests;
+
+/// Rewards remembered per tenant to refuse a second reward for the same inference and metric
+/// (the oldest ids are forgotten first: UUIDv7 sort by time).
+pub const REMEMBERED_REWARDS: usize = 100_000;
+/// Dimensions of the request context LinUCB sees (the first features of feature set 1).
+pub const CONTEXT_DIM: usize = 23;
+
+/// The router actor kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Router;
+
+/// What one model has earned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmStats {
+    pub pulls: u64,
+    pub reward_sum: f64,
+    pub reward_sq_sum: f64,
+    /// Beta posterior of a reward in [0, 1] (fractional updates), from a uniform prior.
+    pub alpha: f64,
+    pub beta: f64,
+    /// LinUCB: A⁻¹ (row-major, `CONTEXT_DIM`²) kept by Sherman–Morrison updates, and b.
+    pub a_inv: Vec<f64>,
+    pub b: Vec<f64>,
+}
+
+impl Default for ArmStats {
+    fn default() -> Self {
+        let mut a_inv = vec![0.0; CONTEXT_DIM * CONTEXT_DIM];
+        for i in 0..CONTEXT_DIM {
+            a_inv[i * CONTEXT_DIM + i] = 1.0;
+        }
+        ArmStats {
+            pulls: 0,
+            reward_sum: 0.0,
+            reward_sq_sum: 0.0,
+            alpha: 1.0,
+            beta: 1.0,
+            a_inv,
+            b: vec![0.0; CONTEXT_DIM],
+        }
+    }
+}
+
+impl ArmStats {
+    /// Mean reward so far (`None` before the first).
+    pub fn mean(&self) -> Option<f64> {
+        (self.pulls > 0).then(|| self.reward_sum / self.pulls as f64)
+    }
+
+    fn learn(&mut self, reward: f64, context: &[f64]) {
+        self.pulls += 1;
+        self.reward_sum += reward;
+        self.reward_sq_sum += reward * reward;
+        let clipped = reward.clamp(0.0, 1.0);
+        self.alpha += clipped;
+        self.beta += 1.0 - clipped;
+        let x = fit(context);
+        // Sherman–Morrison: (A + x xᵀ)⁻¹ = A⁻¹ − (A⁻¹x)(xᵀA⁻¹) / (1 + xᵀA⁻¹x).
+        let ax = mat_vec(&self.a_inv, &x);
+        let denominator = 1.0 + dot(&x, &ax);
+        for i in 0..CONTEXT_DIM {
+            for j in 0..CONTEXT_DIM {
+                self.a_inv[i * CONTEXT_DIM + j] -= ax[i] * ax[j] / denominator;
+            }
+        }
+        for (b, xi) in self.b.iter_mut().zip(&x) {
+            *b += reward * xi;
+        }
+    }
+
+    /// LinUCB's estimate θᵀx and its width √(xᵀA⁻¹x).
+    pub fn linucb(&self, context: &[f64]) -> (f64, f64) {
+        let x = fit(context);
+        let theta = mat_vec(&self.a_inv, &self.b);
+        let width = dot(&x, &mat_vec(&self.a_inv, &x)).max(0.0).sqrt();
+        (dot(&theta, &x), width)
+    }
+}
+
+/// The context cut or padded to `CONTEXT_DIM`.
+fn fit(context: &[f64]) -> Vec<f64> {
+    let mut x: Vec<f64> = context.iter().take(CONTEXT_DIM).copied().collect();
+    x.resize(CONTEXT_DIM, 0.0);
+    x
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn mat_vec(m: &[f64], v: &[f64]) -> Vec<f64> {
+    (0..CONTEXT_DIM)
+        .map(|i| dot(&m[i * CONTEXT_DIM..(i + 1) * CONTEXT_DIM], v))
+        .collect()
+}
+
+/// A tenant's router state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouterState {
+    pub arms: BTreeMap<String, ArmStats>,
+    /// (inference, metric) pairs already rewarded, newest kept.
+    pub rewarded: BTreeSet<(Uuid, String)>,
+}
+
+/// Feedback to fold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouterCommand {
+    Reward(RewardRecorded),
+}
+
+/// Why feedback is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouterRejection {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Actor for Router {
+    const KIND: &'static str = "router";
+    const SNAPSHOT_VERSION: u16 = 1;
+    type Id = TenantId;
+    type State = RouterState;
+    type Command = RouterCommand;
+    type Rejection = RouterRejection;
+
+    fn tenant(id: &TenantId) -> TenantId {
+        *id
+    }
+
+    fn decide(
+        state: &RouterState,
+        command: RouterCommand,
+        _now: OffsetDateTime,
+    ) -> Result<Vec<Event>, RouterRejection> {
+        let RouterCommand::Reward(reward) = command;
+        if reward.metric.is_empty()
+            || reward.metric.len() > 64
+            || !reward
+                .metric
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(RouterRejection::Invalid(
+                "metric must be 1-64 letters, digits or _-.".into(),
+            ));
+        }
+        if !(0..=1_000).contains(&reward.reward_milli) {
+            return Err(RouterRejection::Invalid("reward must be in [0, 1]".into()));
+        }
+        if reward.model.is_empty() || reward.propensity_ppb == 0 {
+            return Err(RouterRejection::Invalid(
+                "the decision has no model or no propensity".into(),
+            ));
+        }
+        if state
+            .rewarded
+            .contains(&(reward.inference_id, reward.metric.clone()))
+        {
+            return Ok(vec![]); // feedback sent twice counts once
+        }
+        Ok(vec![Event::RewardRecorded(reward)])
+    }
+
+    fn apply(state: &mut RouterState, event: &Event) {
+        match event {
+            Event::RewardRecorded(e) => {
+                let context: Vec<f64> = e
+                    .features_milli
+                    .iter()
+                    .map(|f| *f as f64 / 1_000.0)
+                    .collect();
+                state
+                    .arms
+                    .entry(e.model.clone())
+                    .or_default()
+                    .learn(e.reward_milli as f64 / 1_000.0, &context);
+                state.rewarded.insert((e.inference_id, e.metric.clone()));
+                while state.rewarded.len() > REMEMBERED_REWARDS {
+                    state.rewarded.pop_first();
+                }
+            }
+            Event::TenantCreated(_)
+            | Event::TenantRenamed(_)
+            | Event::TenantSuspended(_)
+            | Event::TenantResumed(_)
+            | Event::TenantFlagSet(_)
+            | Event::TenantSettingSet(_)
+            | Event::ApiKeyIssued(_)
+            | Event::ApiKeyRevoked(_)
+            | Event::TenantLimitsSet(_)
+            | Event::IdempotencyKeyClaimed(_)
+            | Event::IdempotentResponseRecorded(_)
+            | Event::IdempotencyKeyReleased(_)
+            | Event::QuotaReserved(_)
+            | Event::QuotaSettled(_)
+            | Event::QuotaReleased(_)
+            | Event::UsageRecorded(_)
+            | Event::InvoiceFinalized(_)
+            | Event::InvoicePaid(_)
+            | Event::RateLimitSet(_)
+            | Event::InferenceRequested(_)
+            | Event::RouteChosen(_)
+            | Event::InferenceCompleted(_)
+            | Event::InferenceFailed(_)
+            | Event::CircuitChanged(_) => {}
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The router's rules, policies and off-policy evaluation, on simulated traffic whose true
+//! answer is known.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::ope::{Logged, evaluate};
+use super::policy::{Arm, Policy, distribution, sample};
+use super::*;
+
+fn reward(inference_id: Uuid, model: &str, reward_milli: i64) -> RewardRecorded {
+    RewardRecorded {
+        inference_id,
+        metric: "quality".into(),
+        value_milli: reward_milli,
+        reward_milli,
+        policy: "thompson".into(),
+        model: model.into(),
+        candidates: vec!["small".into(), "large".into()],
+        propensity_ppb: 500_000_000,
+        feature_set: 1,
+        features_milli: vec![1_000; CONTEXT_DIM],
+        cost_micros: 100,
+    }
+}
+
+#[test]
+fn a_reward_is_folded_once_and_hostile_feedback_is_refused() {
+    let mut state = RouterState::default();
+    let id = Uuid::now_v7();
+    let events = Router::decide(
+        &state,
+        RouterCommand::Reward(reward(id, "large", 800)),
+        OffsetDateTime::UNIX_EPOCH,
+    )
+    .unwrap();
+    assert_eq!(events.len(), 1);
+    Router::apply(&mut state, &events[0]);
+    let arm = &state.arms["large"];
+    assert_eq!(arm.pulls, 1);
+    assert!((arm.alpha - 1.8).abs() < 1e-9 && (arm.beta - 1.2).abs() < 1e-9);
+    // The same feedback again changes nothing.
+    assert_eq!(
+        Router::decide(
+            &state,
+            RouterCommand::Reward(reward(id, "large", 800)),
+            OffsetDateTime::UNIX_EPOCH
+        ),
+        Ok(vec![])
+    );
+    for bad in [
+        RewardRecorded {
+            reward_milli: 1_001,
+            ..reward(Uuid::now_v7(), "large", 0)
+        },
+        RewardRecorded {
+            metric: "no spaces".into(),
+            ..reward(Uuid::now_v7(), "large", 0)
+        },
+        RewardRecorded {
+            propensity_ppb: 0,
+            ..reward(Uuid::now_v7(), "large", 0)
+        },
+    ] {
+        assert!(
+            Router::decide(
+                &state,
+                RouterCommand::Reward(bad),
+                OffsetDateTime::UNIX_EPOCH
+            )
+            .is_err()
+        );
+    }
+}
+
+fn arms<'a>(state: &'a RouterState) -> Vec<Arm<'a>> {
+    vec![
+        Arm {
+            model: "small",
+            cost_micros: 100,
+            stats: state.arms.get("small"),
+            available: true,
+        },
+        Arm {
+            model: "large",
+            cost_micros: 2_000,
+            stats: state.arms.get("large"),
+            available: true,
+        },
+    ]
+}
+
+/// True rewards: `small` is good 55% of the time, `large` 85%.
+fn true_quality(model: usize) -> f64 {
+    [0.55, 0.85][model]
+}
+
+/// Serves `n` requests with `policy`, learning online; returns the share that went to `large`
+/// in the last quarter.
+fn run_online(policy: &Policy, n: usize, seed: u64) -> f64 {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut state = RouterState::default();
+    let context = vec![1.0; CONTEXT_DIM];
+    let mut late_large = 0;
+    for i in 0..n {
+        let p = distribution(policy, &arms(&state), &context, 0.01, &mut rng);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(p.iter().all(|pi| *pi >= 0.01 - 1e-12), "{p:?}");
+        let chosen = sample(&p, &mut rng);
+        let r = if rng.random_bool(true_quality(chosen)) {
+            1_000
+        } else {
+            0
+        };
+        let model = ["small", "large"][chosen];
+        Router::apply(
+            &mut state,
+            &Event::RewardRecorded(reward(Uuid::now_v7(), model, r)),
+        );
+        if i >= n * 3 / 4 && chosen == 1 {
+            late_large += 1;
+        }
+    }
+    late_large as f64 / (n / 4) as f64
+}
+
+#[test]
+fn learning_policies_converge_to_the_better_simulated_model() {
+    for policy in [
+        Policy::EpsilonGreedy { epsilon: 0.1 },
+        Policy::Thompson,
+        Policy::Linucb { alpha: 0.5 },
+    ] {
+        let share = run_online(&policy, 2_000, 7);
+        assert!(share > 0.85, "{}: {share}", policy.name());
+    }
+}
+
+#[test]
+fn cheapest_above_the_floor_picks_the_cheap_model_until_it_falls_below() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let policy = Policy::Cheapest {
+        quality_floor: 0.7,
+        min_pulls: 10,
+    };
+    let mut state = RouterState::default();
+    let p = distribution(&policy, &arms(&state), &[], 0.0, &mut rng);
+    assert_eq!(p, vec![1.0, 0.0]);
+    for _ in 0..10 {
+        Router::apply(
+            &mut state,
+            &Event::RewardRecorded(reward(Uuid::now_v7(), "small", 500)),
+        );
+    }
+    let p = distribution(&policy, &arms(&state), &[], 0.0, &mut rng);
+    assert_eq!(p, vec![0.0, 1.0], "small is below the floor now");
+    // An open circuit takes a model out, unless every model is out.
+    let mut out = arms(&state);
+    out[1].available = false;
+    assert_eq!(
+        distribution(&policy, &out, &[], 0.05, &mut rng),
+        vec![1.0, 0.0]
+    );
+    out[0].available = false;
+    let p = distribution(&policy, &out, &[], 0.05, &mut rng);
+    assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+}
+
+/// Logs traffic served by ε-greedy (ε = 0.3) on the simulated models.
+fn logged_traffic(n: usize, seed: u64) -> Vec<Logged> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let serving = Policy::EpsilonGreedy { epsilon: 0.3 };
+    let mut state = RouterState::default();
+    let context = vec![1.0; CONTEXT_DIM];
+    let mut log = Vec::with_capacity(n);
+    for _ in 0..n {
+        let p = distribution(&serving, &arms(&state), &context, 0.02, &mut rng);
+        let chosen = sample(&p, &mut rng);
+        let r = if rng.random_bool(true_quality(chosen)) {
+            1.0
+        } else {
+            0.0
+        };
+        Router::apply(
+            &mut state,
+            &Event::RewardRecorded(reward(
+                Uuid::now_v7(),
+                ["small", "large"][chosen],
+                (r * 1_000.0) as i64,
+            )),
+        );
+        log.push(Logged {
+            context: context.clone(),
+            candidates: vec!["small".into(), "large".into()],
+            chosen,
+            propensity: p[chosen],
+            reward: r,
+            cost_micros: [100, 2_000][chosen],
+        });
+    }
+    log
+}
+
+#[test]
+fn off_policy_estimates_of_a_known_policy_cover_its_true_value() {
+    let log = logged_traffic(6_000, 11);
+    let costs = BTreeMap::from([("small".to_owned(), 100), ("large".to_owned(), 2_000)]);
+    let mut rng = StdRng::seed_from_u64(3);
+    for (policy, truth, cost) in [
+        (
+            Policy::Static {
+                model: "large".into(),
+            },
+            0.85,
+            2_000.0,
+        ),
+        (
+            Policy::Static {
+                model: "small".into(),
+            },
+            0.55,
+            100.0,
+        ),
+    ] {
+        let report = evaluate(&policy, &log, &costs, 0.0, &mut rng);
+        assert_eq!(report.decisions, 6_000);
+        for (name, estimate) in [
+            ("ips", report.ips),
+            ("snips", report.snips),
+            ("dr", report.dr),
+        ] {
+            assert!(
+                estimate.covers(truth),
+                "{} {name}: {estimate:?} does not cover {truth}",
+                policy.name()
+            );
+            assert!(
+                estimate.high - estimate.low < 0.1,
+                "{name} interval too wide: {estimate:?}"
+            );
+        }
+        assert!(report.cost_micros.covers(cost), "{:?}", report.cost_micros);
+        assert!(report.effective_sample_size > 100.0 && report.effective_sample_size <= 6_000.0);
+    }
+    // A learning candidate is judged close to what it would really earn (mostly `large`).
+    let report = evaluate(&Policy::Thompson, &log, &costs, 0.0, &mut rng);
+    assert!(report.snips.value > 0.78, "{:?}", report.snips);
+}

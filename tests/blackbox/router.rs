@@ -1,0 +1,362 @@
+//! The router end to end: `auto` decisions logged with propensities and features, feedback that
+//! teaches the tenant's bandit which simulated model is better, state rebuilt after a restart,
+//! and off-policy evaluation of a candidate policy on the logged traffic.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use switchyard_events::{Event, EventStore, GlobalPosition, Scope, SqliteStore};
+
+use crate::server::{Server, data_dir};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// sim-small is judged good 20% of the time, sim-large 90%: the feedback in this test says
+/// exactly that, so the right answer is known.
+const CONFIG: &str = r#"
+[[providers]]
+name = "sim"
+kind = "sim"
+[[models]]
+name = "sim-small"
+provider = "sim"
+input_usd_per_million = "0.15"
+output_usd_per_million = "0.60"
+sim = { latency_ms = 0, quality = 0.2 }
+[[models]]
+name = "sim-large"
+provider = "sim"
+input_usd_per_million = "2.50"
+output_usd_per_million = "10.00"
+sim = { latency_ms = 0, quality = 0.9 }
+[router]
+policy = { kind = "thompson" }
+min_exploration = 0.02
+shadow = [{ kind = "linucb", alpha = 0.5 }]
+"#;
+
+fn start(dir: &Path) -> Server {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    Server::start_with(
+        dir,
+        &[
+            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+            ("SWITCHYARD_CONFIG", path.to_str().unwrap()),
+        ],
+    )
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn feedback_teaches_the_router_the_better_model_and_survives_a_restart() {
+    let dir = data_dir();
+    let server = start(&dir);
+    let client = reqwest::Client::new();
+    let tenant = json_of(
+        client
+            .post(server.url("/v1/admin/tenants"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": "r", "plan": "pro"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let tenant = tenant["id"].as_str().unwrap().to_owned();
+    let key = json_of(
+        client
+            .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": "k"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let quality = |model: &str| if model == "sim-large" { 0.9 } else { 0.2 };
+
+    let mut served = Vec::new();
+    for i in 0..160 {
+        let response = client
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "auto", "messages": [{"role": "user", "content": format!("question {i}?")}]}))
+            .send()
+            .await
+            .unwrap();
+        let id = response.headers()["x-switchyard-inference-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = json_of(response).await;
+        let model = body["model"].as_str().unwrap().to_owned();
+        let reward = json_of(
+            client
+                .post(server.url("/v1/feedback"))
+                .bearer_auth(&key)
+                .json(&json!({"inference_id": id, "metric": "quality", "value": quality(&model)}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!((reward["reward"].as_f64().unwrap() - quality(&model)).abs() < 1e-9);
+        served.push(model);
+    }
+    let late_large = served[120..].iter().filter(|m| *m == "sim-large").count();
+    assert!(
+        late_large >= 32,
+        "Thompson sampling served sim-large {late_large} of the last 40 times"
+    );
+
+    // Every decision is logged with its propensity, its 35 features and the shadow's choice.
+    let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
+    let events = store
+        .read_all(Scope::All, GlobalPosition::START, 100_000)
+        .await
+        .unwrap();
+    let routes: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "RouteChosen")
+        .map(|e| match Event::from_recorded(e).unwrap() {
+            Event::RouteChosen(r) => r,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(routes.len(), 160);
+    for route in &routes {
+        assert_eq!(route.policy, "thompson");
+        assert!(
+            route.propensity_ppb >= 20_000_000,
+            "min exploration keeps every propensity up: {route:?}"
+        );
+        assert_eq!(route.features_milli.len(), 23 + 6 * 2);
+        assert_eq!(route.shadow.len(), 1);
+        assert_eq!(route.shadow[0].policy, "linucb");
+    }
+    // Feedback sent twice counts once; another tenant's inference is not found; bad values fail.
+    let first = events
+        .iter()
+        .find(|e| e.event_type == "RouteChosen")
+        .unwrap();
+    let first_id = first
+        .stream_id
+        .as_str()
+        .strip_prefix("inference-")
+        .unwrap()
+        .to_owned();
+    let again = client
+        .post(server.url("/v1/feedback"))
+        .bearer_auth(&key)
+        .json(&json!({"inference_id": first_id, "metric": "quality", "value": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    for (body, status) in [
+        (
+            json!({"inference_id": first_id, "metric": "quality", "value": 7}),
+            400,
+        ),
+        (
+            json!({"inference_id": "nope", "metric": "quality", "value": 1}),
+            404,
+        ),
+        (
+            json!({"inference_id": uuid::Uuid::now_v7().to_string(), "metric": "quality", "value": 1}),
+            404,
+        ),
+        (
+            json!({"inference_id": first_id, "metric": "bad metric", "value": 1}),
+            400,
+        ),
+        (
+            json!({"inference_id": first_id, "metric": "quality", "value": 1, "extra": 1}),
+            422,
+        ),
+    ] {
+        let response = client
+            .post(server.url("/v1/feedback"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{body}");
+    }
+    let arms = json_of(
+        client
+            .get(server.url("/v1/router/arms"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let pulls = |arms: &Value| {
+        arms["arms"]["sim-small"]["pulls"].as_u64().unwrap()
+            + arms["arms"]["sim-large"]["pulls"].as_u64().unwrap()
+    };
+    assert_eq!(pulls(&arms), 160, "{arms}");
+
+    // Off-policy evaluation: always sim-large is worth 0.9, exactly, by SNIPS and DR.
+    let report = json_of(
+        client
+            .post(server.url("/v1/router/evaluate"))
+            .bearer_auth(&key)
+            .json(&json!({"policy": {"kind": "static", "model": "sim-large"}, "min_exploration": 0.0}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(report["decisions"], 160);
+    for estimator in ["snips", "dr"] {
+        let value = report[estimator]["value"].as_f64().unwrap();
+        assert!((value - 0.9).abs() < 1e-6, "{estimator}: {report}");
+    }
+    assert!(
+        report["effective_sample_size"].as_f64().unwrap() > 10.0,
+        "{report}"
+    );
+    let small = json_of(
+        client
+            .post(server.url("/v1/router/evaluate"))
+            .bearer_auth(&key)
+            .json(&json!({"policy": {"kind": "static", "model": "sim-small"}, "min_exploration": 0.0}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        (small["snips"]["value"].as_f64().unwrap() - 0.2).abs() < 1e-6,
+        "{small}"
+    );
+    // As it would serve, with the configured exploration floor (2% to the other model).
+    let served = json_of(
+        client
+            .post(server.url("/v1/router/evaluate"))
+            .bearer_auth(&key)
+            .json(&json!({"policy": {"kind": "static", "model": "sim-large"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let expected = 0.98 * 0.9 + 0.02 * 0.2;
+    assert!(
+        (served["dr"]["value"].as_f64().unwrap() - expected).abs() < 1e-6,
+        "{served}"
+    );
+
+    // The bandit state is rebuilt from the log after a restart.
+    drop(server);
+    let server = start(&dir);
+    let arms = json_of(
+        client
+            .get(server.url("/v1/router/arms"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(pulls(&arms), 160, "{arms}");
+    assert!(arms["arms"]["sim-large"]["mean_reward"].as_f64().unwrap() > 0.89);
+}
+
+#[tokio::test]
+async fn the_cli_evaluates_a_policy_file_on_the_log() {
+    let dir = data_dir();
+    {
+        let server = start(&dir);
+        let client = reqwest::Client::new();
+        let tenant = json_of(
+            client
+                .post(server.url("/v1/admin/tenants"))
+                .bearer_auth(TOKEN)
+                .json(&json!({"name": "r"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let tenant = tenant["id"].as_str().unwrap().to_owned();
+        let key = json_of(
+            client
+                .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
+                .bearer_auth(TOKEN)
+                .json(&json!({"name": "k"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let key = key["key"].as_str().unwrap().to_owned();
+        for _ in 0..20 {
+            let response = client
+                .post(server.url("/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            let id = response.headers()["x-switchyard-inference-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            json_of(
+                client
+                    .post(server.url("/v1/feedback"))
+                    .bearer_auth(&key)
+                    .json(&json!({"inference_id": id, "metric": "quality", "value": 1.0}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+        }
+    }
+    let policy = dir.join("candidate.toml");
+    std::fs::write(&policy, "kind = \"epsilon_greedy\"\nepsilon = 0.1\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["router", "evaluate", "--policy"])
+        .arg(&policy)
+        .arg("--json")
+        .env("SWITCHYARD_DATA_DIR", &dir)
+        .env_remove("SWITCHYARD_DATABASE_URL")
+        .env("SWITCHYARD_CONFIG", dir.join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["decisions"], 20);
+    assert_eq!(report["policy"], "epsilon_greedy");
+    assert!(
+        (report["snips"]["value"].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "{report}"
+    );
+    // A policy file that is not a policy is refused with the reason.
+    std::fs::write(&policy, "kind = \"oracle\"\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["router", "evaluate", "--policy"])
+        .arg(&policy)
+        .env("SWITCHYARD_DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a policy"));
+}
