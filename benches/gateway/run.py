@@ -121,44 +121,58 @@ def main():
         request("PUT", f"{base}/v1/admin/tenants/{tenant}/limits",
                 {"requests_per_minute": 100_000_000, "tokens_per_minute": 10_000_000_000, "monthly_budget_usd": "1000000"}, TOKEN)
 
-        arms = [("direct", f"{mock_base}/v1/chat/completions", None),
-                ("switchyard", f"{base}/v1/chat/completions", gateway)]
+        # (name, URL, process whose RSS is reported, bearer key)
+        arms = [("direct", f"{mock_base}/v1/chat/completions", None, key),
+                ("switchyard", f"{base}/v1/chat/completions", gateway, key)]
+        litellm_key = "sk-bench-" + "0123456789abcdef" * 4
+        def start_litellm(workers):
+            """LiteLLM proxy on CPU 0 with `workers` workers, started only for its own arm."""
+            port = 4100 + workers
+            cfg = os.path.join(work, f"litellm-{workers}.yaml")
+            with open(cfg, "w") as f:
+                f.write("model_list:\n  - model_name: mock\n    litellm_params:\n"
+                        f"      model: openai/mock\n      api_base: {mock_base}/v1\n      api_key: none\n"
+                        "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
+                        f"general_settings:\n  master_key: {litellm_key}\n")
+            proc = subprocess.Popen(["taskset", "-c", "0", args.litellm, "--config", cfg, "--port", str(port),
+                                     "--num_workers", str(workers)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            procs.append(proc)
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(180):
+                try:
+                    urllib.request.urlopen(f"{url}/health/liveliness", timeout=1)
+                    return proc, f"{url}/v1/chat/completions"
+                except Exception:
+                    if proc.poll() is not None:
+                        sys.exit(f"LiteLLM ({workers} workers) exited during start-up")
+                    time.sleep(1)
+            sys.exit(f"LiteLLM ({workers} workers) did not become live")
+
         if os.path.exists(args.litellm):
             for workers in (1, 2):
-                port = 4100 + workers
-                cfg = os.path.join(work, f"litellm-{workers}.yaml")
-                with open(cfg, "w") as f:
-                    f.write("model_list:\n  - model_name: mock\n    litellm_params:\n"
-                            f"      model: openai/mock\n      api_base: {mock_base}/v1\n      api_key: none\n"
-                            "litellm_settings:\n  drop_params: true\n  telemetry: false\n")
-                proc = subprocess.Popen(["taskset", "-c", "0", args.litellm, "--config", cfg, "--port", str(port),
-                                         "--num_workers", str(workers)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-                procs.append(proc)
-                url = f"http://127.0.0.1:{port}"
-                for _ in range(120):
-                    try:
-                        urllib.request.urlopen(f"{url}/health/liveliness", timeout=1)
-                        break
-                    except Exception:
-                        time.sleep(1)
-                arms.append((f"litellm-{workers}w", f"{url}/v1/chat/completions", proc))
+                arms.append((f"litellm-{workers}w", workers, None, litellm_key))
         else:
             print(f"(LiteLLM not found at {args.litellm}: its arms are skipped)", file=sys.stderr)
 
         results = {}
         switchyard_ok = 0
-        for name, url, proc in arms:
-            warm = oha(url, 100, 2, key)  # warm-up: not in the table, but in the parity check
+        for name, url, proc, bearer in arms:
+            if isinstance(url, int):  # a LiteLLM arm: start it now, stop it after
+                proc, url = start_litellm(url)
+            warm = oha(url, 100, 2, bearer)  # warm-up: not in the table, but in the parity check
             if name == "switchyard":
                 switchyard_ok += warm["ok"]
             for rate in rates:
-                r = oha(url, rate, args.duration, key)
+                r = oha(url, rate, args.duration, bearer)
                 r["rss"] = rss_mib(proc.pid) if proc else 0.0
                 results[(name, rate)] = r
                 print(f"{name:12} {rate:6}/s -> {r['rps']:8.0f}/s p50 {r['p50']:7.2f} ms p99 {r['p99']:8.2f} ms errors {r['errors']}", file=sys.stderr)
                 if r["errors"] > r["ok"] or r["p99"] > 2000:
                     break  # past its limit: higher rates only queue
+            if name.startswith("litellm"):
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
 
         print(f"| arm | offered/s | achieved/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors | RSS MiB |")
         print("|---|---|---|---|---|---|---|---|---|")

@@ -249,13 +249,16 @@ async fn limits_are_set_exactly_and_shown_with_the_tenant() {
         .unwrap();
     assert_eq!(
         shown["limits"],
-        json!({"requests_per_minute": 600, "tokens_per_minute": 200000, "monthly_budget_usd": "19.990000"})
+        json!({"requests_per_minute": 600, "tokens_per_minute": 200000, "monthly_budget_usd": "19.990000",
+               "daily_budget_usd": null, "monthly_token_budget": null, "daily_token_budget": null})
     );
     for bad in [
         json!({"requests_per_minute": -1}),
         json!({"requests_per_minute": 0}),
         json!({"monthly_budget_usd": "1.0000001"}),
         json!({"monthly_budget_usd": -5}),
+        json!({"daily_budget_usd": "abc"}),
+        json!({"daily_token_budget": -1}),
         json!({"burst": 10}),
     ] {
         let response = client

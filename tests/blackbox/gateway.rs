@@ -873,3 +873,53 @@ input_usd_per_million = "1"
         )]
     );
 }
+
+#[tokio::test]
+async fn daily_and_token_budgets_answer_402_naming_the_budget() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    // max_tokens 8 reserves about 20 tokens a request; 100 tokens a day allow a few.
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/limits"),
+        json!({"daily_token_budget": 100, "daily_budget_usd": "5"}),
+    )
+    .await;
+    let mut body = hello("sim-small");
+    body["max_tokens"] = json!(8);
+    let mut refused = None;
+    for _ in 0..20 {
+        let response = chat(&server, &key, &body).await;
+        if response.status() == 402 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let error: Value = refused
+        .expect("the daily token budget never ran out")
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(error["error"]["code"], "budget_exhausted");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("daily_token_budget"),
+        "{error}"
+    );
+    let view: Value = reqwest::Client::new()
+        .get(server.url(&format!("/v1/admin/tenants/{tenant}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["limits"]["daily_token_budget"], 100);
+    assert_eq!(view["limits"]["daily_budget_usd"], "5.000000");
+    assert!(view["budget"]["day_tokens"].as_u64().unwrap() <= 100);
+}

@@ -145,7 +145,7 @@ catalog! {
         TenantSettingSet(TenantSettingSet);
         ApiKeyIssued(ApiKeyIssued);
         ApiKeyRevoked(ApiKeyRevoked);
-        TenantLimitsSet(TenantLimitsSet);
+        TenantLimitsSet(TenantLimitsSet), older { 1 => TenantLimitsSetV1 };
         IdempotencyKeyClaimed(IdempotencyKeyClaimed);
         IdempotentResponseRecorded(IdempotentResponseRecorded);
         IdempotencyKeyReleased(IdempotencyKeyReleased);
@@ -303,15 +303,46 @@ pub struct ApiKeyRevoked {
 }
 payload!(ApiKeyRevoked, 1);
 
-/// A tenant's limits were replaced (`None`: no limit). Money is integer micro-dollars.
+/// A tenant's limits were replaced (`None`: no limit). Money is integer micro-dollars; months
+/// and days are UTC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantLimitsSet {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u64>,
     pub monthly_budget_micros: Option<u64>,
+    pub daily_budget_micros: Option<u64>,
+    pub monthly_token_budget: Option<u64>,
+    pub daily_token_budget: Option<u64>,
 }
-payload!(TenantLimitsSet, 1);
+payload!(TenantLimitsSet, 2);
+
+/// `TenantLimitsSet` v1, before daily and token budgets: read and upcast, never written. Its
+/// schema keeps the title and text it was published with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "TenantLimitsSet",
+    description = "A tenant's limits were replaced (`None`: no limit). Money is integer micro-dollars."
+)]
+pub struct TenantLimitsSetV1 {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub monthly_budget_micros: Option<u64>,
+}
+
+impl From<TenantLimitsSetV1> for TenantLimitsSet {
+    fn from(old: TenantLimitsSetV1) -> Self {
+        TenantLimitsSet {
+            requests_per_minute: old.requests_per_minute,
+            tokens_per_minute: old.tokens_per_minute,
+            monthly_budget_micros: old.monthly_budget_micros,
+            daily_budget_micros: None,
+            monthly_token_budget: None,
+            daily_token_budget: None,
+        }
+    }
+}
 
 /// A request with an `Idempotency-Key` started (stream `idem-<hash of scope and key>`): the
 /// append with `NoStream` is what makes exactly one of several concurrent retries win.

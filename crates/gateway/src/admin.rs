@@ -204,6 +204,9 @@ fn limits_view(limits: &Limits) -> serde_json::Value {
         "requests_per_minute": limits.requests_per_minute,
         "tokens_per_minute": limits.tokens_per_minute,
         "monthly_budget_usd": limits.monthly_budget_micros.map(micros_to_usd),
+        "daily_budget_usd": limits.daily_budget_micros.map(micros_to_usd),
+        "monthly_token_budget": limits.monthly_token_budget,
+        "daily_token_budget": limits.daily_token_budget,
     })
 }
 
@@ -218,7 +221,7 @@ fn usd_to_micros(value: &serde_json::Value) -> Result<u64, ApiError> {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
-            "monthly_budget_usd must be a non-negative amount with at most 6 decimals",
+            "monthly_budget_usd and daily_budget_usd must be non-negative amounts with at most 6 decimals",
         )
     };
     let text = match value {
@@ -359,6 +362,9 @@ pub(crate) async fn get_tenant(
         "reserved_usd": micros_to_usd(spend.reserved_micros),
         "remaining_usd": state.limits.monthly_budget_micros.map(|b| micros_to_usd(b.saturating_sub(spend.spent_micros + spend.reserved_micros))),
         "tokens": spend.tokens,
+        "day": spend.day,
+        "day_spent_usd": micros_to_usd(spend.day_spent_micros),
+        "day_tokens": spend.day_tokens,
     });
     Ok(HttpResponse::Ok().json(view))
 }
@@ -370,6 +376,12 @@ pub(crate) struct SetLimits {
     tokens_per_minute: Option<u64>,
     /// Dollars, as a JSON number or a decimal string.
     monthly_budget_usd: Option<serde_json::Value>,
+    /// Dollars per UTC day.
+    daily_budget_usd: Option<serde_json::Value>,
+    /// Tokens (in + out) per UTC month.
+    monthly_token_budget: Option<u64>,
+    /// Tokens (in + out) per UTC day.
+    daily_token_budget: Option<u64>,
 }
 
 /// `PUT /v1/admin/tenants/{id}/limits`: replaces the tenant's limits (absent or null: no limit).
@@ -403,6 +415,14 @@ pub(crate) async fn set_limits(
                     .filter(|v| !v.is_null())
                     .map(usd_to_micros)
                     .transpose()?,
+                daily_budget_micros: input
+                    .daily_budget_usd
+                    .as_ref()
+                    .filter(|v| !v.is_null())
+                    .map(usd_to_micros)
+                    .transpose()?,
+                monthly_token_budget: input.monthly_token_budget,
+                daily_token_budget: input.daily_token_budget,
             };
             let applied = admin
                 .tenants

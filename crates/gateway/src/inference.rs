@@ -247,6 +247,7 @@ struct Inference {
     served_provider: String,
     price: switchyard_actors::billing::ModelPrice,
     reserved: u64,
+    reserved_tokens: u64,
     started: Instant,
     token_checks: Vec<Check>,
 }
@@ -305,10 +306,15 @@ impl Inference {
         };
         let cost = self.cost(usage);
         let tokens = usage.prompt_tokens + usage.completion_tokens;
-        admin
-            .keys
-            .meter
-            .settle(self.tenant, self.id, self.reserved, cost, tokens, now);
+        admin.keys.meter.settle(
+            self.tenant,
+            self.id,
+            self.reserved,
+            self.reserved_tokens,
+            cost,
+            tokens,
+            now,
+        );
         // The prompt's estimate was taken before the call; the answer's tokens are charged now.
         for check in &self.token_checks {
             let extra = tokens.saturating_sub(check.cost);
@@ -355,7 +361,7 @@ impl Inference {
             admin
                 .keys
                 .meter
-                .unsettle(self.tenant, self.id, cost, tokens);
+                .unsettle(self.tenant, self.id, cost, tokens, now);
             tracing::error!(%error, inference_id = %self.id, "cannot log an inference");
             return Err(unavailable());
         }
@@ -440,19 +446,25 @@ async fn admit(
     let price = model.price;
     let reserved = price.cost(1, prompt_estimate, output_reservation);
     let now = OffsetDateTime::now_utc();
-    if let Err(left) =
+    let reserved_tokens = prompt_estimate.saturating_add(output_reservation);
+    if let Err(exhausted) =
         admin
             .keys
             .meter
-            .reserve(tenant, tenant_limits.monthly_budget_micros, reserved, now)
+            .reserve(tenant, &tenant_limits, reserved, reserved_tokens, now)
     {
+        let left = if exhausted.budget.ends_with("_usd") {
+            switchyard_actors::billing::usd(exhausted.left)
+        } else {
+            format!("{} tokens", exhausted.left)
+        };
         return Err(ApiError::owned(
             StatusCode::PAYMENT_REQUIRED,
             "budget_exhausted".into(),
             format!(
-                "this month's budget is spent: {} left, this request may cost up to {}",
-                switchyard_actors::billing::usd(left),
-                switchyard_actors::billing::usd(reserved)
+                "the tenant's {} is spent: {left} left; this request may need up to {} and {reserved_tokens} tokens",
+                exhausted.budget,
+                switchyard_actors::billing::usd(reserved),
             ),
         )
         .with_headers(headers));
@@ -493,6 +505,7 @@ async fn admit(
         served_provider: model.provider.clone(),
         price,
         reserved,
+        reserved_tokens,
         started: Instant::now(),
         token_checks,
     };

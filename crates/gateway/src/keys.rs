@@ -292,6 +292,9 @@ impl KeyIndex {
                         requests_per_minute: e.requests_per_minute,
                         tokens_per_minute: e.tokens_per_minute,
                         monthly_budget_micros: e.monthly_budget_micros,
+                        daily_budget_micros: e.daily_budget_micros,
+                        monthly_token_budget: e.monthly_token_budget,
+                        daily_token_budget: e.daily_token_budget,
                     },
                 );
             }

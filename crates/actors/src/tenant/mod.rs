@@ -61,6 +61,10 @@ pub struct Limits {
     pub tokens_per_minute: Option<u64>,
     /// Integer micro-dollars: money is never a float.
     pub monthly_budget_micros: Option<u64>,
+    pub daily_budget_micros: Option<u64>,
+    /// Tokens (in + out) per UTC month and day.
+    pub monthly_token_budget: Option<u64>,
+    pub daily_token_budget: Option<u64>,
 }
 
 /// An API key as the log knows it: never the key, only its keyed hash.
@@ -171,7 +175,7 @@ fn check_identifier(field: &str, value: &str) -> Result<(), TenantRejection> {
 
 impl Actor for Tenant {
     const KIND: &'static str = "tenant";
-    const SNAPSHOT_VERSION: u16 = 2;
+    const SNAPSHOT_VERSION: u16 = 3;
     type Id = TenantId;
     type State = TenantState;
     type Command = TenantCommand;
@@ -306,6 +310,9 @@ impl Actor for Tenant {
                         requests_per_minute: limits.requests_per_minute,
                         tokens_per_minute: limits.tokens_per_minute,
                         monthly_budget_micros: limits.monthly_budget_micros,
+                        daily_budget_micros: limits.daily_budget_micros,
+                        monthly_token_budget: limits.monthly_token_budget,
+                        daily_token_budget: limits.daily_token_budget,
                     })]
                 }
             }
@@ -396,6 +403,9 @@ impl Actor for Tenant {
                     requests_per_minute: e.requests_per_minute,
                     tokens_per_minute: e.tokens_per_minute,
                     monthly_budget_micros: e.monthly_budget_micros,
+                    daily_budget_micros: e.daily_budget_micros,
+                    monthly_token_budget: e.monthly_token_budget,
+                    daily_token_budget: e.daily_token_budget,
                 };
             }
             Event::RateLimitSet(e) => {

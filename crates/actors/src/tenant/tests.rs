@@ -283,6 +283,9 @@ fn limits_are_replaced_whole_and_zero_is_refused() {
         requests_per_minute: Some(600),
         tokens_per_minute: None,
         monthly_budget_micros: Some(250_000_000),
+        daily_budget_micros: Some(20_000_000),
+        monthly_token_budget: None,
+        daily_token_budget: Some(1_000_000),
     };
     let set = when(&[created()], TenantCommand::SetLimits(limits)).unwrap();
     let state = given(&[created(), set[0].clone()]);
