@@ -59,58 +59,12 @@ impl OpenAiCompatible {
 
     /// Sends and waits for the response head within the first-token timeout; maps refusals.
     async fn send(&self, path: &str, body: &Value) -> Result<reqwest::Response, ProviderError> {
-        let response = tokio::time::timeout(self.first_token_timeout, self.post(path, body).send())
-            .await
-            .map_err(|_| ProviderError::timeout("no response from the provider in time"))?
-            .map_err(|e| {
-                ProviderError::retryable(
-                    "upstream_unavailable",
-                    format!("cannot reach the provider: {e}"),
-                )
-            })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = tokio::time::timeout(self.timeout, response.text())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        let detail: String = text.chars().take(500).collect();
-        Err(match status.as_u16() {
-            429 => ProviderError {
-                retry_after,
-                status: 429,
-                ..ProviderError::retryable(
-                    "upstream_rate_limited",
-                    format!("the provider is rate limiting: {detail}"),
-                )
-            },
-            500..=599 => ProviderError {
-                retry_after,
-                ..ProviderError::retryable(
-                    "upstream_unavailable",
-                    format!("the provider answered {status}: {detail}"),
-                )
-            },
-            400 | 404 | 413 | 422 => ProviderError::fatal(
-                "upstream_rejected",
-                400,
-                format!("the provider refused the request ({status}): {detail}"),
-            ),
-            _ => ProviderError::fatal(
-                "upstream_error",
-                502,
-                format!("the provider answered {status}: {detail}"),
-            ),
-        })
+        send_checked(
+            self.post(path, body),
+            self.first_token_timeout,
+            self.timeout,
+        )
+        .await
     }
 
     fn body(
@@ -133,7 +87,68 @@ impl OpenAiCompatible {
     }
 }
 
-fn malformed(what: impl std::fmt::Display) -> ProviderError {
+/// Sends a request and waits for the response head within `first`; a refusal (4xx, 5xx) is
+/// mapped to a `ProviderError` (retryable for 429 and 5xx, with the upstream's `Retry-After`).
+pub async fn send_checked(
+    request: reqwest::RequestBuilder,
+    first: Duration,
+    timeout: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let response = tokio::time::timeout(first, request.send())
+        .await
+        .map_err(|_| ProviderError::timeout("no response from the provider in time"))?
+        .map_err(|e| {
+            ProviderError::retryable(
+                "upstream_unavailable",
+                format!("cannot reach the provider: {e}"),
+            )
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = tokio::time::timeout(timeout, response.text())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let detail: String = text.chars().take(500).collect();
+    Err(match status.as_u16() {
+        429 => ProviderError {
+            retry_after,
+            status: 429,
+            ..ProviderError::retryable(
+                "upstream_rate_limited",
+                format!("the provider is rate limiting: {detail}"),
+            )
+        },
+        500..=599 => ProviderError {
+            retry_after,
+            ..ProviderError::retryable(
+                "upstream_unavailable",
+                format!("the provider answered {status}: {detail}"),
+            )
+        },
+        400 | 404 | 413 | 422 => ProviderError::fatal(
+            "upstream_rejected",
+            400,
+            format!("the provider refused the request ({status}): {detail}"),
+        ),
+        _ => ProviderError::fatal(
+            "upstream_error",
+            502,
+            format!("the provider answered {status}: {detail}"),
+        ),
+    })
+}
+
+pub fn malformed(what: impl std::fmt::Display) -> ProviderError {
     ProviderError::retryable(
         "upstream_malformed",
         format!("the provider's answer is not valid: {what}"),
@@ -252,20 +267,33 @@ impl Provider for OpenAiCompatible {
     }
 }
 
-/// Turns an SSE byte stream into chunk events: `data: {json}` events until `data: [DONE]`. The
-/// first event must come within `first`, each later one within `between`; an end before
-/// `[DONE]` is `upstream_stream_cut`.
-pub fn sse_events(
+/// What an SSE handler makes of one event's data.
+pub enum Step {
+    /// Chunks to pass on (maybe none).
+    Emit(Vec<StreamEvent>),
+    /// The stream ended cleanly (after these chunks).
+    Done(Vec<StreamEvent>),
+}
+
+/// Turns an SSE byte stream into chunk events, one `data:` payload at a time through `handle`
+/// (which says when the stream has ended cleanly). The first event must come within `first`,
+/// each later one within `between`; an end before `handle` said so is `upstream_stream_cut`.
+pub fn sse_stream<H>(
     bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
     first: Duration,
     between: Duration,
-) -> ChunkStream {
-    struct State {
+    handle: H,
+) -> ChunkStream
+where
+    H: FnMut(&str) -> Result<Step, ProviderError> + Send + 'static,
+{
+    struct State<H> {
         bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
         buffer: BytesMut,
         pending: std::collections::VecDeque<StreamEvent>,
         started: bool,
         done: bool,
+        handle: H,
     }
     let state = State {
         bytes,
@@ -273,6 +301,7 @@ pub fn sse_events(
         pending: std::collections::VecDeque::new(),
         started: false,
         done: false,
+        handle,
     };
     futures_util::stream::unfold(state, move |mut state| async move {
         loop {
@@ -282,16 +311,13 @@ pub fn sse_events(
             if state.done {
                 return None;
             }
-            // Parse every whole event already buffered.
+            // Handle every whole event already buffered.
             while let Some(end) = find_event_end(&state.buffer) {
                 let raw = state.buffer.split_to(end.0);
                 state.buffer.advance(end.1);
-                let text = match std::str::from_utf8(&raw) {
-                    Ok(text) => text,
-                    Err(_) => {
-                        state.done = true;
-                        return Some((Err(malformed("an SSE event is not UTF-8")), state));
-                    }
+                let Ok(text) = std::str::from_utf8(&raw) else {
+                    state.done = true;
+                    return Some((Err(malformed("an SSE event is not UTF-8")), state));
                 };
                 let data: String = text
                     .lines()
@@ -300,38 +326,20 @@ pub fn sse_events(
                     .collect::<Vec<_>>()
                     .join("\n");
                 if data.is_empty() {
-                    continue; // a comment or keep-alive
+                    continue; // a comment, a keep-alive, or an event name alone
                 }
-                if data == "[DONE]" {
-                    state.done = true;
-                    break;
-                }
-                let value: Value = match serde_json::from_str(&data) {
-                    Ok(value) => value,
-                    Err(e) => {
+                match (state.handle)(&data) {
+                    Ok(Step::Emit(events)) => state.pending.extend(events),
+                    Ok(Step::Done(events)) => {
+                        state.pending.extend(events);
                         state.done = true;
-                        return Some((Err(malformed(e)), state));
+                        break;
                     }
-                };
-                if let Some(error) = value.get("error") {
-                    state.done = true;
-                    return Some((
-                        Err(ProviderError::retryable(
-                            "upstream_stream_error",
-                            format!("the provider sent an error mid-stream: {error}"),
-                        )),
-                        state,
-                    ));
-                }
-                if let Some(choices) = value.get("choices").and_then(Value::as_array)
-                    && !choices.is_empty()
-                {
-                    state
-                        .pending
-                        .push_back(StreamEvent::Choices(choices.clone()));
-                }
-                if let Some(usage) = usage_of(&value) {
-                    state.pending.push_back(StreamEvent::Usage(usage));
+                    Err(error) => {
+                        state.done = true;
+                        state.pending.clear();
+                        return Some((Err(error), state));
+                    }
                 }
             }
             if !state.pending.is_empty() || state.done {
@@ -357,7 +365,7 @@ pub fn sse_events(
                     return Some((
                         Err(ProviderError::retryable(
                             "upstream_stream_cut",
-                            "the provider's stream ended before [DONE]",
+                            "the provider's stream ended before its last event",
                         )),
                         state,
                     ));
@@ -374,6 +382,36 @@ pub fn sse_events(
         }
     })
     .boxed()
+}
+
+/// An OpenAI-style stream: `data: {json}` chunks until `data: [DONE]`.
+pub fn sse_events(
+    bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
+    first: Duration,
+    between: Duration,
+) -> ChunkStream {
+    sse_stream(bytes, first, between, |data| {
+        if data == "[DONE]" {
+            return Ok(Step::Done(Vec::new()));
+        }
+        let value: Value = serde_json::from_str(data).map_err(malformed)?;
+        if let Some(error) = value.get("error") {
+            return Err(ProviderError::retryable(
+                "upstream_stream_error",
+                format!("the provider sent an error mid-stream: {error}"),
+            ));
+        }
+        let mut events = Vec::with_capacity(2);
+        if let Some(choices) = value.get("choices").and_then(Value::as_array)
+            && !choices.is_empty()
+        {
+            events.push(StreamEvent::Choices(choices.clone()));
+        }
+        if let Some(usage) = usage_of(&value) {
+            events.push(StreamEvent::Usage(usage));
+        }
+        Ok(Step::Emit(events))
+    })
 }
 
 /// Where the first whole SSE event ends: (length of the event, length of the separator).
