@@ -13,6 +13,10 @@
 //! | `mock-cut` | a stream that stops after two chunks, without `[DONE]` |
 //! | `mock-stall` | a stream that sends one chunk and then nothing for a minute |
 //!
+//! `POST /v1/messages` answers in Anthropic's Messages format (JSON, or its SSE events when
+//! `stream` is true), with a `tool_use` block when the request offers tools; it refuses a request
+//! without `anthropic-version`.
+//!
 //! `MOCK_LISTEN` (default `127.0.0.1:0`) and `MOCK_WORKERS` (default 1); the first line on
 //! stdout is `mock-upstream listening on http://ADDR`.
 
@@ -112,6 +116,66 @@ async fn chat(body: web::Json<Value>) -> HttpResponse {
     }
 }
 
+fn anthropic_event(kind: &str, data: Value) -> String {
+    format!("event: {kind}\ndata: {data}\n\n")
+}
+
+async fn messages(req: actix_web::HttpRequest, body: web::Json<Value>) -> HttpResponse {
+    if !req.headers().contains_key("anthropic-version") {
+        return HttpResponse::BadRequest().json(json!({"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version header is required"}}));
+    }
+    let tool = body["tools"][0]["name"].as_str().map(str::to_owned);
+    let stop = if tool.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
+    if !body["stream"].as_bool().unwrap_or(false) {
+        let mut content = vec![json!({"type": "text", "text": "hello from the mock"})];
+        if let Some(name) = &tool {
+            content.push(
+                json!({"type": "tool_use", "id": "toolu_1", "name": name, "input": {"q": 1}}),
+            );
+        }
+        return HttpResponse::Ok().json(json!({"id": "msg_mock", "type": "message", "role": "assistant",
+            "content": content, "stop_reason": stop, "usage": {"input_tokens": 10, "output_tokens": 5}}));
+    }
+    let mut events = vec![
+        anthropic_event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_mock", "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        ),
+        anthropic_event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        anthropic_event("ping", json!({"type": "ping"})),
+    ];
+    for word in ["hello ", "from ", "the ", "mock"] {
+        events.push(anthropic_event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}})));
+    }
+    events.push(anthropic_event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    if let Some(name) = &tool {
+        events.push(anthropic_event("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}})));
+        for part in ["{\"q\":", "1}"] {
+            events.push(anthropic_event("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": part}})));
+        }
+        events.push(anthropic_event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        ));
+    }
+    events.push(anthropic_event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 5}})));
+    events.push(anthropic_event(
+        "message_stop",
+        json!({"type": "message_stop"}),
+    ));
+    sse(events, None)
+}
+
 async fn embeddings(body: web::Json<Value>) -> HttpResponse {
     let count = body["input"].as_array().map_or(1, Vec::len);
     let data: Vec<Value> = (0..count)
@@ -136,6 +200,7 @@ fn main() -> std::io::Result<()> {
                 .app_data(web::JsonConfig::default().limit(16 * 1024 * 1024))
                 .route("/v1/chat/completions", web::post().to(chat))
                 .route("/v1/embeddings", web::post().to(embeddings))
+                .route("/v1/messages", web::post().to(messages))
                 .route("/v1/models", web::get().to(models))
         })
         .workers(workers)

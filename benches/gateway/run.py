@@ -72,6 +72,9 @@ def oha(url, rate, duration, key, method="POST", connections=64):
     ok = sum(n for code, n in codes.items() if code.startswith("2"))
     total = sum(codes.values()) + sum(result.get("errorDistribution", {}).values())
     lat = result["latencyPercentiles"]
+    if total - ok:
+        detail = {**{c: n for c, n in codes.items() if not c.startswith("2")}, **result.get("errorDistribution", {})}
+        print(f"    non-2xx at {rate}/s: {detail}", file=sys.stderr)
     return {
         "rps": result["summary"]["requestsPerSec"],
         "p50": (lat.get("p50") or 0) * 1000,
@@ -91,11 +94,13 @@ def rss_mib(pid):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rates", default="500,1000,2000,4000,8000")
+    parser.add_argument("--rates", default="250,500,1000,2000,4000,8000,16000")
+    parser.add_argument("--litellm-rates", default="25,50,100,200,400,800")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--litellm", default=shutil.which("litellm") or "/root/.cache/litellm-venv/bin/litellm")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
+    litellm_rates = [int(r) for r in args.litellm_rates.split(",")]
     if not shutil.which("oha"):
         sys.exit("oha is needed: cargo install oha --locked")
 
@@ -134,8 +139,11 @@ def main():
                         f"      model: openai/mock\n      api_base: {mock_base}/v1\n      api_key: none\n"
                         "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
                         f"general_settings:\n  master_key: {litellm_key}\n")
+            # No network here: LiteLLM must use its bundled price map, and its workers need time
+            # to start on one core before uvicorn's health check gives up on them.
             proc = subprocess.Popen(["taskset", "-c", "0", args.litellm, "--config", cfg, "--port", str(port),
-                                     "--num_workers", str(workers)],
+                                     "--num_workers", str(workers), "--timeout_worker_healthcheck", "180"],
+                                    env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             procs.append(proc)
             url = f"http://127.0.0.1:{port}"
@@ -163,7 +171,7 @@ def main():
             warm = oha(url, 100, 2, bearer)  # warm-up: not in the table, but in the parity check
             if name == "switchyard":
                 switchyard_ok += warm["ok"]
-            for rate in rates:
+            for rate in (litellm_rates if name.startswith("litellm") else rates):
                 r = oha(url, rate, args.duration, bearer)
                 r["rss"] = rss_mib(proc.pid) if proc else 0.0
                 results[(name, rate)] = r

@@ -432,6 +432,10 @@ async fn hostile_inference_requests_get_clear_errors_and_cost_nothing() {
             "invalid_request",
         ),
         (huge, 400, "invalid_request"),
+        (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"max_tokens":-5}"#.to_owned(), 422, "invalid_request"),
+        (format!(r#"{{"model":"{}","messages":[{{"role":"user","content":"x"}}]}}"#, "m".repeat(300)), 400, "invalid_request"),
+        (r#"{"model":"sim-small\u0000","messages":[{"role":"user","content":"x"}]}"#.to_owned(), 404, "model_not_found"),
+        (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#.to_owned(), 422, "invalid_request"),
     ] {
         let response = post(body.clone()).await;
         assert_eq!(response.status(), status, "{}", &body[..body.len().min(80)]);
@@ -922,4 +926,120 @@ async fn daily_and_token_budgets_answer_402_naming_the_budget() {
     assert_eq!(view["limits"]["daily_token_budget"], 100);
     assert_eq!(view["limits"]["daily_budget_usd"], "5.000000");
     assert!(view["budget"]["day_tokens"].as_u64().unwrap() <= 100);
+}
+
+/// The Anthropic adapter against the mock's Messages API: whole and streamed, tools included,
+/// and usage counted from Anthropic's own figures.
+#[tokio::test]
+async fn an_anthropic_upstream_is_served_through_the_openai_shape() {
+    let mock = crate::server::Mock::start();
+    let dir = data_dir();
+    std::fs::write(dir.join("anthropic-key"), "sk-ant-test").unwrap();
+    let config = format!(
+        r#"
+[[providers]]
+name = "anthropic"
+kind = "anthropic"
+base_url = "{}/v1"
+api_key_file = "{}"
+[[models]]
+name = "claude"
+provider = "anthropic"
+upstream = "claude-sonnet"
+input_usd_per_million = "3"
+output_usd_per_million = "15"
+"#,
+        mock.base,
+        dir.join("anthropic-key").display()
+    );
+    let server = start(&dir, &config);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let mut body = hello("claude");
+    body["messages"] =
+        json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "weather?"}]);
+    body["tools"] = json!([{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]);
+    let response = chat(&server, &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "weather"
+    );
+    assert_eq!(answer["usage"]["prompt_tokens"], 10);
+    assert_eq!(answer["usage"]["completion_tokens"], 5);
+
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let response = chat(&server, &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let data = sse_data(&response.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0)?.pointer("/delta/content")?.as_str())
+        .collect();
+    assert_eq!(text, "hello from the mock");
+    let arguments: String = chunks
+        .iter()
+        .filter_map(|c| {
+            c["choices"]
+                .get(0)?
+                .pointer("/delta/tool_calls/0/function/arguments")?
+                .as_str()
+        })
+        .collect();
+    assert_eq!(arguments, "{\"q\":1}");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 5);
+}
+
+/// A stream that outgrows its reservation extends it as it goes, and is cut with an error event
+/// when the budget cannot cover more; what was sent is billed.
+#[tokio::test]
+async fn a_budget_that_runs_out_mid_stream_cuts_the_stream() {
+    let dir = data_dir();
+    let config = r#"
+default_output_reservation = 4
+[[providers]]
+name = "sim"
+kind = "sim"
+[[models]]
+name = "sim-long"
+provider = "sim"
+input_usd_per_million = "10"
+output_usd_per_million = "10"
+sim = { latency_ms = 0, min_answer_tokens = 100, max_answer_tokens = 120 }
+"#;
+    let server = start(&dir, config);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    // The first reservation (prompt + 4 tokens) fits; growing it to 20, then 40 tokens does not.
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/limits"),
+        json!({"monthly_budget_usd": "0.0005"}),
+    )
+    .await;
+    let mut body = hello("sim-long");
+    body["stream"] = json!(true);
+    let response = chat(&server, &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-switchyard-inference-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let data = sse_data(&response.text().await.unwrap());
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "budget_exhausted", "{last}");
+    match inference_events(&dir, &id).await.last().unwrap() {
+        switchyard_events::Event::InferenceFailed(e) => {
+            assert_eq!(e.code, "budget_exhausted");
+            assert!(e.tokens_out > 4 && e.tokens_out < 100, "{e:?}");
+            assert!(e.cost_micros > 0 && e.cost_micros <= 500, "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -45,6 +45,14 @@ pub struct Config {
     /// Most requests one tenant may have in flight at once (its bulkhead).
     #[serde(default = "default_tenant_concurrency")]
     pub tenant_max_concurrency: usize,
+    /// Output tokens reserved from the budget for a request that sets no `max_tokens` (a stream
+    /// that outgrows it extends its reservation as it goes).
+    #[serde(default = "default_output_reservation")]
+    pub default_output_reservation: u64,
+}
+
+fn default_output_reservation() -> u64 {
+    1_024
 }
 
 fn default_tenant_concurrency() -> usize {
@@ -195,6 +203,13 @@ pub struct SimModel {
     /// Most tokens an answer has.
     #[serde(default = "default_answer_tokens")]
     pub max_answer_tokens: u64,
+    /// Fewest tokens an answer has.
+    #[serde(default = "one_token")]
+    pub min_answer_tokens: u64,
+}
+
+fn one_token() -> u64 {
+    1
 }
 
 fn half() -> f64 {
@@ -235,6 +250,7 @@ impl Default for Config {
             models: Vec::new(),
             router: crate::router::RouterConfig::default(),
             tenant_max_concurrency: default_tenant_concurrency(),
+            default_output_reservation: default_output_reservation(),
         })
     }
 }
@@ -297,6 +313,7 @@ impl Config {
                         failure_rate: 0.0,
                         quality: half(),
                         max_answer_tokens: default_answer_tokens(),
+                        min_answer_tokens: 1,
                     });
                 }
                 (ProviderKind::Sim, Some(sim)) => {
@@ -308,8 +325,11 @@ impl Config {
                             model.name
                         );
                     }
-                    if sim.max_answer_tokens == 0 {
-                        bail!("model {}: max_answer_tokens must be above 0", model.name);
+                    if sim.min_answer_tokens == 0 || sim.max_answer_tokens < sim.min_answer_tokens {
+                        bail!(
+                            "model {}: answers need 1 <= min_answer_tokens <= max_answer_tokens",
+                            model.name
+                        );
                     }
                 }
                 (_, Some(_)) => bail!(
@@ -328,6 +348,9 @@ impl Config {
                     );
                 }
             }
+        }
+        if config.default_output_reservation == 0 {
+            bail!("default_output_reservation must be above 0");
         }
         if config.tenant_max_concurrency == 0
             || config.providers.iter().any(|p| p.max_concurrency == 0)

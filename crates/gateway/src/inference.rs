@@ -39,8 +39,6 @@ use crate::telemetry::INFERENCE;
 
 /// The response header naming the inference (its stream is `inference-<id>`).
 pub const INFERENCE_ID: HeaderName = HeaderName::from_static("x-switchyard-inference-id");
-/// Output tokens reserved for a request that sets no `max_tokens`.
-pub const DEFAULT_OUTPUT_RESERVATION: u64 = 1_024;
 /// The scope a key needs for the inference endpoints (a key with no scopes may do anything).
 pub const SCOPE: &str = "inference";
 
@@ -248,6 +246,8 @@ struct Inference {
     price: switchyard_actors::billing::ModelPrice,
     reserved: u64,
     reserved_tokens: u64,
+    /// Output tokens the reservation covers (a stream that outgrows it must extend it).
+    reserved_output: u64,
     started: Instant,
     token_checks: Vec<Check>,
 }
@@ -506,6 +506,7 @@ async fn admit(
         price,
         reserved,
         reserved_tokens,
+        reserved_output: output_reservation,
         started: Instant::now(),
         token_checks,
     };
@@ -597,7 +598,7 @@ pub(crate) async fn chat_completions(
             let prompt = request.estimate_prompt_tokens();
             let reservation = request
                 .output_cap()
-                .unwrap_or(DEFAULT_OUTPUT_RESERVATION)
+                .unwrap_or(gateway.config.default_output_reservation)
                 .saturating_mul(u64::from(request.choices()));
             let (mut inference, headers) = admit(
                 &req,
@@ -689,7 +690,7 @@ async fn chat_stream(
     let prompt = request.estimate_prompt_tokens();
     let reservation = request
         .output_cap()
-        .unwrap_or(DEFAULT_OUTPUT_RESERVATION)
+        .unwrap_or(gateway.config.default_output_reservation)
         .saturating_mul(u64::from(request.choices()));
     let (mut inference, headers) = admit(
         &req,
@@ -772,6 +773,35 @@ async fn chat_stream(
                         }
                         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
                             reason.clone_into(&mut finish_reason);
+                        }
+                    }
+                    // An answer longer than its reservation extends it, or is cut when the
+                    // budget cannot cover more (the tokens sent so far are billed).
+                    if pieces > inference.reserved_output {
+                        let extra = inference.reserved_output.max(16);
+                        let micros = inference.price.cost(0, 0, extra);
+                        let limits = admin.keys.tenant_limits(inference.tenant);
+                        let now = OffsetDateTime::now_utc();
+                        match admin.keys.meter.reserve(
+                            inference.tenant,
+                            &limits,
+                            micros,
+                            extra,
+                            now,
+                        ) {
+                            Ok(()) => {
+                                inference.reserved_output += extra;
+                                inference.reserved += micros;
+                                inference.reserved_tokens += extra;
+                            }
+                            Err(exhausted) => {
+                                failure = Some(ProviderError::fatal(
+                                    "budget_exhausted",
+                                    402,
+                                    format!("the tenant's {} ran out mid-stream", exhausted.budget),
+                                ));
+                                break;
+                            }
                         }
                     }
                     let out = chunk(Value::Array(choices), Value::Null);

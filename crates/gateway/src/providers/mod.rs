@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::config::{Config, ModelConfig, ProviderKind};
 use crate::openai::ChatRequest;
 
+pub mod anthropic;
 pub mod openai_compat;
 pub mod sim;
 
@@ -138,11 +139,7 @@ impl Providers {
             let built: Arc<dyn Provider> = match provider.kind {
                 ProviderKind::Sim => Arc::new(sim::Simulator),
                 ProviderKind::Openai => Arc::new(openai_compat::OpenAiCompatible::new(provider)?),
-                ProviderKind::Anthropic => anyhow::bail!(
-                    "provider {}: the Anthropic adapter is not built yet; use an \
-                     OpenAI-compatible endpoint",
-                    provider.name
-                ),
+                ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(provider)?),
             };
             by_name.insert(provider.name.clone(), built);
         }

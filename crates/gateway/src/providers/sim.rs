@@ -60,6 +60,7 @@ fn knobs(model: &ModelConfig) -> SimModel {
         failure_rate: 0.0,
         quality: 0.5,
         max_answer_tokens: 64,
+        min_answer_tokens: 1,
     })
 }
 
@@ -78,8 +79,10 @@ pub fn answer_words(
     hasher.update(&index.to_le_bytes());
     let digest = hasher.finalize();
     let bytes = digest.as_bytes();
-    let most = knobs(model).max_answer_tokens.max(1);
-    let natural = 1 + u64::from(u16::from_le_bytes([bytes[0], bytes[1]])) % most;
+    let sim = knobs(model);
+    let fewest = sim.min_answer_tokens.max(1);
+    let spread = sim.max_answer_tokens.max(fewest) - fewest + 1;
+    let natural = fewest + u64::from(u16::from_le_bytes([bytes[0], bytes[1]])) % spread;
     let cap = request.output_cap().unwrap_or(u64::MAX);
     let count = natural.min(cap);
     let mut reader = blake3::Hasher::new_keyed(digest.as_bytes()).finalize_xof();
