@@ -1043,3 +1043,71 @@ sim = { latency_ms = 0, min_answer_tokens = 100, max_answer_tokens = 120 }
         other => panic!("{other:?}"),
     }
 }
+
+/// Every billed inference lands once on its tenant's invoice ledger (UsageRecorded on stream
+/// billing-<tenant>), at the cost in its event, and a restart bills nothing twice.
+#[tokio::test]
+async fn inferences_are_billed_once_and_a_restart_bills_nothing_twice() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (_, key, _) = tenant_with_key(&server).await;
+    for _ in 0..5 {
+        assert_eq!(chat(&server, &key, &hello("sim-large")).await.status(), 200);
+    }
+    let billed = |dir: std::path::PathBuf| async move {
+        let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
+        let events = store
+            .read_all(Scope::All, GlobalPosition::START, 100_000)
+            .await
+            .unwrap();
+        let cost = |t: &str| -> u64 {
+            events
+                .iter()
+                .filter(|e| e.event_type == t)
+                .map(
+                    |e| match switchyard_events::Event::from_recorded(e).unwrap() {
+                        switchyard_events::Event::UsageRecorded(u) => u.cost_micros,
+                        switchyard_events::Event::InferenceCompleted(c) => c.cost_micros,
+                        _ => 0,
+                    },
+                )
+                .sum()
+        };
+        let usage = events
+            .iter()
+            .filter(|e| e.event_type == "UsageRecorded")
+            .count();
+        (usage, cost("UsageRecorded"), cost("InferenceCompleted"))
+    };
+    let mut seen = (0, 0, 0);
+    for _ in 0..50 {
+        seen = billed(dir.clone()).await;
+        if seen.0 == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.0, 5, "five usage lines");
+    assert_eq!(
+        seen.1, seen.2,
+        "the ledger's total equals the log's inference costs"
+    );
+    drop(server);
+    let server = start(&dir, SIM_CONFIG);
+    assert_eq!(chat(&server, &key, &hello("sim-small")).await.status(), 200);
+    let mut after = (0, 0, 0);
+    for _ in 0..50 {
+        after = billed(dir.clone()).await;
+        if after.0 == 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let settled = billed(dir.clone()).await;
+    assert_eq!(
+        settled.0, 6,
+        "one more line, none twice: {after:?} then {settled:?}"
+    );
+    assert_eq!(settled.1, settled.2);
+}

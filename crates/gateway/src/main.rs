@@ -12,6 +12,7 @@ use switchyard_actors::{Runtime, RuntimeConfig};
 use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore};
 
 mod admin;
+mod billing_feed;
 mod cli;
 mod config;
 mod feedback;
@@ -230,6 +231,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token,
                 limiter,
             };
+            billing_feed::spawn(
+                store.clone(),
+                Runtime::<switchyard_actors::billing::Billing>::new(
+                    store.clone(),
+                    RuntimeConfig::default(),
+                ),
+            );
             let resilience = resilience::Resilience::new(
                 &config,
                 resilience::BreakerSettings::default(),

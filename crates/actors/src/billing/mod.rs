@@ -142,6 +142,20 @@ pub struct BillingState {
     seen: BTreeMap<String, BTreeSet<Uuid>>,
 }
 
+/// Usage with its cost already known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedUsage {
+    pub usage_id: Uuid,
+    /// When it happened (its invoice month).
+    pub at: OffsetDateTime,
+    pub model: String,
+    pub requests: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub tool_calls: u64,
+    pub cost_micros: u64,
+}
+
 /// What can be asked of a tenant's billing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BillingCommand {
@@ -155,6 +169,10 @@ pub enum BillingCommand {
         tool_calls: u64,
         price: ModelPrice,
     },
+    /// Bill usage that is priced already (an inference's cost, taken from its event so the
+    /// invoice equals the log), each in the month it happened, once per `usage_id`. Usage of a
+    /// month whose invoice is closed is not added to it.
+    RecordPriced(Vec<PricedUsage>),
     /// Close a past month's invoice.
     Finalize { period: String },
     /// Record that a finalized invoice was paid.
@@ -223,6 +241,42 @@ impl Actor for Billing {
                     tool_calls,
                     cost_micros,
                 })])
+            }
+            BillingCommand::RecordPriced(usages) => {
+                let mut events = Vec::with_capacity(usages.len());
+                let mut batch = BTreeSet::new();
+                for usage in usages {
+                    let period = period_of(usage.at);
+                    let closed = state
+                        .invoices
+                        .get(&period)
+                        .is_some_and(|i| i.status != InvoiceStatus::Open);
+                    if closed
+                        || !batch.insert(usage.usage_id)
+                        || state.seen.values().any(|ids| ids.contains(&usage.usage_id))
+                    {
+                        continue;
+                    }
+                    if usage.model.is_empty()
+                        || usage.model.len() > 200
+                        || usage.model.chars().any(char::is_control)
+                    {
+                        return Err(BillingRejection::Invalid(
+                            "model must be 1-200 characters".into(),
+                        ));
+                    }
+                    events.push(Event::UsageRecorded(UsageRecorded {
+                        usage_id: usage.usage_id,
+                        period,
+                        model: usage.model,
+                        requests: usage.requests,
+                        tokens_in: usage.tokens_in,
+                        tokens_out: usage.tokens_out,
+                        tool_calls: usage.tool_calls,
+                        cost_micros: usage.cost_micros,
+                    }));
+                }
+                Ok(events)
             }
             BillingCommand::Finalize { period } => {
                 let invoice = state

@@ -203,3 +203,53 @@ fn price_books_fall_back_from_the_plan_to_the_default() {
     assert_eq!(book.price("enterprise", "sim-small"), Some(discounted));
     assert_eq!(book.price("free", "unknown-model"), None);
 }
+
+fn priced(id: Uuid, at: OffsetDateTime, cost: u64) -> PricedUsage {
+    PricedUsage {
+        usage_id: id,
+        at,
+        model: "sim-large".into(),
+        requests: 1,
+        tokens_in: 10,
+        tokens_out: 5,
+        tool_calls: 0,
+        cost_micros: cost,
+    }
+}
+
+#[test]
+fn priced_usage_is_billed_once_in_its_own_month_and_never_into_a_closed_invoice() {
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let batch = BillingCommand::RecordPriced(vec![
+        priced(a, utc(Month::October, 31), 70),
+        priced(b, utc(Month::November, 1), 30),
+        priced(b, utc(Month::November, 1), 30), // the same usage twice in one batch
+    ]);
+    let events = record(&given(&[]), batch.clone(), utc(Month::November, 2));
+    assert_eq!(events.len(), 2);
+    let state = given(&events);
+    assert_eq!(state.invoices["2026-10"].total_micros(), 70);
+    assert_eq!(state.invoices["2026-11"].total_micros(), 30);
+    // Fed again (a restart replays the log): nothing new.
+    assert_eq!(record(&state, batch, utc(Month::November, 3)), vec![]);
+    // October is closed: a late October usage does not change its invoice.
+    let closed = record(
+        &state,
+        BillingCommand::Finalize {
+            period: "2026-10".into(),
+        },
+        utc(Month::November, 3),
+    );
+    let history: Vec<Event> = events.into_iter().chain(closed).collect();
+    let late =
+        BillingCommand::RecordPriced(vec![priced(Uuid::now_v7(), utc(Month::October, 30), 999)]);
+    assert_eq!(
+        record(&given(&history), late, utc(Month::November, 4)),
+        vec![]
+    );
+    let bad = BillingCommand::RecordPriced(vec![PricedUsage {
+        model: String::new(),
+        ..priced(Uuid::now_v7(), utc(Month::November, 4), 1)
+    }]);
+    assert!(Billing::decide(&given(&history), bad, utc(Month::November, 4)).is_err());
+}
