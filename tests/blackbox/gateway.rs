@@ -1111,3 +1111,28 @@ async fn inferences_are_billed_once_and_a_restart_bills_nothing_twice() {
     );
     assert_eq!(settled.1, settled.2);
 }
+
+/// HTTPS upstreams are reached with TLS (rustls): an https base URL is a connection attempt,
+/// not a refusal of the scheme.
+#[tokio::test]
+async fn an_https_upstream_is_dialled_with_tls() {
+    let dir = data_dir();
+    let config = r#"
+[[providers]]
+name = "remote"
+kind = "openai"
+base_url = "https://127.0.0.1:9/v1"
+first_token_timeout_ms = 2000
+[[models]]
+name = "remote"
+provider = "remote"
+"#;
+    let server = start(&dir, config);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let response = chat(&server, &key, &hello("remote")).await;
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("scheme"), "{message}");
+}

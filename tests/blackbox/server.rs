@@ -30,6 +30,7 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        tls();
         let mut command = Self::command(data_dir);
         for (key, value) in env {
             command.env(key, value);
@@ -60,8 +61,15 @@ impl Drop for Server {
     }
 }
 
+/// The TLS crypto provider reqwest needs before it builds a client (the binary installs the same
+/// one at start). Every test calls it through `data_dir` or `Server`.
+pub fn tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A fresh directory for one test's data, under Cargo's temp dir (cleared by `scripts/test.sh`).
 pub fn data_dir() -> PathBuf {
+    tls();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("switchyard-tests")
         .join(switchyard_events::EventId::new().to_string());
@@ -77,6 +85,7 @@ pub struct Mock {
 
 impl Mock {
     pub fn start() -> Mock {
+        tls();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mock-upstream"))
             .env("MOCK_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())

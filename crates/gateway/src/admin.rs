@@ -424,12 +424,8 @@ pub(crate) async fn set_limits(
                 monthly_token_budget: input.monthly_token_budget,
                 daily_token_budget: input.daily_token_budget,
             };
-            let applied = admin
-                .tenants
-                .send(&tenant, TenantCommand::SetLimits(limits), metadata(&req))
-                .await
-                .map_err(rejected)?;
-            write_through(&admin, tenant, &applied.events);
+            let applied =
+                run_command(&admin, &req, tenant, TenantCommand::SetLimits(limits)).await?;
             Ok((StatusCode::OK, limits_view(&applied.state.limits)))
         },
     )
@@ -502,12 +498,7 @@ async fn set_rate_limit(
                 tokens_per_minute: input.tokens_per_minute,
             };
             let command = TenantCommand::SetRateLimit { scope, limits };
-            let applied = admin
-                .tenants
-                .send(&tenant, command, metadata(&req))
-                .await
-                .map_err(rejected)?;
-            write_through(&admin, tenant, &applied.events);
+            run_command(&admin, &req, tenant, command).await?;
             Ok((StatusCode::OK, rate_view(&limits)))
         },
     )
@@ -560,12 +551,7 @@ pub(crate) async fn set_setting(
                 key,
                 value: input.value,
             };
-            let applied = admin
-                .tenants
-                .send(&tenant, command, metadata(&req))
-                .await
-                .map_err(rejected)?;
-            write_through(&admin, tenant, &applied.events);
+            let applied = run_command(&admin, &req, tenant, command).await?;
             Ok((StatusCode::OK, json!({"settings": applied.state.settings})))
         },
     )
@@ -604,12 +590,7 @@ pub(crate) async fn set_flag(
                 flag,
                 enabled: input.enabled,
             };
-            let applied = admin
-                .tenants
-                .send(&tenant, command, metadata(&req))
-                .await
-                .map_err(rejected)?;
-            write_through(&admin, tenant, &applied.events);
+            let applied = run_command(&admin, &req, tenant, command).await?;
             Ok((StatusCode::OK, json!({"flags": applied.state.flags})))
         },
     )
@@ -707,18 +688,29 @@ pub(crate) async fn revoke_key(
     let key_id: Uuid = key_id
         .parse()
         .map_err(|_| ApiError::not_found("no such API key"))?;
-    let applied = admin
-        .tenants
-        .send(&tenant, TenantCommand::RevokeKey { key_id }, metadata(&req))
-        .await
-        .map_err(rejected)?;
-    write_through(&admin, tenant, &applied.events);
+    run_command(&admin, &req, tenant, TenantCommand::RevokeKey { key_id }).await?;
     tracing::info!(%tenant, %key_id, "API key revoked");
     Ok(HttpResponse::Ok().json(json!({"id": key_id, "revoked": true})))
 }
 
 /// Applies a command's events to this node's key index at once, so a key or a limit works as
 /// soon as the call returns (the log subscription applies them again, idempotently).
+/// Sends a command to a tenant and applies its events to the in-memory indexes at once.
+async fn run_command(
+    admin: &Admin,
+    req: &HttpRequest,
+    tenant: TenantId,
+    command: TenantCommand,
+) -> Result<switchyard_actors::Applied<TenantState>, ApiError> {
+    let applied = admin
+        .tenants
+        .send(&tenant, command, metadata(req))
+        .await
+        .map_err(rejected)?;
+    write_through(admin, tenant, &applied.events);
+    Ok(applied)
+}
+
 fn write_through(admin: &Admin, tenant: TenantId, events: &[switchyard_events::Event]) {
     for event in events {
         admin.keys.apply(tenant, event);

@@ -364,9 +364,15 @@ impl Config {
         }
         config.router.serving = match (&config.router.policy, &config.default_model) {
             (Some(policy), _) => policy.clone(),
-            (None, Some(model)) => Policy::Static {
-                model: model.clone(),
-            },
+            (None, Some(model)) => {
+                // `auto` is pinned: the only candidate, so no exploration moves it.
+                if config.router.candidates.is_empty() {
+                    config.router.candidates = vec![model.clone()];
+                }
+                Policy::Static {
+                    model: model.clone(),
+                }
+            }
             (None, None) => Policy::Thompson,
         };
         config
@@ -454,6 +460,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pinned.router.serving, Policy::Static { model: "m".into() });
+        assert_eq!(
+            pinned.candidates().len(),
+            1,
+            "auto is pinned to the default model"
+        );
     }
 
     #[test]

@@ -513,6 +513,36 @@ async fn admit(
     Ok((inference, headers))
 }
 
+/// Admission of a chat request: its prompt estimate and output reservation (`max_tokens` × `n`,
+/// or the configured default), then [`admit`].
+async fn admit_chat(
+    req: &HttpRequest,
+    admin: &Admin,
+    gateway: &Gateway,
+    principal: &Principal,
+    request: &ChatRequest,
+) -> Result<(Inference, Vec<(HeaderName, HeaderValue)>), ApiError> {
+    let reservation = request
+        .output_cap()
+        .unwrap_or(gateway.config.default_output_reservation)
+        .saturating_mul(u64::from(request.choices()));
+    admit(
+        req,
+        admin,
+        gateway,
+        principal,
+        "chat",
+        &request.model,
+        request.stream,
+        u32::try_from(request.messages.len()).unwrap_or(u32::MAX),
+        request.estimate_prompt_tokens(),
+        request.output_cap(),
+        reservation,
+        Some(request),
+    )
+    .await
+}
+
 /// A place in the tenant's bulkhead, or 429 when it already has its most requests in flight.
 fn tenant_slot(
     gateway: &Gateway,
@@ -595,26 +625,8 @@ pub(crate) async fn chat_completions(
         |_| {},
         inference_headers,
         || async {
-            let prompt = request.estimate_prompt_tokens();
-            let reservation = request
-                .output_cap()
-                .unwrap_or(gateway.config.default_output_reservation)
-                .saturating_mul(u64::from(request.choices()));
-            let (mut inference, headers) = admit(
-                &req,
-                &admin,
-                &gateway,
-                &principal,
-                "chat",
-                &request.model,
-                false,
-                u32::try_from(request.messages.len()).unwrap_or(u32::MAX),
-                prompt,
-                request.output_cap(),
-                reservation,
-                Some(&request),
-            )
-            .await?;
+            let (mut inference, headers) =
+                admit_chat(&req, &admin, &gateway, &principal, &request).await?;
             rate = headers;
             let routed = gateway
                 .config
@@ -688,25 +700,7 @@ async fn chat_stream(
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<HttpResponse, ApiError> {
     let prompt = request.estimate_prompt_tokens();
-    let reservation = request
-        .output_cap()
-        .unwrap_or(gateway.config.default_output_reservation)
-        .saturating_mul(u64::from(request.choices()));
-    let (mut inference, headers) = admit(
-        &req,
-        &admin,
-        &gateway,
-        &principal,
-        "chat",
-        &request.model,
-        true,
-        u32::try_from(request.messages.len()).unwrap_or(u32::MAX),
-        prompt,
-        request.output_cap(),
-        reservation,
-        Some(&request),
-    )
-    .await?;
+    let (mut inference, headers) = admit_chat(&req, &admin, &gateway, &principal, &request).await?;
     let store = gateway.store.clone();
     let routed = gateway
         .config

@@ -174,6 +174,14 @@ fn admin_token_file(path: &Path) -> anyhow::Result<String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init();
+    // HTTPS to providers: rustls with ring's primitives (pure Rust and assembly, no CMake), and
+    // the system's certificate store through rustls-platform-verifier.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::debug!("a TLS crypto provider was already installed");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
