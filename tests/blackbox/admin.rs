@@ -3,9 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::server::{Server, data_dir};
-
-const TOKEN: &str = "test-admin-token-0123456789";
+use crate::server::{Server, TOKEN, data_dir};
 
 fn admin(server: &Server) -> (reqwest::Client, String) {
     (reqwest::Client::new(), server.url("/v1/admin/tenants"))

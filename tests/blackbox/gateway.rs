@@ -8,9 +8,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchyard_events::{EventStore, GlobalPosition, Scope, SqliteStore};
 
-use crate::server::{Server, data_dir};
-
-const TOKEN: &str = "test-admin-token-0123456789";
+use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
 
 /// Simulated models with no latency, so the tests run at the speed of the code.
 const SIM_CONFIG: &str = r#"
@@ -45,37 +43,6 @@ fn start(dir: &Path, config: &str) -> Server {
             ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
             ("SWITCHYARD_CONFIG", path.to_str().unwrap()),
         ],
-    )
-}
-
-/// A tenant and a key for it.
-async fn tenant_with_key(server: &Server) -> (String, String, String) {
-    let client = reqwest::Client::new();
-    let tenant: Value = client
-        .post(server.url("/v1/admin/tenants"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "Acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = tenant["id"].as_str().unwrap().to_owned();
-    let key: Value = client
-        .post(server.url(&format!("/v1/admin/tenants/{id}/keys")))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "app"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        id,
-        key["key"].as_str().unwrap().to_owned(),
-        key["id"].as_str().unwrap().to_owned(),
     )
 }
 
@@ -121,6 +88,15 @@ async fn logged(dir: &Path) -> Vec<(String, String)> {
         .into_iter()
         .map(|e| (e.stream_id.as_str().to_owned(), e.event_type))
         .collect()
+}
+
+/// `InferenceCompleted` events in the log.
+async fn completed(dir: &Path) -> usize {
+    logged(dir)
+        .await
+        .iter()
+        .filter(|(_, t)| t == "InferenceCompleted")
+        .count()
 }
 
 #[tokio::test]
@@ -252,11 +228,7 @@ async fn a_stream_passes_chunks_through_and_ends_with_usage_and_done() {
             .iter()
             .all(|c| c["object"] == "chat.completion.chunk")
     );
-    let completed = logged(&dir)
-        .await
-        .iter()
-        .filter(|(_, t)| t == "InferenceCompleted")
-        .count();
+    let completed = completed(&dir).await;
     assert_eq!(completed, 2);
 }
 
@@ -492,11 +464,7 @@ async fn an_idempotency_key_answers_a_retried_completion_once() {
     assert_eq!(second.headers()["x-switchyard-inference-id"], id);
     assert_eq!(second.headers()["idempotency-replayed"], "true");
     assert_eq!(second.json::<Value>().await.unwrap(), first);
-    let completed = logged(&dir)
-        .await
-        .iter()
-        .filter(|(_, t)| t == "InferenceCompleted")
-        .count();
+    let completed = completed(&dir).await;
     assert_eq!(completed, 1, "billed once");
 }
 
@@ -554,11 +522,7 @@ input_usd_per_million = "1"
         text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
     }
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    let completed = logged(&dir)
-        .await
-        .iter()
-        .filter(|(_, t)| t == "InferenceCompleted")
-        .count();
+    let completed = completed(&dir).await;
     assert_eq!(completed, 2);
 }
 

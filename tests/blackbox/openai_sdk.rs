@@ -2,11 +2,7 @@
 //! interpreter is `SWITCHYARD_TEST_PYTHON` (`scripts/test.sh` makes a venv with the SDK); the
 //! test fails, never skips, without it.
 
-use serde_json::{Value, json};
-
-use crate::server::{Server, data_dir};
-
-const TOKEN: &str = "test-admin-token-0123456789";
+use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
 
 #[tokio::test]
 async fn the_official_openai_sdk_works_unchanged() {
@@ -30,35 +26,12 @@ async fn the_official_openai_sdk_works_unchanged() {
             ("SWITCHYARD_CONFIG", config.to_str().unwrap()),
         ],
     );
-    let client = reqwest::Client::new();
-    let tenant: Value = client
-        .post(server.url("/v1/admin/tenants"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "sdk"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key: Value = client
-        .post(server.url(&format!(
-            "/v1/admin/tenants/{}/keys",
-            tenant["id"].as_str().unwrap()
-        )))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "sdk"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, key, _) = tenant_with_key(&server).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/sdk/openai_sdk.py");
     let output = tokio::process::Command::new(python)
         .arg(script)
         .arg(&server.base)
-        .arg(key["key"].as_str().unwrap())
+        .arg(&key)
         .output()
         .await
         .expect("run the SDK script");

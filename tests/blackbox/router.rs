@@ -7,9 +7,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use switchyard_events::{Event, EventStore, GlobalPosition, Scope, SqliteStore};
 
-use crate::server::{Server, data_dir};
-
-const TOKEN: &str = "test-admin-token-0123456789";
+use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
 
 /// sim-small is judged good 20% of the time, sim-large 90%: the feedback in this test says
 /// exactly that, so the right answer is known.
@@ -59,28 +57,7 @@ async fn feedback_teaches_the_router_the_better_model_and_survives_a_restart() {
     let dir = data_dir();
     let server = start(&dir);
     let client = reqwest::Client::new();
-    let tenant = json_of(
-        client
-            .post(server.url("/v1/admin/tenants"))
-            .bearer_auth(TOKEN)
-            .json(&json!({"name": "r", "plan": "pro"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let tenant = tenant["id"].as_str().unwrap().to_owned();
-    let key = json_of(
-        client
-            .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
-            .bearer_auth(TOKEN)
-            .json(&json!({"name": "k"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let key = key["key"].as_str().unwrap().to_owned();
+    let (_, key, _) = tenant_with_key(&server).await;
     let quality = |model: &str| if model == "sim-large" { 0.9 } else { 0.2 };
 
     let mut served = Vec::new();
@@ -280,28 +257,7 @@ async fn the_cli_evaluates_a_policy_file_on_the_log() {
     {
         let server = start(&dir);
         let client = reqwest::Client::new();
-        let tenant = json_of(
-            client
-                .post(server.url("/v1/admin/tenants"))
-                .bearer_auth(TOKEN)
-                .json(&json!({"name": "r"}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        let tenant = tenant["id"].as_str().unwrap().to_owned();
-        let key = json_of(
-            client
-                .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
-                .bearer_auth(TOKEN)
-                .json(&json!({"name": "k"}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        let key = key["key"].as_str().unwrap().to_owned();
+        let (_, key, _) = tenant_with_key(&server).await;
         for _ in 0..20 {
             let response = client
                 .post(server.url("/v1/chat/completions"))

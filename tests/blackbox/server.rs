@@ -111,3 +111,37 @@ impl Drop for Mock {
         let _ = self.child.wait();
     }
 }
+
+/// The admin token the black-box tests give their servers.
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A new tenant and an API key for it, through the admin API: (tenant id, key, key id).
+pub async fn tenant_with_key(server: &Server) -> (String, String, String) {
+    let client = reqwest::Client::new();
+    let tenant: serde_json::Value = client
+        .post(server.url("/v1/admin/tenants"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"name": "Acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = tenant["id"].as_str().unwrap().to_owned();
+    let key: serde_json::Value = client
+        .post(server.url(&format!("/v1/admin/tenants/{id}/keys")))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"name": "app"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        id,
+        key["key"].as_str().unwrap().to_owned(),
+        key["id"].as_str().unwrap().to_owned(),
+    )
+}
