@@ -69,6 +69,7 @@ impl Readers {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        super::sqlite::stable_plans(&conn)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
     }
