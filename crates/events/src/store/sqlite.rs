@@ -129,7 +129,10 @@ fn open_writer(path: &Path) -> Result<Connection> {
 /// `?2 IS NULL OR tenant_id = ?2` filters), which profiling showed costing about a tenth of the
 /// server's CPU under load.
 pub(crate) fn stable_plans(conn: &Connection) -> Result<()> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }
 
