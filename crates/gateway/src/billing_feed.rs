@@ -3,94 +3,111 @@
 //! of its tenant's billing actor, in the month it happened, once per inference id.
 //!
 //! Batched per tenant (one command, one append of many `UsageRecorded` per flush), off the
-//! request path. It reads the log from the start at every start-up: the billing actor
-//! deduplicates by inference id and never adds to a closed invoice, so the replay is harmless.
-//! (A checkpoint comes with the projector runtime of the read side.)
+//! request path. It sees the log from the start at every start-up (through the server's one
+//! subscription): the billing actor deduplicates by inference id and never adds to a closed
+//! invoice, so the replay is harmless. (A checkpoint comes with the read side's projectors.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use switchyard_actors::Runtime;
 use switchyard_actors::billing::{Billing, BillingCommand, PricedUsage};
-use switchyard_events::{Event, EventStore, GlobalPosition, Metadata, Scope, TenantId};
+use switchyard_events::{Event, Metadata, RecordedEvent, TenantId};
 use uuid::Uuid;
+
+use crate::keys::Folder;
 
 /// Usage lines per tenant command.
 const BATCH: usize = 500;
 /// Longest wait before a partial batch is billed.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
 
-/// Starts the feeder in the background.
-pub fn spawn(store: Arc<dyn EventStore>, billing: Runtime<Billing>) {
-    tokio::spawn(async move {
-        let mut events = store.subscribe_all(Scope::All, GlobalPosition::START);
-        let mut pending: BTreeMap<TenantId, Vec<PricedUsage>> = BTreeMap::new();
-        let mut count = 0usize;
-        loop {
-            match tokio::time::timeout(FLUSH_AFTER, events.next()).await {
-                Ok(Some(Ok(recorded))) => {
-                    if !matches!(
-                        recorded.event_type.as_str(),
-                        "InferenceCompleted" | "InferenceFailed"
-                    ) {
-                        continue;
-                    }
-                    let Some(id) = recorded
-                        .stream_id
-                        .as_str()
-                        .strip_prefix("inference-")
-                        .and_then(|id| id.parse::<Uuid>().ok())
-                    else {
-                        continue;
-                    };
-                    let line = match Event::from_recorded(&recorded) {
-                        Ok(Event::InferenceCompleted(e)) => {
-                            (e.model, e.tokens_in, e.tokens_out, e.cost_micros)
+/// The feed: a [`Folder`] on the server's one log subscription (so the log is not read a
+/// second time), handing usage lines to a background task that bills them in batches.
+pub struct BillingFeed {
+    lines: tokio::sync::mpsc::UnboundedSender<(TenantId, PricedUsage)>,
+}
+
+impl std::fmt::Debug for BillingFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingFeed").finish_non_exhaustive()
+    }
+}
+
+impl BillingFeed {
+    /// Starts the billing task. The queue between the two is unbounded: a line must never be
+    /// dropped, and it holds only what the billing actors have not taken yet.
+    pub fn start(billing: Runtime<Billing>) -> Arc<Self> {
+        let (lines, mut queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut pending: BTreeMap<TenantId, Vec<PricedUsage>> = BTreeMap::new();
+            let mut count = 0usize;
+            loop {
+                match tokio::time::timeout(FLUSH_AFTER, queue.recv()).await {
+                    Ok(Some((tenant, line))) => {
+                        pending.entry(tenant).or_default().push(line);
+                        count += 1;
+                        if count >= BATCH {
+                            flush(&billing, &mut pending).await;
+                            count = 0;
                         }
-                        Ok(Event::InferenceFailed(e)) => {
-                            (e.model, e.tokens_in, e.tokens_out, e.cost_micros)
+                    }
+                    Ok(None) => {
+                        flush(&billing, &mut pending).await;
+                        break;
+                    }
+                    Err(_) => {
+                        if count > 0 {
+                            flush(&billing, &mut pending).await;
+                            count = 0;
                         }
-                        _ => continue,
-                    };
-                    let (model, tokens_in, tokens_out, cost_micros) = line;
-                    if model.is_empty() || (cost_micros == 0 && tokens_in + tokens_out == 0) {
-                        continue; // refused before any work: nothing to bill
-                    }
-                    pending
-                        .entry(recorded.tenant_id)
-                        .or_default()
-                        .push(PricedUsage {
-                            usage_id: id,
-                            at: recorded.recorded_at,
-                            model,
-                            requests: 1,
-                            tokens_in,
-                            tokens_out,
-                            tool_calls: 0,
-                            cost_micros,
-                        });
-                    count += 1;
-                    if count >= BATCH {
-                        flush(&billing, &mut pending).await;
-                        count = 0;
-                    }
-                }
-                Ok(Some(Err(error))) => {
-                    tracing::error!(%error, "billing feed stopped reading the log");
-                    break;
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    if count > 0 {
-                        flush(&billing, &mut pending).await;
-                        count = 0;
                     }
                 }
             }
+        });
+        Arc::new(BillingFeed { lines })
+    }
+}
+
+impl Folder for BillingFeed {
+    fn fold(&self, recorded: &RecordedEvent) {
+        if !matches!(
+            recorded.event_type.as_str(),
+            "InferenceCompleted" | "InferenceFailed"
+        ) {
+            return;
         }
-    });
+        let Some(id) = recorded
+            .stream_id
+            .as_str()
+            .strip_prefix("inference-")
+            .and_then(|id| id.parse::<Uuid>().ok())
+        else {
+            return;
+        };
+        let (model, tokens_in, tokens_out, cost_micros) = match Event::from_recorded(recorded) {
+            Ok(Event::InferenceCompleted(e)) => (e.model, e.tokens_in, e.tokens_out, e.cost_micros),
+            Ok(Event::InferenceFailed(e)) => (e.model, e.tokens_in, e.tokens_out, e.cost_micros),
+            _ => return,
+        };
+        if model.is_empty() || (cost_micros == 0 && tokens_in + tokens_out == 0) {
+            return; // refused before any work: nothing to bill
+        }
+        let line = PricedUsage {
+            usage_id: id,
+            at: recorded.recorded_at,
+            model,
+            requests: 1,
+            tokens_in,
+            tokens_out,
+            tool_calls: 0,
+            cost_micros,
+        };
+        if self.lines.send((recorded.tenant_id, line)).is_err() {
+            tracing::error!("the billing task has stopped; the next start-up bills this usage");
+        }
+    }
 }
 
 async fn flush(billing: &Runtime<Billing>, pending: &mut BTreeMap<TenantId, Vec<PricedUsage>>) {

@@ -216,9 +216,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.router.clone(),
                 Runtime::new(store.clone(), RuntimeConfig::default()),
             ));
+            let billing = billing_feed::BillingFeed::start(Runtime::<
+                switchyard_actors::billing::Billing,
+            >::new(
+                store.clone(),
+                RuntimeConfig::default(),
+            ));
             let (keys, directory) = keys::KeyIndex::follow(
                 store.clone(),
-                vec![router.clone() as Arc<dyn keys::Folder>],
+                vec![router.clone() as Arc<dyn keys::Folder>, billing],
             )
             .await?;
             let limiter = match &redis_url {
@@ -239,13 +245,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token,
                 limiter,
             };
-            billing_feed::spawn(
-                store.clone(),
-                Runtime::<switchyard_actors::billing::Billing>::new(
-                    store.clone(),
-                    RuntimeConfig::default(),
-                ),
-            );
             let resilience = resilience::Resilience::new(
                 &config,
                 resilience::BreakerSettings::default(),
