@@ -821,15 +821,23 @@ input_usd_per_million = "1"
     // 3 failures + the fallback; then 2 more failures open the circuit (5 in a row); then the
     // open circuit is skipped without a call.
     assert_eq!(attempts, [4, 3, 1]);
+    // The circuit's event is appended off the request path: wait for it (bounded).
     let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
-    let circuit = store
-        .read_all(Scope::All, GlobalPosition::START, 10_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.event_type == "CircuitChanged")
-        .map(|e| switchyard_events::Event::from_recorded(&e).unwrap())
-        .collect::<Vec<_>>();
+    let mut circuit = Vec::new();
+    for _ in 0..50 {
+        circuit = store
+            .read_all(Scope::All, GlobalPosition::START, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event_type == "CircuitChanged")
+            .map(|e| switchyard_events::Event::from_recorded(&e).unwrap())
+            .collect::<Vec<_>>();
+        if !circuit.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(
         circuit,
         [switchyard_events::Event::CircuitChanged(
