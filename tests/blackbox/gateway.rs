@@ -46,6 +46,19 @@ fn start(dir: &Path, config: &str) -> Server {
     )
 }
 
+/// `GET /v1/admin/tenants/{id}`: the tenant with its limits, flags and spend.
+async fn tenant_view(server: &Server, tenant: &str) -> Value {
+    reqwest::Client::new()
+        .get(server.url(&format!("/v1/admin/tenants/{tenant}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn put(server: &Server, path: &str, body: Value) {
     let response = reqwest::Client::new()
         .put(server.url(path))
@@ -162,15 +175,7 @@ async fn a_completion_is_answered_billed_and_logged_once() {
         ]
     );
     // The spend shows on the tenant at the model's price: $1/M in, $2/M out, rounded up.
-    let view: Value = reqwest::Client::new()
-        .get(server.url(&format!("/v1/admin/tenants/{tenant}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = tenant_view(&server, &tenant).await;
     let expected = tokens_in + 2 * tokens_out;
     assert_eq!(view["budget"]["spent_usd"], format!("0.{expected:06}"));
     assert_eq!(view["budget"]["tokens"], tokens_in + tokens_out);
@@ -332,25 +337,11 @@ async fn a_spent_budget_answers_402_and_a_restart_remembers_the_spend() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "budget_exhausted");
     let spent = |view: &Value| view["budget"]["spent_usd"].as_str().unwrap().to_owned();
-    let view = |server: &Server| {
-        let url = server.url(&format!("/v1/admin/tenants/{tenant}"));
-        async move {
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let before = spent(&view(&server).await);
+    let before = spent(&tenant_view(&server, &tenant).await);
     drop(server);
     let server = start(&dir, SIM_CONFIG);
     assert_eq!(
-        spent(&view(&server).await),
+        spent(&tenant_view(&server, &tenant).await),
         before,
         "the spend is folded back from the log"
     );
@@ -619,15 +610,7 @@ async fn browsers_read_answers_only_from_the_origins_their_tenant_allows() {
         json!({"enabled": true}),
     )
     .await;
-    let view: Value = client
-        .get(server.url(&format!("/v1/admin/tenants/{tenant}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = tenant_view(&server, &tenant).await;
     assert_eq!(view["flags"]["beta-router"], true);
 }
 
@@ -886,15 +869,7 @@ async fn daily_and_token_budgets_answer_402_naming_the_budget() {
             .contains("daily_token_budget"),
         "{error}"
     );
-    let view: Value = reqwest::Client::new()
-        .get(server.url(&format!("/v1/admin/tenants/{tenant}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = tenant_view(&server, &tenant).await;
     assert_eq!(view["limits"]["daily_token_budget"], 100);
     assert_eq!(view["limits"]["daily_budget_usd"], "5.000000");
     assert!(view["budget"]["day_tokens"].as_u64().unwrap() <= 100);
