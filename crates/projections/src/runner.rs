@@ -1,0 +1,419 @@
+//! The projector runtime: one task per projector that holds the projector's lease, tails the log
+//! from its checkpoint and commits each batch with the checkpoint (compare-and-set) in one
+//! transaction; plus rebuilds into shadow tables and dead-letter retries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use switchyard_events::{EventStore, GlobalPosition, RecordedEvent, Scope};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::db::{DeadLetter, ReadDb, SHADOW};
+use crate::error::{Error, Result};
+use crate::metrics::METRICS;
+use crate::model::merge;
+use crate::projectors::{ALL, Projector};
+
+/// How the runners work.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Most events per transaction.
+    pub batch: usize,
+    /// First and largest wait after an error (doubling in between).
+    pub backoff: (Duration, Duration),
+    /// How often a standby worker tries to take a lease another worker holds.
+    pub standby_poll: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            batch: 1000,
+            backoff: (Duration::from_millis(50), Duration::from_secs(5)),
+            standby_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The running projectors of this process.
+#[derive(Debug)]
+pub struct Projections {
+    db: ReadDb,
+    positions: HashMap<&'static str, watch::Receiver<u64>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Projections {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Projections {
+    /// Starts every projector (and a lag sampler) on `store` into `db`.
+    pub fn start(store: Arc<dyn EventStore>, db: ReadDb, config: RunnerConfig) -> Projections {
+        Projections::start_some(store, db, config, &ALL)
+    }
+
+    /// Starts the given projectors.
+    pub fn start_some(
+        store: Arc<dyn EventStore>,
+        db: ReadDb,
+        config: RunnerConfig,
+        projectors: &[&'static Projector],
+    ) -> Projections {
+        let mut positions = HashMap::new();
+        let mut tasks = Vec::new();
+        for projector in projectors {
+            let (tx, rx) = watch::channel(0);
+            positions.insert(projector.name, rx);
+            let worker = Worker {
+                store: store.clone(),
+                db: db.clone(),
+                projector,
+                config: config.clone(),
+                position: tx,
+            };
+            tasks.push(tokio::spawn(worker.run()));
+        }
+        let sampled: Vec<_> = positions.iter().map(|(n, rx)| (*n, rx.clone())).collect();
+        tasks.push(tokio::spawn(sample_lag(store, sampled)));
+        Projections {
+            db,
+            positions,
+            tasks,
+        }
+    }
+
+    pub fn db(&self) -> &ReadDb {
+        &self.db
+    }
+
+    /// The committed position of a projector (0 if it is not running here).
+    pub fn position(&self, projector: &str) -> u64 {
+        self.positions.get(projector).map_or(0, |rx| *rx.borrow())
+    }
+
+    /// Waits until `projector` has committed `position` (read-your-writes), at most `timeout`.
+    /// Returns the projector's position when it returns (≥ `position` unless it timed out).
+    pub async fn wait_for(&self, projector: &str, position: u64, timeout: Duration) -> u64 {
+        let Some(rx) = self.positions.get(projector) else {
+            return 0;
+        };
+        let mut rx = rx.clone();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|at| *at >= position))
+            .await
+            .ok()
+            .and_then(|waited| waited.ok().map(|at| *at));
+        reached.unwrap_or_else(|| *rx.borrow())
+    }
+}
+
+async fn sample_lag(
+    store: Arc<dyn EventStore>,
+    positions: Vec<(&'static str, watch::Receiver<u64>)>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Ok(head) = store.head().await else {
+            continue;
+        };
+        for (name, rx) in &positions {
+            let lag = head.0.saturating_sub(*rx.borrow());
+            METRICS
+                .lag_events
+                .with_label_values(&[*name])
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            if lag == 0 {
+                METRICS.lag_seconds.with_label_values(&[*name]).set(0.0);
+            }
+        }
+    }
+}
+
+struct Worker {
+    store: Arc<dyn EventStore>,
+    db: ReadDb,
+    projector: &'static Projector,
+    config: RunnerConfig,
+    position: watch::Sender<u64>,
+}
+
+impl Worker {
+    async fn run(self) {
+        let name = self.projector.name;
+        let mut delay = self.config.backoff.0;
+        loop {
+            match self.lead().await {
+                Ok(()) => delay = self.config.backoff.0,
+                Err(Error::Fenced(_)) => {
+                    tracing::warn!(
+                        projector = name,
+                        "checkpoint moved under this worker; reloading"
+                    );
+                    delay = self.config.backoff.0;
+                }
+                Err(error) => {
+                    tracing::warn!(projector = name, %error, retry_in = ?delay, "projector failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.config.backoff.1);
+                }
+            }
+        }
+    }
+
+    /// Takes the lease (waiting as a standby while another worker holds it), then projects until
+    /// an error.
+    async fn lead(&self) -> Result<()> {
+        let name = self.projector.name;
+        let mut lease = loop {
+            if let Some(lease) = self.db.try_lease(name).await? {
+                break lease;
+            }
+            tracing::debug!(projector = name, "standby: another worker holds the lease");
+            tokio::time::sleep(self.config.standby_poll).await;
+        };
+        let mut at = self.db.checkpoint(name).await?;
+        self.position.send_replace(at);
+        METRICS
+            .position
+            .with_label_values(&[name])
+            .set(i64::try_from(at).unwrap_or(i64::MAX));
+        tracing::info!(projector = name, position = at, "projector leads");
+        let mut events = self
+            .store
+            .subscribe_all(Scope::All, GlobalPosition(at))
+            .ready_chunks(self.config.batch);
+        let mut checked = Instant::now();
+        while let Some(chunk) = events.next().await {
+            let batch = chunk
+                .into_iter()
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            at = project(&self.db, self.projector, at, &batch).await?;
+            self.position.send_replace(at);
+            if checked.elapsed() > Duration::from_secs(5) {
+                if !lease.alive().await {
+                    return Err(Error::Invalid(format!(
+                        "projector {name}: lease connection lost"
+                    )));
+                }
+                checked = Instant::now();
+            }
+        }
+        Err(Error::Invalid(format!(
+            "projector {name}: the log subscription ended"
+        )))
+    }
+}
+
+/// Applies `batch` (the events right after checkpoint `from`) and returns the new checkpoint.
+/// A batch that the database refuses is retried one event at a time, and an event it still
+/// refuses is dead-lettered, so one poison event cannot stop the projector.
+pub async fn project(
+    db: &ReadDb,
+    projector: &Projector,
+    from: u64,
+    batch: &[RecordedEvent],
+) -> Result<u64> {
+    let Some(last) = batch.last() else {
+        return Ok(from);
+    };
+    let to = last.global_position.0;
+    let started = Instant::now();
+    let (ops, dead) = ops_of(projector, batch);
+    let outcome = db
+        .apply(projector, Some((from, to)), "", &merge(ops), &dead)
+        .await;
+    match outcome {
+        Ok(()) => {}
+        Err(error) if error.is_data_error() => {
+            tracing::warn!(projector = projector.name, %error, "batch refused; applying its events one by one");
+            db.forget_partitions();
+            let mut at = from;
+            for event in batch {
+                at = project_one(db, projector, at, event).await?;
+            }
+        }
+        Err(error) => return Err(error),
+    }
+    observe(projector, batch, to, dead.len(), started);
+    Ok(to)
+}
+
+async fn project_one(
+    db: &ReadDb,
+    projector: &Projector,
+    from: u64,
+    event: &RecordedEvent,
+) -> Result<u64> {
+    let to = event.global_position.0;
+    let (ops, mut dead) = ops_of(projector, std::slice::from_ref(event));
+    let mut last_error = None;
+    for _ in 0..2 {
+        match db.apply(projector, Some((from, to)), "", &ops, &dead).await {
+            Ok(()) => return Ok(to),
+            Err(error) if error.is_data_error() => {
+                db.forget_partitions();
+                last_error = Some(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let error = last_error.map(|e| e.to_string()).unwrap_or_default();
+    tracing::error!(projector = projector.name, position = to, event_type = %event.event_type, %error, "poison event: dead-lettered");
+    dead.push(dead_letter(event, error));
+    db.apply(projector, Some((from, to)), "", &[], &dead)
+        .await?;
+    Ok(to)
+}
+
+fn ops_of(
+    projector: &Projector,
+    batch: &[RecordedEvent],
+) -> (Vec<crate::model::Op>, Vec<DeadLetter>) {
+    let mut ops = Vec::new();
+    let mut dead = Vec::new();
+    for event in batch {
+        match projector.ops(event) {
+            Ok(mut more) => ops.append(&mut more),
+            Err(error) => {
+                tracing::error!(projector = projector.name, position = event.global_position.0, event_type = %event.event_type, %error, "undecodable event: dead-lettered");
+                dead.push(dead_letter(event, error));
+            }
+        }
+    }
+    (ops, dead)
+}
+
+fn dead_letter(event: &RecordedEvent, error: String) -> DeadLetter {
+    DeadLetter {
+        position: event.global_position.0,
+        event_id: *event.event_id.as_uuid(),
+        event_type: event.event_type.clone(),
+        stream_id: event.stream_id.as_str().to_owned(),
+        tenant_id: *event.tenant_id.as_uuid(),
+        error,
+    }
+}
+
+fn observe(projector: &Projector, batch: &[RecordedEvent], to: u64, dead: usize, started: Instant) {
+    let name = projector.name;
+    METRICS
+        .batch_seconds
+        .with_label_values(&[name])
+        .observe(started.elapsed().as_secs_f64());
+    METRICS
+        .events
+        .with_label_values(&[name])
+        .inc_by(batch.len() as u64);
+    METRICS
+        .position
+        .with_label_values(&[name])
+        .set(i64::try_from(to).unwrap_or(i64::MAX));
+    if dead > 0 {
+        METRICS
+            .dead_letters
+            .with_label_values(&[name])
+            .inc_by(dead as u64);
+    }
+    let now = OffsetDateTime::now_utc();
+    let delays = METRICS.delay_seconds.with_label_values(&[name]);
+    for event in batch {
+        delays.observe((now - event.recorded_at).as_seconds_f64().max(0.0));
+    }
+    if let Some(last) = batch.last() {
+        METRICS
+            .lag_seconds
+            .with_label_values(&[name])
+            .set((now - last.recorded_at).as_seconds_f64().max(0.0));
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Rebuilt {
+    pub projector: String,
+    pub events: u64,
+    pub position: u64,
+    pub dead_letters: usize,
+    pub seconds: f64,
+}
+
+/// Rebuilds a projector from the start of the log into shadow tables and swaps them in. The live
+/// projector (in this or another process) keeps running meanwhile; the swap happens only once
+/// the shadow has caught up with its checkpoint, and moves the checkpoint to the shadow's
+/// position, so the result equals the incremental one and rows no event produces are gone.
+pub async fn rebuild(
+    store: &dyn EventStore,
+    db: &ReadDb,
+    projector: &Projector,
+    batch: usize,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Rebuilt> {
+    let started = Instant::now();
+    db.create_shadow(projector).await?;
+    let mut at = 0_u64;
+    let mut events = 0_u64;
+    let mut dead_total = 0;
+    loop {
+        let head = store.head().await?.0;
+        loop {
+            let page = store
+                .read_all(Scope::All, GlobalPosition(at), batch)
+                .await?;
+            let Some(last) = page.last() else { break };
+            let (ops, dead) = ops_of(projector, &page);
+            db.apply(projector, None, SHADOW, &merge(ops), &dead)
+                .await?;
+            dead_total += dead.len();
+            events += page.len() as u64;
+            at = last.global_position.0;
+            progress(at, head.max(at));
+        }
+        if db.swap_shadow(projector, at).await? {
+            break;
+        }
+        // The live projector is ahead of the shadow: catch up and try again.
+    }
+    tracing::info!(
+        projector = projector.name,
+        events,
+        position = at,
+        "rebuild swapped in"
+    );
+    Ok(Rebuilt {
+        projector: projector.name.into(),
+        events,
+        position: at,
+        dead_letters: dead_total,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Applies a dead-lettered event again (after a fix) and marks it resolved, in one
+/// transaction. Returns false if there is no such unresolved entry.
+pub async fn retry_dead_letter(store: &dyn EventStore, db: &ReadDb, id: i64) -> Result<bool> {
+    let entries = db.dead_letters(None, false, i64::MAX).await?;
+    let Some(entry) = entries.into_iter().find(|entry| entry.id == id) else {
+        return Ok(false);
+    };
+    let projector = crate::projectors::by_name(&entry.projector)
+        .ok_or_else(|| Error::Invalid(format!("unknown projector {}", entry.projector)))?;
+    let position = u64::try_from(entry.position).unwrap_or(0);
+    let events = store
+        .read_all(Scope::All, GlobalPosition(position.saturating_sub(1)), 1)
+        .await?;
+    let event = events
+        .into_iter()
+        .find(|event| event.global_position.0 == position)
+        .ok_or_else(|| Error::Invalid(format!("event at position {position} is not in the log")))?;
+    let ops = projector.ops(&event).map_err(Error::Invalid)?;
+    db.resolve_dead_letter(projector, id, &merge(ops)).await
+}

@@ -1,0 +1,689 @@
+//! The projector runtime against real SQLite files and a real PostgreSQL server: exact totals,
+//! a worker killed between applying and committing, concurrent workers, rebuilds, the late-commit
+//! gap, poison events, and row-level security.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is the failure report"
+)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::{Connection, Row};
+use switchyard_events::{
+    EventId, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent, PostgresOptions,
+    PostgresStore, Scope, SqliteStore, StreamId, TenantId,
+};
+use switchyard_projections::projectors::{self, INFERENCES, USAGE};
+use switchyard_projections::query::{Group, InferenceQuery, Window};
+use switchyard_projections::testkit::{Totals, inference_events, traffic};
+use switchyard_projections::{
+    Error, Projections, ReadDb, RunnerConfig, rebuild, retry_dead_letter,
+};
+
+fn database_url() -> String {
+    std::env::var("SWITCHYARD_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://switchyard:switchyard@127.0.0.1:5432/switchyard_test".into()
+    })
+}
+
+fn test_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("switchyard-tests")
+        .join(uuid::Uuid::now_v7().simple().to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Env {
+    store: Arc<dyn EventStore>,
+    pg: Option<PostgresStore>,
+    db: ReadDb,
+    schema: String,
+}
+
+async fn env(backend: Backend) -> Env {
+    match backend {
+        Backend::Sqlite => {
+            let dir = test_dir();
+            let store = SqliteStore::open(dir.join("events.db")).await.unwrap();
+            let db = ReadDb::open_sqlite(dir.join("read.db")).await.unwrap();
+            Env {
+                store: Arc::new(store),
+                pg: None,
+                db,
+                schema: String::new(),
+            }
+        }
+        Backend::Postgres => {
+            let schema = format!("p_{}", uuid::Uuid::now_v7().simple());
+            let store =
+                PostgresStore::connect(PostgresOptions::new(database_url()).schema(schema.clone()))
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "PostgreSQL at {} is required (run scripts/services.sh): {e}",
+                            database_url()
+                        )
+                    });
+            let db = ReadDb::postgres(store.pool().clone()).await.unwrap();
+            Env {
+                store: Arc::new(store.clone()),
+                pg: Some(store),
+                db,
+                schema,
+            }
+        }
+    }
+}
+
+fn fast() -> RunnerConfig {
+    RunnerConfig {
+        batch: 64,
+        backoff: (Duration::from_millis(20), Duration::from_millis(200)),
+        standby_poll: Duration::from_millis(50),
+    }
+}
+
+async fn caught_up(projections: &Projections, store: &dyn EventStore, names: &[&str]) {
+    let head = store.head().await.unwrap().0;
+    for name in names {
+        let at = projections
+            .wait_for(name, head, Duration::from_secs(30))
+            .await;
+        assert!(at >= head, "{name} at {at}, head {head}");
+    }
+}
+
+const ALL_TIME: Window = Window {
+    from: 0,
+    to: i64::MAX,
+};
+
+async fn usage_total(db: &ReadDb, tenant: TenantId) -> Totals {
+    let rows = db
+        .usage(*tenant.as_uuid(), ALL_TIME, &[], None)
+        .await
+        .unwrap();
+    let row = &rows[0];
+    Totals {
+        requests: row.requests,
+        failures: row.failures,
+        tokens_in: row.tokens_in,
+        tokens_out: row.tokens_out,
+        cost_micros: row.cost_micros,
+    }
+}
+
+async fn check_usage(db: &ReadDb, expected: &HashMap<TenantId, Totals>) {
+    for (tenant, totals) in expected {
+        assert_eq!(usage_total(db, *tenant).await, *totals, "tenant {tenant}");
+    }
+}
+
+async fn totals_match_the_log(backend: Backend) {
+    let env = env(backend).await;
+    let tenants = [TenantId::new(), TenantId::new(), TenantId::new()];
+    let expected = traffic(env.store.as_ref(), &tenants, 150).await.unwrap();
+    let projections = Projections::start(env.store.clone(), env.db.clone(), fast());
+    caught_up(&projections, env.store.as_ref(), &["usage", "inferences"]).await;
+    check_usage(&env.db, &expected).await;
+
+    // Grouping by model splits the same totals; latency counts every completed inference.
+    let tenant = tenants[0];
+    let by_model = env
+        .db
+        .usage(
+            *tenant.as_uuid(),
+            ALL_TIME,
+            &[Group::Day, Group::Model],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_model.iter().map(|r| r.requests).sum::<i64>(),
+        expected[&tenant].requests
+    );
+    assert!(
+        by_model
+            .iter()
+            .all(|r| r.day.is_some() && r.model.is_some())
+    );
+    let latency = env
+        .db
+        .latency(*tenant.as_uuid(), ALL_TIME, None)
+        .await
+        .unwrap();
+    let completed = expected[&tenant].requests - expected[&tenant].failures;
+    assert_eq!(latency.iter().map(|r| r.count).sum::<i64>(), completed);
+    for row in &latency {
+        assert!(
+            row.p50_ms <= row.p90_ms && row.p90_ms <= row.p99_ms,
+            "{row:?}"
+        );
+    }
+    let router = env.db.router(*tenant.as_uuid(), ALL_TIME).await.unwrap();
+    assert_eq!(
+        router.iter().map(|r| r.decisions).sum::<i64>(),
+        expected[&tenant].requests
+    );
+
+    // The inference log pages through every inference exactly once, newest first.
+    let mut query = InferenceQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        limit: 7,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let (page, next) = env.db.inferences(*tenant.as_uuid(), &query).await.unwrap();
+        seen.extend(page);
+        match next {
+            Some(cursor) => query.after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len() as i64, expected[&tenant].requests);
+    assert!(
+        seen.windows(2)
+            .all(|w| (w[0].started_ms, w[0].inference_id) > (w[1].started_ms, w[1].inference_id))
+    );
+    assert!(
+        seen.iter()
+            .all(|row| row.status == "completed" || row.status == "failed")
+    );
+    assert!(
+        seen.iter()
+            .all(|row| row.policy == "thompson" && !row.model.is_empty())
+    );
+    let failed = InferenceQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        limit: 500,
+        status: Some("failed".into()),
+        ..Default::default()
+    };
+    let (page, _) = env.db.inferences(*tenant.as_uuid(), &failed).await.unwrap();
+    assert_eq!(page.len() as i64, expected[&tenant].failures);
+}
+
+#[tokio::test]
+async fn sqlite_totals_match_the_log() {
+    totals_match_the_log(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_totals_match_the_log() {
+    totals_match_the_log(Backend::Postgres).await;
+}
+
+async fn rows_of(db: &ReadDb, tenant: TenantId) -> (Vec<String>, Vec<String>) {
+    let usage = db
+        .usage(
+            *tenant.as_uuid(),
+            ALL_TIME,
+            &[Group::Hour, Group::Model],
+            None,
+        )
+        .await
+        .unwrap();
+    let query = InferenceQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        limit: 500,
+        ..Default::default()
+    };
+    let (log, _) = db.inferences(*tenant.as_uuid(), &query).await.unwrap();
+    (
+        usage.iter().map(|r| format!("{r:?}")).collect(),
+        log.iter().map(|r| format!("{r:?}")).collect(),
+    )
+}
+
+async fn rebuild_equals_incremental(backend: Backend) {
+    let env = env(backend).await;
+    let tenants = [TenantId::new(), TenantId::new()];
+    let expected = traffic(env.store.as_ref(), &tenants, 80).await.unwrap();
+    let projections = Projections::start(env.store.clone(), env.db.clone(), fast());
+    caught_up(&projections, env.store.as_ref(), &["usage", "inferences"]).await;
+    let before = rows_of(&env.db, tenants[0]).await;
+
+    // Another tenant's traffic, projected live before the rebuild.
+    let stray = TenantId::new();
+    let stray_events = traffic(env.store.as_ref(), &[stray], 1).await.unwrap();
+    caught_up(&projections, env.store.as_ref(), &["usage"]).await;
+    assert_eq!(
+        usage_total(&env.db, stray).await.requests,
+        stray_events[&stray].requests
+    );
+
+    // Rebuild while the live projector keeps running and more traffic arrives.
+    let writer = {
+        let store = env.store.clone();
+        tokio::spawn(async move { traffic(store.as_ref(), &tenants, 40).await.unwrap() })
+    };
+    let report = rebuild(env.store.as_ref(), &env.db, &USAGE, 50, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.events > 0);
+    rebuild(env.store.as_ref(), &env.db, &INFERENCES, 50, &|_, _| {})
+        .await
+        .unwrap();
+    let added = writer.await.unwrap();
+    caught_up(&projections, env.store.as_ref(), &["usage", "inferences"]).await;
+    for (tenant, totals) in &expected {
+        let extra = added.get(tenant).copied().unwrap_or_default();
+        let want = Totals {
+            requests: totals.requests + extra.requests,
+            failures: totals.failures + extra.failures,
+            tokens_in: totals.tokens_in + extra.tokens_in,
+            tokens_out: totals.tokens_out + extra.tokens_out,
+            cost_micros: totals.cost_micros + extra.cost_micros,
+        };
+        assert_eq!(usage_total(&env.db, *tenant).await, want, "after rebuild");
+    }
+    drop(projections);
+
+    // A second, quiet rebuild gives exactly the rows the incremental projector had.
+    let incremental = rows_of(&env.db, tenants[0]).await;
+    assert!(incremental.1.len() > before.1.len());
+    rebuild(env.store.as_ref(), &env.db, &USAGE, 1000, &|_, _| {})
+        .await
+        .unwrap();
+    rebuild(env.store.as_ref(), &env.db, &INFERENCES, 7, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(rows_of(&env.db, tenants[0]).await, incremental);
+}
+
+#[tokio::test]
+async fn sqlite_rebuild_equals_incremental() {
+    rebuild_equals_incremental(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_rebuild_equals_incremental() {
+    rebuild_equals_incremental(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn rebuild_removes_rows_no_event_produces() {
+    let env = env(Backend::Postgres).await;
+    let tenant = TenantId::new();
+    traffic(env.store.as_ref(), &[tenant], 5).await.unwrap();
+    let projections = Projections::start(env.store.clone(), env.db.clone(), fast());
+    caught_up(&projections, env.store.as_ref(), &["usage"]).await;
+    let pool = env.db.pg_pool().unwrap();
+    sqlx::query("INSERT INTO usage_hourly (tenant_id, hour, model, requests) SELECT $1, MAX(hour), 'ghost', 99 FROM usage_hourly")
+        .bind(tenant.as_uuid())
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(usage_total(&env.db, tenant).await.requests, 5 + 99);
+    rebuild(env.store.as_ref(), &env.db, &USAGE, 100, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(usage_total(&env.db, tenant).await.requests, 5);
+    let ghosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_hourly WHERE model = 'ghost'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(ghosts, 0);
+}
+
+/// The projector takes its checkpoint (first statement of the batch) and then blocks on a table
+/// the test has locked: it has applied part of the batch and not committed. The process "dies"
+/// (its tasks are aborted, the transaction rolls back); a new one replays to the same totals.
+#[tokio::test]
+async fn a_projector_killed_between_applying_and_committing_replays_to_the_same_totals() {
+    let env = env(Backend::Postgres).await;
+    let tenant = TenantId::new();
+    let expected = traffic(env.store.as_ref(), &[tenant], 30).await.unwrap();
+
+    let mut locker = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {}.usage_hourly IN ACCESS EXCLUSIVE MODE",
+        env.schema
+    )))
+    .execute(&mut *lock)
+    .await
+    .unwrap();
+    let first = Projections::start_some(env.store.clone(), env.db.clone(), fast(), &[&USAGE]);
+    // Wait until the projector's transaction is blocked on our lock, past its checkpoint update.
+    let pool = env.db.pg_pool().unwrap();
+    let mut blocked = false;
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE NOT l.granted AND c.relname = 'usage_hourly'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(blocked, "the projector never reached the locked table");
+    drop(first); // the crash: tasks aborted mid-transaction
+    lock.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        env.db.checkpoint("usage").await.unwrap(),
+        0,
+        "nothing was committed"
+    );
+
+    let second = Projections::start_some(env.store.clone(), env.db.clone(), fast(), &[&USAGE]);
+    caught_up(&second, env.store.as_ref(), &["usage"]).await;
+    check_usage(&env.db, &expected).await;
+}
+
+/// Two processes' workers on one database: the lease makes one the standby, and the checkpoint's
+/// compare-and-set fences a batch that raced anyway.
+#[tokio::test]
+async fn concurrent_workers_never_double_apply() {
+    let env = env(Backend::Postgres).await;
+    let tenants = [TenantId::new(), TenantId::new()];
+    let a = Projections::start(env.store.clone(), env.db.clone(), fast());
+    let b = Projections::start(env.store.clone(), env.db.clone(), fast());
+    let expected = traffic(env.store.as_ref(), &tenants, 120).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(a); // the leader dies; the standby takes over from the checkpoint
+    let more = traffic(env.store.as_ref(), &tenants, 30).await.unwrap();
+    caught_up(&b, env.store.as_ref(), &["usage"]).await;
+    for tenant in tenants {
+        let (x, y) = (expected[&tenant], more[&tenant]);
+        assert_eq!(
+            usage_total(&env.db, tenant).await.requests,
+            x.requests + y.requests
+        );
+        assert_eq!(
+            usage_total(&env.db, tenant).await.cost_micros,
+            x.cost_micros + y.cost_micros
+        );
+    }
+    drop(b);
+
+    // Without leases: two racing batches from the same checkpoint, exactly one commits.
+    let env = self::env(Backend::Postgres).await;
+    let tenant = TenantId::new();
+    let expected = traffic(env.store.as_ref(), &[tenant], 20).await.unwrap();
+    env.db.checkpoint("usage").await.unwrap();
+    let batch = env
+        .store
+        .read_all(Scope::All, GlobalPosition(0), 1000)
+        .await
+        .unwrap();
+    let (x, y) = tokio::join!(
+        switchyard_projections::runner::project(&env.db, &USAGE, 0, &batch),
+        switchyard_projections::runner::project(&env.db, &USAGE, 0, &batch),
+    );
+    let outcomes = [x.is_ok(), y.is_ok()];
+    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 1, "{outcomes:?}");
+    assert!(matches!(
+        if x.is_ok() { y } else { x },
+        Err(Error::Fenced(_))
+    ));
+    check_usage(&env.db, &expected).await;
+}
+
+/// Transaction A holds an earlier position and commits late; B appends meanwhile. The projector
+/// must not pass A's position before A commits, and ends with both events.
+#[tokio::test]
+async fn the_late_commit_gap_ends_with_both_events() {
+    let env = env(Backend::Postgres).await;
+    let pg = env.pg.clone().unwrap();
+    let tenant = TenantId::new();
+    traffic(env.store.as_ref(), &[tenant], 1).await.unwrap();
+    let projections = Projections::start_some(env.store.clone(), env.db.clone(), fast(), &[&USAGE]);
+    caught_up(&projections, env.store.as_ref(), &["usage"]).await;
+    let before = projections.position("usage");
+
+    let mut a = pg.pool().begin().await.unwrap();
+    let stream_a = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
+    let at_a = pg
+        .append_in(
+            &mut a,
+            tenant,
+            &stream_a,
+            ExpectedVersion::NoStream,
+            inference_events("sim-small", 1, false),
+        )
+        .await
+        .unwrap();
+    let b = {
+        let store = env.store.clone();
+        tokio::spawn(async move {
+            let stream = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
+            store
+                .append(
+                    tenant,
+                    &stream,
+                    ExpectedVersion::NoStream,
+                    inference_events("sim-small", 2, false),
+                )
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        projections.position("usage"),
+        before,
+        "projected past an uncommitted position"
+    );
+    a.commit().await.unwrap();
+    let at_b = b.await.unwrap();
+    assert!(at_b.last_position() > at_a.last_position());
+    caught_up(&projections, env.store.as_ref(), &["usage"]).await;
+    assert_eq!(usage_total(&env.db, tenant).await.requests, 3);
+}
+
+fn garbage(event_type: &str) -> NewEvent {
+    NewEvent {
+        event_id: EventId::new(),
+        event_type: event_type.into(),
+        schema_version: 1,
+        payload: Bytes::from_static(b"\x01\xff\xff\xff\xff\xff"),
+        metadata: Metadata::default(),
+    }
+}
+
+async fn poison_events_go_to_the_dlq(backend: Backend) {
+    let env = env(backend).await;
+    let tenant = TenantId::new();
+    traffic(env.store.as_ref(), &[tenant], 3).await.unwrap();
+    let stream = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
+    env.store
+        .append(
+            tenant,
+            &stream,
+            ExpectedVersion::Any,
+            vec![garbage("InferenceCompleted")],
+        )
+        .await
+        .unwrap();
+    traffic(env.store.as_ref(), &[tenant], 2).await.unwrap();
+    let projections = Projections::start(env.store.clone(), env.db.clone(), fast());
+    caught_up(&projections, env.store.as_ref(), &["usage", "inferences"]).await;
+    assert_eq!(
+        usage_total(&env.db, tenant).await.requests,
+        5,
+        "the projector moved on"
+    );
+    let letters = env.db.dead_letters(Some("usage"), false, 10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].event_type, "InferenceCompleted");
+    assert!(!letters[0].error.is_empty());
+    assert_eq!(
+        env.db
+            .dead_letters(Some("inferences"), false, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Retrying cannot fix an undecodable event: the entry stays unresolved.
+    assert!(
+        retry_dead_letter(env.store.as_ref(), &env.db, letters[0].id)
+            .await
+            .is_err()
+    );
+    assert_eq!(env.db.dead_letters(None, false, 10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn sqlite_poison_events_go_to_the_dlq() {
+    poison_events_go_to_the_dlq(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_poison_events_go_to_the_dlq() {
+    poison_events_go_to_the_dlq(Backend::Postgres).await;
+}
+
+/// An event that decodes but that PostgreSQL refuses to store (a NUL byte in a text column):
+/// the batch fails, its events are applied one by one, and only that one is dead-lettered.
+#[tokio::test]
+async fn an_event_the_database_refuses_is_dead_lettered_alone() {
+    let env = env(Backend::Postgres).await;
+    let tenant = TenantId::new();
+    traffic(env.store.as_ref(), &[tenant], 4).await.unwrap();
+    let stream = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
+    env.store
+        .append(
+            tenant,
+            &stream,
+            ExpectedVersion::NoStream,
+            inference_events("bad\0model", 1, false),
+        )
+        .await
+        .unwrap();
+    traffic(env.store.as_ref(), &[tenant], 4).await.unwrap();
+    let projections = Projections::start_some(env.store.clone(), env.db.clone(), fast(), &[&USAGE]);
+    caught_up(&projections, env.store.as_ref(), &["usage"]).await;
+    assert_eq!(usage_total(&env.db, tenant).await.requests, 8);
+    let letters = env.db.dead_letters(Some("usage"), false, 10).await.unwrap();
+    let types: Vec<_> = letters.iter().map(|l| l.event_type.as_str()).collect();
+    assert!(types.contains(&"InferenceCompleted"), "{letters:?}");
+    assert!(
+        letters.iter().all(|l| l.stream_id == stream.as_str()),
+        "{letters:?}"
+    );
+}
+
+/// Connected as the analytics role, a query that forgets `WHERE tenant_id` still sees only the
+/// tenant set for the transaction, and nothing without one.
+#[tokio::test]
+async fn row_level_security_hides_other_tenants_rows() {
+    let env = env(Backend::Postgres).await;
+    let (a, b) = (TenantId::new(), TenantId::new());
+    let expected = traffic(env.store.as_ref(), &[a, b], 40).await.unwrap();
+    let projections = Projections::start(env.store.clone(), env.db.clone(), fast());
+    caught_up(&projections, env.store.as_ref(), &["usage", "inferences"]).await;
+
+    let url = std::env::var("SWITCHYARD_TEST_ANALYTICS_URL").unwrap_or_else(|_| {
+        "postgres://switchyard_analytics:switchyard_analytics@127.0.0.1:5432/switchyard_test".into()
+    });
+    let mut reader = sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
+        panic!("the analytics role must log in at {url} (scripts/services.sh creates it): {e}")
+    });
+    let is_owner_or_bypass: bool = sqlx::query_scalar(
+        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut reader)
+    .await
+    .unwrap();
+    assert!(!is_owner_or_bypass);
+    for table in [
+        "usage_hourly",
+        "inference_log",
+        "latency_hist",
+        "router_stats",
+    ] {
+        let mut tx = reader.begin().await.unwrap();
+        sqlx::query("SELECT set_config('switchyard.tenant', $1, true)")
+            .bind(a.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT tenant_id FROM {}.{table}",
+            env.schema
+        )))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        let seen: Vec<uuid::Uuid> = rows.iter().map(|row| row.get(0)).collect();
+        assert_eq!(seen, vec![*a.as_uuid()], "{table}");
+        tx.rollback().await.unwrap();
+        let none: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {}.{table}",
+            env.schema
+        )))
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+        assert_eq!(none, 0, "{table} without a tenant set");
+    }
+    // Writing is not allowed at all.
+    let write = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {}.usage_hourly",
+        env.schema
+    )))
+    .execute(&mut reader)
+    .await;
+    assert!(write.is_err());
+    // The API path runs as the same role.
+    assert_eq!(usage_total(&env.db, b).await, expected[&b]);
+}
+
+#[tokio::test]
+async fn retention_drops_old_partitions_and_rows() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let env = env(backend).await;
+        let tenant = TenantId::new();
+        traffic(env.store.as_ref(), &[tenant], 3).await.unwrap();
+        let projections = Projections::start(env.store.clone(), env.db.clone(), fast());
+        caught_up(&projections, env.store.as_ref(), &["usage", "inferences"]).await;
+        let kept = env.db.retention(0).await.unwrap();
+        assert!(
+            kept.is_empty(),
+            "{backend:?}: nothing is older than 1970: {kept:?}"
+        );
+        assert_eq!(usage_total(&env.db, tenant).await.requests, 3);
+        let far_future = 4_102_444_800; // 2100-01-01
+        let dropped = env.db.retention(far_future).await.unwrap();
+        assert!(!dropped.is_empty(), "{backend:?}");
+        assert_eq!(
+            env.db
+                .usage(*tenant.as_uuid(), ALL_TIME, &[], None)
+                .await
+                .unwrap()[0]
+                .requests,
+            0
+        );
+        drop(projections);
+    }
+}
+
+#[test]
+fn every_projector_is_listed() {
+    let names: Vec<_> = projectors::ALL.iter().map(|p| p.name).collect();
+    assert_eq!(names, ["usage", "inferences", "billing", "directory"]);
+}
