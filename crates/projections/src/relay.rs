@@ -34,6 +34,9 @@ pub struct RelayConfig {
     pub ack_timeout: Duration,
     /// Deduplication window of the stream (JetStream's default is 2 minutes).
     pub duplicate_window: Duration,
+    /// How long JetStream keeps events (the log keeps them for ever; subscribers that fall
+    /// further behind re-read the log).
+    pub max_age: Duration,
 }
 
 impl RelayConfig {
@@ -45,6 +48,7 @@ impl RelayConfig {
             batch: 512,
             ack_timeout: Duration::from_secs(10),
             duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(7 * 86_400),
         }
     }
 
@@ -138,6 +142,7 @@ async fn relay(store: &dyn EventStore, db: &ReadDb, config: &RelayConfig) -> Res
         subjects: vec![format!("{}.>", config.prefix)],
         storage: jetstream::stream::StorageType::File,
         duplicate_window: config.duplicate_window,
+        max_age: config.max_age,
         ..Default::default()
     })
     .await

@@ -100,6 +100,11 @@ impl Projections {
         self.positions.get(projector).map_or(0, |rx| *rx.borrow())
     }
 
+    /// A receiver of a projector's committed position (for benchmarks and watchers).
+    pub fn watch(&self, projector: &str) -> Option<watch::Receiver<u64>> {
+        self.positions.get(projector).cloned()
+    }
+
     /// Waits until `projector` has committed `position` (read-your-writes), at most `timeout`.
     /// Returns the projector's position when it returns (≥ `position` unless it timed out).
     pub async fn wait_for(&self, projector: &str, position: u64, timeout: Duration) -> u64 {
