@@ -1,12 +1,14 @@
 //! The read side under load, against PostgreSQL (run: `bash scripts/services.sh && cargo bench
-//! -p switchyard-benches --bench read_side -- [lag] [rebuild] [query]`; all three without
+//! -p switchyard-benches --bench read_side -- [lag] [rebuild] [rebuild-pg] [query]`; all without
 //! arguments). Prints Markdown; figures go to docs/BENCHMARKS.md.
 //!
 //! - `lag`: inferences appended at a sustained 5,000 events/s (three events per append, as the
 //!   gateway writes them) while the four projectors run; for every append, the time from its
 //!   acknowledgement to the moment every projector had committed it.
-//! - `rebuild`: 1M events in the log; `rebuild` of each projector, in events/s, against
-//!   `read_all` of the same log in the same run (the rate at which the events can be read at all).
+//! - `rebuild`: 1M events in an embedded (SQLite) log, `rebuild-pg`: 300k in PostgreSQL (whose
+//!   single-stream appends make a bigger log slow to fill here); `rebuild` of each projector, in
+//!   events/s, against `read_all` of the same log in the same run (the rate at which the events
+//!   can be read at all).
 //! - `query`: 10M rows in the inference log (100 tenants, 60 days) and their rollups; latency of
 //!   the analytics queries, against the same usage question answered by scanning the raw rows.
 #![allow(
@@ -171,11 +173,11 @@ async fn lag(seconds: u64, rate: u64) {
     drop_schema(&schema).await;
 }
 
-async fn fill(store: &Arc<dyn EventStore>, inferences: u64) {
+async fn fill(store: &Arc<dyn EventStore>, inferences: u64, writers: usize) {
     let tenants: Vec<TenantId> = (0..100).map(|_| TenantId::new()).collect();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..writers {
         let (store, next, tenants) = (store.clone(), next.clone(), tenants.clone());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -206,15 +208,28 @@ async fn fill(store: &Arc<dyn EventStore>, inferences: u64) {
     }
 }
 
-async fn rebuild_rate(events: u64) {
-    let (store, db, schema) = fresh("rebuild").await;
-    let store: Arc<dyn EventStore> = Arc::new(store);
+async fn rebuild_rate(events: u64, postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db, schema): (Arc<dyn EventStore>, ReadDb, Option<String>) = if postgres {
+        let (store, db, schema) = fresh("rebuild").await;
+        (Arc::new(store), db, Some(schema))
+    } else {
+        let store = switchyard_events::SqliteStore::open(dir.path().join("events.db"))
+            .await
+            .unwrap();
+        let db = ReadDb::open_sqlite(dir.path().join("read.db"))
+            .await
+            .unwrap();
+        (Arc::new(store), db, None)
+    };
+    let writers = 256;
     let started = Instant::now();
-    fill(&store, events.div_ceil(3)).await;
+    fill(&store, events.div_ceil(3), writers).await;
     let head = store.head().await.unwrap().0;
-    println!("## Rebuild, PostgreSQL\n");
+    let backend = if postgres { "PostgreSQL" } else { "SQLite" };
+    println!("## Rebuild, {backend}\n");
     println!(
-        "{head} events appended in {:.0} s (64 concurrent writers, 3 events per append).\n",
+        "{head} events appended in {:.0} s ({writers} concurrent writers, 3 events per append, one stream per inference).\n",
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
@@ -247,7 +262,9 @@ async fn rebuild_rate(events: u64) {
         );
     }
     println!();
-    drop_schema(&schema).await;
+    if let Some(schema) = schema {
+        drop_schema(&schema).await;
+    }
 }
 
 async fn query_latency(rows: u64) {
@@ -430,7 +447,10 @@ fn main() {
             lag(20, 5000).await;
         }
         if all || args.iter().any(|a| a == "rebuild") {
-            rebuild_rate(1_000_000).await;
+            rebuild_rate(1_000_000, false).await;
+        }
+        if all || args.iter().any(|a| a == "rebuild-pg") {
+            rebuild_rate(300_000, true).await;
         }
         if all || args.iter().any(|a| a == "query") {
             query_latency(10_000_000).await;

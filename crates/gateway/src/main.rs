@@ -316,10 +316,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 switchyard_projections::RunnerConfig::default(),
             );
             if let Some(url) = nats_url {
-                tokio::spawn(switchyard_projections::relay::run(
-                    store.clone(),
-                    read_db,
-                    switchyard_projections::relay::RelayConfig::new(url),
+                tokio::spawn(tracing::Instrument::instrument(
+                    switchyard_projections::relay::run(
+                        store.clone(),
+                        read_db,
+                        switchyard_projections::relay::RelayConfig::new(url),
+                    ),
+                    tracing::info_span!("nats_relay"),
                 ));
             }
             let hub = events::EventHub::start(

@@ -461,6 +461,12 @@ impl ReadDb {
     ) -> Result<()> {
         self.ensure_partitions(ops, suffix).await?;
         let mut tx = self.begin().await?;
+        if tx.is_postgres() {
+            // The checkpoint commits with the rows, and PostgreSQL never commits a transaction
+            // partially: a crash can lose the last batches (re-applied from the older
+            // checkpoint), never split them. So the batch does not wait for its WAL flush.
+            tx.exec("SET LOCAL synchronous_commit = off", &[]).await?;
+        }
         if let Some((from, to)) = checkpoint {
             // The write comes first, so that SQLite takes its write lock at once.
             let moved = tx
@@ -480,8 +486,7 @@ impl ReadDb {
                 return Err(Error::Fenced(projector.name.into()));
             }
         }
-        for op in ops {
-            let (sql, params) = render(op, suffix)?;
+        for (sql, params) in render_batch(ops, suffix)? {
             tx.exec(&sql, &params).await?;
         }
         for letter in dead {
@@ -940,6 +945,77 @@ async fn create_table(tx: &mut Tx, table: &Table, physical: &str) -> Result<()> 
     Ok(())
 }
 
+/// Most parameters in one statement (SQLite allows 32,766, PostgreSQL 65,535).
+const MAX_PARAMS: usize = 30_000;
+
+/// Renders a batch's (merged) ops as few statements: ops of the same shape (table and columns)
+/// become one multi-row `INSERT … VALUES (…), (…) ON CONFLICT …`, so a batch costs a round trip
+/// per table rather than per row. The ops must not repeat a key (PostgreSQL refuses to update a
+/// row twice in one statement): [`crate::model::merge`] guarantees it.
+pub(crate) fn render_batch(ops: &[Op], suffix: &str) -> Result<Vec<(String, Vec<Val>)>> {
+    type Shape = (
+        &'static str,
+        Vec<&'static str>,
+        Vec<&'static str>,
+        Vec<&'static str>,
+        bool,
+    );
+    let mut groups: Vec<(Shape, Vec<&Op>)> = Vec::new();
+    for op in ops {
+        let shape: Shape = (
+            op.table.name,
+            op.key.iter().map(|(c, _)| *c).collect(),
+            op.add.iter().map(|(c, _)| *c).collect(),
+            op.set.iter().map(|(c, _)| *c).collect(),
+            op.version.is_some(),
+        );
+        match groups.iter_mut().find(|(s, _)| *s == shape) {
+            Some((_, members)) => members.push(op),
+            None => groups.push((shape, vec![op])),
+        }
+    }
+    let mut out = Vec::new();
+    for (_, members) in groups {
+        let Some(first) = members.first() else {
+            continue;
+        };
+        let (single, _) = render(first, suffix)?;
+        let width = first.key.len()
+            + first.add.len()
+            + first.set.len()
+            + usize::from(first.version.is_some());
+        let rows_per_statement = (MAX_PARAMS / width.max(1)).max(1);
+        let (head, tail) = single
+            .split_once(" VALUES (")
+            .and_then(|(head, rest)| {
+                rest.split_once(") ON CONFLICT")
+                    .map(|(_, tail)| (head.to_owned(), tail.to_owned()))
+            })
+            .ok_or_else(|| Error::Invalid(format!("unexpected statement {single}")))?;
+        for chunk in members.chunks(rows_per_statement) {
+            let mut params = Vec::with_capacity(chunk.len() * width);
+            let mut rows = Vec::with_capacity(chunk.len());
+            for op in chunk {
+                let (_, values) = render(op, suffix)?;
+                let start = params.len();
+                rows.push(format!(
+                    "({})",
+                    (start + 1..=start + values.len())
+                        .map(|i| format!("${i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                params.extend(values);
+            }
+            out.push((
+                format!("{head} VALUES {} ON CONFLICT{tail}", rows.join(", ")),
+                params,
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Renders an op as one `INSERT … ON CONFLICT` statement on `table{suffix}`.
 pub(crate) fn render(op: &Op, suffix: &str) -> Result<(String, Vec<Val>)> {
     let table = op.table;
@@ -1022,6 +1098,39 @@ mod tests {
              version = excluded.version WHERE inference_log.version < excluded.version"
         );
         assert_eq!(params.len(), 3);
+    }
+
+    #[test]
+    fn batches_ops_of_one_shape_into_one_statement() {
+        let row = |n: i64| {
+            Op::upsert(
+                &USAGE_HOURLY,
+                vec![
+                    ("tenant_id", Val::Int(n)),
+                    ("hour", Val::Int(0)),
+                    ("model", Val::from("m")),
+                ],
+            )
+            .add("requests", 1)
+        };
+        let other = Op::upsert(&INFERENCE_LOG, vec![("tenant_id", Val::Int(1))])
+            .set("status", "failed")
+            .version(2);
+        let statements = render_batch(&[row(1), other, row(2), row(3)], "").unwrap_or_default();
+        assert_eq!(statements.len(), 2);
+        assert!(
+            statements[0].0.contains(
+                "VALUES ($1, $2, $3, $4), ($5, $6, $7, $8), ($9, $10, $11, $12) ON CONFLICT"
+            ),
+            "{}",
+            statements[0].0
+        );
+        assert_eq!(statements[0].1.len(), 12);
+        assert!(
+            statements[1]
+                .0
+                .ends_with("WHERE inference_log.version < excluded.version")
+        );
     }
 
     #[test]

@@ -80,7 +80,11 @@ impl Projections {
                 config: config.clone(),
                 position: tx,
             };
-            tasks.push(tokio::spawn(worker.run()));
+            let span = tracing::info_span!("projector", projector = projector.name);
+            tasks.push(tokio::spawn(tracing::Instrument::instrument(
+                worker.run(),
+                span,
+            )));
         }
         let sampled: Vec<_> = positions.iter().map(|(n, rx)| (*n, rx.clone())).collect();
         tasks.push(tokio::spawn(sample_lag(store, sampled)));
