@@ -5,9 +5,8 @@
 //! - `lag`: inferences appended at a sustained 5,000 events/s (three events per append, as the
 //!   gateway writes them) while the four projectors run; for every append, the time from its
 //!   acknowledgement to the moment every projector had committed it.
-//! - `rebuild`: 1M events in an embedded (SQLite) log, `rebuild-pg`: 300k in PostgreSQL (whose
-//!   single-stream appends make a bigger log slow to fill here); `rebuild` of each projector, in
-//!   events/s, against `read_all` of the same log in the same run (the rate at which the events
+//! - `rebuild` / `rebuild-pg`: 1M events in an embedded (SQLite) / PostgreSQL log; `rebuild` of
+//!   each projector, in events/s, against `read_all` of the same log in the same run (the rate at which the events
 //!   can be read at all).
 //! - `query`: 10M rows in the inference log (100 tenants, 60 days) and their rollups; latency of
 //!   the analytics queries, against the same usage question answered by scanning the raw rows.
@@ -319,7 +318,7 @@ async fn query_latency(rows: u64) {
              SELECT (ARRAY[{}])[1 + i % 100], {} + (i * 7919) % {span_ms}, gen_random_uuid(), 'chat', 'auto', \
              CASE WHEN i % 3 = 0 THEN 'sim-large' ELSE 'sim-small' END, 'sim', 'thompson', \
              CASE WHEN i % 20 = 0 THEN 'failed' ELSE 'completed' END, 10 + i % 7, 20 + i % 13, 30 + i % 11, 1000 + (i * 31) % 200000, 100, i, 3 \
-             FROM generate_series({}, {}) AS i",
+             FROM generate_series({}::bigint, {}::bigint) AS i",
             tenant_list.join(","),
             now_ms - span_ms,
             offset + 1,
@@ -450,7 +449,7 @@ fn main() {
             rebuild_rate(1_000_000, false).await;
         }
         if all || args.iter().any(|a| a == "rebuild-pg") {
-            rebuild_rate(300_000, true).await;
+            rebuild_rate(1_000_000, true).await;
         }
         if all || args.iter().any(|a| a == "query") {
             query_latency(10_000_000).await;

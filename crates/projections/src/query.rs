@@ -195,10 +195,21 @@ impl ReadDb {
         if !columns.is_empty() {
             columns.push_str(", ");
         }
+        let mut params = vec![
+            Val::Uuid(tenant),
+            Val::Int(window.from),
+            Val::Int(window.to),
+        ];
+        let model_filter = match model {
+            Some(model) => {
+                params.push(Val::from(model));
+                " AND model = $4"
+            }
+            None => "",
+        };
         let sql = format!(
             "SELECT {columns}{}, {}, {}, {}, {} \
-             FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 \
-             AND ($4 = '' OR model = $4){grouping}",
+             FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3{model_filter}{grouping}",
             sum("requests"),
             sum("failures"),
             sum("tokens_in"),
@@ -207,18 +218,7 @@ impl ReadDb {
         );
         cols.extend([Col::Int; 5]);
         let mut tx = self.begin_tenant(tenant).await?;
-        let rows = tx
-            .rows(
-                &sql,
-                &[
-                    Val::Uuid(tenant),
-                    Val::Int(window.from),
-                    Val::Int(window.to),
-                    Val::from(model.unwrap_or("")),
-                ],
-                &cols,
-            )
-            .await?;
+        let rows = tx.rows(&sql, &params, &cols).await?;
         tx.rollback().await?;
         Ok(rows
             .into_iter()
@@ -262,18 +262,27 @@ impl ReadDb {
         window: Window,
         model: Option<&str>,
     ) -> Result<Vec<LatencyRow>> {
+        let mut params = vec![
+            Val::Uuid(tenant),
+            Val::Int(window.from),
+            Val::Int(window.to),
+        ];
+        let model_filter = match model {
+            Some(model) => {
+                params.push(Val::from(model));
+                " AND model = $4"
+            }
+            None => "",
+        };
         let mut tx = self.begin_tenant(tenant).await?;
         let rows = tx
             .rows(
-                "SELECT model, bucket, CAST(SUM(count) AS BIGINT), CAST(SUM(sum_us) AS BIGINT) FROM latency_hist \
-                 WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 AND ($4 = '' OR model = $4) \
-                 GROUP BY model, bucket ORDER BY model, bucket",
-                &[
-                    Val::Uuid(tenant),
-                    Val::Int(window.from),
-                    Val::Int(window.to),
-                    Val::from(model.unwrap_or("")),
-                ],
+                &format!(
+                    "SELECT model, bucket, CAST(SUM(count) AS BIGINT), CAST(SUM(sum_us) AS BIGINT) \
+                     FROM latency_hist WHERE tenant_id = $1 AND hour >= $2 AND hour < $3{model_filter} \
+                     GROUP BY model, bucket ORDER BY model, bucket"
+                ),
+                &params,
                 &[Col::Text, Col::Int, Col::Int, Col::Int],
             )
             .await?;
@@ -440,26 +449,36 @@ impl ReadDb {
     ) -> Result<(Vec<InferenceRow>, Option<(i64, uuid::Uuid)>)> {
         let limit = query.limit.clamp(1, 500);
         let (after_ms, after_id) = query.after.unwrap_or((i64::MAX, uuid::Uuid::max()));
-        let sql = "SELECT inference_id, started_ms, endpoint, model_requested, model, provider, policy, status, \
+        // Only the filters asked for appear in the SQL: a `($n = '' OR column = $n)` pattern
+        // keeps PostgreSQL's generic plan of the prepared statement from using the indexes.
+        let mut params = vec![
+            Val::Uuid(tenant),
+            Val::Int(query.from_ms),
+            Val::Int(query.to_ms),
+            Val::Int(after_ms),
+            Val::Uuid(after_id),
+        ];
+        let mut filters = String::new();
+        for (column, value) in [("model", &query.model), ("status", &query.status)] {
+            if let Some(value) = value {
+                params.push(Val::from(value.as_str()));
+                filters.push_str(&format!(" AND {column} = ${}", params.len()));
+            }
+        }
+        params.push(Val::Int(limit + 1));
+        let sql = format!(
+            "SELECT inference_id, started_ms, endpoint, model_requested, model, provider, policy, status, \
              stream, tokens_in, tokens_out, cost_micros, latency_us, ttft_us, error_code, position \
-             FROM inference_log WHERE tenant_id = $1 AND started_ms >= $2 AND started_ms < $3 \
-             AND ($4 = '' OR model = $4) AND ($5 = '' OR status = $5) \
-             AND (started_ms < $7 OR (started_ms = $7 AND inference_id < $8)) \
-             ORDER BY started_ms DESC, inference_id DESC LIMIT $6";
+             FROM inference_log WHERE tenant_id = $1 AND started_ms >= $2 AND started_ms < $3{filters} \
+             AND (started_ms, inference_id) < ($4, $5) \
+             ORDER BY started_ms DESC, inference_id DESC LIMIT ${}",
+            params.len()
+        );
         let mut tx = self.begin_tenant(tenant).await?;
         let rows = tx
             .rows(
-                sql,
-                &[
-                    Val::Uuid(tenant),
-                    Val::Int(query.from_ms),
-                    Val::Int(query.to_ms),
-                    Val::from(query.model.as_deref().unwrap_or("")),
-                    Val::from(query.status.as_deref().unwrap_or("")),
-                    Val::Int(limit + 1),
-                    Val::Int(after_ms),
-                    Val::Uuid(after_id),
-                ],
+                &sql,
+                &params,
                 &[
                     Col::Uuid,
                     Col::Int,
