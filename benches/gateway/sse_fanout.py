@@ -167,8 +167,8 @@ def main():
     env = {**os.environ, "SWITCHYARD_ADMIN_TOKEN": TOKEN, "SWITCHYARD_DATA_DIR": data,
            "SWITCHYARD_LISTEN": "127.0.0.1:0", "SWITCHYARD_CONFIG": config, "RUST_LOG": "warn"}
     env.pop("SWITCHYARD_DATABASE_URL", None)
-    server = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536)))
+    # The server inherits the raised open-file limit.
+    server = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = server.stdout.readline().strip()
     base = line.split(" on ", 1)[1]
     try:
