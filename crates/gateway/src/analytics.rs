@@ -127,9 +127,7 @@ async fn prepare(
     params: &Params,
 ) -> Result<(Principal, u64), ApiError> {
     let (principal, _) = tenant_request(req, admin).await?;
-    let allowed =
-        principal.scopes.is_empty() || principal.scopes.iter().any(|s| s == SCOPE || s == "*");
-    if !allowed {
+    if !principal.allows(&[SCOPE]) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -390,12 +390,7 @@ pub(crate) async fn feed_of(
     hub: &EventHub,
 ) -> Result<Feed, ApiError> {
     let (principal, _) = tenant_request(req, admin).await?;
-    let allowed = principal.scopes.is_empty()
-        || principal
-            .scopes
-            .iter()
-            .any(|s| s == "events" || s == crate::analytics::SCOPE || s == "*");
-    if !allowed {
+    if !principal.allows(&["events", crate::analytics::SCOPE]) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -81,9 +81,7 @@ async fn principal(
     admin: &Admin,
 ) -> Result<(Principal, Vec<(HeaderName, HeaderValue)>), ApiError> {
     let (principal, headers) = tenant_request(req, admin).await?;
-    let allowed =
-        principal.scopes.is_empty() || principal.scopes.iter().any(|s| s == SCOPE || s == "*");
-    if !allowed {
+    if !principal.allows(&[SCOPE]) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -99,6 +99,18 @@ pub struct Principal {
     pub scopes: Vec<String>,
 }
 
+impl Principal {
+    /// Whether the key may use an endpoint that needs one of `scopes`: a key with no scopes may
+    /// do anything, `*` too.
+    pub fn allows(&self, scopes: &[&str]) -> bool {
+        self.scopes.is_empty()
+            || self
+                .scopes
+                .iter()
+                .any(|s| s == "*" || scopes.contains(&s.as_str()))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     principal: Principal,

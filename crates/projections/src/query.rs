@@ -138,6 +138,19 @@ pub struct InferenceQuery {
     pub after: Option<(i64, uuid::Uuid)>,
 }
 
+/// ` AND column = $n` with the value added to `params` when a filter is given, else nothing.
+/// Only the filters asked for appear in the SQL: a `($n = '' OR column = $n)` pattern keeps
+/// PostgreSQL's generic plan of the prepared statement from using the indexes.
+fn filter(params: &mut Vec<Val>, column: &str, value: Option<&str>) -> String {
+    match value {
+        Some(value) => {
+            params.push(Val::from(value));
+            format!(" AND {column} = ${}", params.len())
+        }
+        None => String::new(),
+    }
+}
+
 /// `SUM` as a `BIGINT` on both backends (PostgreSQL sums `BIGINT`s as `NUMERIC`).
 fn sum(column: &str) -> String {
     format!("CAST(COALESCE(SUM({column}), 0) AS BIGINT)")
@@ -200,13 +213,7 @@ impl ReadDb {
             Val::Int(window.from),
             Val::Int(window.to),
         ];
-        let model_filter = match model {
-            Some(model) => {
-                params.push(Val::from(model));
-                " AND model = $4"
-            }
-            None => "",
-        };
+        let model_filter = filter(&mut params, "model", model);
         let sql = format!(
             "SELECT {columns}{}, {}, {}, {}, {} \
              FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3{model_filter}{grouping}",
@@ -267,13 +274,7 @@ impl ReadDb {
             Val::Int(window.from),
             Val::Int(window.to),
         ];
-        let model_filter = match model {
-            Some(model) => {
-                params.push(Val::from(model));
-                " AND model = $4"
-            }
-            None => "",
-        };
+        let model_filter = filter(&mut params, "model", model);
         let mut tx = self.begin_tenant(tenant).await?;
         let rows = tx
             .rows(
@@ -449,8 +450,6 @@ impl ReadDb {
     ) -> Result<(Vec<InferenceRow>, Option<(i64, uuid::Uuid)>)> {
         let limit = query.limit.clamp(1, 500);
         let (after_ms, after_id) = query.after.unwrap_or((i64::MAX, uuid::Uuid::max()));
-        // Only the filters asked for appear in the SQL: a `($n = '' OR column = $n)` pattern
-        // keeps PostgreSQL's generic plan of the prepared statement from using the indexes.
         let mut params = vec![
             Val::Uuid(tenant),
             Val::Int(query.from_ms),
@@ -458,13 +457,8 @@ impl ReadDb {
             Val::Int(after_ms),
             Val::Uuid(after_id),
         ];
-        let mut filters = String::new();
-        for (column, value) in [("model", &query.model), ("status", &query.status)] {
-            if let Some(value) = value {
-                params.push(Val::from(value.as_str()));
-                filters.push_str(&format!(" AND {column} = ${}", params.len()));
-            }
-        }
+        let mut filters = filter(&mut params, "model", query.model.as_deref());
+        filters.push_str(&filter(&mut params, "status", query.status.as_deref()));
         params.push(Val::Int(limit + 1));
         let sql = format!(
             "SELECT inference_id, started_ms, endpoint, model_requested, model, provider, policy, status, \
