@@ -160,8 +160,11 @@ impl EventHub {
                     match event {
                         Ok(event) => {
                             at = event.global_position;
-                            // No receivers is fine: nobody is listening.
-                            let _ = ring.send(Arc::new(Frame::of(&event)));
+                            // With no feed open, nothing is encoded: a feed that opens later
+                            // catches up from the log itself.
+                            if ring.receiver_count() > 0 {
+                                let _ = ring.send(Arc::new(Frame::of(&event)));
+                            }
                         }
                         Err(error) => {
                             tracing::warn!(%error, "event hub: log subscription failed; resubscribing");
