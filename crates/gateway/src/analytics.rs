@@ -158,6 +158,18 @@ async fn prepare(
     Ok((principal, position))
 }
 
+/// `{"data": rows, "position": …}` from a read-model query.
+fn data<T: serde::Serialize>(
+    position: u64,
+    rows: Result<T, ReadError>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = rows.map_err(read_error)?;
+    Ok(answer(
+        position,
+        json!({"data": rows, "position": position}),
+    ))
+}
+
 fn answer(position: u64, body: serde_json::Value) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((POSITION, position.to_string()))
@@ -189,21 +201,18 @@ pub(crate) async fn usage(
         return Err(bad("group_by takes at most hour, day and model".into()));
     }
     let (principal, position) = prepare(&req, &admin, &read, "usage", &params).await?;
-    let rows = read
-        .projections
-        .db()
-        .usage(
-            *principal.tenant.as_uuid(),
-            window,
-            &groups,
-            params.model.as_deref(),
-        )
-        .await
-        .map_err(read_error)?;
-    Ok(answer(
+    data(
         position,
-        json!({"data": rows, "position": position}),
-    ))
+        read.projections
+            .db()
+            .usage(
+                *principal.tenant.as_uuid(),
+                window,
+                &groups,
+                params.model.as_deref(),
+            )
+            .await,
+    )
 }
 
 /// Latency percentiles per model (from hourly histograms with 4 buckets per doubling).
@@ -220,16 +229,13 @@ pub(crate) async fn latency(
     let params: Params = params(&req)?;
     let window = window(&params)?;
     let (principal, position) = prepare(&req, &admin, &read, "usage", &params).await?;
-    let rows = read
-        .projections
-        .db()
-        .latency(*principal.tenant.as_uuid(), window, params.model.as_deref())
-        .await
-        .map_err(read_error)?;
-    Ok(answer(
+    data(
         position,
-        json!({"data": rows, "position": position}),
-    ))
+        read.projections
+            .db()
+            .latency(*principal.tenant.as_uuid(), window, params.model.as_deref())
+            .await,
+    )
 }
 
 /// Router decisions and rewards per policy and model.
@@ -245,16 +251,13 @@ pub(crate) async fn router(
     let params: Params = params(&req)?;
     let window = window(&params)?;
     let (principal, position) = prepare(&req, &admin, &read, "usage", &params).await?;
-    let rows = read
-        .projections
-        .db()
-        .router(*principal.tenant.as_uuid(), window)
-        .await
-        .map_err(read_error)?;
-    Ok(answer(
+    data(
         position,
-        json!({"data": rows, "position": position}),
-    ))
+        read.projections
+            .db()
+            .router(*principal.tenant.as_uuid(), window)
+            .await,
+    )
 }
 
 /// Billed usage per invoice month and model.
@@ -280,16 +283,13 @@ pub(crate) async fn billing_usage(
         }
     }
     let (principal, position) = prepare(&req, &admin, &read, "billing", &params).await?;
-    let rows = read
-        .projections
-        .db()
-        .billing_usage(*principal.tenant.as_uuid(), params.period.as_deref())
-        .await
-        .map_err(read_error)?;
-    Ok(answer(
+    data(
         position,
-        json!({"data": rows, "position": position}),
-    ))
+        read.projections
+            .db()
+            .billing_usage(*principal.tenant.as_uuid(), params.period.as_deref())
+            .await,
+    )
 }
 
 /// The tenant's invoices.
@@ -304,16 +304,13 @@ pub(crate) async fn invoices(
 ) -> Result<HttpResponse, ApiError> {
     let params: Params = params(&req)?;
     let (principal, position) = prepare(&req, &admin, &read, "billing", &params).await?;
-    let rows = read
-        .projections
-        .db()
-        .invoices(*principal.tenant.as_uuid())
-        .await
-        .map_err(read_error)?;
-    Ok(answer(
+    data(
         position,
-        json!({"data": rows, "position": position}),
-    ))
+        read.projections
+            .db()
+            .invoices(*principal.tenant.as_uuid())
+            .await,
+    )
 }
 
 fn cursor(value: &str) -> Result<(i64, uuid::Uuid), ApiError> {

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use serde::Deserialize;
-use switchyard_events::{EventStore, GlobalPosition, JsonEvent, RecordedEvent, Scope, TenantId};
+use switchyard_events::{EventStore, GlobalPosition, RecordedEvent, Scope, TenantId};
 use tokio::sync::broadcast;
 
 use crate::admin::Admin;
@@ -45,17 +45,8 @@ pub struct Frame {
 
 impl Frame {
     fn of(event: &RecordedEvent) -> Frame {
-        let json = match JsonEvent::from_recorded(event) {
-            Ok(json) => serde_json::to_vec(&json).unwrap_or_default(),
-            Err(error) => serde_json::to_vec(&serde_json::json!({
-                "event_id": event.event_id.as_uuid(),
-                "global_position": event.global_position.0,
-                "event_type": event.event_type,
-                "data": null,
-                "decode_error": error.to_string(),
-            }))
-            .unwrap_or_default(),
-        };
+        // The same JSON as the NATS relay publishes.
+        let json = switchyard_projections::relay::payload(event);
         Frame {
             position: event.global_position.0,
             tenant: event.tenant_id,

@@ -149,21 +149,12 @@ pub async fn run(
             }
             DlqCommand::Show { id } => {
                 let entry = read
-                    .dead_letters(None, true, i64::MAX)
+                    .dead_letter(id)
                     .await?
-                    .into_iter()
-                    .find(|entry| entry.id == id)
                     .with_context(|| format!("no dead letter {id}"))?;
                 let position = u64::try_from(entry.position).unwrap_or(0);
-                let event = log
-                    .read_all(
-                        switchyard_events::Scope::All,
-                        switchyard_events::GlobalPosition(position.saturating_sub(1)),
-                        1,
-                    )
-                    .await?
-                    .into_iter()
-                    .find(|e| e.global_position.0 == position);
+                let event =
+                    switchyard_projections::runner::event_at(log.as_ref(), position).await?;
                 let event = event.map(|e| match switchyard_events::JsonEvent::from_recorded(&e) {
                     Ok(json) => serde_json::to_value(json).unwrap_or_default(),
                     Err(error) => serde_json::json!({

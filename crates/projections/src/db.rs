@@ -651,17 +651,34 @@ impl ReadDb {
         let rows = tx
             .rows(
                 &format!(
-                    "SELECT id, projector, position, event_id, event_type, stream_id, tenant_id, error, \
-                     recorded_at_us, COALESCE(resolved_at_us, -1) FROM proj_dlq \
+                    "SELECT {DLQ_SELECT} FROM proj_dlq \
                      WHERE ($1 = '' OR projector = $1) {} ORDER BY id DESC LIMIT $2",
-                    if all { "" } else { "AND resolved_at_us IS NULL" }
+                    if all {
+                        ""
+                    } else {
+                        "AND resolved_at_us IS NULL"
+                    }
                 ),
                 &[Val::from(projector.unwrap_or("")), Val::Int(limit)],
-                &[Col::Int, Col::Text, Col::Int, Col::Text, Col::Text, Col::Text, Col::Text, Col::Text, Col::Int, Col::Int],
+                &DLQ_COLUMNS,
             )
             .await?;
         tx.rollback().await?;
         Ok(rows.into_iter().filter_map(dlq_entry).collect())
+    }
+
+    /// One dead letter, resolved or not.
+    pub async fn dead_letter(&self, id: i64) -> Result<Option<DlqEntry>> {
+        let mut tx = self.begin().await?;
+        let rows = tx
+            .rows(
+                &format!("SELECT {DLQ_SELECT} FROM proj_dlq WHERE id = $1"),
+                &[Val::Int(id)],
+                &DLQ_COLUMNS,
+            )
+            .await?;
+        tx.rollback().await?;
+        Ok(rows.into_iter().find_map(dlq_entry))
     }
 
     /// Marks a dead letter resolved in the same transaction as the ops of its retry.
@@ -745,6 +762,22 @@ impl ReadDb {
         Ok(done)
     }
 }
+
+/// The columns `dlq_entry` reads, and their types.
+const DLQ_SELECT: &str = "id, projector, position, event_id, event_type, stream_id, tenant_id, error, \
+     recorded_at_us, COALESCE(resolved_at_us, -1)";
+const DLQ_COLUMNS: [Col; 10] = [
+    Col::Int,
+    Col::Text,
+    Col::Int,
+    Col::Text,
+    Col::Text,
+    Col::Text,
+    Col::Text,
+    Col::Text,
+    Col::Int,
+    Col::Int,
+];
 
 fn first_int(rows: &[Vec<Val>]) -> Option<i64> {
     match rows.first().and_then(|row| row.first()) {

@@ -409,20 +409,28 @@ pub async fn rebuild(
 /// Applies a dead-lettered event again (after a fix) and marks it resolved, in one
 /// transaction. Returns false if there is no such unresolved entry.
 pub async fn retry_dead_letter(store: &dyn EventStore, db: &ReadDb, id: i64) -> Result<bool> {
-    let entries = db.dead_letters(None, false, i64::MAX).await?;
-    let Some(entry) = entries.into_iter().find(|entry| entry.id == id) else {
+    let Some(entry) = db.dead_letter(id).await? else {
         return Ok(false);
     };
+    if entry.resolved_at_us.is_some() {
+        return Ok(false);
+    }
     let projector = crate::projectors::by_name(&entry.projector)
         .ok_or_else(|| Error::Invalid(format!("unknown projector {}", entry.projector)))?;
     let position = u64::try_from(entry.position).unwrap_or(0);
-    let events = store
-        .read_all(Scope::All, GlobalPosition(position.saturating_sub(1)), 1)
-        .await?;
-    let event = events
-        .into_iter()
-        .find(|event| event.global_position.0 == position)
+    let event = event_at(store, position)
+        .await?
         .ok_or_else(|| Error::Invalid(format!("event at position {position} is not in the log")))?;
     let ops = projector.ops(&event).map_err(Error::Invalid)?;
     db.resolve_dead_letter(projector, id, &merge(ops)).await
+}
+
+/// The event at a global position, if the log has one there.
+pub async fn event_at(store: &dyn EventStore, position: u64) -> Result<Option<RecordedEvent>> {
+    let events = store
+        .read_all(Scope::All, GlobalPosition(position.saturating_sub(1)), 1)
+        .await?;
+    Ok(events
+        .into_iter()
+        .find(|event| event.global_position.0 == position))
 }

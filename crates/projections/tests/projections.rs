@@ -538,6 +538,11 @@ async fn poison_events_go_to_the_dlq(backend: Backend) {
             .len(),
         1
     );
+    assert_eq!(
+        env.db.dead_letter(letters[0].id).await.unwrap().as_ref(),
+        Some(&letters[0])
+    );
+    assert_eq!(env.db.dead_letter(i64::MAX).await.unwrap(), None);
     // Retrying cannot fix an undecodable event: the entry stays unresolved.
     assert!(
         retry_dead_letter(env.store.as_ref(), &env.db, letters[0].id)
