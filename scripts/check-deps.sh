@@ -2,8 +2,9 @@
 # Enforces the crate dependency rule (normal and build dependencies, direct or
 # transitive, on any target platform):
 #   switchyard-events       depends on none of the other switchyard crates
-#   switchyard-actors       must not depend on switchyard-projections, switchyard-gateway
-#   switchyard-projections  must not depend on switchyard-actors, switchyard-gateway
+#   switchyard-actors       must not depend on switchyard-projections, switchyard-workflows, switchyard-gateway
+#   switchyard-projections  must not depend on switchyard-actors, switchyard-workflows, switchyard-gateway
+#   switchyard-workflows    must not depend on switchyard-projections, switchyard-gateway
 # Prints `dependency rule: ok`, or each violation and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,9 +30,10 @@ check() {
     done
 }
 
-check switchyard-events switchyard-actors switchyard-projections switchyard-gateway
-check switchyard-actors switchyard-projections switchyard-gateway
-check switchyard-projections switchyard-actors switchyard-gateway
+check switchyard-events switchyard-actors switchyard-projections switchyard-workflows switchyard-gateway
+check switchyard-actors switchyard-projections switchyard-workflows switchyard-gateway
+check switchyard-projections switchyard-actors switchyard-workflows switchyard-gateway
+check switchyard-workflows switchyard-projections switchyard-gateway
 
 if [ "$violations" -gt 0 ]; then
     echo "dependency rule: $violations violation(s)" >&2

@@ -13,3 +13,4 @@ mod read_side;
 mod router;
 mod serve;
 mod server;
+mod workflows;

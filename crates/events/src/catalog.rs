@@ -162,6 +162,22 @@ catalog! {
         InferenceFailed(InferenceFailed);
         RewardRecorded(RewardRecorded);
         CircuitChanged(CircuitChanged);
+        WorkflowRegistered(WorkflowRegistered);
+        FragmentRegistered(FragmentRegistered);
+        ToolRegistered(ToolRegistered);
+        RunStarted(RunStarted);
+        StepStarted(StepStarted);
+        StepCompleted(StepCompleted);
+        StepFailed(StepFailed);
+        TimerStarted(TimerStarted);
+        TimerFired(TimerFired);
+        SignalReceived(SignalReceived);
+        RunCancelRequested(RunCancelRequested);
+        RunCompleted(RunCompleted);
+        RunFailed(RunFailed);
+        RunCancelled(RunCancelled);
+        RunContinued(RunContinued);
+        SegmentStarted(SegmentStarted);
     }
 }
 
@@ -694,3 +710,196 @@ mod tests {
         assert!(Event::from_json("TenantRenamed", 1, wrong_type).is_err());
     }
 }
+
+// ---- Workflows: the registry (stream `workflows-<tenant>`) and runs (stream
+// `workflow_run-<run id>`, then `workflow_run-<run id>.<segment>` after a continue-as-new).
+// JSON documents (specs, inputs, outputs, requests) are stored as JSON text: the binary form
+// carries no self-describing values.
+
+/// A version of a workflow spec was registered. `spec` is the loaded spec (fragments and
+/// overlays applied) as JSON; `source` the text as submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowRegistered {
+    pub name: String,
+    pub version: u32,
+    pub spec: String,
+    pub source: String,
+}
+payload!(WorkflowRegistered, 1);
+
+/// A version of a reusable node definition (a fragment) was registered; `node` is JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FragmentRegistered {
+    pub name: String,
+    pub version: u32,
+    pub node: String,
+}
+payload!(FragmentRegistered, 1);
+
+/// A version of an HTTP tool was registered; `definition` is JSON (url, method, timeout,
+/// retries, response schema).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRegistered {
+    pub name: String,
+    pub version: u32,
+    pub definition: String,
+}
+payload!(ToolRegistered, 1);
+
+/// A workflow run started. `spec` and `input` are JSON; the run never reads the registry again,
+/// so its replay needs nothing but its own events. `seed` is where any randomness comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunStarted {
+    pub run_id: uuid::Uuid,
+    pub workflow: String,
+    pub version: u32,
+    pub spec: String,
+    pub input: String,
+    /// A child run: its parent run and the parent's step that waits for it.
+    pub parent_run: Option<uuid::Uuid>,
+    pub parent_step: Option<String>,
+    /// A re-execution: the recorded run it re-executes, and what it changes (JSON).
+    pub replay_of: Option<uuid::Uuid>,
+    pub overrides: String,
+    pub seed: u64,
+    pub at_ms: u64,
+}
+payload!(RunStarted, 1);
+
+/// The run started a step (attempt `attempt`, not before `not_before_ms`). `request` is the
+/// rendered call (JSON): what the step sends, so that a re-execution can match recorded tool
+/// results and a reader can see what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepStarted {
+    pub step: String,
+    pub node: String,
+    pub attempt: u32,
+    pub request: String,
+    pub not_before_ms: u64,
+    pub at_ms: u64,
+}
+payload!(StepStarted, 1);
+
+/// A step completed with `output` (JSON). `decided` is true when the run itself completed it
+/// (a branch, a map's last item, a wait), false when the result came from outside (a model, a
+/// tool, a child run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepCompleted {
+    pub step: String,
+    pub output: String,
+    pub decided: bool,
+    /// The inference that answered an `llm` step, and what the step cost.
+    pub inference_id: Option<uuid::Uuid>,
+    pub cost_micros: u64,
+    pub at_ms: u64,
+}
+payload!(StepCompleted, 1);
+
+/// An attempt of a step failed; `retryable` failures are retried while attempts are left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepFailed {
+    pub step: String,
+    pub attempt: u32,
+    pub error: String,
+    pub retryable: bool,
+    /// True when the run itself failed the step (a template or condition that cannot be
+    /// evaluated, a map item that failed for good, a timed-out human input).
+    pub decided: bool,
+    pub at_ms: u64,
+}
+payload!(StepFailed, 1);
+
+/// A `wait` (or the timeout of a signal wait or human input) set a timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimerStarted {
+    pub step: String,
+    pub fire_at_ms: u64,
+    pub at_ms: u64,
+}
+payload!(TimerStarted, 1);
+
+/// A timer fired (time enters the run only through this event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimerFired {
+    pub step: String,
+    pub at_ms: u64,
+}
+payload!(TimerFired, 1);
+
+/// A signal reached the run (`POST /v1/runs/{id}/signals`); `payload` is JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalReceived {
+    pub name: String,
+    pub payload: String,
+    pub at_ms: u64,
+}
+payload!(SignalReceived, 1);
+
+/// Someone asked the run to stop; it compensates what it completed, then ends cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunCancelRequested {
+    pub reason: String,
+    pub at_ms: u64,
+}
+payload!(RunCancelRequested, 1);
+
+/// The run ended with `output` (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunCompleted {
+    pub output: String,
+    pub at_ms: u64,
+}
+payload!(RunCompleted, 1);
+
+/// The run failed at `step`; `compensated` lists the steps whose compensation ran, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunFailed {
+    pub error: String,
+    pub step: Option<String>,
+    pub compensated: Vec<String>,
+    pub at_ms: u64,
+}
+payload!(RunFailed, 1);
+
+/// The run was cancelled; `compensated` lists the steps whose compensation ran, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunCancelled {
+    pub reason: String,
+    pub compensated: Vec<String>,
+    pub at_ms: u64,
+}
+payload!(RunCancelled, 1);
+
+/// This segment of the run's stream is full: the run continues in segment `segment`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunContinued {
+    pub segment: u32,
+    pub at_ms: u64,
+}
+payload!(RunContinued, 1);
+
+/// The first event of a later segment: the run's state carried over (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentStarted {
+    pub run_id: uuid::Uuid,
+    pub segment: u32,
+    pub state: String,
+    pub at_ms: u64,
+}
+payload!(SegmentStarted, 1);

@@ -35,12 +35,14 @@ mod metrics; // Prometheus metrics of the store
 pub mod store; // the EventStore port, group commit, subscriptions and the backends
 
 pub use catalog::{
-    ApiKeyIssued, ApiKeyRevoked, CircuitChanged, Event, IdempotencyKeyClaimed,
+    ApiKeyIssued, ApiKeyRevoked, CircuitChanged, Event, FragmentRegistered, IdempotencyKeyClaimed,
     IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCompleted, InferenceFailed,
     InferenceRequested, InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope, QuotaReleased,
-    QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen, ShadowChoice,
-    TenantCreated, TenantFlagSet, TenantLimitsSet, TenantRenamed, TenantResumed, TenantSettingSet,
-    TenantSuspended, UsageRecorded,
+    QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen, RunCancelRequested,
+    RunCancelled, RunCompleted, RunContinued, RunFailed, RunStarted, SegmentStarted, ShadowChoice,
+    SignalReceived, StepCompleted, StepFailed, StepStarted, TenantCreated, TenantFlagSet,
+    TenantLimitsSet, TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended, TimerFired,
+    TimerStarted, ToolRegistered, UsageRecorded, WorkflowRegistered,
 };
 pub use codec::EventPayload;
 pub use envelope::{MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

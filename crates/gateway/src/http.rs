@@ -49,6 +49,11 @@ impl ApiError {
         }
     }
 
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn owned(status: StatusCode, code: Cow<'static, str>, message: String) -> Self {
         ApiError {
             status,
@@ -217,17 +222,17 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// Binds and serves until SIGINT/SIGTERM.
 pub async fn serve(
     store: Arc<dyn EventStore>,
-    admin: Admin,
-    gateway: crate::inference::Gateway,
+    admin: web::Data<Admin>,
+    gateway: web::Data<crate::inference::Gateway>,
     read: crate::analytics::ReadSide,
     hub: crate::events::EventHub,
+    engine: Arc<switchyard_workflows::Engine>,
     listen: SocketAddr,
 ) -> anyhow::Result<()> {
     let read = web::Data::new(read);
     let hub = web::Data::new(hub);
     let store = web::Data::from(Arc::new(StoreHandle(store)));
-    let admin = web::Data::new(admin);
-    let gateway = web::Data::new(gateway);
+    let engine = web::Data::from(engine);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(store.clone())
@@ -235,6 +240,7 @@ pub async fn serve(
             .app_data(gateway.clone())
             .app_data(read.clone())
             .app_data(hub.clone())
+            .app_data(engine.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .wrap(actix_web::middleware::from_fn(observe))
             .route("/healthz", web::get().to(healthz))
@@ -247,6 +253,7 @@ pub async fn serve(
             .configure(crate::feedback::routes)
             .configure(crate::analytics::routes)
             .configure(crate::events::routes)
+            .configure(crate::workflows::routes)
             .default_service(web::to(not_found))
     })
     .bind(listen)?;

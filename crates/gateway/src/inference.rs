@@ -399,7 +399,7 @@ impl Inference {
     reason = "the request's parts, each used once"
 )]
 async fn admit(
-    req: &HttpRequest,
+    correlation_id: Option<String>,
     admin: &Admin,
     gateway: &Gateway,
     principal: &Principal,
@@ -481,7 +481,7 @@ async fn admit(
         .with_headers(headers));
     }
     let metadata = Metadata {
-        correlation_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        correlation_id,
         ..Metadata::default()
     };
     let provider = gateway
@@ -527,7 +527,7 @@ async fn admit(
 /// Admission of a chat request: its prompt estimate and output reservation (`max_tokens` × `n`,
 /// or the configured default), then [`admit`].
 async fn admit_chat(
-    req: &HttpRequest,
+    correlation_id: Option<String>,
     admin: &Admin,
     gateway: &Gateway,
     principal: &Principal,
@@ -538,7 +538,7 @@ async fn admit_chat(
         .unwrap_or(gateway.config.default_output_reservation)
         .saturating_mul(u64::from(request.choices()));
     admit(
-        req,
+        correlation_id,
         admin,
         gateway,
         principal,
@@ -637,64 +637,10 @@ pub(crate) async fn chat_completions(
         |_| {},
         inference_headers,
         || async {
-            let (mut inference, headers) =
-                admit_chat(&req, &admin, &gateway, &principal, &request).await?;
-            rate = headers;
-            let routed = gateway
-                .config
-                .model(&inference.route.model)
-                .ok_or_else(unavailable)?;
-            let request = &request;
-            let (outcome, attempts, served) = gateway
-                .resilience
-                .call(
-                    &gateway.config,
-                    &gateway.providers,
-                    routed,
-                    |model, provider| async move { provider.chat(model, request).await },
-                )
-                .await;
-            inference.serve(served);
-            match outcome {
-                Ok(Completion { choices, usage }) => {
-                    let ttft = u64::try_from(inference.started.elapsed().as_micros()).unwrap_or(0);
-                    let finish = choices
-                        .first()
-                        .and_then(|c| c.get("finish_reason"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("stop")
-                        .to_owned();
-                    position = inference
-                        .finish(&admin, store.as_ref(), Ok((usage, ttft, finish, attempts)))
-                        .await?;
-                    Ok((
-                        StatusCode::OK,
-                        json!({
-                            "id": format!("chatcmpl-{}", inference.id),
-                            "object": "chat.completion",
-                            "created": OffsetDateTime::now_utc().unix_timestamp(),
-                            "model": inference.served_model,
-                            "choices": choices,
-                            "usage": {
-                                "prompt_tokens": usage.prompt_tokens,
-                                "completion_tokens": usage.completion_tokens,
-                                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-                            },
-                            "system_fingerprint": null,
-                        }),
-                    ))
-                }
-                Err(error) => {
-                    inference
-                        .finish(
-                            &admin,
-                            store.as_ref(),
-                            Err((error.clone(), Usage::default(), attempts)),
-                        )
-                        .await?;
-                    Err(provider_error(&error))
-                }
-            }
+            let done = complete(correlation(&req), &admin, &gateway, &principal, &request).await?;
+            rate = done.headers;
+            position = done.position;
+            Ok((StatusCode::OK, done.body))
         },
     )
     .await?;
@@ -702,6 +648,95 @@ pub(crate) async fn chat_completions(
         rate.extend(position_header(position));
     }
     Ok(with_headers(response, rate))
+}
+
+/// The request id of an HTTP request, as the correlation id of what it logs.
+fn correlation(req: &HttpRequest) -> Option<String> {
+    req.extensions().get::<RequestId>().map(|r| r.0.clone())
+}
+
+/// A whole (not streamed) chat completion that went through.
+pub(crate) struct Completed {
+    /// The `chat.completion` body.
+    pub body: Value,
+    /// The log position of the inference's events.
+    pub position: u64,
+    pub inference_id: Uuid,
+    pub cost_micros: u64,
+    /// Rate-limit headers of the tightest tier.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A whole chat completion: admission (route, limits, budget), the provider through the
+/// resilience layer, settlement and the inference's events. The HTTP handler and workflow
+/// `llm` steps both come through here, so both are routed, limited and billed alike.
+pub(crate) async fn complete(
+    correlation_id: Option<String>,
+    admin: &Admin,
+    gateway: &Gateway,
+    principal: &Principal,
+    request: &ChatRequest,
+) -> Result<Completed, ApiError> {
+    let (mut inference, headers) =
+        admit_chat(correlation_id, admin, gateway, principal, request).await?;
+    let routed = gateway
+        .config
+        .model(&inference.route.model)
+        .ok_or_else(unavailable)?;
+    let (outcome, attempts, served) = gateway
+        .resilience
+        .call(
+            &gateway.config,
+            &gateway.providers,
+            routed,
+            |model, provider| async move { provider.chat(model, request).await },
+        )
+        .await;
+    inference.serve(served);
+    let store = gateway.store.as_ref();
+    match outcome {
+        Ok(Completion { choices, usage }) => {
+            let ttft = u64::try_from(inference.started.elapsed().as_micros()).unwrap_or(0);
+            let finish = choices
+                .first()
+                .and_then(|c| c.get("finish_reason"))
+                .and_then(Value::as_str)
+                .unwrap_or("stop")
+                .to_owned();
+            let position = inference
+                .finish(admin, store, Ok((usage, ttft, finish, attempts)))
+                .await?;
+            Ok(Completed {
+                body: json!({
+                    "id": format!("chatcmpl-{}", inference.id),
+                    "object": "chat.completion",
+                    "created": OffsetDateTime::now_utc().unix_timestamp(),
+                    "model": inference.served_model,
+                    "choices": choices,
+                    "usage": {
+                        "prompt_tokens": usage.prompt_tokens,
+                        "completion_tokens": usage.completion_tokens,
+                        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+                    },
+                    "system_fingerprint": null,
+                }),
+                position,
+                inference_id: inference.id,
+                cost_micros: inference.cost(usage),
+                headers,
+            })
+        }
+        Err(error) => {
+            inference
+                .finish(
+                    admin,
+                    store,
+                    Err((error.clone(), Usage::default(), attempts)),
+                )
+                .await?;
+            Err(provider_error(&error))
+        }
+    }
 }
 
 /// The streamed form: the provider is called (with retries) before the response starts; from
@@ -715,7 +750,8 @@ async fn chat_stream(
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<HttpResponse, ApiError> {
     let prompt = request.estimate_prompt_tokens();
-    let (mut inference, headers) = admit_chat(&req, &admin, &gateway, &principal, &request).await?;
+    let (mut inference, headers) =
+        admit_chat(correlation(&req), &admin, &gateway, &principal, &request).await?;
     let store = gateway.store.clone();
     let routed = gateway
         .config
@@ -923,7 +959,7 @@ pub(crate) async fn embeddings(
         .map(|i| (i.chars().count() as u64).div_ceil(4))
         .sum();
     let (mut inference, headers) = admit(
-        &req,
+        correlation(&req),
         &admin,
         &gateway,
         &principal,

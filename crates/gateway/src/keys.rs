@@ -445,6 +445,11 @@ impl TenantDirectory {
     }
 
     /// Records a tenant the admin API just created (the log subscription agrees later).
+    /// The tenant's name.
+    pub fn name(&self, tenant: TenantId) -> Option<String> {
+        self.tenants.get(&tenant).map(|t| t.name.clone())
+    }
+
     pub fn insert(&self, entry: TenantEntry) {
         self.tenants.entry(entry.id).or_insert(entry);
     }

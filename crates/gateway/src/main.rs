@@ -22,6 +22,7 @@ mod http;
 mod idempotency;
 mod inference;
 mod keys;
+mod local;
 mod meter;
 mod openai;
 mod projections_cli;
@@ -30,6 +31,7 @@ mod ratelimit;
 mod resilience;
 mod router;
 mod telemetry;
+mod workflows;
 
 /// Switchyard: a multi-tenant AI platform built as an event-sourced actor system.
 ///
@@ -101,6 +103,38 @@ enum Command {
         store: StoreArgs,
         #[command(subcommand)]
         command: projections_cli::ProjectionsCommand,
+    },
+    /// Run a WorkflowSpec in-process (tenant `local`), showing its steps live; prints the final
+    /// state as JSON. Exit status 1 when the run did not complete.
+    Run {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// TOML config of providers and models (the simulated ones without it).
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: local::RunArgs,
+    },
+    /// Replay a recorded run: exactly (rebuild its state with the current code and report any
+    /// divergence; exit status 1), or re-executed with another model or prompt (`--model`,
+    /// `--node-model`, `--prompt`), tool calls answered from the recording.
+    Replay {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: local::ReplayArgs,
+    },
+    /// Run a golden task set (JSON lines) against a model or a workflow, in parallel; print a
+    /// report (and write it as JSON and Markdown); compare with an earlier report.
+    Eval {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: local::EvalArgs,
     },
     /// Issue and revoke tenants' API keys through a running server (prints JSON).
     Key {
@@ -204,6 +238,93 @@ impl StoreArgs {
     }
 }
 
+/// What serves requests: the log, the admin side (tenants, keys, limits, budgets) and the
+/// inference path (providers, router, resilience). `serve` puts HTTP in front of it; `run`,
+/// `replay` and `eval` use it in-process.
+struct Stack {
+    store: Arc<dyn EventStore>,
+    admin: actix_web::web::Data<admin::Admin>,
+    gateway: actix_web::web::Data<inference::Gateway>,
+}
+
+async fn stack(
+    args: &StoreArgs,
+    config: Option<&Path>,
+    admin_token: Option<String>,
+    redis_url: Option<&str>,
+) -> anyhow::Result<Stack> {
+    let config = match config {
+        Some(path) => config::Config::load(path)?,
+        None => config::Config::default(),
+    };
+    let providers = providers::Providers::build(&config)?;
+    let (store, location) = args.open().await?;
+    let head = store.head().await?;
+    tracing::info!(store = %location, %head, "event log open");
+    std::fs::create_dir_all(&args.data_dir)?;
+    let token = match admin_token {
+        Some(token) if token.len() >= 16 => token,
+        Some(_) => anyhow::bail!("SWITCHYARD_ADMIN_TOKEN must be at least 16 characters"),
+        None => admin_token_file(&args.data_dir.join("admin-token"))?,
+    };
+    let secret = keys::KeySecret::load_or_create(&args.data_dir.join("key-secret"))?;
+    let router = Arc::new(router::RouterHub::new(
+        config.router.clone(),
+        Runtime::new(store.clone(), RuntimeConfig::default()),
+    ));
+    let billing =
+        billing_feed::BillingFeed::start(Runtime::<switchyard_actors::billing::Billing>::new(
+            store.clone(),
+            RuntimeConfig::default(),
+        ));
+    let (keys, directory) = keys::KeyIndex::follow(
+        store.clone(),
+        vec![router.clone() as Arc<dyn keys::Folder>, billing],
+    )
+    .await?;
+    let limiter = match redis_url {
+        Some(url) => ratelimit::Limiter::Redis(
+            ratelimit::RedisLimiter::connect(url)
+                .await
+                .context("cannot reach Redis (SWITCHYARD_REDIS_URL)")?,
+        ),
+        None => ratelimit::Limiter::local(),
+    };
+    let tenants = Runtime::<Tenant>::new(store.clone(), RuntimeConfig::default());
+    let admin = admin::Admin {
+        store: store.clone(),
+        tenants,
+        keys,
+        directory,
+        secret,
+        token,
+        limiter,
+    };
+    let resilience = resilience::Resilience::new(
+        &config,
+        resilience::BreakerSettings::default(),
+        store.clone(),
+        router.clone(),
+    );
+    let gateway = inference::Gateway {
+        config,
+        providers,
+        store: store.clone(),
+        router,
+        resilience,
+    };
+    Ok(Stack {
+        store,
+        admin: actix_web::web::Data::new(admin),
+        gateway: actix_web::web::Data::new(gateway),
+    })
+}
+
+/// The stack of an in-process command: no admin API, so a throwaway admin token.
+async fn local_stack(args: &StoreArgs, config: Option<&Path>) -> anyhow::Result<Stack> {
+    stack(args, config, Some(keys::generate().key), None).await
+}
+
 /// Reads the generated admin token, creating it on first start, and says where it is.
 fn admin_token_file(path: &Path) -> anyhow::Result<String> {
     if !path.exists() {
@@ -248,67 +369,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             feed_ring,
             feed_heartbeat_secs,
         } => {
-            let config = match &config {
-                Some(path) => config::Config::load(path)?,
-                None => config::Config::default(),
-            };
-            let providers = providers::Providers::build(&config)?;
-            let (store, location) = args.open().await?;
-            let head = store.head().await?;
-            tracing::info!(store = %location, %head, "event log open");
-            std::fs::create_dir_all(&args.data_dir)?;
-            let token = match admin_token {
-                Some(token) if token.len() >= 16 => token,
-                Some(_) => anyhow::bail!("SWITCHYARD_ADMIN_TOKEN must be at least 16 characters"),
-                None => admin_token_file(&args.data_dir.join("admin-token"))?,
-            };
-            let secret = keys::KeySecret::load_or_create(&args.data_dir.join("key-secret"))?;
-            let router = Arc::new(router::RouterHub::new(
-                config.router.clone(),
-                Runtime::new(store.clone(), RuntimeConfig::default()),
-            ));
-            let billing = billing_feed::BillingFeed::start(Runtime::<
-                switchyard_actors::billing::Billing,
-            >::new(
-                store.clone(),
-                RuntimeConfig::default(),
-            ));
-            let (keys, directory) = keys::KeyIndex::follow(
-                store.clone(),
-                vec![router.clone() as Arc<dyn keys::Folder>, billing],
-            )
-            .await?;
-            let limiter = match &redis_url {
-                Some(url) => ratelimit::Limiter::Redis(
-                    ratelimit::RedisLimiter::connect(url)
-                        .await
-                        .context("cannot reach Redis (SWITCHYARD_REDIS_URL)")?,
-                ),
-                None => ratelimit::Limiter::local(),
-            };
-            let tenants = Runtime::<Tenant>::new(store.clone(), RuntimeConfig::default());
-            let admin = admin::Admin {
-                store: store.clone(),
-                tenants,
-                keys,
-                directory,
-                secret,
-                token,
-                limiter,
-            };
-            let resilience = resilience::Resilience::new(
-                &config,
-                resilience::BreakerSettings::default(),
-                store.clone(),
-                router.clone(),
-            );
-            let gateway = inference::Gateway {
-                config,
-                providers,
-                store: store.clone(),
-                router,
-                resilience,
-            };
+            let Stack {
+                store,
+                admin,
+                gateway,
+            } = stack(&args, config.as_deref(), admin_token, redis_url.as_deref()).await?;
             let read_db = args.open_read().await?;
             let projections = switchyard_projections::Projections::start(
                 store.clone(),
@@ -332,7 +397,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             let read = analytics::ReadSide { projections };
-            http::serve(store, admin, gateway, read, hub, listen).await
+            let engine =
+                workflows::start_engine(store.clone(), admin.clone(), gateway.clone()).await?;
+            http::serve(store, admin, gateway, read, hub, engine, listen).await
+        }
+        Command::Run {
+            store,
+            config,
+            args,
+        } => {
+            let local = local::Local::open(local_stack(&store, config.as_deref()).await?).await?;
+            let completed = local::run(&local, args).await?;
+            if !completed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Replay {
+            store,
+            config,
+            args,
+        } => {
+            let open =
+                async || local::Local::open(local_stack(&store, config.as_deref()).await?).await;
+            if !local::replay(args, open).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Eval {
+            store,
+            config,
+            args,
+        } => {
+            let local = local::Local::open(local_stack(&store, config.as_deref()).await?).await?;
+            if !local::eval(&local, args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Migrate { store } => {
             let (store, location) = store.open().await?;

@@ -444,7 +444,23 @@ impl Actor for Tenant {
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
             | Event::RewardRecorded(_)
-            | Event::CircuitChanged(_) => {}
+            | Event::CircuitChanged(_)
+            | Event::WorkflowRegistered(_)
+            | Event::FragmentRegistered(_)
+            | Event::ToolRegistered(_)
+            | Event::RunStarted(_)
+            | Event::StepStarted(_)
+            | Event::StepCompleted(_)
+            | Event::StepFailed(_)
+            | Event::TimerStarted(_)
+            | Event::TimerFired(_)
+            | Event::SignalReceived(_)
+            | Event::RunCancelRequested(_)
+            | Event::RunCompleted(_)
+            | Event::RunFailed(_)
+            | Event::RunCancelled(_)
+            | Event::RunContinued(_)
+            | Event::SegmentStarted(_) => {}
         }
     }
 }

@@ -95,7 +95,48 @@ pub fn answer_words(
     (words, natural > cap)
 }
 
+/// The grading prompt of `switchyard eval`'s LLM judge (see `judge_prompt`).
+const JUDGE_MARK: &str = "You are an impartial grader.";
+
+/// A simulated judge's verdict: the share of the reference answer's words found in the output,
+/// so that a judged eval on simulated models has a score known in advance.
+fn simulated_verdict(prompt: &str) -> Option<String> {
+    if !prompt.starts_with(JUDGE_MARK) {
+        return None;
+    }
+    let section = |start: &str, end: &str| -> Option<String> {
+        let from = prompt.find(start)? + start.len();
+        let to = prompt[from..].find(end)? + from;
+        Some(prompt[from..to].to_lowercase())
+    };
+    let reference = section("REFERENCE ANSWER:\n", "\n\nOUTPUT:\n")?;
+    let output = section("\n\nOUTPUT:\n", "\n\nGrade only the OUTPUT")?;
+    let words = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let wanted = words(&reference);
+    let found = words(&output);
+    let score = if wanted.is_empty() {
+        0.0
+    } else {
+        wanted.intersection(&found).count() as f64 / wanted.len() as f64
+    };
+    Some(format!(
+        "SCORE: {score:.2}\nREASON: simulated judge: share of the reference answer's words in the output"
+    ))
+}
+
 fn content(request: &ChatRequest, words: &[&str]) -> String {
+    if let Some(verdict) = request
+        .messages
+        .last()
+        .and_then(|m| simulated_verdict(&m.text()))
+    {
+        return verdict;
+    }
     let text = words.join(" ");
     let json_mode = request
         .response_format

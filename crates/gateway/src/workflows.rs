@@ -1,0 +1,658 @@
+//! Durable workflows over HTTP, and the executor that carries out their calls.
+//!
+//! - `POST /v1/workflows` (YAML or JSON body) registers a spec; `GET /v1/workflows` lists them.
+//! - `POST /v1/fragments`, `POST /v1/tools`: reusable node definitions and HTTP tools.
+//! - `POST /v1/workflows/{name}/runs` starts a run; `GET /v1/runs/{id}` (optionally waiting for
+//!   its end), `GET /v1/runs/{id}/events` (JSON, or `?format=jsonl`: an episode file),
+//!   `POST /v1/runs/{id}/signals`, `POST /v1/runs/{id}/cancel`.
+//!
+//! `llm` steps go through [`crate::inference::complete`] (routing, limits, budget, billing and
+//! the inference's events, as for any request); `tool` steps are HTTP calls with the step's
+//! idempotency key in an `Idempotency-Key` header.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_events::JsonEvent;
+use switchyard_workflows::spec::LoadOptions;
+use switchyard_workflows::{
+    Engine, Error as WorkflowError, Executor, StartOptions, StepCall, StepError, StepOutput,
+};
+use uuid::Uuid;
+
+use crate::admin::Admin;
+use crate::http::{ApiError, parse_json, tenant_request};
+use crate::inference::Gateway;
+use crate::keys::Principal;
+use crate::openai::ChatRequest;
+
+/// The scope a key needs for the workflow endpoints (a key with no scopes may do anything).
+pub const SCOPE: &str = "workflows";
+/// The longest a request may wait for a run to end.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Carries out `llm` and `tool` calls for the engine.
+pub struct StepExecutor {
+    admin: web::Data<Admin>,
+    gateway: web::Data<Gateway>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for StepExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepExecutor").finish_non_exhaustive()
+    }
+}
+
+impl StepExecutor {
+    pub fn new(admin: web::Data<Admin>, gateway: web::Data<Gateway>) -> anyhow::Result<Self> {
+        Ok(StepExecutor {
+            admin,
+            gateway,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()?,
+        })
+    }
+
+    async fn llm(&self, call: &StepCall) -> Result<StepOutput, StepError> {
+        let r = &call.request;
+        let body = json!({
+            "model": r["model"],
+            "messages": r["messages"],
+            "max_tokens": r.get("max_tokens").filter(|v| !v.is_null()),
+            "temperature": r.get("temperature").filter(|v| !v.is_null()),
+        });
+        let request: ChatRequest = serde_json::from_value(body).map_err(|e| StepError {
+            message: format!("invalid model request: {e}"),
+            retryable: false,
+        })?;
+        request.validate().map_err(|e| StepError {
+            message: e.message().to_owned(),
+            retryable: false,
+        })?;
+        // Runs act for their tenant, not for a key: the nil key id stands for the engine.
+        let principal = Principal {
+            tenant: call.tenant,
+            key_id: Uuid::nil(),
+            scopes: Vec::new(),
+        };
+        let Some(_slot) = self.gateway.resilience.tenant_slot(call.tenant) else {
+            return Err(StepError {
+                message: "the tenant has its most requests in flight".into(),
+                retryable: true,
+            });
+        };
+        let done = crate::inference::complete(
+            Some(call.run_id.to_string()),
+            &self.admin,
+            &self.gateway,
+            &principal,
+            &request,
+        )
+        .await
+        .map_err(|e| StepError {
+            message: format!("{} ({})", e.message(), e.status().as_u16()),
+            retryable: e.status() == StatusCode::TOO_MANY_REQUESTS || e.status().is_server_error(),
+        })?;
+        let text = done.body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let output = if r["output"] == "json" {
+            parse_json_answer(&text).ok_or_else(|| StepError {
+                message: format!(
+                    "the model's answer is not JSON: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
+                retryable: true,
+            })?
+        } else {
+            Value::String(text)
+        };
+        Ok(StepOutput {
+            output,
+            inference_id: Some(done.inference_id),
+            cost_micros: done.cost_micros,
+        })
+    }
+
+    async fn tool(&self, call: &StepCall) -> Result<StepOutput, StepError> {
+        let Some(tool) = &call.tool else {
+            return Err(StepError {
+                message: "no tool definition".into(),
+                retryable: false,
+            });
+        };
+        let method =
+            reqwest::Method::from_bytes(tool.method.as_bytes()).map_err(|e| StepError {
+                message: e.to_string(),
+                retryable: false,
+            })?;
+        let args = call.request.get("args").cloned().unwrap_or(Value::Null);
+        let mut url = reqwest::Url::parse(&tool.url).map_err(|e| StepError {
+            message: format!("tool `{}`: bad url: {e}", tool.name),
+            retryable: false,
+        })?;
+        if method == reqwest::Method::GET
+            && let Some(map) = args.as_object()
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (key, value) in map {
+                pairs.append_pair(key, value.as_str().map_or(&value.to_string(), |s| s));
+            }
+        }
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .timeout(call.timeout)
+            .header("idempotency-key", &call.idempotency_key)
+            .header("x-switchyard-run", call.run_id.to_string())
+            .header("x-switchyard-step", &call.step);
+        if method != reqwest::Method::GET {
+            request = request.json(&args);
+        }
+        let response = request.send().await.map_err(|e| StepError {
+            message: format!("tool `{}`: {e}", tool.name),
+            retryable: true,
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| StepError {
+            message: format!("tool `{}`: {e}", tool.name),
+            retryable: true,
+        })?;
+        if !status.is_success() {
+            return Err(StepError {
+                message: format!(
+                    "tool `{}` answered {status}: {}",
+                    tool.name,
+                    text.chars().take(200).collect::<String>()
+                ),
+                retryable: status.is_server_error() || status.as_u16() == 429,
+            });
+        }
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        tool.check_response(&body).map_err(|message| StepError {
+            message: format!("tool `{}`: {message}", tool.name),
+            retryable: false,
+        })?;
+        Ok(StepOutput {
+            output: body,
+            inference_id: None,
+            cost_micros: 0,
+        })
+    }
+}
+
+/// The JSON in a model's answer (also inside a ```json fence).
+fn parse_json_answer(text: &str) -> Option<Value> {
+    let trimmed = text.trim();
+    let inner = trimmed
+        .strip_prefix("```json")
+        .or_else(|| trimmed.strip_prefix("```"))
+        .and_then(|t| t.strip_suffix("```"))
+        .unwrap_or(trimmed);
+    serde_json::from_str(inner.trim()).ok()
+}
+
+#[async_trait]
+impl Executor for StepExecutor {
+    async fn call(&self, call: &StepCall) -> Result<StepOutput, StepError> {
+        match call.request.get("kind").and_then(Value::as_str) {
+            Some("llm") => self.llm(call).await,
+            Some("tool") => self.tool(call).await,
+            other => Err(StepError {
+                message: format!("cannot carry out a call of kind {other:?}"),
+                retryable: false,
+            }),
+        }
+    }
+}
+
+/// Registers the workflow routes.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/workflows", web::post().to(register))
+        .route("/v1/workflows", web::get().to(list))
+        .route("/v1/workflows/{name}", web::get().to(show))
+        .route("/v1/workflows/{name}/runs", web::post().to(start))
+        .route("/v1/fragments", web::post().to(register_fragment))
+        .route("/v1/tools", web::post().to(register_tool))
+        .route("/v1/runs/{id}", web::get().to(run))
+        .route("/v1/runs/{id}/events", web::get().to(run_events))
+        .route("/v1/runs/{id}/signals", web::post().to(signal))
+        .route("/v1/runs/{id}/cancel", web::post().to(cancel));
+}
+
+async fn principal(req: &HttpRequest, admin: &Admin) -> Result<Principal, ApiError> {
+    let (principal, _) = tenant_request(req, admin).await?;
+    if !principal.allows(&[SCOPE]) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API key lacks the `workflows` scope",
+        ));
+    }
+    Ok(principal)
+}
+
+/// The workflow crate's errors as HTTP answers.
+pub(crate) fn api_error(error: WorkflowError) -> ApiError {
+    let (status, code) = match &error {
+        WorkflowError::Spec(_) => (StatusCode::BAD_REQUEST, "invalid_spec"),
+        WorkflowError::Schema { .. } | WorkflowError::Template { .. } => {
+            (StatusCode::BAD_REQUEST, "invalid_request")
+        }
+        WorkflowError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        WorkflowError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        WorkflowError::Store(e) if e.is_transient() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    if status.is_server_error() {
+        tracing::error!(%error, "workflow request failed");
+    }
+    ApiError::owned(status, code.into(), error.to_string())
+}
+
+fn text_body(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body is not UTF-8",
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterQuery {
+    /// The environment whose overlay applies.
+    env: Option<String>,
+}
+
+/// Registers a WorkflowSpec (YAML or JSON body). Answers its name and version.
+async fn register(
+    req: HttpRequest,
+    body: web::Bytes,
+    query: web::Query<RegisterQuery>,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let text = text_body(&body)?;
+    let tenant = principal.tenant.to_string();
+    let name = admin.directory.name(principal.tenant).unwrap_or_default();
+    let keys = [tenant.as_str(), name.as_str()];
+    let options = LoadOptions {
+        env: query.env.as_deref(),
+        tenant: &keys,
+    };
+    let (name, version, spec) = engine
+        .register_workflow(principal.tenant, text, options)
+        .await
+        .map_err(api_error)?;
+    Ok(HttpResponse::Created().json(json!({
+        "name": name,
+        "version": version,
+        "nodes": spec.nodes.iter().map(|n| json!({"id": n.id, "kind": n.kind})).collect::<Vec<_>>(),
+    })))
+}
+
+async fn register_fragment(
+    req: HttpRequest,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let (name, version) = engine
+        .register_fragment(principal.tenant, text_body(&body)?)
+        .await
+        .map_err(api_error)?;
+    Ok(HttpResponse::Created().json(json!({"name": name, "version": version})))
+}
+
+async fn register_tool(
+    req: HttpRequest,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let (name, version) = engine
+        .register_tool(principal.tenant, text_body(&body)?)
+        .await
+        .map_err(api_error)?;
+    Ok(HttpResponse::Created().json(json!({"name": name, "version": version})))
+}
+
+async fn list(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let catalog = engine.catalog(principal.tenant).await.map_err(api_error)?;
+    let data: Vec<Value> = catalog
+        .workflows
+        .iter()
+        .map(|(name, versions)| json!({"name": name, "versions": versions.len()}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "data": data,
+        "tools": catalog.tools.keys().collect::<Vec<_>>(),
+        "fragments": catalog.fragments.iter().map(|(n, v)| json!({"name": n, "versions": v.len()})).collect::<Vec<_>>(),
+    })))
+}
+
+async fn show(
+    req: HttpRequest,
+    path: web::Path<String>,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let catalog = engine.catalog(principal.tenant).await.map_err(api_error)?;
+    let (version, spec) = catalog
+        .workflow(&path, None)
+        .ok_or_else(|| api_error(WorkflowError::NotFound(format!("no workflow `{path}`"))))?;
+    Ok(HttpResponse::Ok().json(json!({"name": spec.name, "version": version, "spec": spec})))
+}
+
+/// `POST /v1/workflows/{name}/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRun {
+    #[serde(default)]
+    input: Value,
+    version: Option<u32>,
+    /// Re-execution knobs: `{"model": …}`, `{"models": {node: …}}`, `{"prompts": {node: …}}`.
+    #[serde(default)]
+    overrides: Option<Value>,
+    /// Answer once the run ended (or this many milliseconds passed, at most 60,000).
+    wait_ms: Option<u64>,
+}
+
+async fn start(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let request: StartRun = parse_json(&body)?;
+    let overrides = request.overrides.unwrap_or_else(|| json!({}));
+    check_overrides(&overrides)?;
+    let engine = engine.into_inner();
+    let run_id = engine
+        .start(
+            principal.tenant,
+            &path,
+            request.input,
+            StartOptions {
+                version: request.version,
+                overrides,
+                ..StartOptions::default()
+            },
+        )
+        .await
+        .map_err(api_error)?;
+    let mut answer = json!({"run_id": run_id});
+    if let Some(wait) = request.wait_ms {
+        let state = engine
+            .wait(
+                principal.tenant,
+                run_id,
+                Duration::from_millis(wait).min(MAX_WAIT),
+            )
+            .await
+            .map_err(api_error)?;
+        answer = view(&state);
+    }
+    Ok(HttpResponse::Created().json(answer))
+}
+
+/// Overrides are an object of `model` (string), `models` and `prompts` (objects of strings).
+fn check_overrides(overrides: &Value) -> Result<(), ApiError> {
+    let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let Some(map) = overrides.as_object() else {
+        return Err(bad("`overrides` is an object"));
+    };
+    for (key, value) in map {
+        let ok = match key.as_str() {
+            "model" => value.is_string(),
+            "models" | "prompts" => value
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_string)),
+            _ => return Err(bad("`overrides` takes `model`, `models` and `prompts`")),
+        };
+        if !ok {
+            return Err(bad(
+                "`overrides.model` is a string; `models` and `prompts` map node ids to strings",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A run's state as the API shows it.
+pub(crate) fn view(state: &switchyard_workflows::run::RunState) -> Value {
+    use switchyard_workflows::run::StepStatus;
+    let steps: Vec<Value> = state
+        .steps
+        .iter()
+        .map(|(key, step)| {
+            let (status, output) = match &step.status {
+                StepStatus::Running => ("running", None),
+                StepStatus::Completed { output } => ("completed", Some(output.clone())),
+                StepStatus::Failed { .. } => ("failed", None),
+                StepStatus::Timer { .. } => ("waiting", None),
+                StepStatus::Fired => ("fired", None),
+            };
+            json!({
+                "step": key,
+                "node": step.node,
+                "attempt": step.attempt,
+                "status": status,
+                "output": output,
+                "error": (!step.error.is_empty()).then_some(&step.error),
+            })
+        })
+        .collect();
+    let waiting_for = state.cursor.as_ref().and_then(|cursor| {
+        let node = state.spec.as_ref()?.node(cursor)?;
+        (node.kind == switchyard_workflows::spec::NodeKind::HumanInput).then(|| {
+            json!({
+                "signal": node.id,
+                "question": node.question.as_ref().map(|q| {
+                    switchyard_workflows::template::render(q, &state.context(None)).unwrap_or_else(|_| q.clone())
+                }),
+                "schema": node.schema,
+            })
+        })
+    });
+    json!({
+        "run_id": state.run_id,
+        "workflow": state.workflow,
+        "version": state.version,
+        "status": state.status.as_str(),
+        "current": state.cursor,
+        "waiting_for": waiting_for,
+        "steps": steps,
+        "output": state.output,
+        "error": state.error,
+        "cost_micros": state.cost_micros,
+        "started_at_ms": state.started_ms,
+        "ended_at_ms": state.ended_ms,
+        "segment": state.segment,
+        "replay_of": state.replay_of,
+        "parent": state.parent.as_ref().map(|(run, step)| json!({"run_id": run, "step": step})),
+    })
+}
+
+fn run_id(path: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(path).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such run (run ids are UUIDs)",
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunQuery {
+    /// Wait up to this many milliseconds for the run to end (at most 60,000).
+    wait_ms: Option<u64>,
+}
+
+async fn run(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<RunQuery>,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let run_id = run_id(&path)?;
+    let state = match query.wait_ms {
+        Some(wait) => {
+            engine
+                .wait(
+                    principal.tenant,
+                    run_id,
+                    Duration::from_millis(wait).min(MAX_WAIT),
+                )
+                .await
+        }
+        None => engine.state(principal.tenant, run_id).await,
+    }
+    .map_err(api_error)?;
+    Ok(HttpResponse::Ok().json(view(&state)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// `json` (default) or `jsonl` (an episode file for `switchyard replay`).
+    format: Option<String>,
+}
+
+async fn run_events(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<EventsQuery>,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let run_id = run_id(&path)?;
+    let events = engine
+        .events(principal.tenant, run_id)
+        .await
+        .map_err(api_error)?;
+    match query.format.as_deref() {
+        None | Some("json") => {
+            let data: Vec<JsonEvent> = events
+                .iter()
+                .filter_map(|e| JsonEvent::from_recorded(e).ok())
+                .collect();
+            Ok(HttpResponse::Ok().json(json!({"data": data})))
+        }
+        Some("jsonl") => {
+            let text = switchyard_workflows::replay::episode_text(&events).map_err(api_error)?;
+            Ok(HttpResponse::Ok()
+                .content_type("application/x-ndjson")
+                .body(text))
+        }
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`format` is `json` or `jsonl`",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Signal {
+    name: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+async fn signal(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let run_id = run_id(&path)?;
+    let signal: Signal = parse_json(&body)?;
+    engine
+        .into_inner()
+        .signal(principal.tenant, run_id, &signal.name, signal.payload)
+        .await
+        .map_err(api_error)?;
+    Ok(HttpResponse::Accepted().json(json!({"run_id": run_id, "signal": signal.name})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cancel {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn cancel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = principal(&req, &admin).await?;
+    let run_id = run_id(&path)?;
+    let cancel: Cancel = if body.is_empty() {
+        Cancel { reason: None }
+    } else {
+        parse_json(&body)?
+    };
+    let reason = cancel
+        .reason
+        .unwrap_or_else(|| "cancelled by request".into());
+    engine
+        .into_inner()
+        .cancel(principal.tenant, run_id, &reason)
+        .await
+        .map_err(api_error)?;
+    Ok(HttpResponse::Accepted().json(json!({"run_id": run_id, "cancelling": true})))
+}
+
+/// Builds the engine of a server: the executor over the gateway, then recovery of the runs a
+/// previous process left unfinished.
+pub async fn start_engine(
+    store: Arc<dyn switchyard_events::EventStore>,
+    admin: web::Data<Admin>,
+    gateway: web::Data<Gateway>,
+) -> anyhow::Result<Arc<Engine>> {
+    let executor = Arc::new(StepExecutor::new(admin, gateway)?);
+    let engine = Engine::new(store, executor);
+    let recovered = engine.recover().await?;
+    if recovered > 0 {
+        tracing::info!(runs = recovered, "resuming interrupted workflow runs");
+    }
+    Ok(engine)
+}

@@ -1,0 +1,424 @@
+//! Durable workflows through the real binary: a three-step workflow (LLM → tool → LLM) over
+//! HTTP with the server SIGKILLed while its slow tool runs, then restarted: the run finishes and
+//! every step's effect is applied once. Then the recorded episode is replayed exactly and
+//! re-executed against `sim-large`, the same spec runs with `switchyard run`, and an eval set
+//! whose scores on the simulated models are known runs on two models and is compared.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
+
+/// What the tool server saw: every call (path, idempotency key). A tool that applies its effect
+/// once per idempotency key (as the `Idempotency-Key` contract asks) applies each step once when
+/// every repeated call carries the same key.
+#[derive(Default)]
+struct Seen {
+    calls: Vec<(String, String)>,
+}
+
+/// A tool server on a random port: `/record` answers at once; `/slow` takes `slow_ms` the first
+/// time it is called.
+async fn tool_server(slow_ms: u64) -> (String, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let shared = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = shared.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut reader = BufReader::new(read);
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let (mut length, mut key) = (0_usize, String::new());
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).await.unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap(),
+                        "idempotency-key" => key = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).await.unwrap();
+                let args: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let first = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.calls.push((path.clone(), key.clone()));
+                    seen.calls.iter().filter(|(p, _)| *p == path).count() == 1
+                };
+                if path == "/slow" && first {
+                    tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+                }
+                let answer = json!({"tool": path, "args": args}).to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = write.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+const SPEC: &str = r#"
+name: support
+description: draft an answer, look the customer up, polish the answer
+inputs:
+  question: {type: string}
+  customer: {type: string, default: "c-1"}
+outputs:
+  answer: {value: steps.polish.output, type: string}
+  record: {value: steps.record.output}
+nodes:
+  - id: draft
+    kind: llm
+    model: sim-small
+    prompt: "Draft an answer to: {{ input.question }}"
+  - id: record
+    kind: tool
+    tool: record
+    args: {customer: "{{ input.customer }}", draft: "{{ steps.draft.output }}"}
+  - id: lookup
+    kind: tool
+    tool: slow
+    args: {customer: "{{ input.customer }}"}
+  - id: polish
+    kind: llm
+    model: sim-small
+    prompt: "Polish, for {{ steps.lookup.output.args.customer }}: {{ steps.draft.output }}"
+"#;
+
+fn tool_yaml(name: &str, base: &str) -> String {
+    format!("name: {name}\nurl: {base}/{name}\ntimeout_ms: 30000\n")
+}
+
+fn switchyard(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("SWITCHYARD_DATA_DIR", dir)
+        .env_remove("SWITCHYARD_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn post(
+    client: &reqwest::Client,
+    server: &Server,
+    key: &str,
+    path: &str,
+    body: String,
+) -> (u16, Value) {
+    let response = client
+        .post(server.url(path))
+        .bearer_auth(key)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+// Multi-threaded: the replay CLI runs as a blocking child process beside the tool server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_sigkill_and_each_step_takes_effect_once() {
+    let dir = data_dir();
+    let (tools, seen) = tool_server(2_500).await;
+    let env = [("SWITCHYARD_ADMIN_TOKEN", TOKEN)];
+    let server = Server::start_with(&dir, &env);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    for tool in ["record", "slow"] {
+        let (status, body) =
+            post(&client, &server, &key, "/v1/tools", tool_yaml(tool, &tools)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = post(&client, &server, &key, "/v1/workflows", SPEC.to_owned()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "support");
+
+    // Hostile input at the boundary: a spec with a cycle is refused with its line.
+    let (status, body) = post(
+        &client,
+        &server,
+        &key,
+        "/v1/workflows",
+        "name: bad\nnodes:\n  - id: a\n    kind: llm\n    prompt: hi\n    next: a\n".to_owned(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_spec");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 3") && message.contains("cycle"),
+        "{message}"
+    );
+
+    let (status, started) = post(
+        &client,
+        &server,
+        &key,
+        "/v1/workflows/support/runs",
+        json!({"input": {"question": "Where is my order?"}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    let run = started["run_id"].as_str().unwrap().to_owned();
+
+    // Until the slow tool has been called, then SIGKILL mid-step.
+    for _ in 0..200 {
+        if seen.lock().unwrap().calls.iter().any(|(p, _)| p == "/slow") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(seen.lock().unwrap().calls.iter().any(|(p, _)| p == "/slow"));
+    drop(server);
+
+    // Restarted on the same data: the run is recovered and finishes.
+    let server = Server::start_with(&dir, &env);
+    let state: Value = client
+        .get(server.url(&format!("/v1/runs/{run}?wait_ms=30000")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["status"], "completed", "{state}");
+    assert_eq!(state["output"]["record"]["args"]["customer"], "c-1");
+    assert!(state["output"]["answer"].as_str().unwrap().len() > 1);
+
+    // Every step's effect once: `record` was not called again, `slow` was carried out again
+    // under the same idempotency key, and the tool applied it once.
+    {
+        let seen = seen.lock().unwrap();
+        let calls = |path: &str| -> Vec<String> {
+            seen.calls
+                .iter()
+                .filter(|(p, _)| p == path)
+                .map(|(_, k)| k.clone())
+                .collect()
+        };
+        assert_eq!(calls("/record").len(), 1, "{:?}", seen.calls);
+        let slow = calls("/slow");
+        assert_eq!(slow.len(), 2, "{:?}", seen.calls);
+        assert_eq!(slow[0], slow[1]);
+        assert!(slow[0].starts_with(&run));
+    }
+
+    // The run's two model calls were billed once each, through the gateway's inference path.
+    let events: Value = client
+        .get(server.url(&format!("/v1/runs/{run}/events")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let completed: Vec<&Value> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "StepCompleted" && e["data"]["inference_id"].is_string())
+        .collect();
+    assert_eq!(completed.len(), 2);
+    assert!(
+        completed
+            .iter()
+            .all(|e| e["data"]["cost_micros"].as_u64().unwrap() > 0)
+    );
+
+    // Another tenant does not see the run.
+    let (_, other_key, _) = tenant_with_key(&server).await;
+    let hidden = client
+        .get(server.url(&format!("/v1/runs/{run}")))
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status().as_u16(), 404);
+
+    // The episode, replayed exactly with the CLI: no divergence.
+    let episode = client
+        .get(server.url(&format!("/v1/runs/{run}/events?format=jsonl")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    drop(server);
+    let file = dir.join("episode.jsonl");
+    std::fs::write(&file, &episode).unwrap();
+    let (ok, out, err) = switchyard(&dir, &["replay", file.to_str().unwrap(), "--json"]);
+    assert!(ok, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(report["divergence"].is_null(), "{report}");
+    assert_eq!(report["status"], "completed");
+
+    // Re-executed against sim-large: a new episode beside the old, tool calls answered from the
+    // recording (the tool server sees no new call).
+    let calls_before = seen.lock().unwrap().calls.len();
+    let (ok, out, err) = switchyard(&dir, &["replay", &run, "--model", "sim-large"]);
+    assert!(ok, "{out}\n{err}");
+    let compared: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(compared["replay"]["status"], "completed", "{compared}");
+    assert_ne!(compared["replay"]["run_id"], compared["original"]["run_id"]);
+    assert_eq!(
+        compared["replay"]["output"]["record"],
+        compared["original"]["output"]["record"]
+    );
+    assert!(
+        compared["replay"]["cost_micros"].as_u64() > compared["original"]["cost_micros"].as_u64(),
+        "sim-large costs more: {compared}"
+    );
+    assert_eq!(seen.lock().unwrap().calls.len(), calls_before);
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while the tool server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_a_spec_and_evals_two_models() {
+    let dir = data_dir();
+    let (tools, seen) = tool_server(10).await;
+    let spec = dir.join("support.yaml");
+    std::fs::write(&spec, SPEC).unwrap();
+    for tool in ["record", "slow"] {
+        std::fs::write(dir.join(format!("{tool}.yaml")), tool_yaml(tool, &tools)).unwrap();
+    }
+    let record = dir.join("record.yaml");
+    let slow = dir.join("slow.yaml");
+    let (ok, out, err) = switchyard(
+        &dir,
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--tool",
+            record.to_str().unwrap(),
+            "--tool",
+            slow.to_str().unwrap(),
+            "--input",
+            r#"{"question": "hello?"}"#,
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    let state: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(state["status"], "completed");
+    // The steps were shown as they happened.
+    for step in ["draft", "record", "lookup", "polish"] {
+        assert!(err.contains(&format!("✓ {step}")), "{err}");
+    }
+    assert_eq!(seen.lock().unwrap().calls.len(), 2);
+
+    // An eval whose scores on the simulated models are known: the simulator's words are
+    // lower-case (the regex tasks pass), never JSON (the schema tasks fail), and share no word
+    // with the judge tasks' reference (the simulated judge scores the overlap: 0).
+    let tasks = dir.join("sim.jsonl");
+    std::fs::write(
+        &tasks,
+        [
+            r#"{"id": "words-1", "input": "say something", "scorer": {"type": "regex", "pattern": "^[a-z]+( [a-z]+)*$"}}"#,
+            r#"{"id": "words-2", "input": "and again", "scorer": {"type": "regex", "pattern": "^[a-z]+( [a-z]+)*$"}}"#,
+            r#"{"id": "words-3", "input": {"prompt": "once more"}, "scorer": {"type": "regex", "pattern": "^[a-z]+( [a-z]+)*$"}}"#,
+            r#"{"id": "json-1", "input": "an object please", "scorer": {"type": "json_schema", "schema": {"type": "object"}}}"#,
+            r#"{"id": "judged-1", "input": "name a colour", "expected": "vermilion cerulean", "scorer": {"type": "judge", "model": "sim-large"}}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let small = dir.join("small");
+    let (ok, out, err) = switchyard(
+        &dir,
+        &[
+            "eval",
+            tasks.to_str().unwrap(),
+            "--model",
+            "sim-small",
+            "--out",
+            small.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("small.json")).unwrap()).unwrap();
+    assert_eq!(report["aggregate"]["tasks"], 5);
+    assert_eq!(report["aggregate"]["passed"], 3, "{report}");
+    assert!((report["aggregate"]["mean_score"].as_f64().unwrap() - 0.6).abs() < 1e-9);
+    assert!(
+        report["aggregate"]["judge_cost_micros"].as_u64().unwrap() > 0,
+        "the judge went through the gateway"
+    );
+    let judged = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "judged-1")
+        .unwrap();
+    assert_eq!(judged["score"], 0.0);
+    assert!(
+        judged["episode"].is_string(),
+        "every eval task is a recorded run"
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("small.md"))
+            .unwrap()
+            .contains("words-1")
+    );
+
+    let large = dir.join("large");
+    let (ok, out, err) = switchyard(
+        &dir,
+        &[
+            "eval",
+            tasks.to_str().unwrap(),
+            "--model",
+            "sim-large",
+            "--out",
+            large.to_str().unwrap(),
+            "--compare",
+            dir.join("small.json").to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(ok, "no task regressed: {out}\n{err}");
+    let comparison = std::fs::read_to_string(dir.join("large.compare.md")).unwrap();
+    assert!(
+        comparison.contains("model sim-small") && comparison.contains("model sim-large"),
+        "{comparison}"
+    );
+
+    // An eval task's episode replays exactly.
+    let episode = judged["episode"].as_str().unwrap();
+    let (ok, out, err) = switchyard(&dir, &["replay", episode, "--json"]);
+    assert!(ok, "{out}\n{err}");
+}
