@@ -67,6 +67,8 @@ impl StepExecutor {
             "messages": r["messages"],
             "max_tokens": r.get("max_tokens").filter(|v| !v.is_null()),
             "temperature": r.get("temperature").filter(|v| !v.is_null()),
+            // `output: json`: ask for JSON mode (the answer is parsed either way).
+            "response_format": (r["output"] == "json").then(|| json!({"type": "json_object"})),
         });
         let request: ChatRequest = serde_json::from_value(body).map_err(|e| StepError {
             message: format!("invalid model request: {e}"),

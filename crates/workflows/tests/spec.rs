@@ -1850,3 +1850,28 @@ fn the_schema_admits_nodes_that_use_a_fragment() {
     let problems = schema_errors(&validator, &parse_document(&text).unwrap());
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn the_example_tool_definition_loads() {
+    let text =
+        std::fs::read_to_string(root().join("examples/workflows/tools/lookup.yaml")).unwrap();
+    let tool = switchyard_workflows::registry::ToolDef::load(&text).unwrap();
+    assert_eq!(tool.name, "lookup");
+    assert!(
+        tool.check_response(&json!({"name": "Customer c-1", "plan": "pro"}))
+            .is_ok()
+    );
+    let refused = tool.check_response(&json!({"name": 5})).unwrap_err();
+    assert!(refused.contains("response schema"), "{refused}");
+    // A hostile definition: every problem at once.
+    let Err(Error::Spec(errors)) = switchyard_workflows::registry::ToolDef::load(
+        "name: Bad Name\nurl: ftp://x\nmethod: BREW\ntimeout_ms: 0\nresponse_schema: {type: 5}\n",
+    ) else {
+        panic!("a bad tool definition loaded")
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["name", "url", "method", "timeout_ms", "response_schema"]
+    );
+}
