@@ -531,6 +531,14 @@ async fn a_websocket_carries_events_and_chat_completions() {
         ],
     );
     let (_, key, _) = tenant_with_key(&server).await;
+    let registered = reqwest::Client::new()
+        .post(server.url("/v1/workflows"))
+        .bearer_auth(&key)
+        .body("name: ws-hello\nnodes:\n  - id: greet\n    kind: llm\n    model: sim-small\n    prompt: hello from a run\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status().as_u16(), 201);
     let url = server.base.replace("http://", "ws://") + "/v1/events/ws?after=0";
     let mut request = url.as_str().into_client_request().unwrap();
     request
@@ -558,6 +566,15 @@ async fn a_websocket_carries_events_and_chat_completions() {
     )
     .await
     .unwrap();
+    futures_util::SinkExt::send(
+        &mut socket,
+        Message::text(
+            json!({"type": "workflow.start", "id": "w2", "request": {"workflow": "ws-hello"}})
+                .to_string(),
+        ),
+    )
+    .await
+    .unwrap();
     futures_util::SinkExt::send(&mut socket, Message::text("{not json"))
         .await
         .unwrap();
@@ -567,8 +584,16 @@ async fn a_websocket_carries_events_and_chat_completions() {
     let mut whole = None;
     let mut completed_events = Vec::new();
     let mut errors = Vec::new();
+    let mut started_run = None;
+    let mut runs_completed = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while done_id.is_none() || whole.is_none() || completed_events.len() < 2 || errors.len() < 2 {
+    while done_id.is_none()
+        || whole.is_none()
+        || completed_events.len() < 2
+        || errors.len() < 2
+        || started_run.is_none()
+        || runs_completed.is_empty()
+    {
         let message = tokio::time::timeout_at(deadline, socket.next())
             .await
             .expect("socket stalled")
@@ -588,9 +613,16 @@ async fn a_websocket_carries_events_and_chat_completions() {
             }
             "chat.completion" => whole = Some(value),
             "error" => errors.push(value),
+            "workflow.started" => {
+                assert_eq!(value["id"], "w2");
+                started_run = Some(value["run_id"].as_str().unwrap().to_owned());
+            }
             "event" => {
                 if value["event"]["type"] == "InferenceCompleted" {
                     completed_events.push(value["event"]["stream_id"].as_str().unwrap().to_owned());
+                }
+                if value["event"]["type"] == "RunCompleted" {
+                    runs_completed.push(value["event"]["stream_id"].as_str().unwrap().to_owned());
                 }
             }
             other => panic!("unexpected {other}: {value}"),
@@ -604,15 +636,19 @@ async fn a_websocket_carries_events_and_chat_completions() {
     assert!(
         errors
             .iter()
-            .any(|e| e["id"] == "w1" && e["error"]["code"] == "not_available")
+            .any(|e| e["id"] == "w1" && e["error"]["code"] == "invalid_request"),
+        "{errors:?}"
     );
+    // A run started over the socket: its events came on the same feed.
+    let run = started_run.unwrap();
+    assert!(runs_completed.contains(&format!("workflow_run-{run}")));
     assert!(
         errors
             .iter()
             .any(|e| e["error"]["code"] == "invalid_request")
     );
 
-    // Billed and logged like HTTP requests.
+    // Billed and logged like HTTP requests: the two completions and the run's model call.
     let usage: Value = reqwest::Client::new()
         .get(server.url(&format!(
             "/v1/analytics/usage?min_position={}",
@@ -625,7 +661,7 @@ async fn a_websocket_carries_events_and_chat_completions() {
         .json()
         .await
         .unwrap();
-    assert_eq!(usage["data"][0]["requests"], 2);
+    assert_eq!(usage["data"][0]["requests"], 3);
 
     // Without a key, no upgrade.
     let anonymous = server.base.replace("http://", "ws://") + "/v1/events/ws";

@@ -498,13 +498,23 @@ pub(crate) async fn websocket(
     admin: web::Data<Admin>,
     hub: web::Data<EventHub>,
     gateway: web::Data<crate::inference::Gateway>,
+    engine: web::Data<switchyard_workflows::Engine>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let feed = feed_of(&req, &admin, &hub).await?;
     let (response, session, messages) = actix_ws::handle(&req, body)?;
     tracing::info!(tenant = %feed.tenant, after = feed.after, "event feed opened (WebSocket)");
     let items = items(&hub, feed, "ws");
     actix_web::rt::spawn(push_feed(session.clone(), items));
-    actix_web::rt::spawn(serve_requests(session, messages, req, admin, gateway));
+    actix_web::rt::spawn(serve_requests(
+        session,
+        messages,
+        req,
+        Services {
+            admin,
+            gateway,
+            engine,
+        },
+    ));
     Ok(response)
 }
 
@@ -559,13 +569,20 @@ struct SocketRequest {
     request: Option<serde_json::Value>,
 }
 
+/// What requests over the socket are served with.
+#[derive(Clone)]
+struct Services {
+    admin: web::Data<Admin>,
+    gateway: web::Data<crate::inference::Gateway>,
+    engine: web::Data<switchyard_workflows::Engine>,
+}
+
 /// Client messages: requests (each served concurrently), pings, close.
 async fn serve_requests(
     mut session: actix_ws::Session,
     messages: actix_ws::MessageStream,
     req: HttpRequest,
-    admin: web::Data<Admin>,
-    gateway: web::Data<crate::inference::Gateway>,
+    services: Services,
 ) {
     let mut messages = messages
         .max_frame_size(1 << 20)
@@ -574,10 +591,9 @@ async fn serve_requests(
     while let Some(message) = messages.recv().await {
         match message {
             Ok(actix_ws::AggregatedMessage::Text(text)) => {
-                let (session, req, admin, gateway) =
-                    (session.clone(), req.clone(), admin.clone(), gateway.clone());
+                let (session, req, services) = (session.clone(), req.clone(), services.clone());
                 actix_web::rt::spawn(async move {
-                    answer_request(session, text.to_string(), req, admin, gateway).await;
+                    answer_request(session, text.to_string(), req, services).await;
                 });
             }
             Ok(actix_ws::AggregatedMessage::Ping(bytes)) => {
@@ -603,9 +619,13 @@ async fn answer_request(
     mut session: actix_ws::Session,
     text: String,
     req: HttpRequest,
-    admin: web::Data<Admin>,
-    gateway: web::Data<crate::inference::Gateway>,
+    services: Services,
 ) {
+    let Services {
+        admin,
+        gateway,
+        engine,
+    } = services;
     let request: SocketRequest = match serde_json::from_str(&text) {
         Ok(request) => request,
         Err(error) => {
@@ -623,13 +643,27 @@ async fn answer_request(
     match request.kind.as_str() {
         "chat.completions" => {}
         "workflow.start" => {
-            let _ = session
-                .text(socket_error(
-                    id,
-                    "not_available",
-                    "workflow runs are not served by this version",
-                ))
-                .await;
+            // The same checks and path as `POST /v1/workflows/{name}/runs`; the run's events
+            // then arrive on this socket's feed like any other.
+            let answer = match request.request {
+                Some(body) => {
+                    crate::workflows::start_over_socket(&req, &admin, engine.into_inner(), body)
+                        .await
+                }
+                None => Err(crate::http::ApiError::new(
+                    actix_web::http::StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "workflow.start needs a `request`: {workflow, input, version?, overrides?}",
+                )),
+            };
+            let message = match answer {
+                Ok(run_id) => {
+                    serde_json::json!({"type": "workflow.started", "id": id, "run_id": run_id})
+                        .to_string()
+                }
+                Err(error) => socket_error(id, error.code(), error.message()),
+            };
+            let _ = session.text(message).await;
             return;
         }
         other => {
@@ -637,7 +671,9 @@ async fn answer_request(
                 .text(socket_error(
                     id,
                     "invalid_request",
-                    &format!("unknown request type {other:?}; use chat.completions"),
+                    &format!(
+                        "unknown request type {other:?}; use chat.completions or workflow.start"
+                    ),
                 ))
                 .await;
             return;

@@ -49,6 +49,11 @@ impl ApiError {
         }
     }
 
+    /// The stable error code.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
     /// The human-readable message.
     pub fn message(&self) -> &str {
         &self.message
@@ -156,7 +161,17 @@ pub struct ErrorDetail {
         crate::analytics::invoices,
         crate::analytics::inferences,
         crate::events::stream,
-        crate::events::websocket
+        crate::events::websocket,
+        crate::workflows::register,
+        crate::workflows::list,
+        crate::workflows::show,
+        crate::workflows::start,
+        crate::workflows::register_fragment,
+        crate::workflows::register_tool,
+        crate::workflows::run,
+        crate::workflows::run_events,
+        crate::workflows::signal,
+        crate::workflows::cancel
     ),
     components(schemas(
         ErrorBody,
@@ -173,7 +188,10 @@ pub struct ErrorDetail {
         crate::openai::StreamOptions,
         crate::openai::EmbeddingsRequest,
         crate::feedback::Feedback,
-        crate::feedback::Evaluate
+        crate::feedback::Evaluate,
+        crate::workflows::StartRun,
+        crate::workflows::Signal,
+        crate::workflows::Cancel
     ))
 )]
 pub struct ApiDoc;

@@ -26,7 +26,7 @@ use switchyard_workflows::{
 use uuid::Uuid;
 
 use crate::admin::Admin;
-use crate::http::{ApiError, parse_json, tenant_request};
+use crate::http::{ApiError, ErrorBody, parse_json, tenant_request};
 use crate::inference::Gateway;
 use crate::keys::Principal;
 use crate::openai::ChatRequest;
@@ -275,13 +275,20 @@ fn text_body(body: &[u8]) -> Result<&str, ApiError> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RegisterQuery {
+pub(crate) struct RegisterQuery {
     /// The environment whose overlay applies.
     env: Option<String>,
 }
 
 /// Registers a WorkflowSpec (YAML or JSON body). Answers its name and version.
-async fn register(
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"), ("env" = Option<String>, Query, description = "the environment whose overlay applies")),
+    request_body(content = String, description = "a WorkflowSpec, YAML or JSON (schemas/workflow.schema.json)", content_type = "application/yaml"),
+    responses((status = 201, description = "name, version, nodes"),
+        (status = 400, description = "invalid_spec: every problem with its field and line", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn register(
     req: HttpRequest,
     body: web::Bytes,
     query: web::Query<RegisterQuery>,
@@ -308,7 +315,13 @@ async fn register(
     })))
 }
 
-async fn register_fragment(
+#[utoipa::path(post, path = "/v1/fragments", tag = "workflows", params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    request_body(content = String, description = "{fragment: name, node: {…}}, YAML or JSON", content_type = "application/yaml"),
+    responses((status = 201, description = "name, version"),
+        (status = 400, description = "invalid_spec", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn register_fragment(
     req: HttpRequest,
     body: web::Bytes,
     admin: web::Data<Admin>,
@@ -322,7 +335,13 @@ async fn register_fragment(
     Ok(HttpResponse::Created().json(json!({"name": name, "version": version})))
 }
 
-async fn register_tool(
+#[utoipa::path(post, path = "/v1/tools", tag = "workflows", params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    request_body(content = String, description = "{name, url, method?, timeout_ms?, max_attempts?, response_schema?, description?}, YAML or JSON", content_type = "application/yaml"),
+    responses((status = 201, description = "name, version"),
+        (status = 400, description = "invalid_spec", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn register_tool(
     req: HttpRequest,
     body: web::Bytes,
     admin: web::Data<Admin>,
@@ -336,7 +355,11 @@ async fn register_tool(
     Ok(HttpResponse::Created().json(json!({"name": name, "version": version})))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows", params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    responses((status = 200, description = "workflows with their version counts, tools, fragments"),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn list(
     req: HttpRequest,
     admin: web::Data<Admin>,
     engine: web::Data<Engine>,
@@ -355,7 +378,13 @@ async fn list(
     })))
 }
 
-async fn show(
+#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"), ("name" = String, Path, description = "the workflow's name")),
+    responses((status = 200, description = "name, version, the spec as loaded"),
+        (status = 404, description = "no such workflow", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn show(
     req: HttpRequest,
     path: web::Path<String>,
     admin: web::Data<Admin>,
@@ -370,9 +399,9 @@ async fn show(
 }
 
 /// `POST /v1/workflows/{name}/runs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StartRun {
+pub(crate) struct StartRun {
     #[serde(default)]
     input: Value,
     version: Option<u32>,
@@ -383,7 +412,15 @@ struct StartRun {
     wait_ms: Option<u64>,
 }
 
-async fn start(
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "workflows",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"), ("name" = String, Path, description = "the workflow's name")),
+    request_body = StartRun,
+    responses((status = 201, description = "run_id (or, with wait_ms, the run's state)"),
+        (status = 400, description = "the input does not match the declared inputs", body = ErrorBody),
+        (status = 404, description = "no such workflow or version", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn start(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
@@ -421,6 +458,48 @@ async fn start(
         answer = view(&state);
     }
     Ok(HttpResponse::Created().json(answer))
+}
+
+/// `workflow.start` over the event WebSocket: `{workflow, input?, version?, overrides?}`, with
+/// the checks of `POST /v1/workflows/{name}/runs`. Answers the run id.
+pub(crate) async fn start_over_socket(
+    req: &HttpRequest,
+    admin: &Admin,
+    engine: Arc<Engine>,
+    body: Value,
+) -> Result<Uuid, ApiError> {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SocketStart {
+        workflow: String,
+        #[serde(default)]
+        input: Value,
+        version: Option<u32>,
+        overrides: Option<Value>,
+    }
+    let principal = principal(req, admin).await?;
+    let request: SocketStart = serde_json::from_value(body).map_err(|e| {
+        ApiError::owned(
+            StatusCode::BAD_REQUEST,
+            "invalid_request".into(),
+            format!("workflow.start: {e}"),
+        )
+    })?;
+    let overrides = request.overrides.unwrap_or_else(|| json!({}));
+    check_overrides(&overrides)?;
+    engine
+        .start(
+            principal.tenant,
+            &request.workflow,
+            request.input,
+            StartOptions {
+                version: request.version,
+                overrides,
+                ..StartOptions::default()
+            },
+        )
+        .await
+        .map_err(api_error)
 }
 
 /// Overrides are an object of `model` (string), `models` and `prompts` (objects of strings).
@@ -513,12 +592,19 @@ fn run_id(path: &str) -> Result<Uuid, ApiError> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RunQuery {
+pub(crate) struct RunQuery {
     /// Wait up to this many milliseconds for the run to end (at most 60,000).
     wait_ms: Option<u64>,
 }
 
-async fn run(
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "workflows",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"), ("id" = String, Path, description = "the run id"),
+        ("wait_ms" = Option<u64>, Query, description = "wait up to this long for the run to end (≤ 60000)")),
+    responses((status = 200, description = "the run's state: status, current node, steps, output, error, cost"),
+        (status = 404, description = "no such run for this tenant", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn run(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<RunQuery>,
@@ -545,12 +631,19 @@ async fn run(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// `json` (default) or `jsonl` (an episode file for `switchyard replay`).
     format: Option<String>,
 }
 
-async fn run_events(
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "workflows",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"), ("id" = String, Path, description = "the run id"),
+        ("format" = Option<String>, Query, description = "json (default) or jsonl (an episode file)")),
+    responses((status = 200, description = "the run's events, every segment"),
+        (status = 404, description = "no such run for this tenant", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn run_events(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<EventsQuery>,
@@ -585,15 +678,24 @@ async fn run_events(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Signal {
+pub(crate) struct Signal {
     name: String,
     #[serde(default)]
     payload: Value,
 }
 
-async fn signal(
+#[utoipa::path(post, path = "/v1/runs/{id}/signals", tag = "workflows",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"), ("id" = String, Path, description = "the run id")),
+    request_body = Signal,
+    responses((status = 202, description = "recorded"),
+        (status = 400, description = "a bad name, or a payload that does not fit the human_input's schema", body = ErrorBody),
+        (status = 404, description = "no such run for this tenant", body = ErrorBody),
+        (status = 409, description = "the run has ended", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn signal(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
@@ -611,14 +713,22 @@ async fn signal(
     Ok(HttpResponse::Accepted().json(json!({"run_id": run_id, "signal": signal.name})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Cancel {
+pub(crate) struct Cancel {
     #[serde(default)]
     reason: Option<String>,
 }
 
-async fn cancel(
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "workflows",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"), ("id" = String, Path, description = "the run id")),
+    request_body = Cancel,
+    responses((status = 202, description = "cancelling: compensations run, then the run ends cancelled"),
+        (status = 404, description = "no such run for this tenant", body = ErrorBody),
+        (status = 409, description = "the run has ended", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+pub(crate) async fn cancel(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,

@@ -148,7 +148,16 @@ impl Engine {
         let (ended, _) = tokio::sync::broadcast::channel(1024);
         Arc::new(Engine {
             runs: Runtime::new(store.clone(), config),
-            registry: Runtime::new(store.clone(), RuntimeConfig::default()),
+            // Every tool step reads its tenant's registry: a deep mailbox, so that thousands of
+            // runs recovered at once queue for it instead of being refused.
+            registry: Runtime::new(
+                store.clone(),
+                RuntimeConfig {
+                    mailbox: 16_384,
+                    send_timeout: Duration::from_secs(30),
+                    ..RuntimeConfig::default()
+                },
+            ),
             store,
             executor,
             segments: DashMap::new(),
@@ -754,14 +763,25 @@ impl Engine {
                             .get("tool")
                             .and_then(Value::as_str)
                             .unwrap_or("");
-                        match self.catalog(tenant).await.ok().and_then(|c| c.tool(name)) {
-                            Some(tool) => Some(tool),
-                            None => {
+                        match self.catalog(tenant).await.map(|c| c.tool(name)) {
+                            Ok(Some(tool)) => Some(tool),
+                            Ok(None) => {
                                 return Some(failure(
                                     key,
                                     step.attempt,
                                     format!("no tool `{name}` is registered"),
                                     false,
+                                    self.now(),
+                                ));
+                            }
+                            // The registry could not be read now (overloaded, the log down):
+                            // another attempt may succeed.
+                            Err(error) => {
+                                return Some(failure(
+                                    key,
+                                    step.attempt,
+                                    format!("cannot read the tool registry: {error}"),
+                                    true,
                                     self.now(),
                                 ));
                             }
