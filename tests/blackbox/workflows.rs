@@ -257,6 +257,48 @@ async fn a_run_survives_sigkill_and_each_step_takes_effect_once() {
             .all(|e| e["data"]["cost_micros"].as_u64().unwrap() > 0)
     );
 
+    // The read model of runs (the `workflows` projector) agrees: one run, completed, four
+    // steps started (the interrupted one was carried out again under its first start), billed.
+    let mut summary = Value::Null;
+    for _ in 0..100 {
+        summary = client
+            .get(server.url("/v1/analytics/workflows"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if summary["data"][0]["completed"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = &summary["data"][0];
+    assert_eq!(row["workflow"], "support", "{summary}");
+    assert_eq!(row["runs"], 1);
+    assert_eq!(row["completed"], 1);
+    assert_eq!(row["steps"], 4);
+    assert!(row["cost_micros"].as_i64().unwrap() > 0);
+
+    // Metrics of the recovered run.
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_workflow_runs_ended_total{status=\"completed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_workflow_steps_total{kind=\"tool\",outcome=\"completed\"}")
+    );
+
     // Another tenant does not see the run.
     let (_, other_key, _) = tenant_with_key(&server).await;
     let hidden = client
@@ -421,4 +463,233 @@ async fn the_cli_runs_a_spec_and_evals_two_models() {
     let episode = judged["episode"].as_str().unwrap();
     let (ok, out, err) = switchyard(&dir, &["replay", episode, "--json"]);
     assert!(ok, "{out}\n{err}");
+}
+
+/// The workflow endpoints answer hostile input with a clear 4xx, never a 5xx.
+#[tokio::test]
+async fn hostile_workflow_requests_get_a_clear_4xx() {
+    let dir = data_dir();
+    let server = Server::start_with(&dir, &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)]);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, body: Vec<u8>, key: &str| {
+        client
+            .request(method, server.url(path))
+            .bearer_auth(key)
+            .body(body)
+            .send()
+    };
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+    let bomb = format!(
+        "name: bomb\na: &a [x, x, x, x, x, x, x, x, x]\n{}nodes: [{{id: a, kind: llm, prompt: hi}}]\n",
+        (b'b'..=b'j')
+            .map(|c| {
+                let prev = (c - 1) as char;
+                let c = c as char;
+                format!("{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n")
+            })
+            .collect::<String>()
+    );
+    let cases: Vec<(reqwest::Method, String, Vec<u8>, u16, &str)> = vec![
+        (
+            post.clone(),
+            "/v1/workflows".into(),
+            vec![0xff, 0xfe, 0x00],
+            400,
+            "invalid_request",
+        ),
+        (
+            post.clone(),
+            "/v1/workflows".into(),
+            bomb.into_bytes(),
+            400,
+            "invalid_spec",
+        ),
+        (
+            post.clone(),
+            "/v1/workflows".into(),
+            b"- just\n- a list\n".to_vec(),
+            400,
+            "invalid_spec",
+        ),
+        (
+            post.clone(),
+            "/v1/workflows".into(),
+            "name: big\ndescription: "
+                .bytes()
+                .chain(std::iter::repeat_n(b'x', 1_100_000))
+                .collect(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            post.clone(),
+            "/v1/workflows?envv=prod".into(),
+            b"name: x\n".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            post.clone(),
+            "/v1/tools".into(),
+            b"name: t\nurl: file:///etc/passwd\n".to_vec(),
+            400,
+            "invalid_spec",
+        ),
+        (
+            post.clone(),
+            "/v1/fragments".into(),
+            b"fragment: f\nnode: {kind: llm, promt: x}\n".to_vec(),
+            400,
+            "invalid_spec",
+        ),
+        (
+            post.clone(),
+            "/v1/workflows/nope/runs".into(),
+            b"{}".to_vec(),
+            404,
+            "not_found",
+        ),
+        (
+            post.clone(),
+            "/v1/workflows/nope/runs".into(),
+            b"{not json".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            post.clone(),
+            "/v1/workflows/nope/runs".into(),
+            br#"{"inputs": {}}"#.to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            post.clone(),
+            "/v1/workflows/nope/runs".into(),
+            br#"{"overrides": {"temperature": 2}}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            get.clone(),
+            "/v1/runs/not-a-uuid".into(),
+            Vec::new(),
+            404,
+            "not_found",
+        ),
+        (
+            get.clone(),
+            format!("/v1/runs/{}", uuid::Uuid::now_v7()),
+            Vec::new(),
+            404,
+            "not_found",
+        ),
+        (
+            get.clone(),
+            format!("/v1/runs/{}?wait_ms=abc", uuid::Uuid::now_v7()),
+            Vec::new(),
+            400,
+            "invalid_request",
+        ),
+        (
+            post.clone(),
+            format!("/v1/runs/{}/signals", uuid::Uuid::now_v7()),
+            br#"{"name": "Bad Name!"}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            post.clone(),
+            format!("/v1/runs/{}/signals", uuid::Uuid::now_v7()),
+            br#"{"name": "ok"}"#.to_vec(),
+            404,
+            "not_found",
+        ),
+        (
+            post.clone(),
+            format!("/v1/runs/{}/cancel", uuid::Uuid::now_v7()),
+            br#"{"reason": 5}"#.to_vec(),
+            422,
+            "invalid_request",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let response = send(method.clone(), &path, body, &key).await.unwrap();
+        let got = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{method} {path}: {answer}");
+        assert!(answer["error"]["request_id"].is_string(), "{answer}");
+    }
+
+    // A key without the `workflows` scope.
+    let scoped: Value = client
+        .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "inference only", "scopes": ["inference"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let scoped = scoped["key"].as_str().unwrap();
+    let refused = send(get.clone(), "/v1/workflows", Vec::new(), scoped)
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+
+    // An ended run refuses signals and cancellation with 409; a bad events format is a 400.
+    let (status, _) = post_text(
+        &client,
+        &server,
+        &key,
+        "/v1/workflows",
+        "name: one\nnodes:\n  - id: w\n    kind: wait\n    duration_ms: 1\n",
+    )
+    .await;
+    assert_eq!(status, 201);
+    let run: Value = client
+        .post(server.url("/v1/workflows/one/runs"))
+        .bearer_auth(&key)
+        .json(&json!({"wait_ms": 10000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+    let id = run["run_id"].as_str().unwrap();
+    for (path, body) in [
+        (
+            format!("/v1/runs/{id}/signals"),
+            br#"{"name": "go"}"#.to_vec(),
+        ),
+        (format!("/v1/runs/{id}/cancel"), Vec::new()),
+    ] {
+        let response = send(post.clone(), &path, body, &key).await.unwrap();
+        assert_eq!(response.status().as_u16(), 409, "{path}");
+    }
+    let response = send(
+        get,
+        &format!("/v1/runs/{id}/events?format=xml"),
+        Vec::new(),
+        &key,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+}
+
+async fn post_text(
+    client: &reqwest::Client,
+    server: &Server,
+    key: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
+    post(client, server, key, path, body.to_owned()).await
 }

@@ -40,7 +40,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/analytics/router", web::get().to(router))
         .route("/v1/billing/usage", web::get().to(billing_usage))
         .route("/v1/billing/invoices", web::get().to(invoices))
-        .route("/v1/inferences", web::get().to(inferences));
+        .route("/v1/inferences", web::get().to(inferences))
+        .route("/v1/analytics/workflows", web::get().to(workflows));
 }
 
 /// Query parameters shared by the analytics endpoints.
@@ -58,6 +59,8 @@ pub(crate) struct Params {
     model: Option<String>,
     /// Inferences only: `completed`, `failed` or `pending`.
     status: Option<String>,
+    /// Workflows only: only this workflow.
+    workflow: Option<String>,
     /// Billing usage only: the invoice month `YYYY-MM`.
     period: Option<String>,
     /// Inferences only: page size, 1-500 (default 50).
@@ -309,6 +312,33 @@ pub(crate) async fn invoices(
         read.projections
             .db()
             .invoices(*principal.tenant.as_uuid())
+            .await,
+    )
+}
+
+/// Workflow runs per workflow: how many ran, how they ended, their steps, cost and duration.
+#[utoipa::path(get, path = "/v1/analytics/workflows", tag = "analytics", params(Params,
+        ("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    responses((status = 200, description = "{data: [{workflow, runs, completed, failed, cancelled, running, steps, failed_steps, cost_micros, mean_duration_ms, max_duration_ms}], position}"),
+        (status = 401, description = "missing or invalid key", body = ErrorBody)))]
+pub(crate) async fn workflows(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    read: web::Data<ReadSide>,
+) -> Result<HttpResponse, ApiError> {
+    let params: Params = params(&req)?;
+    let window = window(&params)?;
+    let (principal, position) = prepare(&req, &admin, &read, "workflows", &params).await?;
+    data(
+        position,
+        read.projections
+            .db()
+            .workflows(
+                *principal.tenant.as_uuid(),
+                window.from.saturating_mul(1000),
+                window.to.saturating_mul(1000),
+                params.workflow.as_deref(),
+            )
             .await,
     )
 }

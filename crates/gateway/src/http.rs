@@ -160,6 +160,7 @@ pub struct ErrorDetail {
         crate::analytics::billing_usage,
         crate::analytics::invoices,
         crate::analytics::inferences,
+        crate::analytics::workflows,
         crate::events::stream,
         crate::events::websocket,
         crate::workflows::register,

@@ -263,6 +263,19 @@ pub(crate) fn api_error(error: WorkflowError) -> ApiError {
     ApiError::owned(status, code.into(), error.to_string())
 }
 
+/// The query string, strictly (an unknown parameter is a 400 that names it).
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|error| {
+            ApiError::owned(
+                StatusCode::BAD_REQUEST,
+                "invalid_request".into(),
+                format!("invalid query: {error}"),
+            )
+        })
+}
+
 fn text_body(body: &[u8]) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| {
         ApiError::new(
@@ -291,11 +304,11 @@ pub(crate) struct RegisterQuery {
 pub(crate) async fn register(
     req: HttpRequest,
     body: web::Bytes,
-    query: web::Query<RegisterQuery>,
     admin: web::Data<Admin>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
+    let query: RegisterQuery = query(&req)?;
     let text = text_body(&body)?;
     let tenant = principal.tenant.to_string();
     let name = admin.directory.name(principal.tenant).unwrap_or_default();
@@ -607,11 +620,11 @@ pub(crate) struct RunQuery {
 pub(crate) async fn run(
     req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<RunQuery>,
     admin: web::Data<Admin>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
+    let query: RunQuery = query(&req)?;
     let run_id = run_id(&path)?;
     let state = match query.wait_ms {
         Some(wait) => {
@@ -646,11 +659,11 @@ pub(crate) struct EventsQuery {
 pub(crate) async fn run_events(
     req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<EventsQuery>,
     admin: web::Data<Admin>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
+    let query: EventsQuery = query(&req)?;
     let run_id = run_id(&path)?;
     let events = engine
         .events(principal.tenant, run_id)

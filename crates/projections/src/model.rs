@@ -185,6 +185,35 @@ pub const LEDGER: Table = Table {
     indexes: &[],
 };
 
+/// One row per workflow run (all its segments): where it is, what it cost, how long it took.
+/// Versioned by global position, which keeps growing across a run's segments.
+pub const WORKFLOW_RUNS: Table = Table {
+    name: "workflow_runs",
+    columns: &[
+        ("tenant_id", Col::Uuid),
+        ("run_id", Col::Uuid),
+        ("workflow", Col::Text),
+        ("workflow_version", Col::Int),
+        ("status", Col::Text),
+        ("started_ms", Col::Int),
+        ("ended_ms", Col::Int),
+        ("steps", Col::Int),
+        ("failed_steps", Col::Int),
+        ("cost_micros", Col::Int),
+        ("segment", Col::Int),
+        ("parent_run", Col::Text),
+        ("replay_of", Col::Text),
+        ("error", Col::Text),
+    ],
+    key: &["tenant_id", "run_id"],
+    versioned: true,
+    partition: None,
+    indexes: &[
+        &["tenant_id", "started_ms"],
+        &["tenant_id", "workflow", "started_ms"],
+    ],
+};
+
 pub const TENANTS: Table = Table {
     name: "tenants",
     columns: &[

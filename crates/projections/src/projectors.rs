@@ -6,14 +6,13 @@
 //! | `inferences` | `InferenceRequested`, `RouteChosen`, `InferenceCompleted`, `InferenceFailed` | `inference_log` |
 //! | `billing` | `UsageRecorded`, `InvoiceFinalized`, `InvoicePaid` | `billing_usage`, `invoices`, `ledger` |
 //! | `directory` | tenant lifecycle, `ApiKeyIssued`, `ApiKeyRevoked` | `tenants`, `api_keys` |
-//!
-//! Workflow runs get their projector with the workflow issue, when their events exist.
+//! | `workflows` | a run's start, steps, end and segments | `workflow_runs` |
 
 use switchyard_events::{Event, RecordedEvent};
 
 use crate::model::{
     API_KEYS, BILLING_USAGE, INFERENCE_LOG, INVOICES, LATENCY_HIST, LEDGER, Op, ROUTER_STATS,
-    TENANTS, Table, USAGE_HOURLY, Val, sat,
+    TENANTS, Table, USAGE_HOURLY, Val, WORKFLOW_RUNS, sat,
 };
 
 /// A projector: which events it reads, which tables it owns, and what each event writes.
@@ -86,8 +85,24 @@ pub static DIRECTORY: Projector = Projector {
     apply: directory,
 };
 
+pub static WORKFLOWS: Projector = Projector {
+    name: "workflows",
+    handles: &[
+        "RunStarted",
+        "StepStarted",
+        "StepCompleted",
+        "StepFailed",
+        "RunCompleted",
+        "RunFailed",
+        "RunCancelled",
+        "SegmentStarted",
+    ],
+    tables: &[&WORKFLOW_RUNS],
+    apply: workflows,
+};
+
 /// Every projector, in the order they are started and listed.
-pub static ALL: [&Projector; 4] = [&USAGE, &INFERENCES, &BILLING, &DIRECTORY];
+pub static ALL: [&Projector; 5] = [&USAGE, &INFERENCES, &BILLING, &DIRECTORY, &WORKFLOWS];
 
 /// The projector called `name`.
 pub fn by_name(name: &str) -> Option<&'static Projector> {
@@ -336,6 +351,62 @@ fn directory(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
             .set("created_at_us", unix_us(event))
             .set("expires_at_unix", issued.expires_at_unix.unwrap_or(0)),
         Event::ApiKeyRevoked(revoked) => key(revoked.key_id).set("revoked_at_us", unix_us(event)),
+        _ => return Vec::new(),
+    };
+    vec![op]
+}
+
+/// The run a `workflow_run-<run id>[.<segment>]` stream belongs to.
+fn run_of(event: &RecordedEvent) -> Option<uuid::Uuid> {
+    let id = event.stream_id.as_str().strip_prefix("workflow_run-")?;
+    uuid::Uuid::parse_str(id.split('.').next()?).ok()
+}
+
+fn workflows(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
+    let Some(run) = run_of(event) else {
+        return Vec::new();
+    };
+    // Versioned by global position: it grows across the run's segments, stream versions do not.
+    let row = Op::upsert(
+        &WORKFLOW_RUNS,
+        vec![("tenant_id", tenant(event)), ("run_id", Val::Uuid(run))],
+    )
+    .version(event.global_position.0);
+    let op = match decoded {
+        Event::RunStarted(started) => row
+            .set("workflow", started.workflow)
+            .set("workflow_version", i64::from(started.version))
+            .set("status", "running")
+            .set("started_ms", sat(started.at_ms))
+            .set(
+                "parent_run",
+                started
+                    .parent_run
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+            )
+            .set(
+                "replay_of",
+                started.replay_of.map(|r| r.to_string()).unwrap_or_default(),
+            ),
+        Event::StepStarted(_) => row.add("steps", 1),
+        Event::StepFailed(_) => row.add("failed_steps", 1),
+        Event::StepCompleted(done) => row.add("cost_micros", sat(done.cost_micros)),
+        Event::SegmentStarted(segment) => row.set("segment", i64::from(segment.segment)),
+        Event::RunCompleted(done) => row
+            .set("status", "completed")
+            .set("ended_ms", sat(done.at_ms)),
+        Event::RunFailed(failed) => row
+            .set("status", "failed")
+            .set("ended_ms", sat(failed.at_ms))
+            .set("error", failed.error.chars().take(500).collect::<String>()),
+        Event::RunCancelled(cancelled) => row
+            .set("status", "cancelled")
+            .set("ended_ms", sat(cancelled.at_ms))
+            .set(
+                "error",
+                cancelled.reason.chars().take(500).collect::<String>(),
+            ),
         _ => return Vec::new(),
     };
     vec![op]

@@ -690,5 +690,8 @@ async fn retention_drops_old_partitions_and_rows() {
 #[test]
 fn every_projector_is_listed() {
     let names: Vec<_> = projectors::ALL.iter().map(|p| p.name).collect();
-    assert_eq!(names, ["usage", "inferences", "billing", "directory"]);
+    assert_eq!(
+        names,
+        ["usage", "inferences", "billing", "directory", "workflows"]
+    );
 }
