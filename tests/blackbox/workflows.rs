@@ -682,6 +682,41 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
     .await
     .unwrap();
     assert_eq!(response.status().as_u16(), 400);
+
+    // A tool on a link-local address (a cloud's metadata endpoint) is never called.
+    let (status, _) = post_text(
+        &client,
+        &server,
+        &key,
+        "/v1/tools",
+        "name: metadata\nurl: http://169.254.169.254/latest/meta-data/\nmethod: GET\n",
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = post_text(
+        &client,
+        &server,
+        &key,
+        "/v1/workflows",
+        "name: peek\nnodes:\n  - id: peek\n    kind: tool\n    tool: metadata\n",
+    )
+    .await;
+    assert_eq!(status, 201);
+    let run: Value = client
+        .post(server.url("/v1/workflows/peek/runs"))
+        .bearer_auth(&key)
+        .json(&json!({"wait_ms": 10000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("may not reach"),
+        "{run}"
+    );
 }
 
 async fn post_text(

@@ -346,6 +346,11 @@ impl KeyIndex {
     }
 
     /// The tenant's own limits (none set: no limit).
+    /// Whether the tenant is suspended (its keys are refused, and its workflow steps too).
+    pub fn is_suspended(&self, tenant: TenantId) -> bool {
+        self.suspended.contains_key(&tenant)
+    }
+
     pub fn tenant_limits(&self, tenant: TenantId) -> Limits {
         self.limits.get(&tenant).map(|l| *l).unwrap_or_default()
     }

@@ -36,11 +36,16 @@ pub const SCOPE: &str = "workflows";
 /// The longest a request may wait for a run to end.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// The largest tool answer read.
+const MAX_TOOL_RESPONSE: usize = 1 << 20;
+
 /// Carries out `llm` and `tool` calls for the engine.
 pub struct StepExecutor {
     admin: web::Data<Admin>,
     gateway: web::Data<Gateway>,
     http: reqwest::Client,
+    /// Refuse tools on loopback and private addresses too (`SWITCHYARD_TOOLS_PUBLIC_ONLY`).
+    public_only: bool,
 }
 
 impl std::fmt::Debug for StepExecutor {
@@ -56,8 +61,52 @@ impl StepExecutor {
             gateway,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
+                // A redirect could lead past the address check below.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()?,
+            public_only: std::env::var("SWITCHYARD_TOOLS_PUBLIC_ONLY").is_ok_and(|v| v == "1"),
         })
+    }
+
+    /// Refuses tool hosts on link-local addresses (cloud metadata endpoints), unspecified,
+    /// multicast or broadcast ones, and with `public_only` loopback and private ones.
+    async fn check_host(&self, url: &reqwest::Url) -> Result<(), StepError> {
+        let refuse = |message: String| StepError {
+            message,
+            retryable: false,
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| refuse("the tool's URL has no host".into()))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addresses = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| StepError {
+                message: format!("cannot resolve {host}: {e}"),
+                retryable: true,
+            })?;
+        for address in addresses {
+            let ip = address.ip();
+            let (forbidden, private) = match ip {
+                std::net::IpAddr::V4(v4) => (
+                    v4.is_link_local()
+                        || v4.is_unspecified()
+                        || v4.is_multicast()
+                        || v4.is_broadcast(),
+                    v4.is_loopback() || v4.is_private(),
+                ),
+                std::net::IpAddr::V6(v6) => (
+                    v6.is_unicast_link_local() || v6.is_unspecified() || v6.is_multicast(),
+                    v6.is_loopback() || v6.is_unique_local(),
+                ),
+            };
+            if forbidden || (self.public_only && private) {
+                return Err(refuse(format!(
+                    "tool host {host} resolves to {ip}, which tools may not reach"
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn llm(&self, call: &StepCall) -> Result<StepOutput, StepError> {
@@ -78,6 +127,30 @@ impl StepExecutor {
             message: e.message().to_owned(),
             retryable: false,
         })?;
+        if self.admin.keys.is_suspended(call.tenant) {
+            return Err(StepError {
+                message: "the tenant is suspended".into(),
+                retryable: false,
+            });
+        }
+        // The tenant's request limit holds for its runs as for its keys (429: retried later).
+        if let Some(rpm) = self
+            .admin
+            .keys
+            .tenant_limits(call.tenant)
+            .requests_per_minute
+        {
+            let checks = [crate::http::Check::requests(
+                format!("rpm:{}", call.tenant),
+                rpm,
+            )];
+            crate::http::enforce(&self.admin.limiter, &checks)
+                .await
+                .map_err(|e| StepError {
+                    message: e.message().to_owned(),
+                    retryable: true,
+                })?;
+        }
         // Runs act for their tenant, not for a key: the nil key id stands for the engine.
         let principal = Principal {
             tenant: call.tenant,
@@ -141,6 +214,7 @@ impl StepExecutor {
             message: format!("tool `{}`: bad url: {e}", tool.name),
             retryable: false,
         })?;
+        self.check_host(&url).await?;
         if method == reqwest::Method::GET
             && let Some(map) = args.as_object()
         {
@@ -164,10 +238,24 @@ impl StepExecutor {
             retryable: true,
         })?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| StepError {
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| StepError {
             message: format!("tool `{}`: {e}", tool.name),
             retryable: true,
-        })?;
+        })? {
+            if bytes.len() + chunk.len() > MAX_TOOL_RESPONSE {
+                return Err(StepError {
+                    message: format!(
+                        "tool `{}` answered more than {MAX_TOOL_RESPONSE} bytes",
+                        tool.name
+                    ),
+                    retryable: false,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         if !status.is_success() {
             return Err(StepError {
                 message: format!(

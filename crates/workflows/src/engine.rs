@@ -76,6 +76,11 @@ pub struct StartOptions {
     pub overrides: Value,
 }
 
+/// Subworkflows nested this deep at most.
+pub const MAX_NESTING: u32 = 8;
+/// The largest output a step may record (an event holds at most 1 MiB).
+pub const MAX_OUTPUT_BYTES: usize = 512 * 1024;
+
 /// The engine's clock: unix milliseconds.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -352,7 +357,16 @@ impl Engine {
             if state.status != RunStatus::Continued {
                 break;
             }
-            key.segment += 1;
+            let next = RunKey {
+                segment: key.segment + 1,
+                ..key
+            };
+            // A closed segment whose successor was never started stays the current one: the
+            // next advance starts its successor (see `drive`).
+            if self.runs.read(&next).await.map_err(rejected)?.0.status == RunStatus::New {
+                break;
+            }
+            key = next;
         }
         self.segments.insert(run_id, (tenant, key.segment));
         Ok(key)
@@ -456,7 +470,8 @@ impl Engine {
     ) -> Result<()> {
         let key = self.key(tenant, run_id).await?;
         let at_ms = self.now();
-        self.runs
+        let applied = self
+            .runs
             .send(
                 &key,
                 Command::Cancel {
@@ -467,6 +482,15 @@ impl Engine {
             )
             .await
             .map_err(rejected)?;
+        // Child runs in flight are cancelled too: the parent's compensation waits for them.
+        for (step_key, step) in applied.state.running() {
+            if step.request.get("kind").and_then(Value::as_str) == Some("subworkflow") {
+                let child = child_id(run_id, step_key, step.attempt);
+                if let Err(error) = Box::pin(self.cancel(tenant, child, reason)).await {
+                    tracing::debug!(%child, %error, "child run not cancelled");
+                }
+            }
+        }
         self.kick(tenant, run_id);
         Ok(())
     }
@@ -530,6 +554,7 @@ impl Engine {
         }
         let count = open.len();
         for (run_id, (tenant, segment)) in open {
+            METRICS.active.inc();
             self.segments.insert(run_id, (tenant, segment));
             self.kick(tenant, run_id);
         }
@@ -562,38 +587,18 @@ impl Engine {
                 .await
             {
                 Ok(applied) => applied,
+                // A segment that was closed but whose successor was never started (a crash or
+                // an error between the two appends): start it now and go on there.
+                Err(switchyard_actors::Error::Rejected(Rejection::Ended("continued"))) => {
+                    key = self.roll_forward(key).await?;
+                    continue;
+                }
                 Err(switchyard_actors::Error::Rejected(Rejection::Ended(_))) => return Ok(()),
                 Err(e) => return Err(rejected(e)),
             };
             let state = applied.state;
             match state.status {
-                RunStatus::Continued => {
-                    let next = RunKey {
-                        segment: key.segment + 1,
-                        ..key
-                    };
-                    let mut carried = state.clone();
-                    carried.segment = next.segment;
-                    match self
-                        .runs
-                        .send(
-                            &next,
-                            Command::Resume {
-                                state: Box::new(carried),
-                                at_ms: now,
-                            },
-                            metadata(run_id),
-                        )
-                        .await
-                    {
-                        Ok(_)
-                        | Err(switchyard_actors::Error::Rejected(Rejection::AlreadyStarted)) => {}
-                        Err(e) => return Err(rejected(e)),
-                    }
-                    self.segments.insert(run_id, (tenant, next.segment));
-                    METRICS.segments.inc();
-                    key = next;
-                }
+                RunStatus::Continued => key = self.roll_forward(key).await?,
                 status if status.is_final() => {
                     if !applied.events.is_empty() {
                         self.ended(tenant, &state).await;
@@ -608,6 +613,36 @@ impl Engine {
         }
     }
 
+    /// Starts the segment after `key` (a closed one) from its state, if not started yet;
+    /// answers the new segment's key.
+    async fn roll_forward(&self, key: RunKey) -> Result<RunKey> {
+        let (state, _) = self.runs.read(&key).await.map_err(rejected)?;
+        let next = RunKey {
+            segment: key.segment + 1,
+            ..key
+        };
+        let mut carried = state;
+        carried.segment = next.segment;
+        match self
+            .runs
+            .send(
+                &next,
+                Command::Resume {
+                    state: Box::new(carried),
+                    at_ms: self.now(),
+                },
+                metadata(key.run),
+            )
+            .await
+        {
+            Ok(_) => METRICS.segments.inc(),
+            Err(switchyard_actors::Error::Rejected(Rejection::AlreadyStarted)) => {}
+            Err(e) => return Err(rejected(e)),
+        }
+        self.segments.insert(key.run, (key.tenant, next.segment));
+        Ok(next)
+    }
+
     /// A run ended: metrics, waiters, and the parent of a child run.
     async fn ended(self: &Arc<Self>, tenant: TenantId, state: &RunState) {
         METRICS.active.dec();
@@ -617,6 +652,11 @@ impl Engine {
             .inc();
         tracing::info!(run_id = %state.run_id, status = state.status.as_str(), "run ended");
         let _ = self.ended.send(state.run_id);
+        self.notify_parent(tenant, state).await;
+    }
+
+    /// Delivers a child run's end to its parent's step (the parent ignores a second delivery).
+    async fn notify_parent(self: &Arc<Self>, tenant: TenantId, state: &RunState) {
         if let Some((parent, step)) = &state.parent {
             let event = match state.status {
                 RunStatus::Completed => Event::StepCompleted(StepCompleted {
@@ -650,22 +690,37 @@ impl Engine {
         }
     }
 
-    /// Delivers a step result to a run and advances it.
+    /// Delivers a step result to a run and advances it. A result that reaches a segment just
+    /// closed by a continue-as-new goes to the next segment.
     async fn deliver(self: &Arc<Self>, tenant: TenantId, run_id: Uuid, event: Event) {
-        let key = match self.key(tenant, run_id).await {
-            Ok(key) => key,
-            Err(error) => {
-                tracing::warn!(%run_id, %error, "cannot deliver a step result");
-                return;
+        for _ in 0..3 {
+            let key = match self.key(tenant, run_id).await {
+                Ok(key) => key,
+                Err(error) => {
+                    tracing::warn!(%run_id, %error, "cannot deliver a step result");
+                    return;
+                }
+            };
+            match self
+                .runs
+                .send(
+                    &key,
+                    Command::Result(Box::new(event.clone())),
+                    metadata(run_id),
+                )
+                .await
+            {
+                Err(switchyard_actors::Error::Rejected(Rejection::Ended("continued"))) => {
+                    if let Err(error) = self.roll_forward(key).await {
+                        tracing::warn!(%run_id, %error, "cannot continue a run in its next segment");
+                        return;
+                    }
+                    continue;
+                }
+                Ok(_) | Err(switchyard_actors::Error::Rejected(Rejection::Ended(_))) => {}
+                Err(error) => tracing::warn!(%run_id, %error, "cannot record a step result"),
             }
-        };
-        match self
-            .runs
-            .send(&key, Command::Result(Box::new(event)), metadata(run_id))
-            .await
-        {
-            Ok(_) | Err(switchyard_actors::Error::Rejected(Rejection::Ended(_))) => {}
-            Err(error) => tracing::warn!(%run_id, %error, "cannot record a step result"),
+            break;
         }
         self.kick(tenant, run_id);
     }
@@ -694,10 +749,12 @@ impl Engine {
                     let event = engine
                         .carry_out(tenant, run_id, &key, &step, state_replay_of)
                         .await;
-                    engine.tasks.remove(&task);
+                    // Only once the result is recorded may a later schedule see the step as
+                    // not being carried out (else it would carry it out a second time).
                     if let Some(event) = event {
                         engine.deliver(tenant, run_id, event).await;
                     }
+                    engine.tasks.remove(&task);
                 }
                 .instrument(span),
             );
@@ -742,6 +799,19 @@ impl Engine {
         let wait = step.not_before_ms.saturating_sub(self.now());
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait)).await;
+            // A run cancelled during the backoff does not make the call.
+            if let Ok(state) = self.state(tenant, run_id).await
+                && state.cancel.is_some()
+                && !key.ends_with("~compensate")
+            {
+                return Some(failure(
+                    key,
+                    step.attempt,
+                    "not carried out: the run was cancelled".into(),
+                    false,
+                    self.now(),
+                ));
+            }
         }
         let kind = step
             .request
@@ -751,7 +821,7 @@ impl Engine {
         let started = Instant::now();
         let result = match kind {
             "subworkflow" => {
-                self.child(tenant, run_id, key, step).await;
+                self.child(tenant, run_id, key, step, replay_of).await;
                 return None;
             }
             "tool" if replay_of.is_some() => self.recorded(tenant, replay_of, key).await,
@@ -829,6 +899,20 @@ impl Engine {
             .step_seconds
             .with_label_values(&[kind])
             .observe(started.elapsed().as_secs_f64());
+        // An output too large to record is a failure of the step, not of the log.
+        let result = result.and_then(|output| {
+            let size = output.output.to_string().len();
+            if size > MAX_OUTPUT_BYTES {
+                Err(StepError {
+                    message: format!(
+                        "the output is {size} bytes; a step may record at most {MAX_OUTPUT_BYTES}"
+                    ),
+                    retryable: false,
+                })
+            } else {
+                Ok(output)
+            }
+        });
         Some(match result {
             Ok(output) => Event::StepCompleted(StepCompleted {
                 step: key.to_owned(),
@@ -881,17 +965,50 @@ impl Engine {
     }
 
     /// Starts (or finds) the child run of a `subworkflow` step; its end delivers the result.
-    async fn child(self: &Arc<Self>, tenant: TenantId, run_id: Uuid, key: &str, step: &run::Step) {
+    async fn child(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        run_id: Uuid,
+        key: &str,
+        step: &run::Step,
+        replay_of: Option<Uuid>,
+    ) {
         let child_id = child_id(run_id, key, step.attempt);
-        if let Ok(state) = self.state(tenant, child_id).await {
+        let fail = |message: String, retryable: bool| {
+            failure(key, step.attempt, message, retryable, self.now())
+        };
+        match self.state(tenant, child_id).await {
             // Recovery: the child exists. It reports its end itself; if it ended before the
             // parent heard of it, report now.
-            if state.status.is_final() {
-                self.ended_again(tenant, &state).await;
-            } else {
-                self.kick(tenant, child_id);
+            Ok(state) if state.status.is_final() => {
+                self.notify_parent(tenant, &state).await;
+                return;
             }
-            return;
+            Ok(_) => {
+                self.kick(tenant, child_id);
+                return;
+            }
+            Err(Error::NotFound(_)) => {}
+            Err(error) => {
+                let event = fail(format!("cannot look the child run up: {error}"), true);
+                self.deliver(tenant, run_id, event).await;
+                return;
+            }
+        }
+        // Nesting is bounded: a workflow that calls itself cannot fan out without end.
+        let mut depth = 1;
+        let mut ancestor = self.state(tenant, run_id).await.ok().and_then(|s| s.parent);
+        while let Some((parent, _)) = ancestor {
+            depth += 1;
+            if depth > MAX_NESTING {
+                let event = fail(
+                    format!("subworkflows nested deeper than {MAX_NESTING} levels"),
+                    false,
+                );
+                self.deliver(tenant, run_id, event).await;
+                return;
+            }
+            ancestor = self.state(tenant, parent).await.ok().and_then(|s| s.parent);
         }
         let name = step
             .request
@@ -908,24 +1025,19 @@ impl Engine {
             version,
             run_id: Some(child_id),
             parent: Some((run_id, key.to_owned())),
+            // A re-execution's child re-executes the recorded child (its tools answered from it).
+            replay_of: replay_of.map(|original| child_id_of(original, key, step.attempt)),
             ..StartOptions::default()
         };
         if let Err(error) = self.start(tenant, name, input, options).await {
-            let event = failure(
-                key,
-                step.attempt,
-                format!("cannot start `{name}`: {error}"),
-                false,
-                self.now(),
+            // No such workflow, or an input it refuses, will not change; anything else may.
+            let retryable = !matches!(
+                error,
+                Error::NotFound(_) | Error::Schema { .. } | Error::Spec(_)
             );
+            let event = fail(format!("cannot start `{name}`: {error}"), retryable);
             self.deliver(tenant, run_id, event).await;
         }
-    }
-
-    /// Reports a child's end to its parent again (after a crash between the two).
-    async fn ended_again(self: &Arc<Self>, tenant: TenantId, state: &RunState) {
-        METRICS.active.inc();
-        self.ended(tenant, state).await;
     }
 }
 
@@ -938,6 +1050,10 @@ fn failure(step: &str, attempt: u32, error: String, retryable: bool, at_ms: u64)
         decided: false,
         at_ms,
     })
+}
+
+fn child_id_of(run_id: Uuid, step: &str, attempt: u32) -> Uuid {
+    child_id(run_id, step, attempt)
 }
 
 /// The run id of a child run: derived from the parent's run, step and attempt, so a step

@@ -104,6 +104,7 @@ impl Script {
                     ok(json!("steady"))
                 }
             }
+            "huge" => ok(json!("x".repeat(600 * 1024))),
             "broken" => Err(StepError {
                 message: "broken for good".into(),
                 retryable: false,
@@ -157,7 +158,7 @@ async fn setup() -> Setup {
     let tenant = TenantId::new();
     for tool in [
         "add", "double", "flaky", "broken", "slow", "reserve", "release", "charge", "refund",
-        "notify",
+        "notify", "huge",
     ] {
         engine
             .register_tool(
@@ -757,4 +758,122 @@ fn a_hostile_episode_file_is_refused_with_its_line() {
     let error = parse_episode("{\"type\": \"NoSuchEvent\", \"schema_version\": 1, \"data\": {}}")
         .unwrap_err();
     assert!(error.to_string().contains("NoSuchEvent"), "{error}");
+}
+
+#[tokio::test]
+async fn guards_fail_a_run_cleanly_instead_of_stranding_it() {
+    let s = setup().await;
+    // An output too large to record fails its step (not the log), and compensation runs.
+    let (_, state) = s
+        .run(
+            r#"
+name: big
+nodes:
+  - id: reserve
+    kind: tool
+    tool: reserve
+    compensate: {kind: tool, tool: release}
+  - id: fetch
+    kind: tool
+    tool: huge
+"#,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(state.status, RunStatus::Failed);
+    assert!(
+        state
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("a step may record at most"),
+        "{:?}",
+        state.error
+    );
+    assert_eq!(state.compensations, ["reserve~compensate"]);
+
+    // A workflow that calls itself stops at the nesting limit.
+    let (_, state) = s
+        .run(
+            "name: again\nnodes:\n  - id: call\n    kind: subworkflow\n    workflow: again\n",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(state.status, RunStatus::Failed);
+    assert!(
+        state
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("nested deeper than 8"),
+        "{:?}",
+        state.error
+    );
+
+    // The step budget: the third step is refused, and the first is compensated.
+    let (_, state) = s
+        .run(
+            r#"
+name: budget
+limits: {max_steps: 2}
+nodes:
+  - id: a
+    kind: tool
+    tool: reserve
+    compensate: {kind: tool, tool: release}
+  - id: b
+    kind: tool
+    tool: notify
+  - id: c
+    kind: tool
+    tool: notify
+"#,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(state.status, RunStatus::Failed);
+    assert!(
+        state.error.as_deref().unwrap().contains("used its 2 steps"),
+        "{:?}",
+        state.error
+    );
+    assert_eq!(state.compensations, ["a~compensate"]);
+}
+
+#[tokio::test]
+async fn cancelling_a_parent_cancels_its_child_run() {
+    let s = setup().await;
+    s.register("name: waits\nnodes:\n  - id: answer\n    kind: human_input\n")
+        .await;
+    let name = s
+        .register("name: outer\nnodes:\n  - id: call\n    kind: subworkflow\n    workflow: waits\n")
+        .await;
+    let run = s
+        .engine
+        .start(s.tenant, &name, Value::Null, StartOptions::default())
+        .await
+        .unwrap();
+    let child = switchyard_workflows::engine::child_id(run, "call", 1);
+    for _ in 0..100 {
+        if s.engine.state(s.tenant, child).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.engine
+        .cancel(s.tenant, run, "no longer needed")
+        .await
+        .unwrap();
+    let parent = s
+        .engine
+        .wait(s.tenant, run, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let child = s
+        .engine
+        .wait(s.tenant, child, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(child.status, RunStatus::Cancelled);
+    assert_eq!(parent.status, RunStatus::Cancelled);
 }

@@ -1875,3 +1875,32 @@ fn the_example_tool_definition_loads() {
         ["name", "url", "method", "timeout_ms", "response_schema"]
     );
 }
+
+#[test]
+fn retries_timeouts_and_budgets_are_bounded() {
+    let errors = refused(
+        r#"
+        name: k
+        defaults:
+          retry: {max_attempts: 4000000000, backoff_ms: 0}
+          timeout_ms: 0
+        limits: {max_steps: 0}
+        nodes:
+          - id: a
+            kind: tool
+            tool: t
+            timeout_ms: 0
+            retry: {backoff_ms: 99999999999}
+        "#,
+    );
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for path in [
+        "defaults.retry.max_attempts",
+        "defaults.timeout_ms",
+        "limits.max_steps",
+        "nodes[0].timeout_ms",
+        "nodes[0].retry.backoff_ms",
+    ] {
+        assert!(paths.contains(&path), "{path} missing from {errors:#?}");
+    }
+}

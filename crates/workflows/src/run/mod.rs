@@ -36,6 +36,10 @@ use crate::template;
 pub const CATEGORY: &str = "workflow_run";
 /// Items of one map at most.
 pub const MAX_MAP_ITEMS: usize = 10_000;
+/// The largest rendered request a step may record (an event holds at most 1 MiB).
+pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
+/// The largest list of outputs a map may record as its own output.
+pub const MAX_MAP_OUTPUT_BYTES: usize = 768 * 1024;
 
 /// One segment of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -262,17 +266,6 @@ fn round(state: &RunState, now: u64) -> Vec<Event> {
             at_ms: now,
         })];
     }
-    if state.attempts >= spec.limits.max_steps {
-        return vec![fail_run(
-            state,
-            format!(
-                "the run used its {} steps (limits.max_steps)",
-                spec.limits.max_steps
-            ),
-            state.cursor.clone(),
-            now,
-        )];
-    }
     if let Some(cause) = state.failing() {
         return compensate(state, &spec, cause, now);
     }
@@ -365,7 +358,32 @@ fn call_step(
             _ => return None,
         },
     };
-    match request(spec, call, ctx, &state.overrides, node) {
+    // The budget bounds the work, not the clean-up: compensations always run.
+    if state.attempts >= spec.limits.max_steps && !key.ends_with("~compensate") {
+        return Some(decided_failure(
+            key,
+            format!(
+                "the run used its {} steps (limits.max_steps)",
+                spec.limits.max_steps
+            ),
+            now,
+        ));
+    }
+    // Overrides re-execute a node's call; its compensation stays as recorded.
+    let overrides = if key.ends_with("~compensate") {
+        &Value::Null
+    } else {
+        &state.overrides
+    };
+    match request(spec, call, ctx, overrides, node) {
+        Ok(request) if request.to_string().len() > MAX_REQUEST_BYTES => Some(decided_failure(
+            key,
+            format!(
+                "the rendered request is {} bytes; at most {MAX_REQUEST_BYTES}",
+                request.to_string().len()
+            ),
+            now,
+        )),
         Ok(request) => Some(Event::StepStarted(StepStarted {
             step: key.to_owned(),
             node: node.to_owned(),
@@ -520,7 +538,18 @@ fn map_step(
         }
     }
     if !waiting {
-        return vec![decided(id, Value::Array(outputs), now)];
+        let output = Value::Array(outputs);
+        let size = output.to_string().len();
+        if size > MAX_MAP_OUTPUT_BYTES {
+            return vec![decided_failure(
+                id,
+                format!(
+                    "the items' outputs are {size} bytes together; a map may record at most {MAX_MAP_OUTPUT_BYTES}"
+                ),
+                now,
+            )];
+        }
+        return vec![decided(id, output, now)];
     }
     events
 }

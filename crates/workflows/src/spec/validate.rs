@@ -74,6 +74,21 @@ pub(crate) fn check(spec: &WorkflowSpec) -> Vec<SpecError> {
             error(&mut errors, format!("outputs.{name}.value"), e);
         }
     }
+    check_retry(&spec.defaults.retry, "defaults.retry", &mut errors);
+    if !(1..=MAX_TIMEOUT_MS).contains(&spec.defaults.timeout_ms) {
+        error(
+            &mut errors,
+            "defaults.timeout_ms".into(),
+            format!("between 1 and {MAX_TIMEOUT_MS}"),
+        );
+    }
+    if !(1..=1_000_000).contains(&spec.limits.max_steps) {
+        error(
+            &mut errors,
+            "limits.max_steps".into(),
+            "between 1 and 1000000".into(),
+        );
+    }
     if spec.limits.segment_events < 16 {
         error(
             &mut errors,
@@ -408,13 +423,41 @@ fn check_call(call: &Call, path: &str, errors: &mut Vec<SpecError>) {
             errors.push(SpecError::new(format!("{path}.{field}"), e));
         }
     }
-    if let Some(retry) = call.retry
-        && (retry.max_attempts == 0 || retry.max_attempts > 100)
+    if let Some(retry) = &call.retry {
+        check_retry(retry, &format!("{path}.retry"), errors);
+    }
+    if let Some(timeout) = call.timeout_ms
+        && !(1..=MAX_TIMEOUT_MS).contains(&timeout)
     {
         errors.push(SpecError::new(
-            format!("{path}.retry.max_attempts"),
+            format!("{path}.timeout_ms"),
+            format!("between 1 and {MAX_TIMEOUT_MS}"),
+        ));
+    }
+}
+
+/// The longest a step attempt may take (a day).
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// The longest backoff between two attempts (an hour).
+const MAX_BACKOFF_MS: u64 = 3_600_000;
+
+fn check_retry(retry: &super::Retry, path: &str, errors: &mut Vec<SpecError>) {
+    if !(1..=100).contains(&retry.max_attempts) {
+        errors.push(SpecError::new(
+            format!("{path}.max_attempts"),
             "between 1 and 100",
         ));
+    }
+    for (field, value) in [
+        ("backoff_ms", retry.backoff_ms),
+        ("max_backoff_ms", retry.max_backoff_ms),
+    ] {
+        if value > MAX_BACKOFF_MS {
+            errors.push(SpecError::new(
+                format!("{path}.{field}"),
+                format!("at most {MAX_BACKOFF_MS} (an hour)"),
+            ));
+        }
     }
 }
 
