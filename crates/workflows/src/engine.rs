@@ -651,6 +651,8 @@ impl Engine {
             .with_label_values(&[state.status.as_str()])
             .inc();
         tracing::info!(run_id = %state.run_id, status = state.status.as_str(), "run ended");
+        // An ended run no longer moves: its segment is looked up again if it is read.
+        self.segments.remove(&state.run_id);
         let _ = self.ended.send(state.run_id);
         self.notify_parent(tenant, state).await;
     }

@@ -355,7 +355,7 @@ pub struct Node {
     /// `subworkflow`: the registered workflow's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
-    /// `subworkflow`: the version (default: the newest when the parent run started).
+    /// `subworkflow`: the version (default: the newest when the child run starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
     /// `subworkflow`: the child's input; every string in it is a template.
@@ -430,7 +430,7 @@ pub struct Call {
     /// `subworkflow`: the registered workflow's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
-    /// `subworkflow`: the version (default: the newest when the parent run started).
+    /// `subworkflow`: the version (default: the newest when the child run starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
     /// `subworkflow`: the child's input; every string in it is a template.
