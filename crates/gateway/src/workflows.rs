@@ -635,6 +635,10 @@ pub(crate) fn view(state: &switchyard_workflows::run::RunState) -> Value {
         .map(|(key, step)| {
             let (status, output) = match &step.status {
                 StepStatus::Running => ("running", None),
+                // A step finished before a continue-as-new keeps its output in `outputs` only.
+                StepStatus::Completed { output } if output.is_null() => {
+                    ("completed", state.outputs.get(key).cloned())
+                }
                 StepStatus::Completed { output } => ("completed", Some(output.clone())),
                 StepStatus::Failed { .. } => ("failed", None),
                 StepStatus::Timer { .. } => ("waiting", None),

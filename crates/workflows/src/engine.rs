@@ -621,8 +621,7 @@ impl Engine {
             segment: key.segment + 1,
             ..key
         };
-        let mut carried = state;
-        carried.segment = next.segment;
+        let carried = state.carried(next.segment);
         match self
             .runs
             .send(

@@ -179,8 +179,7 @@ fn carried_state_differs(
         return None;
     }
     let carried: RunState = serde_json::from_str(&started.state).ok()?;
-    let mut expected = state.clone();
-    expected.segment = started.segment;
+    let expected = state.carried(started.segment);
     (carried != expected).then(|| Divergence {
         at,
         message: "the state carried into the next segment differs from the replayed state".into(),

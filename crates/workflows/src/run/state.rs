@@ -382,6 +382,33 @@ impl RunState {
         ctx
     }
 
+    /// The state a new segment starts from (continue-as-new): this state, in `segment`, without
+    /// what no later decision reads: the rendered requests of finished steps, and the outputs
+    /// of finished node steps (kept in `outputs`). A map item's output stays until its map
+    /// completes; after that, the map's output holds them.
+    pub fn carried(&self, segment: u32) -> RunState {
+        let mut carried = self.clone();
+        carried.segment = segment;
+        for (key, step) in &mut carried.steps {
+            let finished = matches!(
+                step.status,
+                StepStatus::Completed { .. } | StepStatus::Failed { .. } | StepStatus::Fired
+            );
+            if finished {
+                step.request = Value::Null;
+            }
+            let item_of_open_map = key
+                .split_once('[')
+                .is_some_and(|(node, _)| !self.outputs.contains_key(node));
+            if let StepStatus::Completed { output } = &mut step.status
+                && !item_of_open_map
+            {
+                *output = Value::Null;
+            }
+        }
+        carried
+    }
+
     /// Steps started whose results have not arrived, with their keys.
     pub fn running(&self) -> impl Iterator<Item = (&String, &Step)> {
         self.steps
