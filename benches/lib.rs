@@ -7,6 +7,15 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use sqlx::PgPool;
 use switchyard_events::{Event, EventId, Metadata, NewEvent, TenantRenamed};
 
+/// The `q` quantile (0..=1) of sorted values, nearest-rank; NaN when there are none.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
 /// The test database for PostgreSQL benchmarks.
 pub fn database_url() -> String {
     std::env::var("SWITCHYARD_BENCH_DATABASE_URL")

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_benches::database_url;
+use switchyard_benches::{database_url, percentile};
 use switchyard_events::{
     EventStore, ExpectedVersion, GlobalPosition, PostgresOptions, PostgresStore, Scope, StreamId,
     TenantId,
@@ -30,14 +30,6 @@ use switchyard_projections::query::{Group, InferenceQuery, Window};
 use switchyard_projections::testkit::inference_events;
 use switchyard_projections::{Projections, ReadDb, RunnerConfig, rebuild};
 use tokio::sync::Mutex;
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
 
 async fn fresh(label: &str) -> (PostgresStore, ReadDb, String) {
     let schema = format!("bench_{label}_{}", uuid::Uuid::now_v7().simple());

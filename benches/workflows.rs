@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use switchyard_benches::database_url;
+use switchyard_benches::{database_url, percentile};
 use switchyard_events::{
     Event, EventStore, ExpectedVersion, GlobalPosition, PostgresOptions, PostgresStore, Scope,
     SqliteStore, StreamId, TenantId,
@@ -56,14 +56,6 @@ impl Executor for Answer {
             cost_micros: 1,
         })
     }
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
 }
 
 /// Where a store lives: a SQLite file, or a PostgreSQL schema.

@@ -479,8 +479,8 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
             .body(body)
             .send()
     };
-    let post = reqwest::Method::POST;
-    let get = reqwest::Method::GET;
+    let post_method = reqwest::Method::POST;
+    let get_method = reqwest::Method::GET;
     let bomb = format!(
         "name: bomb\na: &a [x, x, x, x, x, x, x, x, x]\n{}nodes: [{{id: a, kind: llm, prompt: hi}}]\n",
         (b'b'..=b'j')
@@ -493,28 +493,28 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
     );
     let cases: Vec<(reqwest::Method, String, Vec<u8>, u16, &str)> = vec![
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/workflows".into(),
             vec![0xff, 0xfe, 0x00],
             400,
             "invalid_request",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/workflows".into(),
             bomb.into_bytes(),
             400,
             "invalid_spec",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/workflows".into(),
             b"- just\n- a list\n".to_vec(),
             400,
             "invalid_spec",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/workflows".into(),
             "name: big\ndescription: "
                 .bytes()
@@ -524,91 +524,91 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
             "payload_too_large",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/workflows?envv=prod".into(),
             b"name: x\n".to_vec(),
             400,
             "invalid_request",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/tools".into(),
             b"name: t\nurl: file:///etc/passwd\n".to_vec(),
             400,
             "invalid_spec",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/fragments".into(),
             b"fragment: f\nnode: {kind: llm, promt: x}\n".to_vec(),
             400,
             "invalid_spec",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/workflows/nope/runs".into(),
             b"{}".to_vec(),
             404,
             "not_found",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/workflows/nope/runs".into(),
             b"{not json".to_vec(),
             400,
             "invalid_json",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/workflows/nope/runs".into(),
             br#"{"inputs": {}}"#.to_vec(),
             422,
             "invalid_request",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             "/v1/workflows/nope/runs".into(),
             br#"{"overrides": {"temperature": 2}}"#.to_vec(),
             400,
             "invalid_request",
         ),
         (
-            get.clone(),
+            get_method.clone(),
             "/v1/runs/not-a-uuid".into(),
             Vec::new(),
             404,
             "not_found",
         ),
         (
-            get.clone(),
+            get_method.clone(),
             format!("/v1/runs/{}", uuid::Uuid::now_v7()),
             Vec::new(),
             404,
             "not_found",
         ),
         (
-            get.clone(),
+            get_method.clone(),
             format!("/v1/runs/{}?wait_ms=abc", uuid::Uuid::now_v7()),
             Vec::new(),
             400,
             "invalid_request",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             format!("/v1/runs/{}/signals", uuid::Uuid::now_v7()),
             br#"{"name": "Bad Name!"}"#.to_vec(),
             400,
             "invalid_request",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             format!("/v1/runs/{}/signals", uuid::Uuid::now_v7()),
             br#"{"name": "ok"}"#.to_vec(),
             404,
             "not_found",
         ),
         (
-            post.clone(),
+            post_method.clone(),
             format!("/v1/runs/{}/cancel", uuid::Uuid::now_v7()),
             br#"{"reason": 5}"#.to_vec(),
             422,
@@ -636,18 +636,18 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
         .await
         .unwrap();
     let scoped = scoped["key"].as_str().unwrap();
-    let refused = send(get.clone(), "/v1/workflows", Vec::new(), scoped)
+    let refused = send(get_method.clone(), "/v1/workflows", Vec::new(), scoped)
         .await
         .unwrap();
     assert_eq!(refused.status().as_u16(), 403);
 
     // An ended run refuses signals and cancellation with 409; a bad events format is a 400.
-    let (status, _) = post_text(
+    let (status, _) = post(
         &client,
         &server,
         &key,
         "/v1/workflows",
-        "name: one\nnodes:\n  - id: w\n    kind: wait\n    duration_ms: 1\n",
+        "name: one\nnodes:\n  - id: w\n    kind: wait\n    duration_ms: 1\n".to_owned(),
     )
     .await;
     assert_eq!(status, 201);
@@ -670,11 +670,11 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
         ),
         (format!("/v1/runs/{id}/cancel"), Vec::new()),
     ] {
-        let response = send(post.clone(), &path, body, &key).await.unwrap();
+        let response = send(post_method.clone(), &path, body, &key).await.unwrap();
         assert_eq!(response.status().as_u16(), 409, "{path}");
     }
     let response = send(
-        get,
+        get_method,
         &format!("/v1/runs/{id}/events?format=xml"),
         Vec::new(),
         &key,
@@ -684,21 +684,21 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
     assert_eq!(response.status().as_u16(), 400);
 
     // A tool on a link-local address (a cloud's metadata endpoint) is never called.
-    let (status, _) = post_text(
+    let (status, _) = post(
         &client,
         &server,
         &key,
         "/v1/tools",
-        "name: metadata\nurl: http://169.254.169.254/latest/meta-data/\nmethod: GET\n",
+        "name: metadata\nurl: http://169.254.169.254/latest/meta-data/\nmethod: GET\n".to_owned(),
     )
     .await;
     assert_eq!(status, 201);
-    let (status, _) = post_text(
+    let (status, _) = post(
         &client,
         &server,
         &key,
         "/v1/workflows",
-        "name: peek\nnodes:\n  - id: peek\n    kind: tool\n    tool: metadata\n",
+        "name: peek\nnodes:\n  - id: peek\n    kind: tool\n    tool: metadata\n".to_owned(),
     )
     .await;
     assert_eq!(status, 201);
@@ -717,14 +717,4 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
         run["error"].as_str().unwrap().contains("may not reach"),
         "{run}"
     );
-}
-
-async fn post_text(
-    client: &reqwest::Client,
-    server: &Server,
-    key: &str,
-    path: &str,
-    body: &str,
-) -> (u16, Value) {
-    post(client, server, key, path, body.to_owned()).await
 }

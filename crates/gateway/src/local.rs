@@ -362,48 +362,28 @@ impl ReplayArgs {
     }
 }
 
-/// The recorded events of a run (any tenant: this reads the database as its operator).
-pub async fn recorded_run(
-    store: &dyn EventStore,
-    run_id: Uuid,
-) -> anyhow::Result<(TenantId, Vec<Event>)> {
+/// The recorded events of a run, every segment (any tenant: this reads the database as its
+/// operator).
+pub async fn recorded_run(local: &Local, run_id: Uuid) -> anyhow::Result<(TenantId, Vec<Event>)> {
     let first = RunKey {
         tenant: TenantId::SYSTEM,
         run: run_id,
         segment: 0,
     };
-    let meta = store
+    let tenant = local
+        .store
         .stream_metadata(Scope::All, &first.stream())
         .await?
-        .with_context(|| format!("no run {run_id} in the log"))?;
-    let mut events = Vec::new();
-    let mut segment = 0;
-    loop {
-        let key = RunKey {
-            tenant: meta.tenant_id,
-            run: run_id,
-            segment,
-        };
-        let mut after = switchyard_events::StreamVersion::NONE;
-        let mut continued = false;
-        loop {
-            let page = store
-                .read_stream(Scope::All, &key.stream(), after, 1_000)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = last.stream_version;
-            for recorded in &page {
-                let event = Event::from_recorded(recorded)?;
-                continued |= matches!(event, Event::RunContinued(_));
-                events.push(event);
-            }
-        }
-        if !continued {
-            break;
-        }
-        segment += 1;
-    }
-    Ok((meta.tenant_id, events))
+        .with_context(|| format!("no run {run_id} in the log"))?
+        .tenant_id;
+    let events = local
+        .engine
+        .events(tenant, run_id)
+        .await?
+        .iter()
+        .map(Event::from_recorded)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((tenant, events))
 }
 
 /// Replays exactly (a determinism check), or re-executes with overrides. Answers whether it
@@ -421,7 +401,7 @@ pub async fn replay(
     let run_id = Uuid::parse_str(&args.target)
         .with_context(|| format!("{} is neither an episode file nor a run id", args.target))?;
     let local = open().await?;
-    let (tenant, events) = recorded_run(local.store.as_ref(), run_id).await?;
+    let (tenant, events) = recorded_run(&local, run_id).await?;
     let Some(overrides) = overrides else {
         return report_exact(&replay_exact(&events), args.json);
     };

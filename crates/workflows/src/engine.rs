@@ -974,11 +974,11 @@ impl Engine {
         step: &run::Step,
         replay_of: Option<Uuid>,
     ) {
-        let child_id = child_id(run_id, key, step.attempt);
+        let child = child_id(run_id, key, step.attempt);
         let fail = |message: String, retryable: bool| {
             failure(key, step.attempt, message, retryable, self.now())
         };
-        match self.state(tenant, child_id).await {
+        match self.state(tenant, child).await {
             // Recovery: the child exists. It reports its end itself; if it ended before the
             // parent heard of it, report now.
             Ok(state) if state.status.is_final() => {
@@ -986,7 +986,7 @@ impl Engine {
                 return;
             }
             Ok(_) => {
-                self.kick(tenant, child_id);
+                self.kick(tenant, child);
                 return;
             }
             Err(Error::NotFound(_)) => {}
@@ -1024,10 +1024,10 @@ impl Engine {
         let input = step.request.get("input").cloned().unwrap_or(Value::Null);
         let options = StartOptions {
             version,
-            run_id: Some(child_id),
+            run_id: Some(child),
             parent: Some((run_id, key.to_owned())),
             // A re-execution's child re-executes the recorded child (its tools answered from it).
-            replay_of: replay_of.map(|original| child_id_of(original, key, step.attempt)),
+            replay_of: replay_of.map(|original| child_id(original, key, step.attempt)),
             ..StartOptions::default()
         };
         if let Err(error) = self.start(tenant, name, input, options).await {
@@ -1051,10 +1051,6 @@ fn failure(step: &str, attempt: u32, error: String, retryable: bool, at_ms: u64)
         decided: false,
         at_ms,
     })
-}
-
-fn child_id_of(run_id: Uuid, step: &str, attempt: u32) -> Uuid {
-    child_id(run_id, step, attempt)
 }
 
 /// The run id of a child run: derived from the parent's run, step and attempt, so a step
