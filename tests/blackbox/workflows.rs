@@ -345,6 +345,62 @@ async fn a_run_survives_sigkill_and_each_step_takes_effect_once() {
         "sim-large costs more: {compared}"
     );
     assert_eq!(seen.lock().unwrap().calls.len(), calls_before);
+
+    // Re-executed under another routing policy: the model nodes route with `auto`, and the
+    // static policy sends them to sim-large.
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "kind = \"static\"\nmodel = \"sim-large\"\n").unwrap();
+    let (ok, out, err) = switchyard(
+        &dir,
+        &["replay", &run, "--policy", policy.to_str().unwrap()],
+    );
+    assert!(ok, "{out}\n{err}");
+    let rerouted: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rerouted["replay"]["status"], "completed", "{rerouted}");
+    // Its model calls were routed by the overriding policy (logged as such, with propensities).
+    let new_run = rerouted["replay"]["run_id"].as_str().unwrap().to_owned();
+    let store = switchyard_events::SqliteStore::open(dir.join("events.db"))
+        .await
+        .unwrap();
+    let events = switchyard_events::EventStore::read_all(
+        &store,
+        switchyard_events::Scope::All,
+        switchyard_events::GlobalPosition::START,
+        100_000,
+    )
+    .await
+    .unwrap();
+    let policies: Vec<String> = events
+        .iter()
+        .filter(|e| e.metadata.correlation_id.as_deref() == Some(new_run.as_str()))
+        .filter_map(|e| match switchyard_events::Event::from_recorded(e) {
+            Ok(switchyard_events::Event::RouteChosen(route)) => Some(route.policy),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        policies,
+        ["override:static", "override:static"],
+        "{rerouted}"
+    );
+    drop(store);
+    let (ok, out, err) = switchyard(
+        &dir,
+        &[
+            "replay",
+            &run,
+            "--policy",
+            not_a_policy(&dir).to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "a file that is not a policy is refused: {out}");
+    assert!(err.contains("is not a routing policy"), "{err}");
+}
+
+fn not_a_policy(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("not-a-policy.toml");
+    std::fs::write(&path, "kind = \"telepathy\"\n").unwrap();
+    path
 }
 
 // Multi-threaded: the CLI runs as a blocking child process while the tool server answers it.
@@ -569,6 +625,13 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
             post_method.clone(),
             "/v1/workflows/nope/runs".into(),
             br#"{"overrides": {"temperature": 2}}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            post_method.clone(),
+            "/v1/workflows/nope/runs".into(),
+            br#"{"overrides": {"policy": {"kind": "telepathy"}}}"#.to_vec(),
             400,
             "invalid_request",
         ),

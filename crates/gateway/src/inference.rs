@@ -157,6 +157,7 @@ fn route<'a>(
     principal: &Principal,
     requested: &str,
     chat: Option<&ChatRequest>,
+    policy: Option<&switchyard_actors::router::policy::Policy>,
 ) -> Result<Route<'a>, ApiError> {
     let config = &gateway.config;
     if requested != "auto" {
@@ -222,7 +223,7 @@ fn route<'a>(
         .unwrap_or_else(|| principal.key_id.to_string());
     let choice = gateway
         .router
-        .choose(tenant, &sticky, &features, &candidates);
+        .choose(tenant, &sticky, &features, &candidates, policy);
     let model = config.model(&choice.model).ok_or_else(no_models)?;
     Ok(Route {
         model,
@@ -411,8 +412,9 @@ async fn admit(
     max_tokens: Option<u64>,
     output_reservation: u64,
     chat: Option<&ChatRequest>,
+    policy: Option<&switchyard_actors::router::policy::Policy>,
 ) -> Result<(Inference, Vec<(HeaderName, HeaderValue)>), ApiError> {
-    let route = route(gateway, admin, principal, model_requested, chat)?;
+    let route = route(gateway, admin, principal, model_requested, chat, policy)?;
     let model = route.model;
     if prompt_estimate > model.context_tokens {
         return Err(ApiError::owned(
@@ -532,6 +534,7 @@ async fn admit_chat(
     gateway: &Gateway,
     principal: &Principal,
     request: &ChatRequest,
+    policy: Option<&switchyard_actors::router::policy::Policy>,
 ) -> Result<(Inference, Vec<(HeaderName, HeaderValue)>), ApiError> {
     let reservation = request
         .output_cap()
@@ -550,6 +553,7 @@ async fn admit_chat(
         request.output_cap(),
         reservation,
         Some(request),
+        policy,
     )
     .await
 }
@@ -637,7 +641,15 @@ pub(crate) async fn chat_completions(
         |_| {},
         inference_headers,
         || async {
-            let done = complete(correlation(&req), &admin, &gateway, &principal, &request).await?;
+            let done = complete(
+                correlation(&req),
+                &admin,
+                &gateway,
+                &principal,
+                &request,
+                None,
+            )
+            .await?;
             rate = done.headers;
             position = done.position;
             Ok((StatusCode::OK, done.body))
@@ -676,9 +688,10 @@ pub(crate) async fn complete(
     gateway: &Gateway,
     principal: &Principal,
     request: &ChatRequest,
+    policy: Option<&switchyard_actors::router::policy::Policy>,
 ) -> Result<Completed, ApiError> {
     let (mut inference, headers) =
-        admit_chat(correlation_id, admin, gateway, principal, request).await?;
+        admit_chat(correlation_id, admin, gateway, principal, request, policy).await?;
     let routed = gateway
         .config
         .model(&inference.route.model)
@@ -750,8 +763,15 @@ async fn chat_stream(
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<HttpResponse, ApiError> {
     let prompt = request.estimate_prompt_tokens();
-    let (mut inference, headers) =
-        admit_chat(correlation(&req), &admin, &gateway, &principal, &request).await?;
+    let (mut inference, headers) = admit_chat(
+        correlation(&req),
+        &admin,
+        &gateway,
+        &principal,
+        &request,
+        None,
+    )
+    .await?;
     let store = gateway.store.clone();
     let routed = gateway
         .config
@@ -970,6 +990,7 @@ pub(crate) async fn embeddings(
         estimate,
         None,
         0,
+        None,
         None,
     )
     .await?;

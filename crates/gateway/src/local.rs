@@ -326,6 +326,11 @@ pub struct ReplayArgs {
     /// Re-execute with another prompt template for one node: `node=template` (repeatable).
     #[arg(long = "prompt")]
     pub prompts: Vec<String>,
+    /// Re-execute with another routing policy (a TOML file as the config's `[router] policy`,
+    /// e.g. `kind = "linucb"` and `alpha = 0.5`); `llm` nodes then route with `model: auto`
+    /// unless `--model` says otherwise.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -345,10 +350,17 @@ impl ReplayArgs {
             };
         let models = pairs(&self.node_models, "node-model")?;
         let prompts = pairs(&self.prompts, "prompt")?;
-        if self.model.is_none() && models.is_empty() && prompts.is_empty() {
+        if self.model.is_none() && models.is_empty() && prompts.is_empty() && self.policy.is_none()
+        {
             return Ok(None);
         }
         let mut overrides = serde_json::Map::new();
+        if let Some(path) = &self.policy {
+            let policy: switchyard_actors::router::policy::Policy = toml::from_str(&read(path)?)
+                .with_context(|| format!("{} is not a routing policy", path.display()))?;
+            overrides.insert("policy".into(), serde_json::to_value(policy)?);
+            overrides.insert("model".into(), Value::String("auto".into()));
+        }
         if let Some(model) = &self.model {
             overrides.insert("model".into(), Value::String(model.clone()));
         }
@@ -610,12 +622,18 @@ impl eval::Judge for GatewayJudge {
             key_id: Uuid::nil(),
             scopes: Vec::new(),
         };
-        let done =
-            crate::inference::complete(None, &self.admin, &self.gateway, &principal, &request)
-                .await
-                .map_err(|e| {
-                    switchyard_workflows::Error::Eval(format!("judge {model}: {}", e.message()))
-                })?;
+        let done = crate::inference::complete(
+            None,
+            &self.admin,
+            &self.gateway,
+            &principal,
+            &request,
+            None,
+        )
+        .await
+        .map_err(|e| {
+            switchyard_workflows::Error::Eval(format!("judge {model}: {}", e.message()))
+        })?;
         let text = done.body["choices"][0]["message"]["content"]
             .as_str()
             .unwrap_or_default();

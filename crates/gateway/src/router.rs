@@ -403,13 +403,16 @@ impl RouterHub {
         features
     }
 
-    /// Chooses a model for `auto` among `candidates` (in config order).
+    /// Chooses a model for `auto` among `candidates` (in config order). `policy`, when given,
+    /// serves instead of the configured policy and splits (a workflow run re-executed under
+    /// another routing policy); its decisions are logged under `override:<policy>`.
     pub fn choose(
         &self,
         tenant: TenantId,
         sticky: &str,
         features: &[f64],
         candidates: &[&ModelConfig],
+        policy: Option<&Policy>,
     ) -> Choice {
         let state = self.state(tenant);
         let context = &features[..REQUEST_FEATURES.len().min(features.len())];
@@ -426,7 +429,15 @@ impl RouterHub {
         let position = bucket(sticky);
         let mut cumulative = 0.0;
         let mut serving = (&self.config.serving, self.config.serving.name().to_owned());
-        for split in &self.config.splits {
+        let splits = if policy.is_some() {
+            &[][..]
+        } else {
+            &self.config.splits[..]
+        };
+        if let Some(policy) = policy {
+            serving = (policy, format!("override:{}", policy.name()));
+        }
+        for split in splits {
             cumulative += split.share;
             if position < cumulative {
                 serving = (
@@ -578,7 +589,7 @@ mod tests {
         assert_eq!(named("budget_left"), 0.25);
         assert!(features.iter().all(|f| f.is_finite()));
         // A decision logs its propensity and features; splits are sticky.
-        let choice = hub.choose(TenantId::new(), "key-1", &features, &candidates);
+        let choice = hub.choose(TenantId::new(), "key-1", &features, &candidates, None);
         assert!(choice.propensity_ppb > 0);
         assert_eq!(choice.features_milli.len(), features.len());
         assert_eq!(bucket("key-1"), bucket("key-1"));

@@ -163,12 +163,23 @@ impl StepExecutor {
                 retryable: true,
             });
         };
+        // A re-execution under another routing policy (`overrides.policy`, for `model: auto`).
+        let policy: Option<switchyard_actors::router::policy::Policy> = r
+            .get("policy")
+            .filter(|p| !p.is_null())
+            .map(|p| serde_json::from_value(p.clone()))
+            .transpose()
+            .map_err(|e| StepError {
+                message: format!("invalid routing policy: {e}"),
+                retryable: false,
+            })?;
         let done = crate::inference::complete(
             Some(call.run_id.to_string()),
             &self.admin,
             &self.gateway,
             &principal,
             &request,
+            policy.as_ref(),
         )
         .await
         .map_err(|e| StepError {
@@ -603,7 +614,8 @@ pub(crate) async fn start_over_socket(
         .map_err(api_error)
 }
 
-/// Overrides are an object of `model` (string), `models` and `prompts` (objects of strings).
+/// Overrides are an object of `model` (string), `models` and `prompts` (objects of strings) and
+/// `policy` (a routing policy, as in the config's `[router] policy`).
 fn check_overrides(overrides: &Value) -> Result<(), ApiError> {
     let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
     let Some(map) = overrides.as_object() else {
@@ -615,7 +627,23 @@ fn check_overrides(overrides: &Value) -> Result<(), ApiError> {
             "models" | "prompts" => value
                 .as_object()
                 .is_some_and(|m| m.values().all(Value::is_string)),
-            _ => return Err(bad("`overrides` takes `model`, `models` and `prompts`")),
+            "policy" => {
+                if let Err(e) = serde_json::from_value::<switchyard_actors::router::policy::Policy>(
+                    value.clone(),
+                ) {
+                    return Err(ApiError::owned(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request".into(),
+                        format!("`overrides.policy` is not a routing policy: {e}"),
+                    ));
+                }
+                true
+            }
+            _ => {
+                return Err(bad(
+                    "`overrides` takes `model`, `models`, `prompts` and `policy`",
+                ));
+            }
         };
         if !ok {
             return Err(bad(

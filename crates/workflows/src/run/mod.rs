@@ -433,7 +433,7 @@ fn request(
                 .map(str::to_owned)
                 .or_else(|| call.model.clone())
                 .unwrap_or_else(|| spec.defaults.model.clone());
-            json!({
+            let mut request = json!({
                 "kind": "llm",
                 "model": model,
                 "messages": messages,
@@ -441,7 +441,12 @@ fn request(
                 "temperature": call.temperature,
                 "output": call.output.unwrap_or_default(),
                 "timeout_ms": timeout_ms,
-            })
+            });
+            // A re-execution under another routing policy (used when the model is `auto`).
+            if let (Some(policy), Some(map)) = (overrides.get("policy"), request.as_object_mut()) {
+                map.insert("policy".into(), policy.clone());
+            }
+            request
         }
         NodeKind::Tool => json!({
             "kind": "tool",
