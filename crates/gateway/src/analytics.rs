@@ -13,7 +13,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_projections::query::{Group, InferenceQuery, Window};
 use switchyard_projections::{Error as ReadError, Projections};
@@ -75,12 +74,6 @@ pub(crate) struct Params {
 
 fn bad(message: String) -> ApiError {
     ApiError::owned(StatusCode::BAD_REQUEST, "invalid_request".into(), message)
-}
-
-fn params<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|error| bad(format!("invalid query: {error}")))
 }
 
 /// A time as unix seconds: digits (unix seconds) or RFC 3339.
@@ -191,7 +184,7 @@ pub(crate) async fn usage(
     admin: web::Data<Admin>,
     read: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
-    let params: Params = params(&req)?;
+    let params: Params = crate::http::parse_query(&req)?;
     let window = window(&params)?;
     let groups = match params.group_by.as_deref() {
         None | Some("") => Vec::new(),
@@ -229,7 +222,7 @@ pub(crate) async fn latency(
     admin: web::Data<Admin>,
     read: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
-    let params: Params = params(&req)?;
+    let params: Params = crate::http::parse_query(&req)?;
     let window = window(&params)?;
     let (principal, position) = prepare(&req, &admin, &read, "usage", &params).await?;
     data(
@@ -251,7 +244,7 @@ pub(crate) async fn router(
     admin: web::Data<Admin>,
     read: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
-    let params: Params = params(&req)?;
+    let params: Params = crate::http::parse_query(&req)?;
     let window = window(&params)?;
     let (principal, position) = prepare(&req, &admin, &read, "usage", &params).await?;
     data(
@@ -273,7 +266,7 @@ pub(crate) async fn billing_usage(
     admin: web::Data<Admin>,
     read: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
-    let params: Params = params(&req)?;
+    let params: Params = crate::http::parse_query(&req)?;
     if let Some(period) = &params.period {
         let valid = period.len() == 7
             && period.as_bytes()[4] == b'-'
@@ -305,7 +298,7 @@ pub(crate) async fn invoices(
     admin: web::Data<Admin>,
     read: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
-    let params: Params = params(&req)?;
+    let params: Params = crate::http::parse_query(&req)?;
     let (principal, position) = prepare(&req, &admin, &read, "billing", &params).await?;
     data(
         position,
@@ -326,7 +319,7 @@ pub(crate) async fn workflows(
     admin: web::Data<Admin>,
     read: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
-    let params: Params = params(&req)?;
+    let params: Params = crate::http::parse_query(&req)?;
     let window = window(&params)?;
     let (principal, position) = prepare(&req, &admin, &read, "workflows", &params).await?;
     data(
@@ -363,7 +356,7 @@ pub(crate) async fn inferences(
     admin: web::Data<Admin>,
     read: web::Data<ReadSide>,
 ) -> Result<HttpResponse, ApiError> {
-    let params: Params = params(&req)?;
+    let params: Params = crate::http::parse_query(&req)?;
     let window = window(&params)?;
     if let Some(status) = &params.status
         && !matches!(status.as_str(), "completed" | "failed" | "pending")

@@ -213,6 +213,20 @@ fn error_body(
         .json(json!({"error": {"code": code, "message": message, "request_id": request_id}}))
 }
 
+/// Parses a query string strictly (unknown parameters refused by the target type): a 400
+/// `invalid_request` that names the problem.
+pub fn parse_query<T: DeserializeOwned>(req: &actix_web::HttpRequest) -> Result<T, ApiError> {
+    actix_web::web::Query::<T>::from_query(req.query_string())
+        .map(actix_web::web::Query::into_inner)
+        .map_err(|error| {
+            ApiError::owned(
+                StatusCode::BAD_REQUEST,
+                "invalid_request".into(),
+                format!("invalid query: {error}"),
+            )
+        })
+}
+
 /// Parses a JSON body strictly (unknown fields refused by the target type), with errors that say
 /// what was wrong.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

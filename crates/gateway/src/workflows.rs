@@ -26,7 +26,7 @@ use switchyard_workflows::{
 use uuid::Uuid;
 
 use crate::admin::Admin;
-use crate::http::{ApiError, ErrorBody, parse_json, tenant_request};
+use crate::http::{ApiError, ErrorBody, parse_json, parse_query, tenant_request};
 use crate::inference::Gateway;
 use crate::keys::Principal;
 use crate::openai::ChatRequest;
@@ -362,19 +362,6 @@ pub(crate) fn api_error(error: WorkflowError) -> ApiError {
     ApiError::owned(status, code.into(), error.to_string())
 }
 
-/// The query string, strictly (an unknown parameter is a 400 that names it).
-fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|error| {
-            ApiError::owned(
-                StatusCode::BAD_REQUEST,
-                "invalid_request".into(),
-                format!("invalid query: {error}"),
-            )
-        })
-}
-
 fn text_body(body: &[u8]) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| {
         ApiError::new(
@@ -407,7 +394,7 @@ pub(crate) async fn register(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
-    let query: RegisterQuery = query(&req)?;
+    let query: RegisterQuery = parse_query(&req)?;
     let text = text_body(&body)?;
     let tenant = principal.tenant.to_string();
     let name = admin.directory.name(principal.tenant).unwrap_or_default();
@@ -744,7 +731,7 @@ pub(crate) async fn run(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
-    let query: RunQuery = query(&req)?;
+    let query: RunQuery = parse_query(&req)?;
     let run_id = run_id(&path)?;
     let state = match query.wait_ms {
         Some(wait) => {
@@ -783,7 +770,7 @@ pub(crate) async fn run_events(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
-    let query: EventsQuery = query(&req)?;
+    let query: EventsQuery = parse_query(&req)?;
     let run_id = run_id(&path)?;
     let events = engine
         .events(principal.tenant, run_id)
