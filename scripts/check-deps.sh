@@ -2,10 +2,15 @@
 # Enforces the crate dependency rule (normal and build dependencies, direct or
 # transitive, on any target platform):
 #   switchyard-events       depends on none of the other switchyard crates
-#   switchyard-actors       must not depend on switchyard-projections, switchyard-workflows, switchyard-gateway
-#   switchyard-projections  must not depend on switchyard-actors, switchyard-workflows, switchyard-gateway
-#   switchyard-workflows    must not depend on switchyard-projections, switchyard-gateway
-# Prints `dependency rule: ok`, or each violation and exits 1.
+#   switchyard-actors       must not depend on switchyard-projections, switchyard-workflows, switchyard-inference, switchyard-gateway
+#   switchyard-projections  must not depend on switchyard-actors, switchyard-workflows, switchyard-inference, switchyard-gateway
+#   switchyard-workflows    must not depend on switchyard-projections, switchyard-inference, switchyard-gateway
+#   switchyard-inference    must not depend on switchyard-projections, switchyard-workflows, switchyard-gateway,
+#                           nor on any HTTP server (actix-web, actix-http, actix-ws): it is the pipeline without HTTP
+# and then the module rule inside every crate (tools/modgraph): no import cycle between
+# sibling modules (folders included), no source file over 600 lines unless it is a test file
+# or its first comment says why it must be one piece.
+# Prints `dependency rule: ok` and `module layers: ok`, or each violation and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,13 +35,26 @@ check() {
     done
 }
 
-check switchyard-events switchyard-actors switchyard-projections switchyard-workflows switchyard-gateway
-check switchyard-actors switchyard-projections switchyard-workflows switchyard-gateway
-check switchyard-projections switchyard-actors switchyard-workflows switchyard-gateway
-check switchyard-workflows switchyard-projections switchyard-gateway
+check switchyard-events switchyard-actors switchyard-projections switchyard-workflows switchyard-inference switchyard-gateway
+check switchyard-actors switchyard-projections switchyard-workflows switchyard-inference switchyard-gateway
+check switchyard-projections switchyard-actors switchyard-workflows switchyard-inference switchyard-gateway
+check switchyard-workflows switchyard-projections switchyard-inference switchyard-gateway
+check switchyard-inference switchyard-projections switchyard-workflows switchyard-gateway actix-web actix-http actix-ws
 
 if [ "$violations" -gt 0 ]; then
     echo "dependency rule: $violations violation(s)" >&2
     exit 1
 fi
 echo "dependency rule: ok"
+
+# The module rule, crate by crate (every library and binary root of the workspace).
+cargo build --quiet --locked -p switchyard-modgraph
+"${CARGO_TARGET_DIR:-target}/debug/modgraph" \
+    crates/events/src/lib.rs \
+    crates/actors/src/lib.rs \
+    crates/projections/src/lib.rs \
+    crates/workflows/src/lib.rs \
+    crates/inference/src/lib.rs \
+    crates/gateway/src/main.rs \
+    benches/lib.rs \
+    tools/modgraph/src/main.rs

@@ -72,3 +72,32 @@ async fn the_cli_manages_tenants_and_keys_with_the_generated_admin_token() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("printed once"));
 }
+
+/// Subcommands are for people: without `RUST_LOG` they print no log lines; with it, JSON lines.
+#[test]
+fn cli_logs_are_json_only_when_rust_log_asks() {
+    let dir = data_dir();
+    let migrate = |rust_log: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command
+            .args(["migrate"])
+            .env("SWITCHYARD_DATA_DIR", &dir)
+            .env_remove("SWITCHYARD_DATABASE_URL")
+            .env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let quiet = migrate(None);
+    assert!(quiet.trim().is_empty(), "{quiet}");
+    let logged = migrate(Some("info"));
+    let line = logged
+        .lines()
+        .find(|l| l.contains("event log schema is up to date"))
+        .unwrap_or_else(|| panic!("{logged}"));
+    let parsed: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(parsed["level"], "INFO");
+}

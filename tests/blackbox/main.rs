@@ -7,6 +7,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod gateway;
 mod openai_sdk;
 mod read_side;

@@ -117,7 +117,7 @@ fn switchyard(dir: &Path, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .env("SWITCHYARD_DATA_DIR", dir)
         .env_remove("SWITCHYARD_DATABASE_URL")
-        .env("RUST_LOG", "warn")
+        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     (
@@ -435,6 +435,11 @@ async fn the_cli_runs_a_spec_and_evals_two_models() {
     for step in ["draft", "record", "lookup", "polish"] {
         assert!(err.contains(&format!("✓ {step}")), "{err}");
     }
+    // For people: no JSON log line among the live steps unless RUST_LOG asks for them.
+    assert!(
+        !err.lines().any(|line| line.trim_start().starts_with('{')),
+        "{err}"
+    );
     assert_eq!(seen.lock().unwrap().calls.len(), 2);
 
     // An eval whose scores on the simulated models are known: the simulator's words are

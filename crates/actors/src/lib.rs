@@ -4,7 +4,6 @@
 mod actor; // the Actor trait
 pub mod billing; // the billing actor: usage ledger, price books, monthly invoices, CSV export
 mod error; // the crate's error type
-mod metrics; // Prometheus metrics of the runtime
 pub mod quota; // the quota actor: monthly budget, reservation before work, settlement after it
 pub mod router; // the router actor: rewards folded into bandit state; policies; off-policy evaluation
 mod runtime; // activation, mailboxes, conflict retries, snapshots, passivation

@@ -5,6 +5,10 @@
 //! version: the old struct moves to an `older` list with a `From` impl into the new one (the
 //! upcaster), and its JSON Schema and fixture under `schemas/events/` stay. Every match on
 //! [`Event`] is exhaustive, so a new type forces a decision everywhere.
+//!
+//! A catalog, kept in one piece on purpose: every stored type and version sits in this one file
+//! beside the one `catalog!` invocation that lists them, so any change to what is stored forever
+//! shows up in one place in review.
 
 use bytes::Bytes;
 use schemars::JsonSchema;

@@ -1,37 +1,12 @@
 //! The event log of Switchyard: ids, the envelope, the codec and event catalog, the
-//! [`EventStore`] port and its backends (memory, SQLite, PostgreSQL).
-//!
-//! ```
-//! use switchyard_events::{
-//!     Event, EventStore, ExpectedVersion, GlobalPosition, MemoryStore, Metadata, Scope, StreamId,
-//!     StreamVersion, TenantCreated, TenantId,
-//! };
-//!
-//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let store = MemoryStore::new();
-//! let tenant = TenantId::new();
-//! let stream = StreamId::of("tenant", tenant)?;
-//! let created = Event::TenantCreated(TenantCreated { name: "acme".into(), plan: "pro".into() });
-//! let new_event = created.to_new_event(Metadata::default())?;
-//!
-//! // The first append creates the stream; a second writer expecting the same is refused.
-//! let appended = store.append(tenant, &stream, ExpectedVersion::NoStream, vec![new_event.clone()]).await?;
-//! assert_eq!(appended.stream_version, StreamVersion(1));
-//! let retry = store.append(tenant, &stream, ExpectedVersion::NoStream, vec![new_event]).await?;
-//! assert!(retry.deduplicated); // same event id: the original positions come back
-//!
-//! let read = store.read_all(Scope::Tenant(tenant), GlobalPosition::START, 100).await?;
-//! assert_eq!(Event::from_recorded(&read[0])?, created);
-//! # Ok::<(), switchyard_events::Error>(())
-//! # }).unwrap();
-//! ```
+//! [`EventStore`] port and its backends (memory, SQLite, PostgreSQL); an example of appending
+//! and reading is in [`store`].
 
 mod catalog; // every stored event type and version, with upcasters
 pub mod codec; // binary (postcard + version byte) and JSON forms of payloads
 mod envelope; // what writers hand in and readers get back
 mod error; // the crate's one error type
 mod ids; // tenant, stream, event ids; stream versions; global positions
-mod metrics; // Prometheus metrics of the store
 pub mod store; // the EventStore port, group commit, subscriptions and the backends
 
 pub use catalog::{

@@ -1,8 +1,6 @@
 //! The read side of Switchyard: projectors that fold the global log into read models with the
 //! checkpoint written in the same transaction, the tenant-scoped analytics queries, and the relay
-//! that publishes the log to NATS JetStream.
-//!
-//! Data flow: `EventStore::subscribe_all` → [`runner`] (one leased worker per projector) →
+//! that publishes the log to NATS JetStream. Data flow: `EventStore::subscribe_all` → [`runner`] (one leased worker per projector) →
 //! [`projectors`] (event → [`model::Op`]s, pure) → [`db::ReadDb`] (SQLite or PostgreSQL; one
 //! transaction per batch with the checkpoint's compare-and-set) → [`query`] (analytics, under
 //! row-level security in PostgreSQL).

@@ -99,9 +99,27 @@ impl Projections {
         &self.db
     }
 
-    /// The committed position of a projector (0 if it is not running here).
+    /// The committed position of a projector as this process's worker last saw it (0 if it is
+    /// not running here, or while another node holds its lease).
     pub fn position(&self, projector: &str) -> u64 {
         self.positions.get(projector).map_or(0, |rx| *rx.borrow())
+    }
+
+    /// The committed position of a projector, whichever node commits it: the greater of this
+    /// process's worker and the checkpoint in the database (one indexed read).
+    pub async fn committed(&self, projector: &str) -> u64 {
+        let here = self.position(projector);
+        // A read-only query (`checkpoint` would create the row: a write).
+        match self.db.checkpoints().await {
+            Ok(all) => all
+                .iter()
+                .filter(|(name, _, _)| name == projector)
+                .fold(here, |at, (_, there, _)| at.max(*there)),
+            Err(error) => {
+                tracing::warn!(%error, projector, "cannot read a checkpoint");
+                here
+            }
+        }
     }
 
     /// A receiver of a projector's committed position (for benchmarks and watchers).
@@ -109,18 +127,33 @@ impl Projections {
         self.positions.get(projector).cloned()
     }
 
-    /// Waits until `projector` has committed `position` (read-your-writes), at most `timeout`.
-    /// Returns the projector's position when it returns (≥ `position` unless it timed out).
+    /// Waits until `projector` has committed `position` (read-your-writes), at most `timeout`,
+    /// on any node: this process's worker wakes the wait at once when it commits; a checkpoint
+    /// committed by another node's worker (which holds the lease) is read from the database,
+    /// polled from 2 ms doubling to 50 ms. Returns the committed position when it returns (≥
+    /// `position` unless it timed out).
     pub async fn wait_for(&self, projector: &str, position: u64, timeout: Duration) -> u64 {
-        let Some(rx) = self.positions.get(projector) else {
-            return 0;
-        };
-        let mut rx = rx.clone();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|at| *at >= position))
-            .await
-            .ok()
-            .and_then(|waited| waited.ok().map(|at| *at));
-        reached.unwrap_or_else(|| *rx.borrow())
+        let deadline = Instant::now() + timeout;
+        let mut local = self.positions.get(projector).cloned();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let committed = self.committed(projector).await;
+            if committed >= position {
+                return committed;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return committed;
+            }
+            let wait = pause.min(deadline - now);
+            match &mut local {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(wait, rx.changed()).await;
+                }
+                None => tokio::time::sleep(wait).await,
+            }
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 }
 

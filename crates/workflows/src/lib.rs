@@ -1,22 +1,17 @@
-//! Durable LLM workflows.
-//!
-//! - [`spec`]: the WorkflowSpec (YAML or JSON), fragments, overlays, validation with line and field.
-//! - [`template`]: templates and conditions on a run's state.
-//! - [`run`]: the workflow-run actor: pure decisions from the run's events.
-//! - [`registry`]: the tenant's workflows, fragments and tools (an actor).
-//! - [`engine`]: drives runs: carries out what the actor decided, recovers after a crash.
-//! - [`replay`]: exact replay with a determinism check.
-//! - [`eval`]: golden task sets, scorers, eval runs, reports and comparisons.
+//! Durable LLM workflows: a WorkflowSpec (YAML or JSON) is registered per tenant; each run is an
+//! actor whose pure decisions come from its events; the engine carries out what the actor
+//! decided (model and tool calls through an [`Executor`], timers, child runs) and recovers after
+//! a crash; episodes replay exactly, and evals score runs against golden task sets.
 
-pub mod engine;
-pub mod error;
-pub mod eval;
-mod metrics;
-pub mod registry;
-pub mod replay;
-pub mod run;
-pub mod spec;
-pub mod template;
+pub mod engine; // drives runs: carries out what the actor decided, recovers after a crash
+pub mod error; // the crate's one error type
+pub mod eval; // golden task sets, scorers, eval runs, reports and comparisons
+mod metrics; // Prometheus metrics of runs and steps
+pub mod registry; // the tenant's workflows, fragments and tools (an actor)
+pub mod replay; // exact replay with a determinism check
+pub mod run; // the workflow-run actor: pure decisions from the run's events
+pub mod spec; // the WorkflowSpec, fragments, overlays, validation with line and field
+pub mod template; // templates and conditions on a run's state
 
 pub use engine::{Engine, Executor, StartOptions, StepCall, StepError, StepOutput};
 pub use error::{Error, Result};

@@ -3,6 +3,9 @@
 //!
 //! Each function takes a fresh, empty store and panics (via `assert!`) when the backend breaks
 //! the contract.
+//!
+//! A test file (built only with the `test-util` feature), kept in one piece: it is the written
+//! contract of `EventStore`, read top to bottom, and the macro that runs it lists every test.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

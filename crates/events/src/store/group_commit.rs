@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
+use super::metrics::{self, StoreMetrics};
 use crate::error::{Error, Result};
 use crate::ids::GlobalPosition;
-use crate::metrics::{self, StoreMetrics};
 use crate::store::AppendResult;
 use crate::store::plan::Pending;
 

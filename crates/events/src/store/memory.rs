@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use super::metrics::{self, StoreMetrics};
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, now_micros, timestamp_from_micros};
 use crate::error::{Error, Result};
 use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
-use crate::metrics::{self, StoreMetrics};
 use crate::store::plan::{self, Known, Pending, StoredAt};
 use crate::store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, subscribe,

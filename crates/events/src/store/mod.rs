@@ -7,6 +7,31 @@
 //! - `read_all` returns events in one global order in which an event that commits late can never
 //!   appear *behind* a position a reader has already passed (see ARCHITECTURE.md, "global order");
 //! - `subscribe_all` catches up from a position and then follows new commits, each event once.
+//!
+//! ```
+//! use switchyard_events::{
+//!     Event, EventStore, ExpectedVersion, GlobalPosition, MemoryStore, Metadata, Scope, StreamId,
+//!     StreamVersion, TenantCreated, TenantId,
+//! };
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = MemoryStore::new();
+//! let tenant = TenantId::new();
+//! let stream = StreamId::of("tenant", tenant)?;
+//! let created = Event::TenantCreated(TenantCreated { name: "acme".into(), plan: "pro".into() });
+//! let new_event = created.to_new_event(Metadata::default())?;
+//!
+//! // The first append creates the stream; a second writer expecting the same is refused.
+//! let appended = store.append(tenant, &stream, ExpectedVersion::NoStream, vec![new_event.clone()]).await?;
+//! assert_eq!(appended.stream_version, StreamVersion(1));
+//! let retry = store.append(tenant, &stream, ExpectedVersion::NoStream, vec![new_event]).await?;
+//! assert!(retry.deduplicated); // same event id: the original positions come back
+//!
+//! let read = store.read_all(Scope::Tenant(tenant), GlobalPosition::START, 100).await?;
+//! assert_eq!(Event::from_recorded(&read[0])?, created);
+//! # Ok::<(), switchyard_events::Error>(())
+//! # }).unwrap();
+//! ```
 
 use std::fmt;
 
@@ -22,6 +47,7 @@ use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
 pub mod conformance;
 mod group_commit;
 pub mod memory;
+pub(crate) mod metrics;
 mod plan;
 pub mod postgres;
 mod sql;

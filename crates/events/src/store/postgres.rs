@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::metrics::{self, StoreMetrics};
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, now_micros};
 use crate::error::{Error, Result};
 use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
-use crate::metrics::{self, StoreMetrics};
 use crate::store::group_commit::{BatchWriter, GroupCommit};
 use crate::store::plan::{self, Known, Pending};
 use crate::store::sql::{

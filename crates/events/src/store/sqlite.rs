@@ -13,10 +13,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::watch;
 
+use super::metrics::{self, StoreMetrics};
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, now_micros};
 use crate::error::{Error, Result};
 use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
-use crate::metrics::{self, StoreMetrics};
 use crate::store::group_commit::{BatchWriter, GroupCommit};
 use crate::store::plan::{self, Known, Pending};
 use crate::store::sql::EVENT_COLUMNS;
@@ -119,21 +119,9 @@ fn open_writer(path: &Path) -> Result<Connection> {
     // an acknowledged append must not, hence FULL.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    stable_plans(&conn)?;
+    super::sqlite_read::stable_plans(&conn)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
-}
-
-/// The query planner stability guarantee: plans do not depend on bound values. Without it,
-/// SQLite re-prepares a cached statement whenever a binding could change its plan (our
-/// `?2 IS NULL OR tenant_id = ?2` filters), which profiling showed costing about a tenth of the
-/// server's CPU under load.
-pub(crate) fn stable_plans(conn: &Connection) -> Result<()> {
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-        true,
-    )?;
-    Ok(())
 }
 
 #[derive(Debug)]

@@ -19,6 +19,7 @@ mod compare;
 mod judge;
 mod report;
 mod run;
+mod score;
 mod scorer;
 mod task;
 mod text;
@@ -27,7 +28,8 @@ pub use compare::{AggregateDelta, Comparison, CostDelta, Delta, Status, TaskDelt
 pub use judge::{DEFAULT_RUBRIC, Judge, Verdict, judge_prompt, parse_judge_reply};
 pub use report::{Aggregate, Report, TaskResult};
 pub use run::{Outcome, RunOptions, Subject, run_eval};
-pub use scorer::{Pattern, REGEX_SIZE_LIMIT, Schema, Score, Scorer, score_output};
+pub use score::{Score, score_output};
+pub use scorer::{Pattern, REGEX_SIZE_LIMIT, Schema, Scorer};
 pub use task::{
     MAX_LINE_BYTES, MAX_TASKS, MAX_TOTAL_BYTES, Task, TaskSet, load_task_set, parse_task_set,
 };

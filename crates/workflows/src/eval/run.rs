@@ -13,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::judge::Judge;
 use super::report::{Report, TaskResult};
-use super::scorer::score_output;
+use super::score::score_output;
 use super::task::Task;
 use crate::Result;
 

@@ -1,0 +1,99 @@
+//! Issuing and revoking API keys (a key is shown once, when issued).
+
+use super::*;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssueKey {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// RFC 3339.
+    expires_at: Option<String>,
+}
+
+/// Issue an API key: the key is in this response only.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/keys", tag = "admin", request_body = IssueKey,
+    params(("id" = String, Path, description = "tenant id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a replay omits the key (key_redacted: true)")),
+    responses((status = 201, description = "id, key, prefix, name, scopes, expires_at"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody)))]
+pub(crate) async fn issue_key(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let tenant = tenant_id(&path)?;
+    idempotent(
+        admin.store.as_ref(),
+        &req,
+        TenantId::SYSTEM,
+        &body,
+        without_key,
+        || async {
+            let input: IssueKey = parse_json(&body)?;
+            let expires_at_unix = match &input.expires_at {
+                None => None,
+                Some(text) => Some(
+                    OffsetDateTime::parse(text, &Rfc3339)
+                        .map_err(|_| {
+                            ApiError::new(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                "invalid_request",
+                                "expires_at must be an RFC 3339 time",
+                            )
+                        })?
+                        .unix_timestamp(),
+                ),
+            };
+            let fresh = auth::generate();
+            let key_id = Uuid::now_v7();
+            let command = TenantCommand::IssueKey {
+                key_id,
+                name: input.name,
+                key_hash: admin.secret.hash(&fresh.key),
+                prefix: fresh.prefix,
+                scopes: input.scopes,
+                expires_at_unix,
+            };
+            let applied = admin
+                .tenants
+                .send(&tenant, command, metadata(&req))
+                .await
+                .map_err(rejected)?;
+            let key = applied
+                .state
+                .keys
+                .get(&key_id)
+                .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+            write_through(&admin, tenant, &applied.events);
+            tracing::info!(%tenant, %key_id, "API key issued");
+            let mut view = key_view(&key_id, key);
+            view["key"] = json!(fresh.key);
+            Ok((StatusCode::CREATED, view))
+        },
+    )
+    .await
+}
+
+/// Revoke an API key for good.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{id}/keys/{key_id}", tag = "admin",
+    params(("id" = String, Path, description = "tenant id"), ("key_id" = String, Path, description = "key id")),
+    responses((status = 200, description = "{id, revoked: true}"), (status = 401, description = "missing or wrong admin token", body = ErrorBody), (status = 404, description = "no such tenant or key", body = ErrorBody)))]
+pub(crate) async fn revoke_key(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let (tenant, key_id) = path.into_inner();
+    let tenant = tenant_id(&tenant)?;
+    let key_id: Uuid = key_id
+        .parse()
+        .map_err(|_| ApiError::not_found("no such API key"))?;
+    run_command(&admin, &req, tenant, TenantCommand::RevokeKey { key_id }).await?;
+    tracing::info!(%tenant, %key_id, "API key revoked");
+    Ok(HttpResponse::Ok().json(json!({"id": key_id, "revoked": true})))
+}

@@ -1,0 +1,243 @@
+//! Feedback and off-policy evaluation over HTTP: `POST /v1/feedback` turns a client's verdict on
+//! an inference into a reward for the tenant's router actor; `POST /v1/router/evaluate` judges
+//! a candidate policy on the tenant's logged decisions. The CLI's `switchyard router evaluate`
+//! reads the same log directly.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_actors::router::ope::{Report, evaluate};
+use switchyard_actors::router::policy::Policy;
+use switchyard_actors::router::{RouterCommand, RouterRejection};
+use switchyard_events::{Event, Metadata, RewardRecorded, Scope, StreamId, StreamVersion};
+use uuid::Uuid;
+
+use crate::http::{ApiError, ErrorBody, RequestId, parse_json, tenant_request};
+use crate::state::Admin;
+use switchyard_inference::Pipeline;
+use switchyard_inference::router::offline::{load_log, typical_costs};
+
+/// Registers the routes.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/feedback", web::post().to(feedback))
+        .route("/v1/router/evaluate", web::post().to(evaluate_policy))
+        .route("/v1/router/arms", web::get().to(arms));
+}
+
+/// `POST /v1/feedback`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Feedback {
+    /// The `x-switchyard-inference-id` of the answer.
+    inference_id: String,
+    /// What is judged (`quality`, `thumbs_up`, ...): 1-64 letters, digits or `_-.`.
+    metric: String,
+    /// The verdict, from 0 (bad) to 1 (good).
+    value: f64,
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the event log cannot be read or written; retry shortly",
+    )
+}
+
+/// Feedback on an inference: a reward for the router (once per inference and metric).
+#[utoipa::path(post, path = "/v1/feedback", tag = "router", request_body = Feedback,
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    responses((status = 200, description = "inference_id, metric, reward (after the configured weights)"),
+        (status = 400, description = "invalid feedback", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 404, description = "no such inference for this tenant", body = ErrorBody),
+        (status = 409, description = "the inference failed or was not routed by a policy", body = ErrorBody)))]
+pub(crate) async fn feedback(
+    req: HttpRequest,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+) -> Result<HttpResponse, ApiError> {
+    let (principal, headers) = tenant_request(&req, &admin).await?;
+    let input: Feedback = parse_json(&body)?;
+    if !input.value.is_finite() || !(0.0..=1.0).contains(&input.value) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "value must be a number from 0 to 1",
+        ));
+    }
+    let not_found = || ApiError::not_found("no such inference");
+    let id: Uuid = input.inference_id.parse().map_err(|_| not_found())?;
+    let stream = StreamId::of("inference", id).map_err(|_| not_found())?;
+    // Scoped to the caller's tenant: another tenant's inference is simply not found.
+    let events = pipeline
+        .store
+        .read_stream(
+            Scope::Tenant(principal.tenant),
+            &stream,
+            StreamVersion::NONE,
+            16,
+        )
+        .await
+        .map_err(|_| unavailable())?;
+    let mut route = None;
+    let mut completed = None;
+    for recorded in &events {
+        match Event::from_recorded(recorded) {
+            Ok(Event::RouteChosen(e)) => route = Some(e),
+            Ok(Event::InferenceCompleted(e)) => completed = Some(e),
+            _ => {}
+        }
+    }
+    let (Some(route), Some(completed)) = (route, completed) else {
+        return Err(if events.is_empty() {
+            not_found()
+        } else {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "not_rewardable",
+                "the inference did not complete",
+            )
+        });
+    };
+    let dearest = pipeline
+        .config
+        .candidates()
+        .iter()
+        .map(|m| m.price.cost(1, completed.tokens_in, completed.tokens_out))
+        .max()
+        .unwrap_or(0);
+    let reward = pipeline.router.reward(
+        input.value,
+        completed.cost_micros,
+        dearest,
+        completed.latency_us as f64 / 1e6,
+    );
+    let event = RewardRecorded {
+        inference_id: id,
+        metric: input.metric.clone(),
+        value_milli: (input.value * 1_000.0).round() as i64,
+        reward_milli: (reward * 1_000.0).round() as i64,
+        policy: route.policy,
+        model: completed.model,
+        candidates: route.candidates,
+        propensity_ppb: route.propensity_ppb,
+        feature_set: route.feature_set,
+        features_milli: route.features_milli,
+        cost_micros: completed.cost_micros,
+    };
+    let metadata = Metadata {
+        correlation_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        ..Metadata::default()
+    };
+    let applied = pipeline
+        .router
+        .runtime
+        .send(&principal.tenant, RouterCommand::Reward(event), metadata)
+        .await
+        .map_err(|error| match error {
+            switchyard_actors::Error::Rejected(RouterRejection::Invalid(message)) => {
+                ApiError::owned(StatusCode::BAD_REQUEST, "invalid_request".into(), message)
+            }
+            _ => unavailable(),
+        })?;
+    pipeline
+        .router
+        .write_through(principal.tenant, applied.version, applied.state);
+    let mut response = HttpResponse::Ok();
+    for header in headers {
+        response.insert_header(header);
+    }
+    Ok(response.json(json!({"inference_id": id, "metric": input.metric, "reward": reward})))
+}
+
+/// `POST /v1/router/evaluate`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Evaluate {
+    /// The candidate policy, as in the config's `[router] policy`.
+    #[schema(value_type = Object)]
+    policy: Policy,
+    /// Only rewards of this metric (all when absent).
+    #[serde(default)]
+    metric: Option<String>,
+    /// The exploration floor the candidate would serve with (the config's when absent; 0
+    /// judges the bare policy).
+    #[serde(default)]
+    min_exploration: Option<f64>,
+}
+
+/// Judges a candidate policy on the tenant's logged decisions (IPS, SNIPS, doubly robust).
+#[utoipa::path(post, path = "/v1/router/evaluate", tag = "router", request_body = Evaluate,
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    responses((status = 200, description = "the estimates with 95% intervals, effective sample size, and what the serving policy earned"),
+        (status = 400, description = "invalid policy", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody)))]
+pub(crate) async fn evaluate_policy(
+    req: HttpRequest,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+) -> Result<HttpResponse, ApiError> {
+    let (principal, _) = tenant_request(&req, &admin).await?;
+    let input: Evaluate = parse_json(&body)?;
+    input.policy.validate().map_err(|message| {
+        ApiError::owned(StatusCode::BAD_REQUEST, "invalid_request".into(), message)
+    })?;
+    let min_exploration = input
+        .min_exploration
+        .unwrap_or(pipeline.config.router.min_exploration);
+    if !(0.0..=0.5).contains(&min_exploration) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "min_exploration must be in [0, 0.5]",
+        ));
+    }
+    let log = load_log(
+        pipeline.store.as_ref(),
+        Scope::Tenant(principal.tenant),
+        input.metric.as_deref(),
+    )
+    .await
+    .map_err(|_| unavailable())?;
+    let report: Report = evaluate(
+        &input.policy,
+        &log,
+        &typical_costs(&pipeline.config),
+        min_exploration,
+        &mut rand::rng(),
+    );
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// The tenant's router state: per model, rewards folded so far and their mean.
+#[utoipa::path(get, path = "/v1/router/arms", tag = "router",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    responses((status = 200, description = "per model: pulls (rewards folded), mean reward, Beta posterior"),
+        (status = 401, description = "missing or invalid key", body = ErrorBody)))]
+pub(crate) async fn arms(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+) -> Result<HttpResponse, ApiError> {
+    let (principal, _) = tenant_request(&req, &admin).await?;
+    let state = pipeline.router.state(principal.tenant);
+    let arms: serde_json::Map<String, serde_json::Value> = state
+        .arms
+        .iter()
+        .map(|(model, arm)| {
+            (
+                model.clone(),
+                json!({"pulls": arm.pulls, "mean_reward": arm.mean(), "alpha": arm.alpha, "beta": arm.beta}),
+            )
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "policy": pipeline.router.config.serving.name(),
+        "arms": arms,
+    })))
+}

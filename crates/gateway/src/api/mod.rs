@@ -1,0 +1,103 @@
+//! The HTTP surfaces, one module per API. Each registers its routes and documents them for
+//! the OpenAPI document; they build on the plumbing in `crate::http`, never the other way.
+
+/// `/v1/admin/...`: tenants, limits, API keys, settings, flags (admin token).
+pub mod admin;
+/// `/v1/analytics/...`, `/v1/billing/...`, `/v1/inferences`: the read models.
+pub mod analytics;
+/// `/v1/events/stream` (SSE) and `/v1/events/ws` (WebSocket): the tenant's event feed.
+pub mod events;
+/// `/v1/feedback`, `/v1/router/arms`, `/v1/router/evaluate`: the router's rewards and reports.
+pub mod feedback;
+/// `/v1/models`, `/v1/chat/completions`, `/v1/embeddings`: the OpenAI-compatible API.
+pub mod openai;
+/// `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/v1/tenant`.
+pub mod ops;
+/// `/v1/workflows`, `/v1/fragments`, `/v1/tools`, `/v1/runs/...`: durable workflows.
+pub mod workflows;
+
+use actix_web::web;
+
+/// Registers every surface's routes.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .configure(ops::routes)
+        .configure(admin::routes)
+        .configure(openai::routes)
+        .configure(feedback::routes)
+        .configure(analytics::routes)
+        .configure(events::routes)
+        .configure(workflows::routes);
+}
+
+/// The OpenAPI document of this server, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Switchyard",
+        description = "Multi-tenant AI platform. Admin endpoints take `Authorization: Bearer <admin token>`; tenant endpoints a tenant API key. Errors are {\"error\": {code, message, request_id}}."
+    ),
+    paths(
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        ops::whoami,
+        ops::openapi_json,
+        admin::tenants::create_tenant,
+        admin::tenants::list_tenants,
+        admin::tenants::get_tenant,
+        admin::limits::set_limits,
+        admin::keys::issue_key,
+        admin::keys::revoke_key,
+        admin::limits::set_key_limits,
+        admin::limits::set_model_limits,
+        admin::limits::set_setting,
+        admin::limits::set_flag,
+        openai::list_models,
+        openai::chat_completions,
+        openai::embeddings,
+        feedback::feedback,
+        feedback::evaluate_policy,
+        feedback::arms,
+        analytics::usage,
+        analytics::latency,
+        analytics::router,
+        analytics::billing_usage,
+        analytics::invoices,
+        analytics::inferences,
+        analytics::workflows,
+        events::stream,
+        events::ws::websocket,
+        workflows::register,
+        workflows::list,
+        workflows::show,
+        workflows::start,
+        workflows::register_fragment,
+        workflows::register_tool,
+        workflows::run,
+        workflows::run_events,
+        workflows::signal,
+        workflows::cancel
+    ),
+    components(schemas(
+        crate::http::ErrorBody,
+        crate::http::ErrorDetail,
+        admin::tenants::CreateTenant,
+        admin::limits::SetLimits,
+        admin::keys::IssueKey,
+        admin::limits::SetRateLimits,
+        admin::limits::SetSetting,
+        admin::limits::SetFlag,
+        switchyard_inference::openai::ChatRequest,
+        switchyard_inference::openai::Message,
+        switchyard_inference::openai::Role,
+        switchyard_inference::openai::StreamOptions,
+        switchyard_inference::openai::EmbeddingsRequest,
+        feedback::Feedback,
+        feedback::Evaluate,
+        workflows::StartRun,
+        workflows::Signal,
+        workflows::Cancel
+    ))
+)]
+pub struct ApiDoc;

@@ -1,0 +1,217 @@
+//! The OpenAI-compatible API: `GET /v1/models`, `POST /v1/chat/completions` (whole and
+//! streamed as server-sent events) and `POST /v1/embeddings`.
+//!
+//! A handler authenticates the key (memory; request limits of tenant and key), checks the
+//! `inference` scope, parses and checks the body, takes a place in the tenant's bulkhead, and
+//! hands the request to [`Pipeline`] (route, limits, budget, provider, settlement, events). It
+//! answers with `x-switchyard-inference-id`, `x-switchyard-position` and the `x-ratelimit-*`
+//! headers of the tightest tier. A stream's events are appended before its `[DONE]`; a stream
+//! cut mid-way ends with an `error` event, never a clean end.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use switchyard_inference::openai::{ChatRequest, EmbeddingsRequest};
+use switchyard_inference::{Frame, Pipeline, Principal};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::http::idempotency::idempotent_with;
+use crate::http::{
+    ApiError, ErrorBody, correlation, parse_json, rate_headers, tenant_request, with_headers,
+};
+use crate::state::Admin;
+
+/// The response header naming the inference (its stream is `inference-<id>`).
+pub const INFERENCE_ID: HeaderName = HeaderName::from_static("x-switchyard-inference-id");
+/// The scope a key needs for the inference endpoints (a key with no scopes may do anything).
+pub const SCOPE: &str = "inference";
+/// `x-switchyard-position`: the log position of what this request appended, for
+/// read-your-writes (`min_position` on the analytics API).
+pub const POSITION: HeaderName = HeaderName::from_static("x-switchyard-position");
+
+/// Registers the inference routes.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/models", web::get().to(list_models))
+        .route("/v1/chat/completions", web::post().to(chat_completions))
+        .route("/v1/embeddings", web::post().to(embeddings));
+}
+
+/// Authenticates and checks that the key may call the inference endpoints.
+async fn principal(
+    req: &HttpRequest,
+    admin: &Admin,
+) -> Result<(Principal, Vec<(HeaderName, HeaderValue)>), ApiError> {
+    let (principal, headers) = tenant_request(req, admin).await?;
+    if !principal.allows(&[SCOPE]) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API key lacks the `inference` scope",
+        ));
+    }
+    Ok((principal, headers))
+}
+
+fn position_header(position: u64) -> Option<(HeaderName, HeaderValue)> {
+    HeaderValue::from_str(&position.to_string())
+        .ok()
+        .map(|value| (POSITION, value))
+}
+
+/// The models this server serves, and `auto` (the router chooses).
+#[utoipa::path(get, path = "/v1/models", tag = "inference",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    responses((status = 200, description = "OpenAI model list"),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 429, description = "over a request limit", body = ErrorBody)))]
+pub(crate) async fn list_models(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, headers) = principal(&req, &admin).await?;
+    let mut data: Vec<Value> = pipeline
+        .config
+        .models
+        .iter()
+        .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}))
+        .collect();
+    data.push(
+        json!({"id": "auto", "object": "model", "created": 0, "owned_by": "switchyard-router"}),
+    );
+    Ok(with_headers(
+        HttpResponse::Ok().json(json!({"object": "list", "data": data})),
+        headers,
+    ))
+}
+
+fn inference_headers(body: &Value) -> Vec<(HeaderName, HeaderValue)> {
+    body.get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| {
+            id.strip_prefix("chatcmpl-")
+                .or_else(|| id.strip_prefix("embd-"))
+        })
+        .and_then(|id| HeaderValue::from_str(id).ok())
+        .map(|value| vec![(INFERENCE_ID, value)])
+        .unwrap_or_default()
+}
+
+/// OpenAI-compatible chat completions; `stream: true` answers with server-sent events.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "inference",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"),
+        ("Idempotency-Key" = Option<String>, Header, description = "same key and body: the same answer, billed once (not for streams)")),
+    request_body = ChatRequest,
+    responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk; header x-switchyard-inference-id"),
+        (status = 400, description = "invalid request (the message names the field)", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 402, description = "monthly budget spent", body = ErrorBody),
+        (status = 404, description = "no such model", body = ErrorBody),
+        (status = 429, description = "over a request or token limit (Retry-After)", body = ErrorBody),
+        (status = 502, description = "the provider failed after retries", body = ErrorBody),
+        (status = 504, description = "the provider timed out", body = ErrorBody)))]
+pub(crate) async fn chat_completions(
+    req: HttpRequest,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+) -> Result<HttpResponse, ApiError> {
+    let (principal, _) = principal(&req, &admin).await?;
+    let request: ChatRequest = parse_json(&body)?;
+    request.validate()?;
+    let slot = pipeline.tenant_slot(principal.tenant)?;
+    if request.stream {
+        return chat_stream(req, pipeline, principal, request, slot).await;
+    }
+    let store = pipeline.store.clone();
+    let tenant = principal.tenant;
+    let mut rate = Vec::new();
+    let mut position = 0_u64;
+    let response = idempotent_with(
+        store.as_ref(),
+        &req,
+        tenant,
+        &body,
+        |_| {},
+        inference_headers,
+        || async {
+            let done = pipeline
+                .complete(correlation(&req), &principal, &request, None)
+                .await?;
+            rate = rate_headers(&done.rate);
+            position = done.position;
+            Ok((StatusCode::OK, done.body))
+        },
+    )
+    .await?;
+    if position > 0 {
+        rate.extend(position_header(position));
+    }
+    Ok(with_headers(response, rate))
+}
+
+/// The streamed form: the provider is called (with retries) before the response starts; from
+/// then on chunks pass through as they arrive, as server-sent events.
+async fn chat_stream(
+    req: HttpRequest,
+    pipeline: web::Data<Pipeline>,
+    principal: Principal,
+    request: ChatRequest,
+    slot: OwnedSemaphorePermit,
+) -> Result<HttpResponse, ApiError> {
+    let stream = pipeline
+        .stream(correlation(&req), &principal, request, slot)
+        .await?;
+    let body = futures_util::stream::unfold(stream.frames, |mut frames| async move {
+        let frame = frames.recv().await?;
+        let bytes = match frame {
+            Frame::Data(value) => Bytes::from(format!("data: {value}\n\n")),
+            Frame::Done => Bytes::from_static(b"data: [DONE]\n\n"),
+        };
+        Some((Ok::<_, std::convert::Infallible>(bytes), frames))
+    });
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header((INFERENCE_ID, stream.inference_id.to_string()));
+    for header in rate_headers(&stream.rate) {
+        response.insert_header(header);
+    }
+    Ok(response.streaming(body))
+}
+
+/// OpenAI-compatible embeddings.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "inference",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    request_body = EmbeddingsRequest,
+    responses((status = 200, description = "OpenAI embedding list; header x-switchyard-inference-id"),
+        (status = 400, description = "invalid request", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 402, description = "monthly budget spent", body = ErrorBody),
+        (status = 429, description = "over a limit", body = ErrorBody)))]
+pub(crate) async fn embeddings(
+    req: HttpRequest,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+) -> Result<HttpResponse, ApiError> {
+    let (principal, _) = principal(&req, &admin).await?;
+    let _slot = pipeline.tenant_slot(principal.tenant)?;
+    let request: EmbeddingsRequest = parse_json(&body)?;
+    let done = pipeline
+        .embed(correlation(&req), &principal, &request)
+        .await?;
+    let mut response = HttpResponse::Ok();
+    response.insert_header((INFERENCE_ID, done.inference_id.to_string()));
+    if let Some(header) = position_header(done.position) {
+        response.insert_header(header);
+    }
+    for header in rate_headers(&done.rate) {
+        response.insert_header(header);
+    }
+    Ok(response.json(done.body))
+}

@@ -1,0 +1,242 @@
+//! The command line: `serve` and `migrate`, the admin API's clients (`tenant`, `key`), the
+//! read side's operations (`projections`), offline router evaluation (`router evaluate`), and
+//! workflows in-process (`run`, `replay`, `eval`). Output is for people on stdout; JSON log
+//! lines reach the terminal only when `RUST_LOG` asks for them (see `crate::telemetry`).
+
+/// `tenant` and `key`: a client of the admin API.
+pub mod client;
+/// `run`, `replay` and `eval` in-process on the configured store.
+pub mod local;
+/// `projections status|rebuild|dlq|retention` on the databases directly.
+pub mod projections;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::stack::StoreArgs;
+
+/// Switchyard: a multi-tenant AI platform built as an event-sourced actor system.
+///
+/// With no configuration it runs embedded: the event log is a SQLite file in
+/// `./switchyard-data`. Set SWITCHYARD_DATABASE_URL to keep it in PostgreSQL instead.
+/// `tenant` and `key` talk to a running server's admin API.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open the event log and serve the HTTP API: the admin API (tenants, API keys, limits),
+    /// /v1/tenant, /healthz, /readyz, /metrics.
+    Serve(crate::server::ServeArgs),
+    /// Create or upgrade the event log's schema, then exit.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Manage tenants through a running server (prints JSON).
+    Tenant {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: client::TenantCommand,
+    },
+    /// The router: judge a candidate routing policy offline on the logged decisions.
+    Router {
+        #[command(subcommand)]
+        command: RouterCommand,
+    },
+    /// The read side: projector status, rebuilds, the dead-letter queue, retention. Works on
+    /// the database directly, also while a server runs.
+    Projections {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: projections::ProjectionsCommand,
+    },
+    /// Run a WorkflowSpec in-process (tenant `local`), showing its steps live; prints the final
+    /// state as JSON. Exit status 1 when the run did not complete.
+    Run {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// TOML config of providers and models (the simulated ones without it).
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: local::RunArgs,
+    },
+    /// Replay a recorded run: exactly (rebuild its state with the current code and report any
+    /// divergence; exit status 1), or re-executed with another model or prompt (`--model`,
+    /// `--node-model`, `--prompt`), tool calls answered from the recording.
+    Replay {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: local::ReplayArgs,
+    },
+    /// Run a golden task set (JSON lines) against a model or a workflow, in parallel; print a
+    /// report (and write it as JSON and Markdown); compare with an earlier report.
+    Eval {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: local::EvalArgs,
+    },
+    /// Issue and revoke tenants' API keys through a running server (prints JSON).
+    Key {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: client::KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouterCommand {
+    /// Estimate what a candidate policy would have earned and cost on the logged traffic (IPS,
+    /// self-normalised IPS and doubly robust, with 95% intervals and the effective sample
+    /// size), beside what the serving policy earned. Reads the event log directly.
+    ///
+    /// The policy file is TOML, as in the config's `[router] policy`, e.g.
+    /// `kind = "linucb"` and `alpha = 0.5`, or `kind = "static"` and `model = "sim-large"`.
+    Evaluate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The candidate policy (TOML).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Only this tenant's decisions (all tenants' otherwise).
+        #[arg(long)]
+        tenant: Option<switchyard_events::TenantId>,
+        /// Only rewards of this feedback metric.
+        #[arg(long)]
+        metric: Option<String>,
+        /// The server's config, for the models' prices (the built-in one otherwise).
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The exploration floor the candidate would serve with (the config's when absent; 0
+        /// judges the bare policy).
+        #[arg(long)]
+        min_exploration: Option<f64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Cli {
+    /// Whether this command runs the server (whose logs are JSON lines for collectors).
+    pub fn is_server(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => crate::server::run(args).await,
+        Command::Run {
+            store,
+            config,
+            args,
+        } => {
+            let local =
+                local::Local::open(crate::stack::local_stack(&store, config.as_deref()).await?)
+                    .await?;
+            let completed = local::run(&local, args).await?;
+            if !completed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Replay {
+            store,
+            config,
+            args,
+        } => {
+            let open = async || {
+                local::Local::open(crate::stack::local_stack(&store, config.as_deref()).await?)
+                    .await
+            };
+            if !local::replay(args, open).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Eval {
+            store,
+            config,
+            args,
+        } => {
+            let local =
+                local::Local::open(crate::stack::local_stack(&store, config.as_deref()).await?)
+                    .await?;
+            if !local::eval(&local, args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Migrate { store } => {
+            let (store, location) = store.open().await?;
+            let head = store.head().await?;
+            tracing::info!(store = %location, %head, "event log schema is up to date");
+            Ok(())
+        }
+        Command::Tenant { server, command } => client::tenant(&server, command).await,
+        Command::Key { server, command } => client::key(&server, command).await,
+        Command::Projections { store, command } => {
+            let (log, _) = store.open().await?;
+            let read = store.open_read().await?;
+            projections::run(log, read, command).await
+        }
+        Command::Router {
+            command:
+                RouterCommand::Evaluate {
+                    store,
+                    policy,
+                    tenant,
+                    metric,
+                    config,
+                    min_exploration,
+                    json,
+                },
+        } => {
+            let text = std::fs::read_to_string(&policy)
+                .with_context(|| format!("cannot read {}", policy.display()))?;
+            let policy: switchyard_actors::router::policy::Policy = toml::from_str(&text)
+                .with_context(|| format!("{} is not a policy", policy.display()))?;
+            policy.validate().map_err(anyhow::Error::msg)?;
+            let config = crate::stack::load_config(config.as_deref())?;
+            let (store, _) = store.open().await?;
+            let scope = tenant.map_or(
+                switchyard_events::Scope::All,
+                switchyard_events::Scope::Tenant,
+            );
+            let log = switchyard_inference::router::offline::load_log(
+                store.as_ref(),
+                scope,
+                metric.as_deref(),
+            )
+            .await?;
+            let report = switchyard_actors::router::ope::evaluate(
+                &policy,
+                &log,
+                &switchyard_inference::router::offline::typical_costs(&config),
+                min_exploration
+                    .unwrap_or(config.router.min_exploration)
+                    .clamp(0.0, 0.5),
+                &mut rand::rng(),
+            );
+            client::print_report(&report, json)
+        }
+    }
+}

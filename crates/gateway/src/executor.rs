@@ -1,0 +1,311 @@
+//! The workflow engine's executor: `llm` steps go through
+//! [`switchyard_inference::Pipeline::complete`] (routing, limits, budget, billing and the
+//! inference's events, as for any request) as the run's tenant; `tool` steps are HTTP calls
+//! with the step's idempotency key in an `Idempotency-Key` header, refused on addresses tools
+//! may not reach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use switchyard_inference::admission::{Check, enforce};
+use switchyard_inference::openai::ChatRequest;
+use switchyard_inference::{Pipeline, Principal};
+use switchyard_workflows::{Engine, Executor, StepCall, StepError, StepOutput};
+use uuid::Uuid;
+
+use crate::state::Admin;
+
+/// The largest tool answer read.
+const MAX_TOOL_RESPONSE: usize = 1 << 20;
+
+/// Carries out `llm` and `tool` calls for the engine.
+pub struct StepExecutor {
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+    http: reqwest::Client,
+    /// Refuse tools on loopback and private addresses too (`SWITCHYARD_TOOLS_PUBLIC_ONLY`).
+    public_only: bool,
+}
+
+impl std::fmt::Debug for StepExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepExecutor").finish_non_exhaustive()
+    }
+}
+
+impl StepExecutor {
+    pub fn new(admin: web::Data<Admin>, pipeline: web::Data<Pipeline>) -> anyhow::Result<Self> {
+        Ok(StepExecutor {
+            admin,
+            pipeline,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                // A redirect could lead past the address check below.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            public_only: std::env::var("SWITCHYARD_TOOLS_PUBLIC_ONLY").is_ok_and(|v| v == "1"),
+        })
+    }
+
+    /// Refuses tool hosts on link-local addresses (cloud metadata endpoints), unspecified,
+    /// multicast or broadcast ones, and with `public_only` loopback and private ones.
+    async fn check_host(&self, url: &reqwest::Url) -> Result<(), StepError> {
+        let refuse = |message: String| StepError {
+            message,
+            retryable: false,
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| refuse("the tool's URL has no host".into()))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addresses = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| StepError {
+                message: format!("cannot resolve {host}: {e}"),
+                retryable: true,
+            })?;
+        for address in addresses {
+            let ip = address.ip();
+            let (forbidden, private) = match ip {
+                std::net::IpAddr::V4(v4) => (
+                    v4.is_link_local()
+                        || v4.is_unspecified()
+                        || v4.is_multicast()
+                        || v4.is_broadcast(),
+                    v4.is_loopback() || v4.is_private(),
+                ),
+                std::net::IpAddr::V6(v6) => (
+                    v6.is_unicast_link_local() || v6.is_unspecified() || v6.is_multicast(),
+                    v6.is_loopback() || v6.is_unique_local(),
+                ),
+            };
+            if forbidden || (self.public_only && private) {
+                return Err(refuse(format!(
+                    "tool host {host} resolves to {ip}, which tools may not reach"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn llm(&self, call: &StepCall) -> Result<StepOutput, StepError> {
+        let r = &call.request;
+        let body = json!({
+            "model": r["model"],
+            "messages": r["messages"],
+            "max_tokens": r.get("max_tokens").filter(|v| !v.is_null()),
+            "temperature": r.get("temperature").filter(|v| !v.is_null()),
+            // `output: json`: ask for JSON mode (the answer is parsed either way).
+            "response_format": (r["output"] == "json").then(|| json!({"type": "json_object"})),
+        });
+        let request: ChatRequest = serde_json::from_value(body).map_err(|e| StepError {
+            message: format!("invalid model request: {e}"),
+            retryable: false,
+        })?;
+        request.validate().map_err(|e| StepError {
+            message: e.to_string(),
+            retryable: false,
+        })?;
+        if self.admin.keys.is_suspended(call.tenant) {
+            return Err(StepError {
+                message: "the tenant is suspended".into(),
+                retryable: false,
+            });
+        }
+        // The tenant's request limit holds for its runs as for its keys (429: retried later).
+        if let Some(rpm) = self
+            .admin
+            .keys
+            .tenant_limits(call.tenant)
+            .requests_per_minute
+        {
+            let checks = [Check::requests(format!("rpm:{}", call.tenant), rpm)];
+            enforce(&self.admin.limiter, &checks)
+                .await
+                .map_err(|e| StepError {
+                    message: e.to_string(),
+                    retryable: true,
+                })?;
+        }
+        // Runs act for their tenant, not for a key: the nil key id stands for the engine.
+        let principal = Principal {
+            tenant: call.tenant,
+            key_id: Uuid::nil(),
+            scopes: Vec::new(),
+        };
+        let Some(_slot) = self.pipeline.resilience.tenant_slot(call.tenant) else {
+            return Err(StepError {
+                message: "the tenant has its most requests in flight".into(),
+                retryable: true,
+            });
+        };
+        // A re-execution under another routing policy (`overrides.policy`, for `model: auto`).
+        let policy: Option<switchyard_actors::router::policy::Policy> = r
+            .get("policy")
+            .filter(|p| !p.is_null())
+            .map(|p| serde_json::from_value(p.clone()))
+            .transpose()
+            .map_err(|e| StepError {
+                message: format!("invalid routing policy: {e}"),
+                retryable: false,
+            })?;
+        let done = self
+            .pipeline
+            .complete(
+                Some(call.run_id.to_string()),
+                &principal,
+                &request,
+                policy.as_ref(),
+            )
+            .await
+            .map_err(|e| StepError {
+                message: format!("{e} ({})", e.status()),
+                retryable: e.retryable(),
+            })?;
+        let text = done.body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let output = if r["output"] == "json" {
+            parse_json_answer(&text).ok_or_else(|| StepError {
+                message: format!(
+                    "the model's answer is not JSON: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
+                retryable: true,
+            })?
+        } else {
+            Value::String(text)
+        };
+        Ok(StepOutput {
+            output,
+            inference_id: Some(done.inference_id),
+            cost_micros: done.cost_micros,
+        })
+    }
+
+    async fn tool(&self, call: &StepCall) -> Result<StepOutput, StepError> {
+        let Some(tool) = &call.tool else {
+            return Err(StepError {
+                message: "no tool definition".into(),
+                retryable: false,
+            });
+        };
+        let method =
+            reqwest::Method::from_bytes(tool.method.as_bytes()).map_err(|e| StepError {
+                message: e.to_string(),
+                retryable: false,
+            })?;
+        let args = call.request.get("args").cloned().unwrap_or(Value::Null);
+        let mut url = reqwest::Url::parse(&tool.url).map_err(|e| StepError {
+            message: format!("tool `{}`: bad url: {e}", tool.name),
+            retryable: false,
+        })?;
+        self.check_host(&url).await?;
+        if method == reqwest::Method::GET
+            && let Some(map) = args.as_object()
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (key, value) in map {
+                pairs.append_pair(key, value.as_str().map_or(&value.to_string(), |s| s));
+            }
+        }
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .timeout(call.timeout)
+            .header("idempotency-key", &call.idempotency_key)
+            .header("x-switchyard-run", call.run_id.to_string())
+            .header("x-switchyard-step", &call.step);
+        if method != reqwest::Method::GET {
+            request = request.json(&args);
+        }
+        let response = request.send().await.map_err(|e| StepError {
+            message: format!("tool `{}`: {e}", tool.name),
+            retryable: true,
+        })?;
+        let status = response.status();
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| StepError {
+            message: format!("tool `{}`: {e}", tool.name),
+            retryable: true,
+        })? {
+            if bytes.len() + chunk.len() > MAX_TOOL_RESPONSE {
+                return Err(StepError {
+                    message: format!(
+                        "tool `{}` answered more than {MAX_TOOL_RESPONSE} bytes",
+                        tool.name
+                    ),
+                    retryable: false,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if !status.is_success() {
+            return Err(StepError {
+                message: format!(
+                    "tool `{}` answered {status}: {}",
+                    tool.name,
+                    text.chars().take(200).collect::<String>()
+                ),
+                retryable: status.is_server_error() || status.as_u16() == 429,
+            });
+        }
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        tool.check_response(&body).map_err(|message| StepError {
+            message: format!("tool `{}`: {message}", tool.name),
+            retryable: false,
+        })?;
+        Ok(StepOutput {
+            output: body,
+            inference_id: None,
+            cost_micros: 0,
+        })
+    }
+}
+
+/// The JSON in a model's answer (also inside a ```json fence).
+fn parse_json_answer(text: &str) -> Option<Value> {
+    let trimmed = text.trim();
+    let inner = trimmed
+        .strip_prefix("```json")
+        .or_else(|| trimmed.strip_prefix("```"))
+        .and_then(|t| t.strip_suffix("```"))
+        .unwrap_or(trimmed);
+    serde_json::from_str(inner.trim()).ok()
+}
+
+#[async_trait]
+impl Executor for StepExecutor {
+    async fn call(&self, call: &StepCall) -> Result<StepOutput, StepError> {
+        match call.request.get("kind").and_then(Value::as_str) {
+            Some("llm") => self.llm(call).await,
+            Some("tool") => self.tool(call).await,
+            other => Err(StepError {
+                message: format!("cannot carry out a call of kind {other:?}"),
+                retryable: false,
+            }),
+        }
+    }
+}
+
+/// Builds the engine of a server: the executor over the pipeline, then recovery of the runs a
+/// previous process left unfinished.
+pub async fn start_engine(
+    store: Arc<dyn switchyard_events::EventStore>,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+) -> anyhow::Result<Arc<Engine>> {
+    let executor = Arc::new(StepExecutor::new(admin, pipeline)?);
+    let engine = Engine::new(store, executor);
+    let recovered = engine.recover().await?;
+    if recovered > 0 {
+        tracing::info!(runs = recovered, "resuming interrupted workflow runs");
+    }
+    Ok(engine)
+}

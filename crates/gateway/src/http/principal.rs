@@ -1,0 +1,65 @@
+//! The principal of a tenant-key request: the key authenticated against the in-memory index,
+//! then the tenant's and the key's request limits.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest};
+use switchyard_inference::Principal;
+use switchyard_inference::admission::{Check, enforce};
+
+use super::error::ApiError;
+use super::rate::rate_headers;
+use crate::auth::Refusal;
+use crate::state::Admin;
+
+/// Authenticates a tenant-key request and applies the tenant's request rate limit. Returns the
+/// principal and the `x-ratelimit-*` headers for the response.
+pub async fn tenant_request(
+    req: &HttpRequest,
+    admin: &Admin,
+) -> Result<(Principal, Vec<(HeaderName, HeaderValue)>), ApiError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "an API key is required",
+            )
+        })?;
+    let principal = admin
+        .keys
+        .authenticate(
+            &admin.secret.hash(presented),
+            time::OffsetDateTime::now_utc(),
+        )
+        .map_err(|refusal| {
+            let message = match refusal {
+                Refusal::Unknown => "invalid API key",
+                Refusal::Revoked => "this API key was revoked",
+                Refusal::Expired => "this API key has expired",
+                Refusal::Suspended => "the tenant is suspended",
+            };
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        })?;
+    req.extensions_mut().insert(principal.clone());
+    let mut checks = Vec::with_capacity(2);
+    if let Some(rpm) = admin
+        .keys
+        .tenant_limits(principal.tenant)
+        .requests_per_minute
+    {
+        checks.push(Check::requests(format!("rpm:{}", principal.tenant), rpm));
+    }
+    if let Some(rpm) = admin.keys.key_limits(principal.key_id).requests_per_minute {
+        checks.push(Check::requests(
+            format!("rpm:key:{}", principal.key_id),
+            rpm,
+        ));
+    }
+    let status = enforce(&admin.limiter, &checks).await?;
+    Ok((principal, rate_headers(&status)))
+}

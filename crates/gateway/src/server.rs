@@ -1,0 +1,138 @@
+//! `switchyard serve`: the stack, the read side (projectors, NATS relay, event hub), the
+//! workflow engine, and the HTTP server in front of them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, web};
+use clap::Args;
+use switchyard_events::EventStore;
+use switchyard_inference::Pipeline;
+
+use crate::api::analytics::ReadSide;
+use crate::api::events::EventHub;
+use crate::api::ops::StoreHandle;
+use crate::http::observe::observe;
+use crate::stack::{Stack, StoreArgs, stack};
+use crate::state::Admin;
+
+/// Largest JSON body the API reads.
+const MAX_BODY: usize = 256 * 1024;
+
+/// `switchyard serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Bearer token of the admin API. When unset, one is generated on first start and kept
+    /// in `<data dir>/admin-token`.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Redis URL; when set, rate-limit state is shared there by every node (in-process
+    /// otherwise).
+    #[arg(long, env = "SWITCHYARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// TOML config of providers and models (without one: the simulated models sim-small
+    /// and sim-large). See the README for an example.
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// NATS URL; when set, every committed event is published to JetStream
+    /// (`events.<tenant>.<stream type>`, `Nats-Msg-Id` = event id).
+    #[arg(long, env = "SWITCHYARD_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+    /// Events the event-feed ring holds for slow clients (SSE) before the slow-consumer
+    /// policy applies.
+    #[arg(long, default_value_t = 4096)]
+    pub feed_ring: usize,
+    /// Seconds of silence before an event feed sends a heartbeat.
+    #[arg(long, default_value_t = 15)]
+    pub feed_heartbeat_secs: u64,
+}
+
+/// Builds everything and serves until SIGINT/SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let Stack {
+        store,
+        admin,
+        pipeline,
+    } = stack(
+        &args.store,
+        args.config.as_deref(),
+        args.admin_token,
+        args.redis_url.as_deref(),
+    )
+    .await?;
+    let read_db = args.store.open_read().await?;
+    let projections = switchyard_projections::Projections::start(
+        store.clone(),
+        read_db.clone(),
+        switchyard_projections::RunnerConfig::default(),
+    );
+    if let Some(url) = args.nats_url {
+        tokio::spawn(tracing::Instrument::instrument(
+            switchyard_projections::relay::run(
+                store.clone(),
+                read_db,
+                switchyard_projections::relay::RelayConfig::new(url),
+            ),
+            tracing::info_span!("nats_relay"),
+        ));
+    }
+    let hub = EventHub::start(
+        store.clone(),
+        args.feed_ring,
+        std::time::Duration::from_secs(args.feed_heartbeat_secs.max(1)),
+    )
+    .await?;
+    let read = ReadSide { projections };
+    let engine =
+        crate::executor::start_engine(store.clone(), admin.clone(), pipeline.clone()).await?;
+    serve(store, admin, pipeline, read, hub, engine, args.listen).await
+}
+
+/// Binds and serves until SIGINT/SIGTERM.
+async fn serve(
+    store: Arc<dyn EventStore>,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+    read: ReadSide,
+    hub: EventHub,
+    engine: Arc<switchyard_workflows::Engine>,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
+    let read = web::Data::new(read);
+    let hub = web::Data::new(hub);
+    let store = web::Data::from(Arc::new(StoreHandle(store)));
+    let engine = web::Data::from(engine);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(store.clone())
+            .app_data(admin.clone())
+            .app_data(pipeline.clone())
+            .app_data(read.clone())
+            .app_data(hub.clone())
+            .app_data(engine.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY))
+            .wrap(actix_web::middleware::from_fn(observe))
+            .configure(crate::api::configure)
+            .default_service(web::to(crate::api::ops::not_found))
+    })
+    .bind(listen)?;
+    for addr in server.addrs() {
+        tracing::info!(%addr, "listening");
+        // The one line on stdout: scripts and tests read the bound address from it.
+        #[expect(
+            clippy::print_stdout,
+            reason = "the bound address is the binary's output"
+        )]
+        {
+            println!("switchyard listening on http://{addr}");
+        }
+    }
+    server.run().await?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The composition root: opens the configured store and builds what serves requests (the
+//! admin side and the inference pipeline, kept current from the log by one subscription).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::web;
+use anyhow::Context;
+use clap::Args;
+use switchyard_actors::billing::Billing;
+use switchyard_actors::tenant::Tenant;
+use switchyard_actors::{Runtime, RuntimeConfig};
+use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore};
+use switchyard_inference::Pipeline;
+use switchyard_inference::admission::meter::Meter;
+use switchyard_inference::admission::ratelimit::{Limiter, RedisLimiter};
+use switchyard_inference::admission::shared::SharedBudgets;
+use switchyard_inference::billing_feed::BillingFeed;
+use switchyard_inference::config::Config;
+use switchyard_inference::follow::{Folder, follow};
+use switchyard_inference::providers::Providers;
+use switchyard_inference::resilience::{BreakerSettings, Resilience};
+use switchyard_inference::router::RouterHub;
+
+use crate::auth::{self, AccountView, KeyIndex, KeySecret, TenantDirectory};
+use crate::state::Admin;
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded SQLite files and of the generated admin token and key secret.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL; when set, the event log lives there instead of in SQLite.
+    #[arg(long, env = "SWITCHYARD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// PostgreSQL schema of the log and the read models (separate schemas are separate
+    /// deployments in one database).
+    #[arg(long, env = "SWITCHYARD_DATABASE_SCHEMA", default_value = "public")]
+    pub database_schema: String,
+}
+
+impl StoreArgs {
+    /// Opens the configured backend (and migrates its schema).
+    pub async fn open(&self) -> anyhow::Result<(Arc<dyn EventStore>, String)> {
+        match &self.database_url {
+            Some(url) => {
+                let store = PostgresStore::connect(
+                    PostgresOptions::new(url.clone()).schema(self.database_schema.clone()),
+                )
+                .await
+                .context("cannot open the PostgreSQL event log (SWITCHYARD_DATABASE_URL)")?;
+                Ok((Arc::new(store), "postgres".into()))
+            }
+            None => {
+                std::fs::create_dir_all(&self.data_dir).with_context(|| {
+                    format!("cannot create data dir {}", self.data_dir.display())
+                })?;
+                let path = self.data_dir.join("events.db");
+                let store = SqliteStore::open(&path).await.with_context(|| {
+                    format!("cannot open the SQLite event log {}", path.display())
+                })?;
+                Ok((Arc::new(store), format!("sqlite:{}", path.display())))
+            }
+        }
+    }
+
+    /// Opens the read-model database: PostgreSQL's `public` schema beside the log, or
+    /// `read.db` in the data dir.
+    pub async fn open_read(&self) -> anyhow::Result<switchyard_projections::ReadDb> {
+        match &self.database_url {
+            Some(url) => {
+                switchyard_projections::ReadDb::connect_postgres(url, &self.database_schema, 8)
+                    .await
+                    .context("cannot open the PostgreSQL read models (SWITCHYARD_DATABASE_URL)")
+            }
+            None => {
+                let path = self.data_dir.join("read.db");
+                switchyard_projections::ReadDb::open_sqlite(&path)
+                    .await
+                    .with_context(|| {
+                        format!("cannot open the SQLite read models {}", path.display())
+                    })
+            }
+        }
+    }
+}
+
+/// What serves requests: the log, the admin side (tenants, keys, limits) and the inference
+/// pipeline (providers, router, resilience, limits, budgets). `serve` puts HTTP in front of
+/// it; `run`, `replay` and `eval` use it in-process.
+pub struct Stack {
+    pub store: Arc<dyn EventStore>,
+    pub admin: web::Data<Admin>,
+    pub pipeline: web::Data<Pipeline>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").finish_non_exhaustive()
+    }
+}
+
+/// Reads the config file, or the built-in one (the simulated models).
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    })
+}
+
+/// Builds the stack on the configured store.
+pub async fn stack(
+    args: &StoreArgs,
+    config: Option<&Path>,
+    admin_token: Option<String>,
+    redis_url: Option<&str>,
+) -> anyhow::Result<Stack> {
+    let config = load_config(config)?;
+    let providers = Providers::build(&config)?;
+    let (store, location) = args.open().await?;
+    let head = store.head().await?;
+    tracing::info!(store = %location, %head, "event log open");
+    std::fs::create_dir_all(&args.data_dir)?;
+    let token = match admin_token {
+        Some(token) if token.len() >= 16 => token,
+        Some(_) => anyhow::bail!("SWITCHYARD_ADMIN_TOKEN must be at least 16 characters"),
+        None => admin_token_file(&args.data_dir.join("admin-token"))?,
+    };
+    let secret = KeySecret::load_or_create(&args.data_dir.join("key-secret"))?;
+    let router = Arc::new(RouterHub::new(
+        config.router.clone(),
+        Runtime::new(store.clone(), RuntimeConfig::default()),
+    ));
+    let billing = BillingFeed::start(Runtime::<Billing>::new(
+        store.clone(),
+        RuntimeConfig::default(),
+    ));
+    let keys = Arc::new(KeyIndex::default());
+    let directory = Arc::new(TenantDirectory::default());
+    let meter = Arc::new(Meter::default());
+    let folders: Vec<Arc<dyn Folder>> = vec![
+        keys.clone(),
+        directory.clone(),
+        meter.clone(),
+        router.clone(),
+        billing,
+    ];
+    follow(store.clone(), folders).await?;
+    let limiter = Arc::new(match redis_url {
+        Some(url) => Limiter::Redis(
+            RedisLimiter::connect(url)
+                .await
+                .context("cannot reach Redis (SWITCHYARD_REDIS_URL)")?,
+        ),
+        None => Limiter::local(),
+    });
+    // Several nodes share one Redis: their budgets are checked there, exactly, for all of them.
+    let shared_budgets = match redis_url {
+        Some(url) => Some(
+            SharedBudgets::connect(url)
+                .await
+                .context("cannot reach Redis (SWITCHYARD_REDIS_URL)")?,
+        ),
+        None => None,
+    };
+    let tenants = Runtime::<Tenant>::new(store.clone(), RuntimeConfig::default());
+    let resilience = Resilience::new(
+        &config,
+        BreakerSettings::default(),
+        store.clone(),
+        router.clone(),
+    );
+    let pipeline = Pipeline {
+        config,
+        providers,
+        store: store.clone(),
+        router,
+        resilience,
+        limiter: limiter.clone(),
+        meter: meter.clone(),
+        shared_budgets,
+        accounts: Arc::new(AccountView {
+            keys: keys.clone(),
+            directory: directory.clone(),
+        }),
+    };
+    let admin = Admin {
+        store: store.clone(),
+        tenants,
+        keys,
+        directory,
+        meter,
+        secret,
+        token,
+        limiter,
+    };
+    Ok(Stack {
+        store,
+        admin: web::Data::new(admin),
+        pipeline: web::Data::new(pipeline),
+    })
+}
+
+/// The stack of an in-process command: no admin API, so a throwaway admin token.
+pub async fn local_stack(args: &StoreArgs, config: Option<&Path>) -> anyhow::Result<Stack> {
+    stack(args, config, Some(auth::generate().key), None).await
+}
+
+/// Reads the generated admin token, creating it on first start, and says where it is.
+fn admin_token_file(path: &Path) -> anyhow::Result<String> {
+    if !path.exists() {
+        let token = format!("sya_{}", auth::generate().key.trim_start_matches("sy_"));
+        auth::write_private(path, &token)?;
+    }
+    let token = std::fs::read_to_string(path)?.trim().to_owned();
+    // On stderr, so stdout keeps its one line (the listening address).
+    eprintln!(
+        "switchyard: admin token (SWITCHYARD_ADMIN_TOKEN unset) is in {}",
+        path.display()
+    );
+    Ok(token)
+}

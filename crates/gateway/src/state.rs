@@ -1,0 +1,33 @@
+//! What the handlers of the admin side share (tenants, keys, limits), beside the inference
+//! [`switchyard_inference::Pipeline`].
+
+use std::sync::Arc;
+
+use switchyard_actors::Runtime;
+use switchyard_actors::tenant::Tenant;
+use switchyard_events::EventStore;
+use switchyard_inference::admission::meter::Meter;
+use switchyard_inference::admission::ratelimit::Limiter;
+
+use crate::auth::{KeyIndex, KeySecret, TenantDirectory};
+
+/// The admin side: the tenant actors, the key index and tenant directory folded from the log,
+/// the budget meter (for the spend views), the limiter and the secrets.
+pub struct Admin {
+    pub store: Arc<dyn EventStore>,
+    pub tenants: Runtime<Tenant>,
+    pub keys: Arc<KeyIndex>,
+    pub directory: Arc<TenantDirectory>,
+    /// Each tenant's spend (shared with the pipeline's budget gate).
+    pub meter: Arc<Meter>,
+    /// Rate-limit state: this process, or Redis when several nodes share limits.
+    pub limiter: Arc<Limiter>,
+    pub secret: KeySecret,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,139 @@
+//! Admission: who is asking, what their tenant, key and model may still take, and the checks
+//! that refuse a request before it costs anything.
+//!
+//! Request and token limits are GCRA ([`ratelimit`]), checked tier by tier (tenant, key, model)
+//! in this process or in Redis; the money and token budgets are the [`meter`] on one node, and
+//! [`shared`] budgets in Redis when several nodes serve. The tenant's limits come through
+//! [`Accounts`], which the composition root keeps current from the log.
+
+pub mod meter;
+pub mod ratelimit;
+pub mod shared;
+
+use std::time::Duration;
+
+use switchyard_actors::tenant::{Limits, RateLimits};
+use switchyard_events::TenantId;
+use uuid::Uuid;
+
+use crate::error::Error;
+use ratelimit::{Decision, Limit, Limiter};
+
+/// What a valid key lets a request be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub key_id: Uuid,
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    /// Whether the key may use an endpoint that needs one of `scopes`: a key with no scopes may
+    /// do anything, `*` too.
+    pub fn allows(&self, scopes: &[&str]) -> bool {
+        self.scopes.is_empty()
+            || self
+                .scopes
+                .iter()
+                .any(|s| s == "*" || scopes.contains(&s.as_str()))
+    }
+}
+
+/// What admission reads about tenants and keys: their limits and plans, as the log says.
+pub trait Accounts: Send + Sync {
+    /// The tenant's own limits (none set: no limit).
+    fn tenant_limits(&self, tenant: TenantId) -> Limits;
+    /// One key's rate limits (none set: no limit at the key tier).
+    fn key_limits(&self, key_id: Uuid) -> RateLimits;
+    /// One model's rate limits within a tenant.
+    fn model_limits(&self, tenant: TenantId, model: &str) -> RateLimits;
+    /// The tenant's plan (a router signal).
+    fn plan(&self, tenant: TenantId) -> Option<String>;
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Requests,
+    Tokens,
+}
+
+/// One tier's limit to take `cost` units from.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub key: String,
+    pub limit: Limit,
+    pub cost: u64,
+    pub unit: Unit,
+}
+
+impl Check {
+    pub fn requests(key: String, per_minute: u32) -> Self {
+        Check {
+            key,
+            limit: Limit::per_minute(u64::from(per_minute)),
+            cost: 1,
+            unit: Unit::Requests,
+        }
+    }
+
+    pub fn tokens(key: String, per_minute: u64, cost: u64) -> Self {
+        Check {
+            key,
+            limit: Limit::per_minute(per_minute),
+            cost,
+            unit: Unit::Tokens,
+        }
+    }
+}
+
+/// The tightest tier of each unit after a round of checks: what `x-ratelimit-*` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateStatus {
+    pub requests: Option<Decision>,
+    pub tokens: Option<Decision>,
+}
+
+impl RateStatus {
+    fn slot(&mut self, unit: Unit) -> &mut Option<Decision> {
+        match unit {
+            Unit::Requests => &mut self.requests,
+            Unit::Tokens => &mut self.tokens,
+        }
+    }
+}
+
+/// Takes every check's units, tier by tier; the first tier that refuses answers
+/// [`Error::RateLimited`] with its wait. The status shows the tightest tier of each unit.
+/// (Tiers checked before a refusing one keep what they took: a refused request still counted
+/// there, as in Envoy's and OpenAI's limiters.)
+pub async fn enforce(limiter: &Limiter, checks: &[Check]) -> Result<RateStatus, Error> {
+    let mut status = RateStatus::default();
+    for check in checks {
+        let decision = limiter.check(&check.key, check.limit, check.cost).await;
+        let slot = status.slot(check.unit);
+        if slot.is_none_or(|d| decision.remaining < d.remaining) || !decision.allowed {
+            *slot = Some(decision);
+        }
+        if !decision.allowed {
+            let what = match check.unit {
+                Unit::Requests => "requests per minute",
+                Unit::Tokens => "tokens per minute",
+            };
+            return Err(Error::RateLimited {
+                message: format!(
+                    "{what} exceeded ({}); retry after Retry-After seconds",
+                    check.key.split(':').next().unwrap_or("")
+                ),
+                rate: Box::new(status),
+                retry_after_secs: whole_seconds(decision.retry_after).max(1),
+            });
+        }
+    }
+    Ok(status)
+}
+
+/// A wait rounded up to whole seconds.
+fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}

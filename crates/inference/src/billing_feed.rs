@@ -1,0 +1,137 @@
+//! Feeds the billing actors from the log: every inference outcome with a cost or tokens
+//! (`InferenceCompleted`, `InferenceFailed` of a stream cut mid-way) becomes a priced usage line
+//! of its tenant's billing actor, in the month it happened, once per inference id.
+//!
+//! Batched per tenant (one command, one append of many `UsageRecorded` per flush), off the
+//! request path. It sees the log from the start at every start-up (through the server's one
+//! subscription): the billing actor deduplicates by inference id and never adds to a closed
+//! invoice, so the replay is harmless. (A checkpoint comes with the read side's projectors.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_actors::Runtime;
+use switchyard_actors::billing::{Billing, BillingCommand, PricedUsage};
+use switchyard_events::{Event, Metadata, RecordedEvent, TenantId};
+use uuid::Uuid;
+
+use crate::follow::Folder;
+
+/// Usage lines per tenant command.
+const BATCH: usize = 500;
+/// Longest wait before a partial batch is billed.
+const FLUSH_AFTER: Duration = Duration::from_millis(200);
+
+/// The feed: a [`Folder`] on the server's one log subscription (so the log is not read a
+/// second time), handing usage lines to a background task that bills them in batches.
+pub struct BillingFeed {
+    lines: tokio::sync::mpsc::UnboundedSender<(TenantId, PricedUsage)>,
+}
+
+impl std::fmt::Debug for BillingFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingFeed").finish_non_exhaustive()
+    }
+}
+
+impl BillingFeed {
+    /// Starts the billing task. The queue between the two is unbounded: a line must never be
+    /// dropped, and it holds only what the billing actors have not taken yet.
+    pub fn start(billing: Runtime<Billing>) -> Arc<Self> {
+        let (lines, mut queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut pending: BTreeMap<TenantId, Vec<PricedUsage>> = BTreeMap::new();
+            let mut count = 0usize;
+            loop {
+                match tokio::time::timeout(FLUSH_AFTER, queue.recv()).await {
+                    Ok(Some((tenant, line))) => {
+                        pending.entry(tenant).or_default().push(line);
+                        count += 1;
+                        if count >= BATCH {
+                            flush(&billing, &mut pending).await;
+                            count = 0;
+                        }
+                    }
+                    Ok(None) => {
+                        flush(&billing, &mut pending).await;
+                        break;
+                    }
+                    Err(_) => {
+                        if count > 0 {
+                            flush(&billing, &mut pending).await;
+                            count = 0;
+                        }
+                    }
+                }
+            }
+        });
+        Arc::new(BillingFeed { lines })
+    }
+}
+
+impl Folder for BillingFeed {
+    fn fold(&self, recorded: &RecordedEvent) {
+        if !matches!(
+            recorded.event_type.as_str(),
+            "InferenceCompleted" | "InferenceFailed"
+        ) {
+            return;
+        }
+        let Some(id) = recorded
+            .stream_id
+            .as_str()
+            .strip_prefix("inference-")
+            .and_then(|id| id.parse::<Uuid>().ok())
+        else {
+            return;
+        };
+        let (model, tokens_in, tokens_out, cost_micros) = match Event::from_recorded(recorded) {
+            Ok(Event::InferenceCompleted(e)) => (e.model, e.tokens_in, e.tokens_out, e.cost_micros),
+            Ok(Event::InferenceFailed(e)) => (e.model, e.tokens_in, e.tokens_out, e.cost_micros),
+            _ => return,
+        };
+        if model.is_empty() || (cost_micros == 0 && tokens_in + tokens_out == 0) {
+            return; // refused before any work: nothing to bill
+        }
+        let line = PricedUsage {
+            usage_id: id,
+            at: recorded.recorded_at,
+            model,
+            requests: 1,
+            tokens_in,
+            tokens_out,
+            tool_calls: 0,
+            cost_micros,
+        };
+        if self.lines.send((recorded.tenant_id, line)).is_err() {
+            tracing::error!("the billing task has stopped; the next start-up bills this usage");
+        }
+    }
+}
+
+async fn flush(billing: &Runtime<Billing>, pending: &mut BTreeMap<TenantId, Vec<PricedUsage>>) {
+    for (tenant, usages) in std::mem::take(pending) {
+        let lines = usages.len();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let command = BillingCommand::RecordPriced(usages.clone());
+            match billing.send(&tenant, command, Metadata::default()).await {
+                Ok(applied) => {
+                    tracing::debug!(%tenant, lines, billed = applied.events.len(), "usage billed");
+                    break;
+                }
+                Err(error) if attempt < 5 => {
+                    tracing::warn!(%tenant, %error, attempt, "billing a usage batch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                Err(error) => {
+                    // The lines stay in the log; the next start-up bills them.
+                    tracing::error!(%tenant, %error, lines, "cannot bill a usage batch");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The TOML configuration (`SWITCHYARD_CONFIG`): providers, the models they serve and their
+//! prices. Without a file the server serves the two simulated models, `sim-small` and
+//! `sim-large`, so a fresh `switchyard serve` answers at once.
+//!
+//! ```toml
+//! default_model = "local-llama"
+//!
+//! [[providers]]
+//! name = "local"
+//! kind = "openai"                         # openai | anthropic | sim
+//! base_url = "http://127.0.0.1:11434/v1"  # any OpenAI-compatible server
+//! api_key_env = "LOCAL_LLM_KEY"           # or api_key_file = "/run/secrets/local"
+//!
+//! [[models]]
+//! name = "local-llama"                    # what clients send as `model`
+//! provider = "local"
+//! upstream = "llama3.1:8b"                # what the provider calls it
+//! input_usd_per_million = "0.10"          # exact decimals, never floats
+//! output_usd_per_million = "0.30"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{ConfigContext as _, Error, Result, config_bail as bail};
+use serde::Deserialize;
+use switchyard_actors::billing::ModelPrice;
+use switchyard_actors::router::policy::Policy;
+
+mod router;
+
+pub use router::{RewardWeights, RouterConfig, Split};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// With no `[router]` policy, `auto` always serves this model (a static policy).
+    #[serde(default)]
+    pub default_model: Option<String>,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    /// How `auto` is routed (Thompson sampling over every model by default).
+    #[serde(default)]
+    pub router: RouterConfig,
+    /// Most requests one tenant may have in flight at once (its bulkhead).
+    #[serde(default = "default_tenant_concurrency")]
+    pub tenant_max_concurrency: usize,
+    /// Output tokens reserved from the budget for a request that sets no `max_tokens` (a stream
+    /// that outgrows it extends its reservation as it goes).
+    #[serde(default = "default_output_reservation")]
+    pub default_output_reservation: u64,
+}
+
+fn default_output_reservation() -> u64 {
+    1_024
+}
+
+fn default_tenant_concurrency() -> usize {
+    256
+}
+
+/// Which adapter speaks to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, Ollama, llama.cpp server, ...).
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// The built-in simulator (deterministic text; for demos, tests and benchmarks).
+    Sim,
+}
+
+/// One provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Base URL of the API, e.g. `http://127.0.0.1:8000/v1` (not for `sim`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the API key (a mounted secret).
+    #[serde(default)]
+    pub api_key_file: Option<String>,
+    /// Longest wait for the response headers or the first streamed token.
+    #[serde(default = "default_first_token_ms")]
+    pub first_token_timeout_ms: u64,
+    /// Longest wait between two streamed chunks, and for a whole non-streamed answer.
+    #[serde(default = "default_total_ms")]
+    pub timeout_ms: u64,
+    /// Most calls in flight to this provider at once (its bulkhead); more are refused at once
+    /// (`provider_busy`, and the fallback is tried) rather than queued.
+    #[serde(default = "default_provider_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_provider_concurrency() -> usize {
+    1_024
+}
+
+fn default_first_token_ms() -> u64 {
+    30_000
+}
+
+fn default_total_ms() -> u64 {
+    120_000
+}
+
+impl ProviderConfig {
+    pub fn first_token_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_token_timeout_ms)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The API key from the environment or the secrets file (never from the config text
+    /// itself, so the file can be committed and logged).
+    pub fn api_key(&self) -> Result<Option<String>> {
+        if let Some(var) = &self.api_key_env {
+            let key = std::env::var(var).with_context(|| {
+                format!(
+                    "provider {}: environment variable {var} is not set",
+                    self.name
+                )
+            })?;
+            return Ok(Some(key));
+        }
+        if let Some(path) = &self.api_key_file {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("provider {}: cannot read {path}", self.name))?;
+            return Ok(Some(key.trim().to_owned()));
+        }
+        Ok(None)
+    }
+}
+
+/// One model clients can name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    pub provider: String,
+    /// The provider's name for it (defaults to `name`).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// USD per million input tokens, as a decimal string ("0.15").
+    #[serde(default = "zero")]
+    pub input_usd_per_million: String,
+    /// USD per million output tokens.
+    #[serde(default = "zero")]
+    pub output_usd_per_million: String,
+    /// Largest context the model accepts, in tokens.
+    #[serde(default = "default_context")]
+    pub context_tokens: u64,
+    /// How the simulator behaves for this model (only for `sim` providers).
+    #[serde(default)]
+    pub sim: Option<SimModel>,
+    /// Models tried in order when this one fails (after its retries) or its circuit is open,
+    /// before the first byte reaches the client.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(skip)]
+    pub price: ModelPrice,
+}
+
+fn zero() -> String {
+    "0".into()
+}
+
+fn default_context() -> u64 {
+    128_000
+}
+
+impl ModelConfig {
+    pub fn upstream_name(&self) -> &str {
+        self.upstream.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// The simulator's knobs for one model. `quality` is hidden from the router: it is the chance
+/// that an answer is judged good, which only feedback reveals.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimModel {
+    /// Median latency of a whole answer.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Spread: each answer takes `latency_ms` ± up to this much (uniform).
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// Share of calls that fail with a retryable 503, 0–1.
+    #[serde(default)]
+    pub failure_rate: f64,
+    /// Chance an answer is good, 0–1 (for simulated feedback and evals).
+    #[serde(default = "half")]
+    pub quality: f64,
+    /// Most tokens an answer has.
+    #[serde(default = "default_answer_tokens")]
+    pub max_answer_tokens: u64,
+    /// Fewest tokens an answer has.
+    #[serde(default = "one_token")]
+    pub min_answer_tokens: u64,
+}
+
+fn one_token() -> u64 {
+    1
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+fn default_answer_tokens() -> u64 {
+    64
+}
+
+impl Default for Config {
+    /// The simulated models: a cheap, fast, middling `sim-small` and a dearer, slower, better
+    /// `sim-large`.
+    fn default() -> Self {
+        let text = r#"
+            [[providers]]
+            name = "sim"
+            kind = "sim"
+
+            [[models]]
+            name = "sim-small"
+            provider = "sim"
+            input_usd_per_million = "0.15"
+            output_usd_per_million = "0.60"
+            sim = { latency_ms = 40, jitter_ms = 20, failure_rate = 0.0, quality = 0.55 }
+
+            [[models]]
+            name = "sim-large"
+            provider = "sim"
+            input_usd_per_million = "2.50"
+            output_usd_per_million = "10.00"
+            sim = { latency_ms = 150, jitter_ms = 60, failure_rate = 0.0, quality = 0.85 }
+        "#;
+        // The built-in text is checked by a test; a failure here is a bug, not input.
+        Config::parse(text).unwrap_or(Config {
+            default_model: None,
+            providers: Vec::new(),
+            models: Vec::new(),
+            router: RouterConfig::default(),
+            tenant_max_concurrency: default_tenant_concurrency(),
+            default_output_reservation: default_output_reservation(),
+        })
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Parses and checks a config text: names unique, every model's provider declared, prices
+    /// exact decimals, simulator knobs in range.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let mut providers = BTreeMap::new();
+        for provider in &config.providers {
+            check_name("provider", &provider.name)?;
+            if providers
+                .insert(provider.name.clone(), provider.kind)
+                .is_some()
+            {
+                bail!("provider {} is declared twice", provider.name);
+            }
+            if provider.kind != ProviderKind::Sim && provider.base_url.is_none() {
+                bail!("provider {} needs a base_url", provider.name);
+            }
+            if provider.first_token_timeout_ms == 0 || provider.timeout_ms == 0 {
+                bail!("provider {}: timeouts must be above 0 ms", provider.name);
+            }
+        }
+        let mut names = BTreeMap::new();
+        for model in &mut config.models {
+            check_name("model", &model.name)?;
+            if model.name == "auto" {
+                bail!("`auto` is the router's name and cannot be a model");
+            }
+            if names.insert(model.name.clone(), ()).is_some() {
+                bail!("model {} is declared twice", model.name);
+            }
+            let kind = providers.get(&model.provider).with_context(|| {
+                format!(
+                    "model {}: provider {} is not declared",
+                    model.name, model.provider
+                )
+            })?;
+            model.price = ModelPrice {
+                input_per_million_tokens: usd_to_micros(&model.input_usd_per_million)
+                    .with_context(|| format!("model {}: input_usd_per_million", model.name))?,
+                output_per_million_tokens: usd_to_micros(&model.output_usd_per_million)
+                    .with_context(|| format!("model {}: output_usd_per_million", model.name))?,
+                per_request: 0,
+            };
+            match (kind, &model.sim) {
+                (ProviderKind::Sim, None) => {
+                    model.sim = Some(SimModel {
+                        latency_ms: 0,
+                        jitter_ms: 0,
+                        failure_rate: 0.0,
+                        quality: half(),
+                        max_answer_tokens: default_answer_tokens(),
+                        min_answer_tokens: 1,
+                    });
+                }
+                (ProviderKind::Sim, Some(sim)) => {
+                    if !(0.0..=1.0).contains(&sim.failure_rate)
+                        || !(0.0..=1.0).contains(&sim.quality)
+                    {
+                        bail!(
+                            "model {}: failure_rate and quality must be between 0 and 1",
+                            model.name
+                        );
+                    }
+                    if sim.min_answer_tokens == 0 || sim.max_answer_tokens < sim.min_answer_tokens {
+                        bail!(
+                            "model {}: answers need 1 <= min_answer_tokens <= max_answer_tokens",
+                            model.name
+                        );
+                    }
+                }
+                (_, Some(_)) => bail!(
+                    "model {}: `sim` settings only apply to a sim provider",
+                    model.name
+                ),
+                (_, None) => {}
+            }
+        }
+        for model in &config.models {
+            for fallback in &model.fallbacks {
+                if fallback == &model.name || !names.contains_key(fallback) {
+                    bail!(
+                        "model {}: fallback {fallback} must be another declared model",
+                        model.name
+                    );
+                }
+            }
+        }
+        if config.default_output_reservation == 0 {
+            bail!("default_output_reservation must be above 0");
+        }
+        if config.tenant_max_concurrency == 0
+            || config.providers.iter().any(|p| p.max_concurrency == 0)
+        {
+            bail!("concurrency limits must be above 0");
+        }
+        if let Some(default) = &config.default_model
+            && !names.contains_key(default)
+        {
+            bail!("default_model {default} is not a declared model");
+        }
+        config.router.serving = match (&config.router.policy, &config.default_model) {
+            (Some(policy), _) => policy.clone(),
+            (None, Some(model)) => {
+                // `auto` is pinned: the only candidate, so no exploration moves it.
+                if config.router.candidates.is_empty() {
+                    config.router.candidates = vec![model.clone()];
+                }
+                Policy::Static {
+                    model: model.clone(),
+                }
+            }
+            (None, None) => Policy::Thompson,
+        };
+        config
+            .router
+            .validate(&config.models)
+            .map_err(Error::Config)?;
+        Ok(config)
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// The models `auto` chooses among, in config order.
+    pub fn candidates(&self) -> Vec<&ModelConfig> {
+        if self.router.candidates.is_empty() {
+            self.models.iter().collect()
+        } else {
+            self.router
+                .candidates
+                .iter()
+                .filter_map(|name| self.model(name))
+                .collect()
+        }
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
+    {
+        bail!("{what} name {name:?} must be 1-128 characters of letters, digits and -_.:/@");
+    }
+    Ok(())
+}
+
+/// "2.50" → 2_500_000 micro-dollars, exactly; more than six decimals is refused.
+pub fn usd_to_micros(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole)
+        || whole.len() > 12
+        || (!fraction.is_empty() && !digits(fraction))
+        || fraction.len() > 6
+    {
+        bail!("{text:?} is not a USD amount with at most six decimals");
+    }
+    let whole: u64 = whole.parse().context("amount too large")?;
+    let fraction: u64 = format!("{fraction:0<6}").parse().context("bad decimals")?;
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(fraction))
+        .context("amount too large")
+}
+
+#[cfg(test)]
+mod tests;

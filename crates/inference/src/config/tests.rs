@@ -1,0 +1,90 @@
+//! The config: parsing, defaults and every refusal of a bad file.
+
+use super::*;
+
+#[test]
+fn the_built_in_config_serves_the_two_simulated_models() {
+    let config = Config::default();
+    let names: Vec<_> = config.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["sim-small", "sim-large"]);
+    assert_eq!(
+        config
+            .model("sim-large")
+            .unwrap()
+            .price
+            .output_per_million_tokens,
+        10_000_000
+    );
+    assert_eq!(config.router.serving, Policy::Thompson, "auto has a choice");
+    assert_eq!(config.candidates().len(), 2);
+    let pinned = Config::parse(
+        "default_model = \"m\"\n[[providers]]\nname = \"s\"\nkind = \"sim\"\n[[models]]\nname = \"m\"\nprovider = \"s\"",
+    )
+    .unwrap();
+    assert_eq!(pinned.router.serving, Policy::Static { model: "m".into() });
+    assert_eq!(
+        pinned.candidates().len(),
+        1,
+        "auto is pinned to the default model"
+    );
+}
+
+#[test]
+fn money_is_parsed_exactly_and_nonsense_is_refused() {
+    assert_eq!(usd_to_micros("2.50").unwrap(), 2_500_000);
+    assert_eq!(usd_to_micros("0.000001").unwrap(), 1);
+    assert_eq!(usd_to_micros("17").unwrap(), 17_000_000);
+    for bad in [
+        "",
+        "-1",
+        "1e3",
+        "0.0000001",
+        "1.2.3",
+        "NaN",
+        ".5",
+        "99999999999999999999",
+    ] {
+        assert!(usd_to_micros(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn hostile_configs_are_refused_with_the_reason() {
+    let cases = [
+        (
+            "[[models]]\nname = \"m\"\nprovider = \"nowhere\"",
+            "not declared",
+        ),
+        ("[[providers]]\nname = \"p\"\nkind = \"openai\"", "base_url"),
+        (
+            "[[providers]]\nname = \"p\"\nkind = \"mystery\"",
+            "unknown variant",
+        ),
+        ("surprise = 1", "unknown field"),
+        (
+            "[[providers]]\nname = \"s\"\nkind = \"sim\"\n[[models]]\nname = \"auto\"\nprovider = \"s\"",
+            "router",
+        ),
+        (
+            "[[providers]]\nname = \"s\"\nkind = \"sim\"\n[[models]]\nname = \"m\"\nprovider = \"s\"\nsim = { quality = 3.0 }",
+            "between 0 and 1",
+        ),
+        (
+            "[[providers]]\nname = \"s\"\nkind = \"sim\"\n[[models]]\nname = \"m\"\nprovider = \"s\"\ninput_usd_per_million = \"0.1234567\"",
+            "input_usd_per_million",
+        ),
+        ("default_model = \"ghost\"", "not a declared model"),
+        (
+            "[[providers]]\nname = \"bad name\"\nkind = \"sim\"",
+            "must be 1-128",
+        ),
+        ("[[[", "TOML"),
+    ];
+    for (text, expected) in cases {
+        let error = format!("{:#}", Config::parse(text).unwrap_err());
+        assert!(
+            error.contains(expected) || (expected == "TOML" && !error.is_empty()),
+            "{text:?}: {error}"
+        );
+    }
+}

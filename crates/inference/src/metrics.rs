@@ -1,0 +1,73 @@
+//! Prometheus metrics of the inference pipeline: outcomes, duration, tokens by served model, and
+//! circuit-breaker transitions. Registered in the default registry that `/metrics` exposes.
+
+use std::sync::LazyLock;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(collector: T) -> T {
+    let _ = prometheus::register(Box::new(collector.clone()));
+    collector
+}
+
+/// Inference metrics by served model: outcomes, duration (to the last byte) and tokens.
+pub struct InferenceMetrics {
+    pub circuit_changes: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub seconds: HistogramVec,
+    pub tokens: IntCounterVec,
+}
+
+impl std::fmt::Debug for InferenceMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferenceMetrics").finish_non_exhaustive()
+    }
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "static metric definitions; a bad one fails every test"
+)]
+pub static INFERENCE: LazyLock<InferenceMetrics> = LazyLock::new(|| InferenceMetrics {
+    circuit_changes: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_circuit_changes_total",
+                "Circuit breaker transitions by model and new state",
+            ),
+            &["model", "to"],
+        )
+        .expect("valid metric"),
+    ),
+    requests: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_inference_total",
+                "Inferences by served model and outcome (completed, failed)",
+            ),
+            &["model", "outcome"],
+        )
+        .expect("valid metric"),
+    ),
+    seconds: register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_inference_seconds",
+                "Inference duration to the last byte, by served model",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_5, 2.0, 16).expect("valid buckets")),
+            &["model"],
+        )
+        .expect("valid metric"),
+    ),
+    tokens: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_inference_tokens_total",
+                "Tokens by served model and direction (in, out)",
+            ),
+            &["model", "direction"],
+        )
+        .expect("valid metric"),
+    ),
+});

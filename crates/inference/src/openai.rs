@@ -1,0 +1,389 @@
+//! The OpenAI wire format of `/v1/chat/completions`: the request as clients send it (every
+//! field the API documents, and nothing else: an unknown field is a 400 that names it), its
+//! checks, and the token estimate used before a provider has counted.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// Most messages one request may carry.
+pub const MAX_MESSAGES: usize = 2_048;
+/// Most choices (`n`) one request may ask for.
+pub const MAX_CHOICES: u32 = 8;
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// A model from `GET /v1/models`, or `auto` to let the router choose.
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stream: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub tools: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub response_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub stop: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub logit_bias: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modalities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub prediction: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_identifier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verbosity: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+/// One message: `content` is a string, an array of parts, or null (assistant tool calls).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    pub role: Role,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub content: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub tool_calls: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub function_call: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+impl Message {
+    /// The message's text (string content, or the text parts of an array).
+    pub fn text(&self) -> String {
+        match &self.content {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        }
+    }
+}
+
+fn invalid(message: String) -> Error {
+    Error::invalid(message)
+}
+
+impl ChatRequest {
+    /// The output cap the client asked for (`max_completion_tokens` wins, as in OpenAI).
+    pub fn output_cap(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    pub fn choices(&self) -> u32 {
+        self.n.unwrap_or(1)
+    }
+
+    /// The checks OpenAI makes, so a bad request is refused here before it costs anything.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.model.is_empty() || self.model.len() > 256 {
+            return Err(invalid("model must be 1-256 characters".into()));
+        }
+        if self.messages.is_empty() {
+            return Err(invalid("messages must not be empty".into()));
+        }
+        if self.messages.len() > MAX_MESSAGES {
+            return Err(invalid(format!(
+                "at most {MAX_MESSAGES} messages per request"
+            )));
+        }
+        for (i, message) in self.messages.iter().enumerate() {
+            match (&message.content, message.role) {
+                (Some(Value::String(_)) | Some(Value::Array(_)), _) => {}
+                (None | Some(Value::Null), Role::Assistant) => {}
+                (None | Some(Value::Null), _) => {
+                    return Err(invalid(format!("messages[{i}].content is required")));
+                }
+                (Some(_), _) => {
+                    return Err(invalid(format!(
+                        "messages[{i}].content must be a string or an array of parts"
+                    )));
+                }
+            }
+            if message.role == Role::Tool && message.tool_call_id.is_none() {
+                return Err(invalid(format!(
+                    "messages[{i}]: a tool message needs tool_call_id"
+                )));
+            }
+        }
+        if let Some(n) = self.n
+            && !(1..=MAX_CHOICES).contains(&n)
+        {
+            return Err(invalid(format!("n must be between 1 and {MAX_CHOICES}")));
+        }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(invalid("temperature must be between 0 and 2".into()));
+        }
+        if let Some(p) = self.top_p
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(invalid("top_p must be between 0 and 1".into()));
+        }
+        if self.output_cap() == Some(0) {
+            return Err(invalid("max_tokens must be at least 1".into()));
+        }
+        if self.stream_options.is_some() && !self.stream {
+            return Err(invalid(
+                "stream_options is only allowed when stream is true".into(),
+            ));
+        }
+        if let Some(tools) = &self.tools
+            && !tools.is_array()
+        {
+            return Err(invalid("tools must be an array".into()));
+        }
+        Ok(())
+    }
+
+    /// Prompt tokens before the provider counts them: about four characters a token, plus the
+    /// framing of each message (what tiktoken-based estimates do, within a few percent for
+    /// English; the provider's count is what is billed).
+    pub fn estimate_prompt_tokens(&self) -> u64 {
+        let chars: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                m.text().chars().count() + m.tool_calls.as_ref().map_or(0, |t| t.to_string().len())
+            })
+            .sum();
+        let tools = self.tools.as_ref().map_or(0, |t| t.to_string().len());
+        ((chars + tools) as u64).div_ceil(4) + 4 * self.messages.len() as u64 + 3
+    }
+}
+
+/// `POST /v1/embeddings`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    /// A string or an array of strings.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Most inputs one embeddings request may carry.
+pub const MAX_EMBEDDING_INPUTS: usize = 2_048;
+
+impl EmbeddingsRequest {
+    /// The inputs as strings, checked.
+    pub fn inputs(&self) -> Result<Vec<String>, Error> {
+        let inputs = match &self.input {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| invalid("input must be a string or an array of strings".into()))?,
+            _ => {
+                return Err(invalid(
+                    "input must be a string or an array of strings".into(),
+                ));
+            }
+        };
+        if inputs.is_empty() || inputs.len() > MAX_EMBEDDING_INPUTS {
+            return Err(invalid(format!(
+                "input must hold 1-{MAX_EMBEDDING_INPUTS} strings"
+            )));
+        }
+        if self
+            .encoding_format
+            .as_deref()
+            .is_some_and(|f| f != "float" && f != "base64")
+        {
+            return Err(invalid(
+                "encoding_format must be \"float\" or \"base64\"".into(),
+            ));
+        }
+        if self.dimensions.is_some_and(|d| d == 0 || d > 4_096) {
+            return Err(invalid("dimensions must be between 1 and 4096".into()));
+        }
+        Ok(inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<ChatRequest, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+
+    #[test]
+    fn what_the_openai_sdk_sends_is_accepted() {
+        let request = parse(
+            r#"{"model":"auto","messages":[{"role":"system","content":"be brief"},
+            {"role":"user","content":[{"type":"text","text":"hello"}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"42"}],
+            "stream":true,"stream_options":{"include_usage":true},"max_tokens":50,"temperature":0.2,
+            "n":2,"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],
+            "response_format":{"type":"json_object"},"seed":7,"user":"u1"}"#,
+        )
+        .unwrap();
+        request.validate().unwrap();
+        assert_eq!(request.choices(), 2);
+        assert_eq!(request.messages[1].text(), "hello");
+        assert!(request.estimate_prompt_tokens() > 16);
+    }
+
+    #[test]
+    fn unknown_fields_wrong_types_and_bad_roles_do_not_parse() {
+        for body in [
+            r#"{"model":"m","messages":[],"surprise":1}"#,
+            r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x","mood":"sad"}]}"#,
+            r#"{"model":7,"messages":[]}"#,
+            r#"{"model":"m","messages":"hi"}"#,
+            r#"{"model":"m","messages":[],"stream":"yes"}"#,
+        ] {
+            assert!(parse(body).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn requests_that_parse_but_make_no_sense_are_refused() {
+        let base = |extra: &str, messages: &str| {
+            parse(&format!(r#"{{"model":"m","messages":{messages}{extra}}}"#)).unwrap()
+        };
+        let user = r#"[{"role":"user","content":"x"}]"#;
+        for (request, says) in [
+            (base("", "[]"), "empty"),
+            (base(r#","n":0"#, user), "n must"),
+            (base(r#","n":9"#, user), "n must"),
+            (base(r#","temperature":3"#, user), "temperature"),
+            (base(r#","max_tokens":0"#, user), "max_tokens"),
+            (
+                base(r#","stream_options":{"include_usage":true}"#, user),
+                "stream_options",
+            ),
+            (base("", r#"[{"role":"user"}]"#), "content is required"),
+            (
+                base("", r#"[{"role":"user","content":5}]"#),
+                "string or an array",
+            ),
+            (
+                base("", r#"[{"role":"tool","content":"x"}]"#),
+                "tool_call_id",
+            ),
+            (base(r#","tools":{"a":1}"#, user), "tools must"),
+        ] {
+            let error = request.validate().unwrap_err();
+            assert!(error.to_string().contains(says), "{error} lacks {says}");
+        }
+        let many = format!(
+            "[{}]",
+            vec![r#"{"role":"user","content":"x"}"#; MAX_MESSAGES + 1].join(",")
+        );
+        assert!(base("", &many).validate().is_err());
+    }
+
+    #[test]
+    fn embeddings_inputs_are_strings() {
+        let ok: EmbeddingsRequest =
+            serde_json::from_str(r#"{"model":"m","input":["a","b"]}"#).unwrap();
+        assert_eq!(ok.inputs().unwrap().len(), 2);
+        for body in [
+            r#"{"model":"m","input":[1,2]}"#,
+            r#"{"model":"m","input":[]}"#,
+            r#"{"model":"m","input":{"a":1}}"#,
+            r#"{"model":"m","input":"x","encoding_format":"hex"}"#,
+        ] {
+            let request: EmbeddingsRequest = serde_json::from_str(body).unwrap();
+            assert!(request.inputs().is_err(), "{body}");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! One inference, end to end, without HTTP: [`Pipeline::complete`] (a whole chat answer),
+//! [`Pipeline::stream`] (chunks as they arrive) and [`Pipeline::embed`].
+//!
+//! Each request: choose the model ([`route`]) → request limit of the model and token limits of
+//! every tier (the prompt's estimate) → reserve its estimated cost from the budgets (refused
+//! when they cannot cover it) → call the provider through the resilience layer (retries with
+//! backoff and jitter, then fallbacks, all before the first byte) → settle the budget with the
+//! real cost, charge the answer's tokens to the token limits → append `InferenceRequested`,
+//! `RouteChosen` and `InferenceCompleted`/`InferenceFailed` to stream `inference-<id>` in one
+//! group-committed append ([`ticket`]). The HTTP handlers and the workflow executor both come
+//! through here, so both are routed, limited and billed alike.
+
+mod embed;
+mod route;
+mod stream;
+mod ticket;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use switchyard_actors::router::policy::Policy;
+use switchyard_events::EventStore;
+use time::OffsetDateTime;
+use tokio::sync::OwnedSemaphorePermit;
+use uuid::Uuid;
+
+pub use stream::{ChatStream, Frame};
+
+use crate::admission::meter::{Exhausted, Meter};
+use crate::admission::ratelimit::Limiter;
+use crate::admission::shared::SharedBudgets;
+use crate::admission::{Accounts, Principal, RateStatus};
+use crate::config::Config;
+use crate::error::Error;
+use crate::openai::ChatRequest;
+use crate::providers::{Completion, Providers, Usage};
+use crate::resilience::Resilience;
+use crate::router::RouterHub;
+
+/// Everything an inference needs: the models and their providers, the router, the resilience
+/// layer, the limits and budgets, and the log its events go to.
+pub struct Pipeline {
+    pub config: Config,
+    pub providers: Providers,
+    pub store: Arc<dyn EventStore>,
+    pub router: Arc<RouterHub>,
+    pub resilience: Resilience,
+    /// Rate-limit state: this process, or Redis when several nodes share limits.
+    pub limiter: Arc<Limiter>,
+    /// The budget gate (spend folded from the log plus this node's reservations in flight).
+    pub meter: Arc<Meter>,
+    /// Budgets checked in Redis for every node (`SWITCHYARD_REDIS_URL`); the meter alone
+    /// otherwise.
+    pub shared_budgets: Option<SharedBudgets>,
+    /// Tenants' and keys' limits and plans, as the log says.
+    pub accounts: Arc<dyn Accounts>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("providers", &self.providers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A whole (not streamed) answer that went through.
+#[derive(Debug)]
+pub struct Completed {
+    /// The OpenAI body (`chat.completion`, or the embedding `list`).
+    pub body: Value,
+    /// The log position of the inference's events (a read-your-writes token).
+    pub position: u64,
+    pub inference_id: Uuid,
+    pub cost_micros: u64,
+    /// The tightest rate-limit tier of each unit.
+    pub rate: RateStatus,
+}
+
+/// Where a reservation was taken (its settlement goes to the same place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gate {
+    /// This node's meter.
+    Local,
+    /// The budgets in Redis, shared by every node.
+    Shared,
+}
+
+impl Pipeline {
+    /// Reserves an inference's estimated cost and tokens: in Redis when budgets are shared (a
+    /// Redis outage falls back to this node's meter, logged), else in this node's meter.
+    pub(super) async fn reserve_budget(
+        &self,
+        tenant: switchyard_events::TenantId,
+        id: Uuid,
+        limits: &switchyard_actors::tenant::Limits,
+        micros: u64,
+        tokens: u64,
+        gate: Option<Gate>,
+    ) -> Result<Gate, Exhausted> {
+        let now = OffsetDateTime::now_utc();
+        if let Some(shared) = &self.shared_budgets
+            && gate != Some(Gate::Local)
+        {
+            let seed = self.meter.view(tenant, now);
+            match shared
+                .reserve(tenant, id, limits, micros, tokens, &seed, now)
+                .await
+            {
+                Ok(outcome) => return outcome.map(|()| Gate::Shared),
+                Err(error) if gate.is_none() => {
+                    tracing::warn!(%error, %tenant, "shared budgets unavailable; checking this node's meter only");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %tenant, "shared budgets unavailable; the reservation is not extended");
+                    return Ok(Gate::Shared);
+                }
+            }
+        }
+        self.meter
+            .reserve(tenant, limits, micros, tokens, now)
+            .map(|()| Gate::Local)
+    }
+
+    /// A place in the tenant's bulkhead, or [`Error::TooManyConcurrent`] when it already has
+    /// its most requests in flight. Held for the whole request (streams included).
+    pub fn tenant_slot(
+        &self,
+        tenant: switchyard_events::TenantId,
+    ) -> Result<OwnedSemaphorePermit, Error> {
+        self.resilience
+            .tenant_slot(tenant)
+            .ok_or(Error::TooManyConcurrent)
+    }
+
+    /// A whole chat completion: admission (route, limits, budget), the provider through the
+    /// resilience layer, settlement and the inference's events. `policy` replaces the tenant's
+    /// routing policy for `auto` (re-execution of a recorded run under another policy).
+    pub async fn complete(
+        &self,
+        correlation_id: Option<String>,
+        principal: &Principal,
+        request: &ChatRequest,
+        policy: Option<&Policy>,
+    ) -> Result<Completed, Error> {
+        let mut ticket = self
+            .admit_chat(correlation_id, principal, request, policy)
+            .await?;
+        let routed = self
+            .config
+            .model(&ticket.route.model)
+            .ok_or(Error::Unavailable)?;
+        let (outcome, attempts, served) = self
+            .resilience
+            .call(
+                &self.config,
+                &self.providers,
+                routed,
+                |model, provider| async move { provider.chat(model, request).await },
+            )
+            .await;
+        ticket.serve(served);
+        match outcome {
+            Ok(Completion { choices, usage }) => {
+                let ttft = ticket.elapsed_us();
+                let finish = choices
+                    .first()
+                    .and_then(|c| c.get("finish_reason"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("stop")
+                    .to_owned();
+                let position = ticket
+                    .finish(self, Ok((usage, ttft, finish, attempts)))
+                    .await?;
+                Ok(Completed {
+                    body: json!({
+                        "id": format!("chatcmpl-{}", ticket.id),
+                        "object": "chat.completion",
+                        "created": OffsetDateTime::now_utc().unix_timestamp(),
+                        "model": ticket.served_model,
+                        "choices": choices,
+                        "usage": {
+                            "prompt_tokens": usage.prompt_tokens,
+                            "completion_tokens": usage.completion_tokens,
+                            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+                        },
+                        "system_fingerprint": null,
+                    }),
+                    position,
+                    inference_id: ticket.id,
+                    cost_micros: ticket.cost(usage),
+                    rate: ticket.rate,
+                })
+            }
+            Err(error) => {
+                ticket
+                    .finish(self, Err((error.clone(), Usage::default(), attempts)))
+                    .await?;
+                Err(Error::Provider(error))
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! A streamed chat answer: the provider is called (with retries and fallbacks) before the
+//! answer starts; from then on chunks pass through as they arrive. The inference's events are
+//! appended before the final [`Frame::Done`]; a stream cut mid-way ends with an `error` frame,
+//! never a clean end.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::Pipeline;
+use super::ticket::Ticket;
+use crate::admission::{Principal, RateStatus};
+use crate::error::Error;
+use crate::openai::ChatRequest;
+use crate::providers::{ChunkStream, ProviderError, StreamEvent, Usage};
+
+/// One frame of a streamed answer, in OpenAI's stream format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A `chat.completion.chunk`, the final usage chunk, or an `{"error": …}` object.
+    Data(Value),
+    /// The clean end (`[DONE]`): the inference is logged.
+    Done,
+}
+
+/// An admitted stream: its inference id, the rate-limit status, and its frames. Dropping the
+/// receiver (the client went away) ends the inference as `client_disconnected`.
+#[derive(Debug)]
+pub struct ChatStream {
+    pub inference_id: Uuid,
+    pub rate: RateStatus,
+    pub frames: mpsc::Receiver<Frame>,
+}
+
+impl Pipeline {
+    /// Admits a streamed chat request and opens the provider's stream; `slot` (the tenant's
+    /// bulkhead place) is held until the stream ends.
+    pub async fn stream(
+        self: &Arc<Self>,
+        correlation_id: Option<String>,
+        principal: &Principal,
+        request: ChatRequest,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<ChatStream, Error> {
+        let mut ticket = self
+            .admit_chat(correlation_id, principal, &request, None)
+            .await?;
+        let routed = self
+            .config
+            .model(&ticket.route.model)
+            .ok_or(Error::Unavailable)?;
+        let request_ref = &request;
+        let (opened, attempts, served) = self
+            .resilience
+            .call(
+                &self.config,
+                &self.providers,
+                routed,
+                |model, provider| async move { provider.chat_stream(model, request_ref).await },
+            )
+            .await;
+        ticket.serve(served);
+        let upstream = match opened {
+            Ok(stream) => stream,
+            Err(error) => {
+                ticket
+                    .finish(self, Err((error.clone(), Usage::default(), attempts)))
+                    .await?;
+                return Err(Error::Provider(error));
+            }
+        };
+        let (sender, frames) = mpsc::channel::<Frame>(64);
+        let answer = ChatStream {
+            inference_id: ticket.id,
+            rate: ticket.rate,
+            frames,
+        };
+        let pipeline = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot; // the tenant's bulkhead slot, held until the stream ends
+            pass_through(&pipeline, ticket, &request, attempts, upstream, sender).await;
+        });
+        Ok(answer)
+    }
+}
+
+/// Relays the provider's chunks, extends the budget reservation as the answer grows, then logs
+/// the inference and sends the last frames.
+async fn pass_through(
+    pipeline: &Pipeline,
+    mut ticket: Ticket,
+    request: &ChatRequest,
+    attempts: u32,
+    mut upstream: ChunkStream,
+    sender: mpsc::Sender<Frame>,
+) {
+    let prompt = request.estimate_prompt_tokens();
+    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    let id = ticket.id;
+    let chunk_id = format!("chatcmpl-{id}");
+    let created = OffsetDateTime::now_utc().unix_timestamp();
+    let served = ticket.served_model.clone();
+    let chunk = |choices: Value, usage: Value| {
+        json!({"id": chunk_id, "object": "chat.completion.chunk", "created": created,
+               "model": served, "choices": choices, "usage": usage})
+    };
+    let mut usage: Option<Usage> = None;
+    let mut pieces = 0u64;
+    let mut ttft_us = None;
+    let mut finish_reason = String::from("stop");
+    let mut failure: Option<ProviderError> = None;
+    while let Some(item) = upstream.next().await {
+        match item {
+            Ok(StreamEvent::Choices(choices)) => {
+                ttft_us.get_or_insert_with(|| ticket.elapsed_us());
+                for choice in &choices {
+                    if choice
+                        .pointer("/delta/content")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| !c.is_empty())
+                    {
+                        pieces += 1;
+                    }
+                    if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                        reason.clone_into(&mut finish_reason);
+                    }
+                }
+                // An answer longer than its reservation extends it, or is cut when the budget
+                // cannot cover more (the tokens sent so far are billed).
+                if pieces > ticket.reserved_output
+                    && let Err(exhausted) = extend(pipeline, &mut ticket).await
+                {
+                    failure = Some(exhausted);
+                    break;
+                }
+                let out = chunk(Value::Array(choices), Value::Null);
+                if sender.send(Frame::Data(out)).await.is_err() {
+                    failure = Some(ProviderError::fatal(
+                        "client_disconnected",
+                        499,
+                        "the client went away mid-stream",
+                    ));
+                    break;
+                }
+            }
+            Ok(StreamEvent::Usage(counted)) => usage = Some(counted),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    // A stream without a usage count (cut, or a provider that sends none) is billed for the
+    // prompt estimate and the pieces delivered.
+    let usage = usage.unwrap_or(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: pieces,
+    });
+    let ttft = ttft_us.unwrap_or(0);
+    let logged = match &failure {
+        None => {
+            ticket
+                .finish(pipeline, Ok((usage, ttft, finish_reason, attempts)))
+                .await
+        }
+        Some(error) => {
+            ticket
+                .finish(pipeline, Err((error.clone(), usage, attempts)))
+                .await
+        }
+    };
+    match (failure, logged) {
+        (None, Ok(_)) => {
+            if include_usage {
+                let last = chunk(
+                    json!([]),
+                    json!({
+                        "prompt_tokens": usage.prompt_tokens,
+                        "completion_tokens": usage.completion_tokens,
+                        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+                    }),
+                );
+                let _ = sender.send(Frame::Data(last)).await;
+            }
+            let _ = sender.send(Frame::Done).await;
+        }
+        (Some(error), _) => {
+            let event = json!({"error": {"code": error.code, "message": error.message, "inference_id": id}});
+            let _ = sender.send(Frame::Data(event)).await;
+        }
+        (None, Err(error)) => {
+            let event = json!({"error": {"code": error.code(), "message": error.to_string(), "inference_id": id}});
+            let _ = sender.send(Frame::Data(event)).await;
+        }
+    }
+}
+
+/// Extends a stream's reservation by as much again (at least 16 tokens), where it was taken,
+/// or refuses when the budget cannot cover it.
+async fn extend(pipeline: &Pipeline, ticket: &mut Ticket) -> Result<(), ProviderError> {
+    let extra = ticket.reserved_output.max(16);
+    let micros = ticket.price.cost(0, 0, extra);
+    let limits = pipeline.accounts.tenant_limits(ticket.tenant);
+    match pipeline
+        .reserve_budget(
+            ticket.tenant,
+            ticket.id,
+            &limits,
+            micros,
+            extra,
+            Some(ticket.gate),
+        )
+        .await
+    {
+        Ok(_) => {
+            ticket.reserved_output += extra;
+            ticket.reserved += micros;
+            ticket.reserved_tokens += extra;
+            Ok(())
+        }
+        Err(exhausted) => Err(ProviderError::fatal(
+            "budget_exhausted",
+            402,
+            format!("the tenant's {} ran out mid-stream", exhausted.budget),
+        )),
+    }
+}

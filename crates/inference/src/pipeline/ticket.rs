@@ -1,0 +1,384 @@
+//! An admitted inference: admission (limits and budget reservation), then settlement and the
+//! one append of its three events when it ends.
+
+use std::time::Instant;
+
+use switchyard_actors::billing::ModelPrice;
+use switchyard_actors::router::policy::Policy;
+use switchyard_events::{
+    Event, ExpectedVersion, InferenceCompleted, InferenceFailed, InferenceRequested, Metadata,
+    RouteChosen, StreamId, TenantId,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Gate, Pipeline};
+use crate::admission::{Check, Principal, RateStatus, enforce};
+use crate::config::ModelConfig;
+use crate::error::Error;
+use crate::metrics::INFERENCE;
+use crate::openai::ChatRequest;
+use crate::providers::{ProviderError, Usage};
+
+/// A provider's answer: usage, time to first token (µs), finish reason, attempts.
+pub(super) type Answered = (Usage, u64, String, u32);
+/// A provider's failure: the error, the usage delivered before it, attempts.
+pub(super) type Failed = (ProviderError, Usage, u32);
+
+/// What the request is, for admission: its endpoint, what it asked for and its estimates.
+pub(super) struct Ask<'r> {
+    pub endpoint: &'static str,
+    pub model: &'r str,
+    pub stream: bool,
+    pub messages: u32,
+    pub prompt_estimate: u64,
+    pub max_tokens: Option<u64>,
+    /// Output tokens reserved from the budget.
+    pub output_reservation: u64,
+    pub chat: Option<&'r ChatRequest>,
+}
+
+/// Everything known about one inference while it runs, to log it at the end.
+pub(super) struct Ticket {
+    pub id: Uuid,
+    pub tenant: TenantId,
+    key_id: Uuid,
+    metadata: Metadata,
+    requested: InferenceRequested,
+    pub route: RouteChosen,
+    /// The model that answered (the routed one, or a fallback), its provider and price.
+    pub served_model: String,
+    served_provider: String,
+    pub price: ModelPrice,
+    pub reserved: u64,
+    pub reserved_tokens: u64,
+    /// Output tokens the reservation covers (a stream that outgrows it must extend it).
+    pub reserved_output: u64,
+    /// Where the reservation was taken: this node's meter or the shared budgets.
+    pub gate: Gate,
+    started: Instant,
+    token_checks: Vec<Check>,
+    /// The tightest rate-limit tier of each unit at admission.
+    pub rate: RateStatus,
+}
+
+impl Ticket {
+    /// Records which model answered (a fallback changes model, provider and price).
+    pub fn serve(&mut self, model: &ModelConfig) {
+        self.served_model.clone_from(&model.name);
+        self.served_provider.clone_from(&model.provider);
+        self.price = model.price;
+    }
+
+    pub fn cost(&self, usage: Usage) -> u64 {
+        self.price
+            .cost(1, usage.prompt_tokens, usage.completion_tokens)
+    }
+
+    /// Microseconds since admission.
+    pub fn elapsed_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Settles the budget, charges the answer's tokens, and appends the three events. Returns
+    /// the log position of the last one.
+    pub async fn finish(
+        &self,
+        pipeline: &Pipeline,
+        outcome: Result<Answered, Failed>,
+    ) -> Result<u64, Error> {
+        let now = OffsetDateTime::now_utc();
+        let latency_us = self.elapsed_us();
+        let (usage, last) = match &outcome {
+            Ok((usage, ttft_us, finish_reason, attempts)) => (
+                *usage,
+                Event::InferenceCompleted(InferenceCompleted {
+                    model: self.served_model.clone(),
+                    provider: self.served_provider.clone(),
+                    tokens_in: usage.prompt_tokens,
+                    tokens_out: usage.completion_tokens,
+                    cost_micros: self.cost(*usage),
+                    latency_us,
+                    ttft_us: *ttft_us,
+                    finish_reason: finish_reason.clone(),
+                    attempts: *attempts,
+                }),
+            ),
+            Err((error, usage, attempts)) => (
+                *usage,
+                Event::InferenceFailed(InferenceFailed {
+                    model: self.served_model.clone(),
+                    provider: self.served_provider.clone(),
+                    code: error.code.to_owned(),
+                    message: error.message.chars().take(500).collect(),
+                    tokens_in: usage.prompt_tokens,
+                    tokens_out: usage.completion_tokens,
+                    cost_micros: self.cost(*usage),
+                    latency_us,
+                    attempts: *attempts,
+                }),
+            ),
+        };
+        let cost = self.cost(usage);
+        let tokens = usage.prompt_tokens + usage.completion_tokens;
+        self.settle(pipeline, cost, tokens, now, false).await;
+        // The prompt's estimate was taken before the call; the answer's tokens are charged now.
+        for check in &self.token_checks {
+            let extra = tokens.saturating_sub(check.cost);
+            if extra > 0 {
+                pipeline
+                    .limiter
+                    .charge(&check.key, check.limit, extra)
+                    .await;
+            }
+        }
+        let events = [
+            Event::InferenceRequested(self.requested.clone()),
+            Event::RouteChosen(self.route.clone()),
+            last,
+        ];
+        let encoded = events
+            .iter()
+            .map(|e| e.to_new_event(self.metadata.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| Error::Unavailable)?;
+        let stream = StreamId::of("inference", self.id).map_err(|_| Error::Unavailable)?;
+        let outcome_label = if outcome.is_ok() {
+            "completed"
+        } else {
+            "failed"
+        };
+        INFERENCE
+            .requests
+            .with_label_values(&[&self.served_model, outcome_label])
+            .inc();
+        INFERENCE
+            .seconds
+            .with_label_values(&[&self.served_model])
+            .observe(self.started.elapsed().as_secs_f64());
+        INFERENCE
+            .tokens
+            .with_label_values(&[&self.served_model, "in"])
+            .inc_by(usage.prompt_tokens);
+        INFERENCE
+            .tokens
+            .with_label_values(&[&self.served_model, "out"])
+            .inc_by(usage.completion_tokens);
+        let appended = match pipeline
+            .store
+            .append(self.tenant, &stream, ExpectedVersion::NoStream, encoded)
+            .await
+        {
+            Ok(appended) => appended,
+            Err(error) => {
+                self.settle(pipeline, cost, tokens, now, true).await;
+                tracing::error!(%error, inference_id = %self.id, "cannot log an inference");
+                return Err(Error::Unavailable);
+            }
+        };
+        tracing::info!(
+            inference_id = %self.id,
+            tenant = %self.tenant,
+            key_id = %self.key_id,
+            model = %self.served_model,
+            outcome = outcome_label,
+            tokens_in = usage.prompt_tokens,
+            tokens_out = usage.completion_tokens,
+            cost_micros = cost,
+            latency_us,
+            "inference"
+        );
+        Ok(appended.last_position().0)
+    }
+}
+
+impl Ticket {
+    /// Replaces the reservation by the real cost in this node's meter (which also counts the
+    /// spend for its views) and, when the budgets are shared, in Redis; `take_back` undoes it
+    /// when the inference's events could not be written.
+    async fn settle(
+        &self,
+        pipeline: &Pipeline,
+        cost: u64,
+        tokens: u64,
+        now: OffsetDateTime,
+        take_back: bool,
+    ) {
+        let seed = pipeline.meter.view(self.tenant, now);
+        if take_back {
+            pipeline
+                .meter
+                .unsettle(self.tenant, self.id, cost, tokens, now);
+        } else {
+            let (micros, reserved_tokens) = match self.gate {
+                Gate::Local => (self.reserved, self.reserved_tokens),
+                Gate::Shared => (0, 0),
+            };
+            pipeline.meter.settle(
+                self.tenant,
+                self.id,
+                micros,
+                reserved_tokens,
+                cost,
+                tokens,
+                now,
+            );
+        }
+        if let (Gate::Shared, Some(shared)) = (self.gate, &pipeline.shared_budgets)
+            && let Err(error) = shared
+                .settle(self.tenant, self.id, cost, tokens, &seed, now, take_back)
+                .await
+        {
+            // The reservation's lease gives it back; the spend is seeded from the log again
+            // when Redis loses it.
+            tracing::warn!(%error, inference_id = %self.id, "cannot settle the shared budgets");
+        }
+    }
+}
+
+impl Pipeline {
+    /// Prepares an inference: model, limits, budget. Nothing is logged for a request refused
+    /// here (it cost nothing, and its refusal says why).
+    pub(super) async fn admit(
+        &self,
+        correlation_id: Option<String>,
+        principal: &Principal,
+        ask: Ask<'_>,
+        policy: Option<&Policy>,
+    ) -> Result<Ticket, Error> {
+        let route = self.route(principal, ask.model, ask.chat, policy)?;
+        let model = route.model;
+        let prompt_estimate = ask.prompt_estimate;
+        if prompt_estimate > model.context_tokens {
+            return Err(Error::ContextLength {
+                estimate: prompt_estimate,
+                model: model.name.clone(),
+                limit: model.context_tokens,
+            });
+        }
+        let tenant = principal.tenant;
+        let tenant_limits = self.accounts.tenant_limits(tenant);
+        let key_limits = self.accounts.key_limits(principal.key_id);
+        let model_limits = self.accounts.model_limits(tenant, &model.name);
+        let mut checks = Vec::with_capacity(4);
+        if let Some(rpm) = model_limits.requests_per_minute {
+            checks.push(Check::requests(
+                format!("rpm:model:{tenant}:{}", model.name),
+                rpm,
+            ));
+        }
+        let mut token_checks = Vec::with_capacity(3);
+        for (key, tpm) in [
+            (format!("tpm:{tenant}"), tenant_limits.tokens_per_minute),
+            (
+                format!("tpm:key:{}", principal.key_id),
+                key_limits.tokens_per_minute,
+            ),
+            (
+                format!("tpm:model:{tenant}:{}", model.name),
+                model_limits.tokens_per_minute,
+            ),
+        ] {
+            if let Some(tpm) = tpm {
+                token_checks.push(Check::tokens(key, tpm, prompt_estimate.min(tpm)));
+            }
+        }
+        checks.extend(token_checks.iter().cloned());
+        let rate = enforce(&self.limiter, &checks).await?;
+
+        let price = model.price;
+        let reserved = price.cost(1, prompt_estimate, ask.output_reservation);
+        let reserved_tokens = prompt_estimate.saturating_add(ask.output_reservation);
+        let id = Uuid::now_v7();
+        let gate = match self
+            .reserve_budget(tenant, id, &tenant_limits, reserved, reserved_tokens, None)
+            .await
+        {
+            Ok(gate) => gate,
+            Err(exhausted) => {
+                let left = if exhausted.budget.ends_with("_usd") {
+                    switchyard_actors::billing::usd(exhausted.left)
+                } else {
+                    format!("{} tokens", exhausted.left)
+                };
+                return Err(Error::BudgetExhausted {
+                    message: format!(
+                        "the tenant's {} is spent: {left} left; this request may need up to {} and {reserved_tokens} tokens",
+                        exhausted.budget,
+                        switchyard_actors::billing::usd(reserved),
+                    ),
+                    rate: Box::new(rate),
+                });
+            }
+        };
+        let metadata = Metadata {
+            correlation_id,
+            ..Metadata::default()
+        };
+        let provider = self
+            .config
+            .provider(&model.provider)
+            .map_or("", |p| p.name.as_str());
+        Ok(Ticket {
+            id,
+            tenant,
+            key_id: principal.key_id,
+            metadata,
+            requested: InferenceRequested {
+                endpoint: ask.endpoint.to_owned(),
+                model_requested: ask.model.to_owned(),
+                key_id: principal.key_id,
+                stream: ask.stream,
+                messages: ask.messages,
+                prompt_tokens_estimate: prompt_estimate,
+                max_tokens: ask.max_tokens,
+            },
+            route: RouteChosen {
+                policy: route.policy,
+                model: model.name.clone(),
+                provider: provider.to_owned(),
+                candidates: route.candidates,
+                propensity_ppb: route.propensity_ppb,
+                feature_set: route.feature_set,
+                features_milli: route.features_milli,
+                shadow: route.shadow,
+            },
+            served_model: model.name.clone(),
+            served_provider: model.provider.clone(),
+            price,
+            reserved,
+            reserved_tokens,
+            reserved_output: ask.output_reservation,
+            gate,
+            started: Instant::now(),
+            token_checks,
+            rate,
+        })
+    }
+
+    /// Admission of a chat request: its prompt estimate and output reservation (`max_tokens`
+    /// × `n`, or the configured default), then [`Pipeline::admit`].
+    pub(super) async fn admit_chat(
+        &self,
+        correlation_id: Option<String>,
+        principal: &Principal,
+        request: &ChatRequest,
+        policy: Option<&Policy>,
+    ) -> Result<Ticket, Error> {
+        let reservation = request
+            .output_cap()
+            .unwrap_or(self.config.default_output_reservation)
+            .saturating_mul(u64::from(request.choices()));
+        let ask = Ask {
+            endpoint: "chat",
+            model: &request.model,
+            stream: request.stream,
+            messages: u32::try_from(request.messages.len()).unwrap_or(u32::MAX),
+            prompt_estimate: request.estimate_prompt_tokens(),
+            max_tokens: request.output_cap(),
+            output_reservation: reservation,
+            chat: Some(request),
+        };
+        self.admit(correlation_id, principal, ask, policy).await
+    }
+}

@@ -1,0 +1,506 @@
+//! Any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, Ollama, llama.cpp server, LiteLLM, ...):
+//! the request is sent as the client wrote it with the model renamed to the upstream's name;
+//! streams are read as SSE with a first-token timeout and an inter-chunk timeout, and a stream
+//! that ends without `[DONE]` is an error, never a clean end.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+
+use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
+use crate::config::{ModelConfig, ProviderConfig};
+use crate::openai::ChatRequest;
+
+/// Largest upstream answer read whole (non-streaming), and largest single SSE event.
+const MAX_UPSTREAM_BODY: usize = 16 * 1024 * 1024;
+
+/// One OpenAI-compatible endpoint.
+#[derive(Debug)]
+pub struct OpenAiCompatible {
+    client: reqwest::Client,
+    base_url: String,
+    api_key: Option<String>,
+    first_token_timeout: Duration,
+    timeout: Duration,
+}
+
+impl OpenAiCompatible {
+    pub fn new(config: &ProviderConfig) -> crate::Result<Self> {
+        let base_url = config.base_url.clone().ok_or_else(|| {
+            crate::Error::Config(format!("provider {} needs a base_url", config.name))
+        })?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(256)
+            .build()
+            .map_err(|e| crate::Error::Config(format!("provider {}: {e}", config.name)))?;
+        Ok(OpenAiCompatible {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: config.api_key()?,
+            first_token_timeout: config.first_token_timeout(),
+            timeout: config.timeout(),
+        })
+    }
+
+    fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .json(body);
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    /// Sends and waits for the response head within the first-token timeout; maps refusals.
+    async fn send(&self, path: &str, body: &Value) -> Result<reqwest::Response, ProviderError> {
+        send_checked(
+            self.post(path, body),
+            self.first_token_timeout,
+            self.timeout,
+        )
+        .await
+    }
+
+    fn body(
+        model: &ModelConfig,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<Value, ProviderError> {
+        let mut body = serde_json::to_value(request)
+            .map_err(|e| ProviderError::fatal("internal", 500, e.to_string()))?;
+        body["model"] = json!(model.upstream_name());
+        if stream {
+            body["stream"] = json!(true);
+            // Usage is always asked for: billing needs it even when the client did not.
+            body["stream_options"] = json!({"include_usage": true});
+        } else if let Some(object) = body.as_object_mut() {
+            object.remove("stream");
+            object.remove("stream_options");
+        }
+        Ok(body)
+    }
+}
+
+/// Sends a request and waits for the response head within `first`; a refusal (4xx, 5xx) is
+/// mapped to a `ProviderError` (retryable for 429 and 5xx, with the upstream's `Retry-After`).
+pub async fn send_checked(
+    request: reqwest::RequestBuilder,
+    first: Duration,
+    timeout: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let response = tokio::time::timeout(first, request.send())
+        .await
+        .map_err(|_| ProviderError::timeout("no response from the provider in time"))?
+        .map_err(|e| {
+            ProviderError::retryable(
+                "upstream_unavailable",
+                format!("cannot reach the provider: {e}"),
+            )
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = tokio::time::timeout(timeout, response.text())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let detail: String = text.chars().take(500).collect();
+    Err(match status.as_u16() {
+        429 => ProviderError {
+            retry_after,
+            status: 429,
+            ..ProviderError::retryable(
+                "upstream_rate_limited",
+                format!("the provider is rate limiting: {detail}"),
+            )
+        },
+        500..=599 => ProviderError {
+            retry_after,
+            ..ProviderError::retryable(
+                "upstream_unavailable",
+                format!("the provider answered {status}: {detail}"),
+            )
+        },
+        400 | 404 | 413 | 422 => ProviderError::fatal(
+            "upstream_rejected",
+            400,
+            format!("the provider refused the request ({status}): {detail}"),
+        ),
+        _ => ProviderError::fatal(
+            "upstream_error",
+            502,
+            format!("the provider answered {status}: {detail}"),
+        ),
+    })
+}
+
+pub fn malformed(what: impl std::fmt::Display) -> ProviderError {
+    ProviderError::retryable(
+        "upstream_malformed",
+        format!("the provider's answer is not valid: {what}"),
+    )
+}
+
+fn usage_of(value: &Value) -> Option<Usage> {
+    let usage = value.get("usage").filter(|u| !u.is_null())?;
+    Some(Usage {
+        prompt_tokens: usage
+            .get("prompt_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        completion_tokens: usage
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    })
+}
+
+impl Provider for OpenAiCompatible {
+    fn chat<'a>(
+        &'a self,
+        model: &'a ModelConfig,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+        Box::pin(async move {
+            let body = Self::body(model, request, false)?;
+            let response = self.send("/chat/completions", &body).await?;
+            let bytes = tokio::time::timeout(self.timeout, response.bytes())
+                .await
+                .map_err(|_| {
+                    ProviderError::timeout("the provider's answer did not finish in time")
+                })?
+                .map_err(|e| ProviderError::retryable("upstream_unavailable", e.to_string()))?;
+            if bytes.len() > MAX_UPSTREAM_BODY {
+                return Err(malformed("the answer is too large"));
+            }
+            let value: Value = serde_json::from_slice(&bytes).map_err(malformed)?;
+            let choices = value
+                .get("choices")
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| malformed("no choices"))?;
+            let usage = usage_of(&value).ok_or_else(|| malformed("no usage"))?;
+            Ok(Completion { choices, usage })
+        })
+    }
+
+    fn chat_stream<'a>(
+        &'a self,
+        model: &'a ModelConfig,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChunkStream, ProviderError>> {
+        Box::pin(async move {
+            let body = Self::body(model, request, true)?;
+            let response = self.send("/chat/completions", &body).await?;
+            let bytes = response.bytes_stream().map_err(|e| {
+                ProviderError::retryable(
+                    "upstream_stream_cut",
+                    format!("the provider's stream broke: {e}"),
+                )
+            });
+            Ok(sse_events(
+                bytes.boxed(),
+                self.first_token_timeout,
+                self.timeout,
+            ))
+        })
+    }
+
+    fn embed<'a>(
+        &'a self,
+        model: &'a ModelConfig,
+        inputs: &'a [String],
+        dimensions: Option<u32>,
+    ) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
+        Box::pin(async move {
+            let mut body = json!({"model": model.upstream_name(), "input": inputs});
+            if let Some(d) = dimensions {
+                body["dimensions"] = json!(d);
+            }
+            let response = self.send("/embeddings", &body).await?;
+            let value: Value = tokio::time::timeout(self.timeout, response.json())
+                .await
+                .map_err(|_| {
+                    ProviderError::timeout("the provider's answer did not finish in time")
+                })?
+                .map_err(malformed)?;
+            let data = value
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| malformed("no data"))?;
+            let vectors = data
+                .iter()
+                .map(|item| {
+                    item.get("embedding")
+                        .and_then(Value::as_array)
+                        .and_then(|v| {
+                            v.iter()
+                                .map(|x| x.as_f64().map(|f| f as f32))
+                                .collect::<Option<Vec<f32>>>()
+                        })
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| malformed("an embedding is not a list of numbers"))?;
+            let prompt_tokens = value
+                .pointer("/usage/prompt_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            Ok(Embeddings {
+                vectors,
+                prompt_tokens,
+            })
+        })
+    }
+}
+
+/// What an SSE handler makes of one event's data.
+#[derive(Debug)]
+pub enum Step {
+    /// Chunks to pass on (maybe none).
+    Emit(Vec<StreamEvent>),
+    /// The stream ended cleanly (after these chunks).
+    Done(Vec<StreamEvent>),
+}
+
+/// Turns an SSE byte stream into chunk events, one `data:` payload at a time through `handle`
+/// (which says when the stream has ended cleanly). The first event must come within `first`,
+/// each later one within `between`; an end before `handle` said so is `upstream_stream_cut`.
+pub fn sse_stream<H>(
+    bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
+    first: Duration,
+    between: Duration,
+    handle: H,
+) -> ChunkStream
+where
+    H: FnMut(&str) -> Result<Step, ProviderError> + Send + 'static,
+{
+    struct State<H> {
+        bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
+        buffer: BytesMut,
+        pending: std::collections::VecDeque<StreamEvent>,
+        started: bool,
+        done: bool,
+        handle: H,
+    }
+    let state = State {
+        bytes,
+        buffer: BytesMut::new(),
+        pending: std::collections::VecDeque::new(),
+        started: false,
+        done: false,
+        handle,
+    };
+    futures_util::stream::unfold(state, move |mut state| async move {
+        loop {
+            if let Some(event) = state.pending.pop_front() {
+                return Some((Ok(event), state));
+            }
+            if state.done {
+                return None;
+            }
+            // Handle every whole event already buffered.
+            while let Some(end) = find_event_end(&state.buffer) {
+                let raw = state.buffer.split_to(end.0);
+                state.buffer.advance(end.1);
+                let Ok(text) = std::str::from_utf8(&raw) else {
+                    state.done = true;
+                    return Some((Err(malformed("an SSE event is not UTF-8")), state));
+                };
+                let data: String = text
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if data.is_empty() {
+                    continue; // a comment, a keep-alive, or an event name alone
+                }
+                match (state.handle)(&data) {
+                    Ok(Step::Emit(events)) => state.pending.extend(events),
+                    Ok(Step::Done(events)) => {
+                        state.pending.extend(events);
+                        state.done = true;
+                        break;
+                    }
+                    Err(error) => {
+                        state.done = true;
+                        state.pending.clear();
+                        return Some((Err(error), state));
+                    }
+                }
+            }
+            if !state.pending.is_empty() || state.done {
+                continue;
+            }
+            if state.buffer.len() > MAX_UPSTREAM_BODY {
+                state.done = true;
+                return Some((Err(malformed("an SSE event is too large")), state));
+            }
+            let wait = if state.started { between } else { first };
+            match tokio::time::timeout(wait, state.bytes.next()).await {
+                Err(_) => {
+                    state.done = true;
+                    let what = if state.started {
+                        "the provider's stream stalled"
+                    } else {
+                        "no first token from the provider in time"
+                    };
+                    return Some((Err(ProviderError::timeout(what)), state));
+                }
+                Ok(None) => {
+                    state.done = true;
+                    return Some((
+                        Err(ProviderError::retryable(
+                            "upstream_stream_cut",
+                            "the provider's stream ended before its last event",
+                        )),
+                        state,
+                    ));
+                }
+                Ok(Some(Err(error))) => {
+                    state.done = true;
+                    return Some((Err(error), state));
+                }
+                Ok(Some(Ok(chunk))) => {
+                    state.started = true;
+                    state.buffer.extend_from_slice(&chunk);
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// An OpenAI-style stream: `data: {json}` chunks until `data: [DONE]`.
+pub fn sse_events(
+    bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
+    first: Duration,
+    between: Duration,
+) -> ChunkStream {
+    sse_stream(bytes, first, between, |data| {
+        if data == "[DONE]" {
+            return Ok(Step::Done(Vec::new()));
+        }
+        let value: Value = serde_json::from_str(data).map_err(malformed)?;
+        if let Some(error) = value.get("error") {
+            return Err(ProviderError::retryable(
+                "upstream_stream_error",
+                format!("the provider sent an error mid-stream: {error}"),
+            ));
+        }
+        let mut events = Vec::with_capacity(2);
+        if let Some(choices) = value.get("choices").and_then(Value::as_array)
+            && !choices.is_empty()
+        {
+            events.push(StreamEvent::Choices(choices.clone()));
+        }
+        if let Some(usage) = usage_of(&value) {
+            events.push(StreamEvent::Usage(usage));
+        }
+        Ok(Step::Emit(events))
+    })
+}
+
+/// Where the first whole SSE event ends: (length of the event, length of the separator).
+fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of(
+        parts: Vec<&'static str>,
+    ) -> futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>> {
+        futures_util::stream::iter(parts.into_iter().map(|p| Ok(bytes::Bytes::from(p)))).boxed()
+    }
+
+    async fn collect(parts: Vec<&'static str>) -> Vec<Result<StreamEvent, ProviderError>> {
+        sse_events(
+            bytes_of(parts),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .collect()
+        .await
+    }
+
+    #[tokio::test]
+    async fn events_split_anywhere_are_reassembled_and_done_ends_cleanly() {
+        let events = collect(vec![
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"he\"}}]}\n",
+            "\n: keep-alive\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"llo\"}}]}\r\n\r\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
+        ])
+        .await;
+        assert_eq!(events.len(), 3);
+        assert!(events.iter().all(Result::is_ok));
+        assert!(matches!(
+            events[2],
+            Ok(StreamEvent::Usage(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2
+            }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_cut_a_malformed_chunk_and_an_error_event_are_errors() {
+        let cut = collect(vec!["data: {\"choices\":[{\"index\":0,\"delta\":{}}]}\n\n"]).await;
+        assert_eq!(
+            cut.last().unwrap().as_ref().unwrap_err().code,
+            "upstream_stream_cut"
+        );
+        let bad = collect(vec!["data: {not json\n\n"]).await;
+        assert_eq!(
+            bad.last().unwrap().as_ref().unwrap_err().code,
+            "upstream_malformed"
+        );
+        let error = collect(vec!["data: {\"error\":{\"message\":\"overloaded\"}}\n\n"]).await;
+        assert_eq!(
+            error.last().unwrap().as_ref().unwrap_err().code,
+            "upstream_stream_error"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_times_out() {
+        let stalled = futures_util::stream::iter(vec![Ok(bytes::Bytes::from(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{}}]}\n\n",
+        ))])
+        .chain(futures_util::stream::pending())
+        .boxed();
+        let events: Vec<_> = sse_events(
+            stalled,
+            Duration::from_millis(500),
+            Duration::from_millis(50),
+        )
+        .collect()
+        .await;
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].as_ref().unwrap_err().code, "upstream_timeout");
+    }
+}
