@@ -18,20 +18,42 @@ fn redis_url() -> String {
     std::env::var("SWITCHYARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// `n` nodes on one fresh schema, sharing Redis, the admin token and the data dir (so the key
-/// secret too). Started one after the other: the first creates the schema and the secret.
-pub fn cluster(n: usize, extra: &[(&str, &str)]) -> Vec<Server> {
-    let dir = data_dir();
-    let schema = format!("cl_{}", uuid::Uuid::now_v7().simple());
-    let (url, redis) = (database_url(), redis_url());
-    let mut env = vec![
-        ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
-        ("SWITCHYARD_DATABASE_URL", url.as_str()),
-        ("SWITCHYARD_DATABASE_SCHEMA", schema.as_str()),
-        ("SWITCHYARD_REDIS_URL", redis.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    (0..n).map(|_| Server::start_with(&dir, &env)).collect()
+/// How to start a node of one cluster: its data dir and environment.
+pub struct Recipe {
+    dir: std::path::PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Recipe {
+    /// One fresh schema, shared Redis, the admin token and the data dir (so the key secret).
+    pub fn new() -> Recipe {
+        let schema = format!("cl_{}", uuid::Uuid::now_v7().simple());
+        Recipe {
+            dir: data_dir(),
+            env: vec![
+                ("SWITCHYARD_ADMIN_TOKEN".into(), TOKEN.into()),
+                ("SWITCHYARD_DATABASE_URL".into(), database_url()),
+                ("SWITCHYARD_DATABASE_SCHEMA".into(), schema),
+                ("SWITCHYARD_REDIS_URL".into(), redis_url()),
+            ],
+        }
+    }
+
+    /// A node (started after the others, so the first creates the schema and the secret).
+    pub fn start(&self) -> Server {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Server::start_with(&self.dir, &env)
+    }
+}
+
+/// `n` nodes of one new cluster.
+pub fn cluster(n: usize) -> Vec<Server> {
+    let recipe = Recipe::new();
+    (0..n).map(|_| recipe.start()).collect()
 }
 
 async fn admin(
@@ -72,7 +94,7 @@ async fn until_key(node: &Server, key: &str, status: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_writes_on_any_node_are_what_every_node_reads_and_decides_on() {
-    let nodes = cluster(3, &[]);
+    let nodes = cluster(3);
     let client = reqwest::Client::new();
     let (tenant, key, key_id) = tenant_with_key(&nodes[0]).await;
     let limits = format!("/v1/admin/tenants/{tenant}/limits");
@@ -140,7 +162,7 @@ const SPEC: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_workflow_registered_on_one_node_starts_on_another() {
-    let nodes = cluster(2, &[]);
+    let nodes = cluster(2);
     let client = reqwest::Client::new();
     let (_, key, _) = tenant_with_key(&nodes[0]).await;
     until_key(&nodes[1], &key, 200).await;
@@ -177,7 +199,7 @@ async fn a_workflow_registered_on_one_node_starts_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_your_writes_on_every_node() {
-    let nodes = cluster(3, &[]);
+    let nodes = cluster(3);
     let client = reqwest::Client::new();
     let (_, key, _) = tenant_with_key(&nodes[0]).await;
     for node in &nodes {
@@ -231,7 +253,7 @@ async fn read_your_writes_on_every_node() {
 /// budget binds (some requests are refused with 402).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_budget_holds_exactly_across_three_nodes() {
-    let nodes = cluster(3, &[]);
+    let nodes = cluster(3);
     let client = reqwest::Client::new();
     let (tenant, key, _) = tenant_with_key(&nodes[0]).await;
     let (status, body) = admin(
@@ -324,4 +346,371 @@ async fn a_budget_holds_exactly_across_three_nodes() {
     let overshoot = (spent - 10_000).max(0);
     assert_eq!(overshoot, 0, "spent {spent} µ$ of a 10,000 µ$ budget");
     assert!(tokens <= 5_000, "{tokens} tokens of a 5,000-token budget");
+}
+
+/// Whether `node` holds the workflow engine lease (its `/metrics` says so).
+async fn leads(node: &Server) -> bool {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .any(|line| line.trim() == "switchyard_workflow_engine_leader 1")
+}
+
+const FAILOVER_SPEC: &str = r#"
+name: failover
+nodes:
+  - id: draft
+    kind: llm
+    model: sim-small
+    prompt: "Draft: {{ input.question }}"
+  - id: record
+    kind: tool
+    tool: record
+    args: {draft: "{{ steps.draft.output }}"}
+  - id: lookup
+    kind: tool
+    tool: slow
+    args: {question: "{{ input.question }}"}
+  - id: polish
+    kind: llm
+    model: sim-small
+    prompt: "Polish: {{ steps.draft.output }}"
+"#;
+
+/// The node carrying out the runs is killed (`kill -9`) while four runs wait on a slow tool:
+/// the other node takes the engine lease and finishes them, with no restart, carrying out the
+/// interrupted step again under the same idempotency key; each model step is one inference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_engine_fails_over_when_its_node_is_killed() {
+    let (tools, seen) = crate::workflows::tool_server_with(60_000, true).await;
+    let mut nodes = cluster(2);
+    let client = reqwest::Client::new();
+    let mut leader = None;
+    for _ in 0..100 {
+        for (i, node) in nodes.iter().enumerate() {
+            if leads(node).await {
+                leader = Some(i);
+            }
+        }
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leader = leader.expect("one node takes the engine lease");
+    let other = 1 - leader;
+    assert!(!leads(&nodes[other]).await, "one holder at a time");
+    let (_, key, _) = tenant_with_key(&nodes[other]).await;
+    until_key(&nodes[leader], &key, 200).await;
+    for tool in ["record", "slow"] {
+        let response = client
+            .post(nodes[other].url("/v1/tools"))
+            .bearer_auth(&key)
+            .body(format!(
+                "name: {tool}\nurl: {tools}/{tool}\ntimeout_ms: 90000\n"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let response = client
+        .post(nodes[other].url("/v1/workflows"))
+        .bearer_auth(&key)
+        .body(FAILOVER_SPEC)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    // Started on the node that does not carry runs out: the leader sees them in the log.
+    let mut runs = Vec::new();
+    for i in 0..4 {
+        let started: Value = client
+            .post(nodes[other].url("/v1/workflows/failover/runs"))
+            .bearer_auth(&key)
+            .json(&json!({"input": {"question": format!("question {i}")}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        runs.push(started["run_id"].as_str().unwrap().to_owned());
+    }
+    // Until every run is inside its slow step (the tool holds the first call of each key).
+    for _ in 0..400 {
+        let slow = seen
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(path, _)| path == "/slow")
+            .count();
+        if slow == runs.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let killed_at = std::time::Instant::now();
+    drop(nodes.remove(leader)); // SIGKILL
+    let survivor = &nodes[0];
+    for run in &runs {
+        let state: Value = client
+            .get(survivor.url(&format!("/v1/runs/{run}?wait_ms=30000")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(state["status"], "completed", "{state}");
+    }
+    let failover = killed_at.elapsed();
+    assert!(failover < Duration::from_secs(20), "{failover:?}");
+    assert!(leads(survivor).await);
+
+    // Each tool step was carried out under one key per (run, step, attempt); the interrupted
+    // one was called again with the same key, no other step was repeated.
+    let calls = seen.lock().unwrap().calls.clone();
+    for (path, expected_calls) in [("/record", 1), ("/slow", 2)] {
+        let keys: std::collections::BTreeSet<&String> = calls
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(keys.len(), runs.len(), "{path}: {calls:?}");
+        for key in keys {
+            let count = calls.iter().filter(|(p, k)| p == path && k == key).count();
+            assert_eq!(count, expected_calls, "{path} {key}: {calls:?}");
+        }
+    }
+    // Two model steps per run, each one inference, billed once.
+    let head: u64 = client
+        .post(survivor.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "sim-small", "messages": [{"role": "user", "content": "last"}], "max_tokens": 4}))
+        .send()
+        .await
+        .unwrap()
+        .headers()["x-switchyard-position"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let usage: Value = client
+        .get(survivor.url(&format!(
+            "/v1/analytics/usage?min_position={head}&wait_ms=20000"
+        )))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let requests: i64 = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_i64().unwrap())
+        .sum();
+    assert_eq!(requests, 2 * runs.len() as i64 + 1, "{usage}");
+}
+
+const ONE_STEP: &str = "name: one\nnodes:\n  - id: answer\n    kind: llm\n    model: sim-small\n    prompt: \"{{ input.q }}\"\n";
+
+/// Random admin commands, completions and workflow runs spread over three nodes while one node
+/// is killed and restarted, checked at the end against a model of what a single node would
+/// hold: every node reads the last limits written, the log counts exactly the completions
+/// answered plus one inference per run, and every run completes. At least 90% of the
+/// operations must succeed (one aimed at the dead node is sent to another), so a run that only
+/// erred cannot pass. `SWITCHYARD_TEST_SEED` replays a failing sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_operations_over_nodes_with_a_kill_agree_with_one_node() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("SWITCHYARD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("SWITCHYARD_TEST_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let recipe = Recipe::new();
+    let mut nodes: Vec<Option<Server>> = (0..3).map(|_| Some(recipe.start())).collect();
+    let client = reqwest::Client::new();
+    let first = nodes[0].as_ref().unwrap();
+    let mut tenants = Vec::new();
+    for _ in 0..2 {
+        let (tenant, key, _) = tenant_with_key(first).await;
+        let response = client
+            .post(first.url("/v1/workflows"))
+            .bearer_auth(&key)
+            .body(ONE_STEP)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        tenants.push((tenant, key));
+    }
+    // The model: each tenant's last limits, completions answered, runs started.
+    let mut limits: Vec<Option<u32>> = vec![None; tenants.len()];
+    let mut answered = vec![0_i64; tenants.len()];
+    let mut runs: Vec<Vec<String>> = vec![Vec::new(); tenants.len()];
+    let (mut ok, mut total) = (0_u32, 0_u32);
+    let (kill_at, restart_at) = (40, 80);
+    let mut killed = None;
+    for step in 0..120 {
+        if step == kill_at {
+            let victim = rng.random_range(0..nodes.len());
+            nodes[victim] = None; // SIGKILL
+            killed = Some(victim);
+        }
+        if step == restart_at
+            && let Some(victim) = killed.take()
+        {
+            nodes[victim] = Some(recipe.start());
+        }
+        let live: Vec<&Server> = nodes.iter().flatten().collect();
+        let node = live[rng.random_range(0..live.len())];
+        let t = rng.random_range(0..tenants.len());
+        let (tenant, key) = &tenants[t];
+        total += 1;
+        match rng.random_range(0..10) {
+            0..=2 => {
+                let rpm = rng.random_range(300..1_000);
+                let (status, _) = admin(
+                    &client,
+                    reqwest::Method::PUT,
+                    node,
+                    &format!("/v1/admin/tenants/{tenant}/limits"),
+                    Some(json!({"requests_per_minute": rpm})),
+                )
+                .await;
+                if status == 200 {
+                    limits[t] = Some(rpm);
+                    ok += 1;
+                }
+            }
+            3 => {
+                let (status, body) = admin(
+                    &client,
+                    reqwest::Method::GET,
+                    node,
+                    &format!("/v1/admin/tenants/{tenant}"),
+                    None,
+                )
+                .await;
+                if status == 200 {
+                    assert_eq!(
+                        body["limits"]["requests_per_minute"].as_u64(),
+                        limits[t].map(u64::from),
+                        "seed {seed}: {} read stale limits",
+                        node.base
+                    );
+                    ok += 1;
+                }
+            }
+            4..=7 => {
+                let response = client
+                    .post(node.url("/v1/chat/completions"))
+                    .bearer_auth(key)
+                    .json(&json!({"model": "sim-small", "messages": [{"role": "user", "content": format!("op {step}")}], "max_tokens": 8}))
+                    .send()
+                    .await;
+                if let Ok(response) = response
+                    && response.status() == 200
+                {
+                    answered[t] += 1;
+                    ok += 1;
+                }
+            }
+            _ => {
+                let response = client
+                    .post(node.url("/v1/workflows/one/runs"))
+                    .bearer_auth(key)
+                    .json(&json!({"input": {"q": format!("run {step}")}}))
+                    .send()
+                    .await;
+                if let Ok(response) = response
+                    && response.status() == 201
+                {
+                    let body: Value = response.json().await.unwrap();
+                    runs[t].push(body["run_id"].as_str().unwrap().to_owned());
+                    ok += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        f64::from(ok) >= 0.9 * f64::from(total),
+        "seed {seed}: only {ok} of {total} operations succeeded"
+    );
+    let live: Vec<&Server> = nodes.iter().flatten().collect();
+    for (t, (tenant, key)) in tenants.iter().enumerate() {
+        for node in &live {
+            let (_, body) = admin(
+                &client,
+                reqwest::Method::GET,
+                node,
+                &format!("/v1/admin/tenants/{tenant}"),
+                None,
+            )
+            .await;
+            assert_eq!(
+                body["limits"]["requests_per_minute"].as_u64(),
+                limits[t].map(u64::from),
+                "seed {seed}"
+            );
+        }
+        for run in &runs[t] {
+            let state: Value = client
+                .get(live[0].url(&format!("/v1/runs/{run}?wait_ms=30000")))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(state["status"], "completed", "seed {seed}: {state}");
+        }
+        let head: u64 = client
+            .post(live[0].url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": "sim-small", "messages": [{"role": "user", "content": "end"}], "max_tokens": 4}))
+            .send()
+            .await
+            .unwrap()
+            .headers()["x-switchyard-position"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let usage: Value = client
+            .get(live[1].url(&format!(
+                "/v1/analytics/usage?min_position={head}&wait_ms=20000"
+            )))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let requests: i64 = usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["requests"].as_i64().unwrap())
+            .sum();
+        assert_eq!(
+            requests,
+            answered[t] + runs[t].len() as i64 + 1,
+            "seed {seed}: the log's inferences for tenant {t}"
+        );
+    }
 }

@@ -19,13 +19,18 @@ use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
 /// once per idempotency key (as the `Idempotency-Key` contract asks) applies each step once when
 /// every repeated call carries the same key.
 #[derive(Default)]
-struct Seen {
-    calls: Vec<(String, String)>,
+pub(crate) struct Seen {
+    pub(crate) calls: Vec<(String, String)>,
 }
 
 /// A tool server on a random port: `/record` answers at once; `/slow` takes `slow_ms` the first
 /// time it is called.
 async fn tool_server(slow_ms: u64) -> (String, Arc<Mutex<Seen>>) {
+    tool_server_with(slow_ms, false).await
+}
+
+/// The same; with `per_key`, `/slow` takes `slow_ms` the first time each idempotency key calls.
+pub(crate) async fn tool_server_with(slow_ms: u64, per_key: bool) -> (String, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -63,7 +68,11 @@ async fn tool_server(slow_ms: u64) -> (String, Arc<Mutex<Seen>>) {
                 let first = {
                     let mut seen = seen.lock().unwrap();
                     seen.calls.push((path.clone(), key.clone()));
-                    seen.calls.iter().filter(|(p, _)| *p == path).count() == 1
+                    seen.calls
+                        .iter()
+                        .filter(|(p, k)| *p == path && (!per_key || *k == key))
+                        .count()
+                        == 1
                 };
                 if path == "/slow" && first {
                     tokio::time::sleep(Duration::from_millis(slow_ms)).await;

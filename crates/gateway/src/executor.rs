@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use switchyard_inference::admission::{Check, enforce};
 use switchyard_inference::openai::ChatRequest;
 use switchyard_inference::{Pipeline, Principal};
+use switchyard_workflows::engine::LeadOptions;
 use switchyard_workflows::{Engine, Executor, StepCall, StepError, StepOutput};
 use uuid::Uuid;
 
@@ -159,6 +160,7 @@ impl StepExecutor {
                 &principal,
                 &request,
                 policy.as_ref(),
+                Some(call.inference_id),
             )
             .await
             .map_err(|e| StepError {
@@ -294,18 +296,23 @@ impl Executor for StepExecutor {
     }
 }
 
-/// Builds the engine of a server: the executor over the pipeline, then recovery of the runs a
-/// previous process left unfinished.
+/// Builds the engine of a server: the executor over the pipeline. With `execute`, the engine
+/// competes for the log's engine lease and, while it holds it, recovers the runs that had not
+/// ended and carries out every run's steps; without it (`--no-workflows`), this node only
+/// records what requests ask and another node's engine carries it out.
 pub async fn start_engine(
     store: Arc<dyn switchyard_events::EventStore>,
     admin: web::Data<Admin>,
     pipeline: web::Data<Pipeline>,
+    execute: bool,
 ) -> anyhow::Result<Arc<Engine>> {
     let executor = Arc::new(StepExecutor::new(admin, pipeline)?);
     let engine = Engine::new(store, executor);
-    let recovered = engine.recover().await?;
-    if recovered > 0 {
-        tracing::info!(runs = recovered, "resuming interrupted workflow runs");
+    if execute {
+        engine.lead(LeadOptions::default());
+    } else {
+        engine.stand_by();
+        tracing::info!("no workflow engine on this node (--no-workflows)");
     }
     Ok(engine)
 }

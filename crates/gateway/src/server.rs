@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Seconds of silence before an event feed sends a heartbeat.
     #[arg(long, default_value_t = 15)]
     pub feed_heartbeat_secs: u64,
+    /// Run no workflow engine on this node: it still serves the workflow API (starts, signals
+    /// and cancellations are recorded in the log), and the node holding the engine lease
+    /// carries the runs out.
+    #[arg(long, env = "SWITCHYARD_NO_WORKFLOWS")]
+    pub no_workflows: bool,
 }
 
 /// Builds everything and serves until SIGINT/SIGTERM.
@@ -89,8 +94,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     let read = ReadSide { projections };
-    let engine =
-        crate::executor::start_engine(store.clone(), admin.clone(), pipeline.clone()).await?;
+    let engine = crate::executor::start_engine(
+        store.clone(),
+        admin.clone(),
+        pipeline.clone(),
+        !args.no_workflows,
+    )
+    .await?;
     serve(store, admin, pipeline, read, hub, engine, args.listen).await
 }
 

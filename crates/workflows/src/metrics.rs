@@ -18,6 +18,7 @@ pub(crate) struct Metrics {
     pub started: IntCounterVec,
     pub ended: IntCounterVec,
     pub active: IntGauge,
+    pub leader: IntGauge,
     pub steps: IntCounterVec,
     pub step_seconds: HistogramVec,
     pub segments: IntCounter,
@@ -52,6 +53,13 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         IntGauge::new(
             "switchyard_workflow_runs_active",
             "Workflow runs started or recovered on this node and not ended",
+        )
+        .expect("metric"),
+    ),
+    leader: register(
+        IntGauge::new(
+            "switchyard_workflow_engine_leader",
+            "1 while this node holds the workflow engine lease and carries out steps",
         )
         .expect("metric"),
     ),

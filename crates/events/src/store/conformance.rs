@@ -52,6 +52,7 @@ macro_rules! conformance_suite {
             empty_appends_and_malformed_events_are_rejected,
             bad_stream_names_are_rejected,
             missing_streams_read_as_empty,
+            a_lease_has_one_holder_until_it_is_dropped,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -867,4 +868,24 @@ pub async fn missing_streams_read_as_empty(store: Store) {
             .is_empty()
     );
     assert_eq!(store.head().await.unwrap(), GlobalPosition::START);
+}
+
+pub async fn a_lease_has_one_holder_until_it_is_dropped(store: Store) {
+    let name = format!("engine-{}", uuid::Uuid::now_v7().simple());
+    let mut first = store
+        .try_lease(&name)
+        .await
+        .unwrap()
+        .expect("a free name is leased");
+    assert_eq!(first.name(), name);
+    assert!(first.alive().await);
+    assert!(
+        store.try_lease(&name).await.unwrap().is_none(),
+        "held: no second holder"
+    );
+    let other = store.try_lease(&format!("{name}-other")).await.unwrap();
+    assert!(other.is_some(), "another name is independent");
+    drop(first);
+    let again = store.try_lease(&name).await.unwrap();
+    assert!(again.is_some(), "released when dropped");
 }

@@ -30,6 +30,7 @@ pub struct MemoryStore {
     log: Arc<Mutex<Log>>,
     head: Arc<watch::Sender<GlobalPosition>>,
     metrics: StoreMetrics,
+    leases: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Default for MemoryStore {
@@ -45,6 +46,7 @@ impl MemoryStore {
             log: Arc::default(),
             head: Arc::new(watch::channel(GlobalPosition::START).0),
             metrics: metrics::store("memory"),
+            leases: Arc::default(),
         }
     }
 
@@ -185,6 +187,10 @@ impl EventStore for MemoryStore {
 
     async fn head(&self) -> Result<GlobalPosition> {
         Ok(GlobalPosition(self.log().events.len() as u64))
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<super::lease::Lease>> {
+        Ok(super::lease::Lease::local(&self.leases, name))
     }
 
     async fn save_snapshot(

@@ -46,6 +46,7 @@ use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod group_commit;
+pub mod lease; // named leases: one holder among every process on the log
 pub mod memory;
 pub(crate) mod metrics;
 mod plan;
@@ -182,6 +183,10 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// The position of the last committed event (0 for an empty log).
     async fn head(&self) -> Result<GlobalPosition>;
+
+    /// Takes the lease `name` if no process on this log holds it; `None` when another does.
+    /// Held until dropped or until the holder dies (see [`lease`]).
+    async fn try_lease(&self, name: &str) -> Result<Option<lease::Lease>>;
 
     /// Whether the store can take appends now: its writer is running and the database answers.
     /// Returns the head position. For readiness probes.

@@ -510,6 +510,11 @@ impl EventStore for PostgresStore {
         Ok(GlobalPosition(from_sql(last, "head")?))
     }
 
+    async fn try_lease(&self, name: &str) -> Result<Option<super::lease::Lease>> {
+        let options = self.inner.pool.connect_options();
+        super::lease::Lease::postgres(&options, self.inner.lock_key, name).await
+    }
+
     async fn ready(&self) -> Result<GlobalPosition> {
         if self.inner.writer.is_closed() {
             return Err(Error::Closed);

@@ -276,6 +276,10 @@ impl EventStore for SqliteStore {
         self.inner.readers.run(read::head).await
     }
 
+    async fn try_lease(&self, name: &str) -> Result<Option<super::lease::Lease>> {
+        super::lease::Lease::file(&self.inner.path, name)
+    }
+
     async fn ready(&self) -> Result<GlobalPosition> {
         if self.inner.writer.is_closed() {
             return Err(Error::Closed);

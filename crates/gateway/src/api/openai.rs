@@ -139,7 +139,7 @@ pub(crate) async fn chat_completions(
         inference_headers,
         || async {
             let done = pipeline
-                .complete(correlation(&req), &principal, &request, None)
+                .complete(correlation(&req), &principal, &request, None, None)
                 .await?;
             rate = rate_headers(&done.rate);
             position = done.position;

@@ -32,6 +32,7 @@ impl Pipeline {
             max_tokens: None,
             output_reservation: 0,
             chat: None,
+            id: None,
         };
         let mut ticket = self.admit(correlation_id, principal, ask, None).await?;
         let routed = self

@@ -11,6 +11,7 @@
 //! through here, so both are routed, limited and billed alike.
 
 mod embed;
+mod recorded;
 mod route;
 mod stream;
 mod ticket;
@@ -136,15 +137,23 @@ impl Pipeline {
     /// A whole chat completion: admission (route, limits, budget), the provider through the
     /// resilience layer, settlement and the inference's events. `policy` replaces the tenant's
     /// routing policy for `auto` (re-execution of a recorded run under another policy).
+    /// `inference_id` is the caller's id for it (a workflow step attempt's): when that
+    /// inference is already recorded, it is answered again without a second charge.
     pub async fn complete(
         &self,
         correlation_id: Option<String>,
         principal: &Principal,
         request: &ChatRequest,
         policy: Option<&Policy>,
+        inference_id: Option<Uuid>,
     ) -> Result<Completed, Error> {
+        if let Some(id) = inference_id
+            && let Some(recorded) = self.recorded(principal.tenant, id).await?
+        {
+            return self.answer_again(id, request, recorded).await;
+        }
         let mut ticket = self
-            .admit_chat(correlation_id, principal, request, policy)
+            .admit_chat(correlation_id, principal, request, policy, inference_id)
             .await?;
         let routed = self
             .config

@@ -48,7 +48,7 @@ impl Pipeline {
         slot: OwnedSemaphorePermit,
     ) -> Result<ChatStream, Error> {
         let mut ticket = self
-            .admit_chat(correlation_id, principal, &request, None)
+            .admit_chat(correlation_id, principal, &request, None, None)
             .await?;
         let routed = self
             .config

@@ -36,6 +36,9 @@ pub(super) struct Ask<'r> {
     /// Output tokens reserved from the budget.
     pub output_reservation: u64,
     pub chat: Option<&'r ChatRequest>,
+    /// The inference's id when the caller chose it (a workflow step's, derived from its run,
+    /// step and attempt); a fresh UUIDv7 otherwise.
+    pub id: Option<Uuid>,
 }
 
 /// Everything known about one inference while it runs, to log it at the end.
@@ -170,6 +173,14 @@ impl Ticket {
             .await
         {
             Ok(appended) => appended,
+            // A chosen id whose events another attempt recorded first (a step carried out twice
+            // at once): that one is billed, this one is not.
+            Err(error) if error.is_conflict() => {
+                self.settle(pipeline, cost, tokens, now, true).await;
+                tracing::info!(inference_id = %self.id, "an inference recorded by another attempt");
+                let recorded = pipeline.recorded(self.tenant, self.id).await?;
+                return Ok(recorded.map_or(0, |r| r.position));
+            }
             Err(error) => {
                 self.settle(pipeline, cost, tokens, now, true).await;
                 tracing::error!(%error, inference_id = %self.id, "cannot log an inference");
@@ -204,7 +215,8 @@ impl Ticket {
         now: OffsetDateTime,
         take_back: bool,
     ) {
-        let seed = pipeline.meter.view(self.tenant, now);
+        // The log's figures, for Redis to start from when it holds none (shared budgets only).
+        let seed = (self.gate == Gate::Shared).then(|| pipeline.meter.view(self.tenant, now));
         if take_back {
             pipeline
                 .meter
@@ -224,7 +236,7 @@ impl Ticket {
                 now,
             );
         }
-        if let (Gate::Shared, Some(shared)) = (self.gate, &pipeline.shared_budgets)
+        if let (Some(seed), Some(shared)) = (seed, &pipeline.shared_budgets)
             && let Err(error) = shared
                 .settle(self.tenant, self.id, cost, tokens, &seed, now, take_back)
                 .await
@@ -289,7 +301,7 @@ impl Pipeline {
         let price = model.price;
         let reserved = price.cost(1, prompt_estimate, ask.output_reservation);
         let reserved_tokens = prompt_estimate.saturating_add(ask.output_reservation);
-        let id = Uuid::now_v7();
+        let id = ask.id.unwrap_or_else(Uuid::now_v7);
         let gate = match self
             .reserve_budget(tenant, id, &tenant_limits, reserved, reserved_tokens, None)
             .await
@@ -364,6 +376,7 @@ impl Pipeline {
         principal: &Principal,
         request: &ChatRequest,
         policy: Option<&Policy>,
+        id: Option<Uuid>,
     ) -> Result<Ticket, Error> {
         let reservation = request
             .output_cap()
@@ -378,6 +391,7 @@ impl Pipeline {
             max_tokens: request.output_cap(),
             output_reservation: reservation,
             chat: Some(request),
+            id,
         };
         self.admit(correlation_id, principal, ask, policy).await
     }

@@ -127,7 +127,18 @@ impl Engine {
 /// The run id of a child run: derived from the parent's run, step and attempt, so a step
 /// carried out again after a crash finds the child it already started.
 pub fn child_id(run_id: Uuid, step: &str, attempt: u32) -> Uuid {
+    derived_id(b"", run_id, step, attempt)
+}
+
+/// The id of a step attempt's model call (see [`super::StepCall::inference_id`]).
+pub fn inference_id(run_id: Uuid, step: &str, attempt: u32) -> Uuid {
+    derived_id(b"inference:", run_id, step, attempt)
+}
+
+/// A stable id from a run, a step and an attempt (`domain` keeps kinds of ids apart).
+fn derived_id(domain: &[u8], run_id: Uuid, step: &str, attempt: u32) -> Uuid {
     let mut hasher = blake3::Hasher::new();
+    hasher.update(domain);
     hasher.update(run_id.as_bytes());
     hasher.update(step.as_bytes());
     hasher.update(&attempt.to_le_bytes());

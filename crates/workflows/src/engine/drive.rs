@@ -139,8 +139,13 @@ impl Engine {
         self.kick(tenant, run_id);
     }
 
-    /// Starts a task for each running step and each timer this node is not already handling.
+    /// Starts a task for each running step and each timer this node is not already handling;
+    /// nothing on a node that does not hold the engine lease (the holder sees the run's events
+    /// and carries them out).
     fn schedule(self: &Arc<Self>, tenant: TenantId, state: &RunState) {
+        if !self.executing() {
+            return;
+        }
         let run_id = state.run_id;
         for (key, step) in state.running() {
             let task = (run_id, key.clone(), step.attempt);

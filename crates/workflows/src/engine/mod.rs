@@ -12,6 +12,8 @@ mod catalog;
 mod child;
 /// Advancing runs: segments rolled forward, results delivered, steps and timers scheduled.
 mod drive;
+/// The engine lease: one node carries out the steps of a log's runs, another takes over.
+mod lead;
 /// Recovery after a crash: every run that had not ended is carried on.
 mod recovery;
 /// The run API: start, look up, read, signal, cancel and wait for runs.
@@ -33,7 +35,8 @@ use crate::error::Error;
 use crate::registry::{Registry, ToolDef};
 use crate::run::{Rejection, WorkflowRun};
 
-pub use child::child_id;
+pub use child::{child_id, inference_id};
+pub use lead::{ENGINE_LEASE, LeadOptions};
 
 /// One call a step makes, as the executor sees it.
 #[derive(Debug, Clone)]
@@ -44,6 +47,10 @@ pub struct StepCall {
     pub attempt: u32,
     /// Stable across attempts carried out again after a crash: `<run>/<step>/<attempt>`.
     pub idempotency_key: String,
+    /// The id of a model call's inference, derived from (run, step, attempt) like the key: an
+    /// attempt carried out again (after a crash, or by the node that took over) finds its
+    /// inference recorded and is not billed twice.
+    pub inference_id: Uuid,
     /// The rendered call (`kind` is `llm` or `tool`).
     pub request: Value,
     /// The registered tool, for a `tool` call.
@@ -109,6 +116,9 @@ pub struct Engine {
     /// Wakes waiters of a run when it ends.
     ended: tokio::sync::broadcast::Sender<Uuid>,
     clock: Clock,
+    /// Whether this node carries out steps and timers: always for an engine of its own (tests,
+    /// the CLI); in a server, only while it holds the engine lease ([`Engine::lead`]).
+    executing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -181,7 +191,13 @@ impl Engine {
             timers: DashMap::new(),
             ended,
             clock,
+            executing: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Whether this node carries out steps now.
+    pub fn executing(&self) -> bool {
+        self.executing.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn now(&self) -> u64 {

@@ -16,6 +16,11 @@ impl Engine {
     /// Finds every run that had not ended (a full read of the log) and carries it on. Answers
     /// how many.
     pub async fn recover(self: &Arc<Self>) -> Result<usize> {
+        self.recover_to().await.map(|(count, _)| count)
+    }
+
+    /// [`Engine::recover`], answering also the log position it read to.
+    pub(super) async fn recover_to(self: &Arc<Self>) -> Result<(usize, GlobalPosition)> {
         let started = Instant::now();
         let mut open: std::collections::HashMap<Uuid, (TenantId, u32)> =
             std::collections::HashMap::new();
@@ -58,11 +63,11 @@ impl Engine {
             seconds = started.elapsed().as_secs_f64(),
             "workflow runs recovered"
         );
-        Ok(count)
+        Ok((count, after))
     }
 }
 
-fn run_of(recorded: &RecordedEvent) -> Option<Uuid> {
+pub(super) fn run_of(recorded: &RecordedEvent) -> Option<Uuid> {
     let id = recorded.stream_id.as_str().split_once('-')?.1;
     let id = id.split('.').next()?;
     Uuid::parse_str(id).ok()

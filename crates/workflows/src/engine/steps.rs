@@ -8,7 +8,7 @@ use serde_json::Value;
 use switchyard_events::{Event, StepCompleted, TenantId};
 use uuid::Uuid;
 
-use super::{Engine, MAX_OUTPUT_BYTES, StepCall, StepError, StepOutput, failure};
+use super::{Engine, MAX_OUTPUT_BYTES, StepCall, StepError, StepOutput, failure, inference_id};
 use crate::metrics::METRICS;
 use crate::run;
 
@@ -99,6 +99,7 @@ impl Engine {
                     step: key.to_owned(),
                     attempt: step.attempt,
                     idempotency_key: format!("{run_id}/{key}/{}", step.attempt),
+                    inference_id: inference_id(run_id, key, step.attempt),
                     request: step.request.clone(),
                     tool,
                     timeout,

@@ -146,7 +146,7 @@ impl eval::Judge for GatewayJudge {
         };
         let done = self
             .pipeline
-            .complete(None, &principal, &request, None)
+            .complete(None, &principal, &request, None, None)
             .await
             .map_err(|e| switchyard_workflows::Error::Eval(format!("judge {model}: {e}")))?;
         let text = done.body["choices"][0]["message"]["content"]

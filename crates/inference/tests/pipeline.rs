@@ -1,0 +1,176 @@
+//! The pipeline without HTTP, on the memory store: a chosen inference id is answered once and
+//! billed once however often it is asked (a workflow step carried out again after a crash or a
+//! failover), budgets refuse what they cannot cover, and refusals say which rule refused.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is the failure report"
+)]
+
+use std::sync::Arc;
+
+use switchyard_actors::tenant::{Limits, RateLimits};
+use switchyard_actors::{Runtime, RuntimeConfig};
+use switchyard_events::{EventStore, GlobalPosition, MemoryStore, Scope, TenantId};
+use switchyard_inference::admission::meter::Meter;
+use switchyard_inference::admission::ratelimit::Limiter;
+use switchyard_inference::config::Config;
+use switchyard_inference::openai::ChatRequest;
+use switchyard_inference::providers::Providers;
+use switchyard_inference::resilience::{BreakerSettings, Resilience};
+use switchyard_inference::router::RouterHub;
+use switchyard_inference::{Accounts, Error, Pipeline, Principal};
+use uuid::Uuid;
+
+/// Every tenant with the same limits.
+struct Fixed(Limits);
+
+impl Accounts for Fixed {
+    fn tenant_limits(&self, _: TenantId) -> Limits {
+        self.0
+    }
+    fn key_limits(&self, _: Uuid) -> RateLimits {
+        RateLimits::default()
+    }
+    fn model_limits(&self, _: TenantId, _: &str) -> RateLimits {
+        RateLimits::default()
+    }
+    fn plan(&self, _: TenantId) -> Option<String> {
+        Some("pro".into())
+    }
+}
+
+fn pipeline(store: Arc<dyn EventStore>, limits: Limits) -> Pipeline {
+    let config = Config::default();
+    let router = Arc::new(RouterHub::new(
+        config.router.clone(),
+        Runtime::new(store.clone(), RuntimeConfig::default()),
+    ));
+    Pipeline {
+        providers: Providers::build(&config).unwrap(),
+        resilience: Resilience::new(
+            &config,
+            BreakerSettings::default(),
+            store.clone(),
+            router.clone(),
+        ),
+        config,
+        store,
+        router,
+        limiter: Arc::new(Limiter::local()),
+        meter: Arc::new(Meter::default()),
+        shared_budgets: None,
+        accounts: Arc::new(Fixed(limits)),
+    }
+}
+
+fn request(max_tokens: u64) -> ChatRequest {
+    serde_json::from_value(serde_json::json!({
+        "model": "sim-small",
+        "messages": [{"role": "user", "content": "write a line about rivers"}],
+        "max_tokens": max_tokens,
+    }))
+    .unwrap()
+}
+
+fn principal() -> Principal {
+    Principal {
+        tenant: TenantId::new(),
+        key_id: Uuid::nil(),
+        scopes: Vec::new(),
+    }
+}
+
+async fn inference_events(store: &dyn EventStore) -> usize {
+    store
+        .read_all(Scope::All, GlobalPosition::START, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type == "InferenceCompleted")
+        .count()
+}
+
+#[tokio::test]
+async fn a_chosen_inference_id_is_billed_once_however_often_it_is_asked() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let pipeline = pipeline(store.clone(), Limits::default());
+    let who = principal();
+    let id = Uuid::now_v7();
+    let first = pipeline
+        .complete(None, &who, &request(20), None, Some(id))
+        .await
+        .unwrap();
+    assert_eq!(first.inference_id, id);
+    assert!(first.cost_micros > 0);
+    let spent = pipeline
+        .meter
+        .view(who.tenant, time::OffsetDateTime::now_utc())
+        .spent_micros;
+    assert_eq!(spent, first.cost_micros);
+    for _ in 0..3 {
+        let again = pipeline
+            .complete(None, &who, &request(20), None, Some(id))
+            .await
+            .unwrap();
+        assert_eq!(again.inference_id, id);
+        assert_eq!(again.cost_micros, first.cost_micros);
+        assert_eq!(again.position, first.position);
+        assert_eq!(again.body["usage"], first.body["usage"]);
+        assert!(again.body["choices"][0]["message"]["content"].is_string());
+    }
+    assert_eq!(
+        inference_events(store.as_ref()).await,
+        1,
+        "one inference in the log"
+    );
+    let after = pipeline
+        .meter
+        .view(who.tenant, time::OffsetDateTime::now_utc())
+        .spent_micros;
+    assert_eq!(after, spent, "billed once");
+    // Without a chosen id every call is its own inference.
+    pipeline
+        .complete(None, &who, &request(20), None, None)
+        .await
+        .unwrap();
+    assert_eq!(inference_events(store.as_ref()).await, 2);
+}
+
+#[tokio::test]
+async fn a_budget_refuses_what_it_cannot_cover_and_says_which() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let pipeline = pipeline(
+        store.clone(),
+        Limits {
+            monthly_token_budget: Some(100),
+            ..Limits::default()
+        },
+    );
+    let who = principal();
+    let refused = pipeline
+        .complete(None, &who, &request(500), None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::BudgetExhausted { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(refused.code(), "budget_exhausted");
+    assert_eq!(refused.status(), 402);
+    assert!(!refused.retryable());
+    assert!(
+        refused.to_string().contains("monthly_token_budget"),
+        "{refused}"
+    );
+    assert_eq!(inference_events(store.as_ref()).await, 0, "nothing logged");
+    let named: ChatRequest = serde_json::from_value(serde_json::json!({
+        "model": "no-such-model", "messages": [{"role": "user", "content": "x"}],
+    }))
+    .unwrap();
+    let missing = pipeline
+        .complete(None, &who, &named, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!((missing.code(), missing.status()), ("model_not_found", 404));
+}
