@@ -12,7 +12,8 @@ second per core used by the nodes and per core used in all, errors, and the pari
 (InferenceCompleted events in the log = 2xx answers).
 
 With --fixed-rate R, it also runs each size open-loop at R req/s (oha -q, latency-corrected)
-and reports p50/p99 and CPU per request.
+and reports p50/p99 and CPU per request. With --sqlite, one node runs embedded (SQLite, no
+Redis): the single-node hot path, to compare two binaries (--binary) at a fixed rate.
 
   python3 benches/gateway/scaling.py [--nodes 1,2,3] [--duration 10] [--connections 48]
       [--fixed-rate 1000] [--binary PATH] [--database-url URL] [--redis-url URL]
@@ -117,6 +118,7 @@ def main():
     parser.add_argument("--connections", type=int, default=48)
     parser.add_argument("--fixed-rate", type=int, default=0)
     parser.add_argument("--binary", default="")
+    parser.add_argument("--sqlite", action="store_true")
     parser.add_argument("--database-url", default=os.environ.get(
         "SWITCHYARD_TEST_DATABASE_URL", "postgres://switchyard:switchyard@127.0.0.1:5432/switchyard_test"))
     parser.add_argument("--redis-url", default=os.environ.get("SWITCHYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379"))
@@ -131,6 +133,7 @@ def main():
     work = tempfile.mkdtemp(prefix="switchyard-scaling-")
     procs = []
     rows = []
+    answered = {}
     try:
         mock, mock_base = start([f"{bins}/mock-upstream"], {"MOCK_LISTEN": "127.0.0.1:0", "MOCK_WORKERS": "1"})
         procs.append(mock)
@@ -142,8 +145,12 @@ def main():
             schema = f"scale_{uuid.uuid4().hex[:12]}"
             data = os.path.join(work, schema)
             env = {"SWITCHYARD_LISTEN": "127.0.0.1:0", "SWITCHYARD_DATA_DIR": data, "SWITCHYARD_CONFIG": config,
-                   "SWITCHYARD_ADMIN_TOKEN": TOKEN, "SWITCHYARD_DATABASE_URL": args.database_url,
-                   "SWITCHYARD_DATABASE_SCHEMA": schema, "SWITCHYARD_REDIS_URL": args.redis_url, "RUST_LOG": "warn"}
+                   "SWITCHYARD_ADMIN_TOKEN": TOKEN, "RUST_LOG": "warn"}
+            if not args.sqlite:
+                env.update({"SWITCHYARD_DATABASE_URL": args.database_url, "SWITCHYARD_DATABASE_SCHEMA": schema,
+                            "SWITCHYARD_REDIS_URL": args.redis_url})
+            elif n != 1:
+                sys.exit("--sqlite runs one node")
             nodes = [start([binary, "serve"], env) for _ in range(n)]
             procs.extend(p for p, _ in nodes)
             bases = [b for _, b in nodes]
@@ -153,8 +160,8 @@ def main():
                     {"requests_per_minute": 100_000_000, "tokens_per_minute": 10_000_000_000,
                      "monthly_budget_usd": "1000000"}, TOKEN)
             time.sleep(1)
-            ok_total = 0
-            drive(bases, key, 2, args.connections)  # warm-up
+            warm = drive(bases, key, 2, args.connections)  # warm-up (in the parity count)
+            answered[n] = warm[0]
             modes = [("closed", None)] + ([("fixed", args.fixed_rate)] if args.fixed_rate else [])
             for mode, rate in modes:
                 node_pids = [p.pid for p, _ in nodes]
@@ -168,6 +175,7 @@ def main():
                 rows.append({"nodes": n, "mode": mode, "rate": rate, "rps": ok / elapsed, "ok": ok,
                              "errors": errors, "p50": p50, "p99": p99, **{f"cores_{k}": v for k, v in cores.items()}})
                 r = rows[-1]
+                answered[n] += ok
                 print(f"{n} node(s) {mode:6} -> {r['rps']:7.0f}/s p50 {p50:7.2f} ms p99 {p99:8.2f} ms errors {errors} "
                       f"cores: nodes {cores['nodes']:.2f} postgres {cores['postgres']:.2f} redis {cores['redis']:.2f}",
                       file=sys.stderr)
@@ -175,19 +183,25 @@ def main():
                 p.send_signal(signal.SIGTERM)
             for p, _ in nodes:
                 p.wait(timeout=30)
-            completed = count_completed(args.database_url, schema)
+            if args.sqlite:
+                import sqlite3
+                db = sqlite3.connect(os.path.join(data, "events.db"))
+                completed = db.execute("SELECT count(*) FROM events WHERE event_type = 'InferenceCompleted'").fetchone()[0]
+            else:
+                completed = count_completed(args.database_url, schema)
             print(f"{n} node(s): {completed} InferenceCompleted in the log", file=sys.stderr)
             for r in rows:
                 if r["nodes"] == n:
                     r["logged"] = completed
-        print("| nodes | load | completions/s | p50 ms | p99 ms | errors | cores: nodes | PostgreSQL | Redis | per node-core | per core (nodes + PG + Redis) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| nodes | load | completions/s | p50 ms | p99 ms | errors | cores: nodes | PostgreSQL | Redis | per node-core | per core (nodes + PG + Redis) | node CPU µs/request | logged / answered |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             used = r["cores_nodes"] + r["cores_postgres"] + r["cores_redis"]
             load = "closed loop" if r["mode"] == "closed" else f"{r['rate']}/s"
             print(f"| {r['nodes']} | {load} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | "
                   f"{r['cores_nodes']:.2f} | {r['cores_postgres']:.2f} | {r['cores_redis']:.2f} | "
-                  f"{r['rps'] / max(r['cores_nodes'], 1e-9):.0f} | {r['rps'] / max(used, 1e-9):.0f} |")
+                  f"{r['rps'] / max(r['cores_nodes'], 1e-9):.0f} | {r['rps'] / max(used, 1e-9):.0f} | "
+                  f"{1e6 * r['cores_nodes'] / max(r['rps'], 1e-9):.0f} | {r.get('logged', 0)} / {answered.get(r['nodes'], 0)} |")
     finally:
         for proc in procs:
             if proc.poll() is None:
