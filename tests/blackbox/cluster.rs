@@ -348,6 +348,58 @@ async fn a_budget_holds_exactly_across_three_nodes() {
     assert!(tokens <= 5_000, "{tokens} tokens of a 5,000-token budget");
 }
 
+/// A run's state once it has ended (or after 30 s), read on `node`.
+async fn ended(client: &reqwest::Client, node: &Server, key: &str, run: &str) -> Value {
+    client
+        .get(node.url(&format!("/v1/runs/{run}?wait_ms=30000")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// One more completion on `writer` (its position marks everything before it), then the number
+/// of inferences the read model on `reader` counts for the key's tenant once it has caught up.
+async fn logged_inferences(
+    client: &reqwest::Client,
+    writer: &Server,
+    reader: &Server,
+    key: &str,
+) -> i64 {
+    let head: u64 = client
+        .post(writer.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "sim-small", "messages": [{"role": "user", "content": "last"}], "max_tokens": 4}))
+        .send()
+        .await
+        .unwrap()
+        .headers()["x-switchyard-position"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let usage: Value = client
+        .get(reader.url(&format!(
+            "/v1/analytics/usage?min_position={head}&wait_ms=20000"
+        )))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    usage["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{usage}"))
+        .iter()
+        .map(|r| r["requests"].as_i64().unwrap())
+        .sum()
+}
+
 /// Whether `node` holds the workflow engine lease (its `/metrics` says so).
 async fn leads(node: &Server) -> bool {
     let text = reqwest::get(node.url("/metrics"))
@@ -459,15 +511,7 @@ async fn the_engine_fails_over_when_its_node_is_killed() {
     drop(nodes.remove(leader)); // SIGKILL
     let survivor = &nodes[0];
     for run in &runs {
-        let state: Value = client
-            .get(survivor.url(&format!("/v1/runs/{run}?wait_ms=30000")))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let state = ended(&client, survivor, &key, run).await;
         assert_eq!(state["status"], "completed", "{state}");
     }
     let failover = killed_at.elapsed();
@@ -489,37 +533,9 @@ async fn the_engine_fails_over_when_its_node_is_killed() {
             assert_eq!(count, expected_calls, "{path} {key}: {calls:?}");
         }
     }
-    // Two model steps per run, each one inference, billed once.
-    let head: u64 = client
-        .post(survivor.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&json!({"model": "sim-small", "messages": [{"role": "user", "content": "last"}], "max_tokens": 4}))
-        .send()
-        .await
-        .unwrap()
-        .headers()["x-switchyard-position"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let usage: Value = client
-        .get(survivor.url(&format!(
-            "/v1/analytics/usage?min_position={head}&wait_ms=20000"
-        )))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let requests: i64 = usage["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["requests"].as_i64().unwrap())
-        .sum();
-    assert_eq!(requests, 2 * runs.len() as i64 + 1, "{usage}");
+    // Two model steps per run, each one inference, billed once (and the probe's own).
+    let logged = logged_inferences(&client, survivor, survivor, &key).await;
+    assert_eq!(logged, 2 * runs.len() as i64 + 1);
 }
 
 const ONE_STEP: &str = "name: one\nnodes:\n  - id: answer\n    kind: llm\n    model: sim-small\n    prompt: \"{{ input.q }}\"\n";
@@ -667,46 +683,10 @@ async fn random_operations_over_nodes_with_a_kill_agree_with_one_node() {
             );
         }
         for run in &runs[t] {
-            let state: Value = client
-                .get(live[0].url(&format!("/v1/runs/{run}?wait_ms=30000")))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let state = ended(&client, live[0], key, run).await;
             assert_eq!(state["status"], "completed", "seed {seed}: {state}");
         }
-        let head: u64 = client
-            .post(live[0].url("/v1/chat/completions"))
-            .bearer_auth(key)
-            .json(&json!({"model": "sim-small", "messages": [{"role": "user", "content": "end"}], "max_tokens": 4}))
-            .send()
-            .await
-            .unwrap()
-            .headers()["x-switchyard-position"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let usage: Value = client
-            .get(live[1].url(&format!(
-                "/v1/analytics/usage?min_position={head}&wait_ms=20000"
-            )))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let requests: i64 = usage["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["requests"].as_i64().unwrap())
-            .sum();
+        let requests = logged_inferences(&client, live[0], live[1], key).await;
         assert_eq!(
             requests,
             answered[t] + runs[t].len() as i64 + 1,

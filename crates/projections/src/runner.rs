@@ -27,6 +27,10 @@ pub struct RunnerConfig {
     pub backoff: (Duration, Duration),
     /// How often a standby worker tries to take a lease another worker holds.
     pub standby_poll: Duration,
+    /// How long a worker waits for more events after the first of a batch, so that at low
+    /// rates one transaction carries several inferences instead of one each (the read models
+    /// then trail the log by up to this much more).
+    pub linger: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -35,6 +39,7 @@ impl Default for RunnerConfig {
             batch: 1000,
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             standby_poll: Duration::from_secs(1),
+            linger: Duration::from_millis(20),
         }
     }
 }
@@ -235,9 +240,25 @@ impl Worker {
             .ready_chunks(self.config.batch);
         let mut checked = Instant::now();
         while let Some(chunk) = events.next().await {
-            let batch = chunk
+            let mut batch = chunk
                 .into_iter()
                 .collect::<std::result::Result<Vec<_>, _>>()?;
+            // Linger for more while the batch is small (bounded by `linger` from its first).
+            let until = Instant::now() + self.config.linger;
+            while batch.len() < self.config.batch {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match tokio::time::timeout(left, events.next()).await {
+                    Ok(Some(more)) => {
+                        for event in more {
+                            batch.push(event?);
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
             at = project(&self.db, self.projector, at, &batch).await?;
             self.position.send_replace(at);
             if checked.elapsed() > Duration::from_secs(5) {

@@ -91,6 +91,7 @@ fn fast() -> RunnerConfig {
         batch: 64,
         backoff: (Duration::from_millis(20), Duration::from_millis(200)),
         standby_poll: Duration::from_millis(50),
+        linger: Duration::from_millis(5),
     }
 }
 

@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use super::metrics::{self, StoreMetrics};
+use crate::envelope::{RecordedEvent, now_micros, timestamp_from_micros};
 use crate::error::{Error, Result};
-use crate::ids::GlobalPosition;
+use crate::ids::{GlobalPosition, StreamVersion};
 use crate::store::AppendResult;
 use crate::store::plan::Pending;
 
@@ -33,10 +34,27 @@ pub(crate) trait BatchWriter: Send + 'static {
     /// outcome, not a failure) and the new head position if anything was written. `Err` means
     /// the transaction failed as a whole and nothing of it is visible (or, if the commit's
     /// answer was lost, it may be: appends are idempotent, so a retry tells).
+    /// `recorded_at` (unix microseconds) is stored on every event of the batch.
     async fn write(
         &mut self,
         batch: Vec<Arc<Pending>>,
+        recorded_at: i64,
     ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)>;
+}
+
+/// Committed batches, as the events a read would return, for this process's subscriptions: they
+/// take them from here instead of reading the log back after every commit (a subscription that
+/// falls behind, or sees a gap, reads the store as before).
+pub(crate) type Feed = tokio::sync::broadcast::Sender<Arc<[RecordedEvent]>>;
+
+/// Batches the feed holds for a subscription that has not taken them yet.
+const FEED_BATCHES: usize = 64;
+/// Batches with more payload than this are not fed (their subscribers read them).
+const FEED_MAX_BYTES: usize = 1 << 20;
+
+/// A new, empty feed.
+pub(crate) fn feed() -> Feed {
+    tokio::sync::broadcast::channel(FEED_BATCHES).0
 }
 
 struct Request {
@@ -57,6 +75,7 @@ impl GroupCommit {
     pub fn spawn<W: BatchWriter>(
         writer: W,
         head: Arc<watch::Sender<GlobalPosition>>,
+        feed: Feed,
         backend: &'static str,
     ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
@@ -64,6 +83,7 @@ impl GroupCommit {
             writer,
             requests,
             head,
+            feed,
             metrics::store(backend),
             backend,
         ));
@@ -93,6 +113,7 @@ async fn run<W: BatchWriter>(
     mut writer: W,
     mut requests: mpsc::Receiver<Request>,
     head: Arc<watch::Sender<GlobalPosition>>,
+    feed: Feed,
     metrics: StoreMetrics,
     backend: &'static str,
 ) {
@@ -129,7 +150,7 @@ async fn run<W: BatchWriter>(
         for request in &batch {
             span.follows_from(&request.span);
         }
-        commit(&mut writer, batch, &head, &metrics)
+        commit(&mut writer, batch, &head, &feed, &metrics)
             .instrument(span)
             .await;
     }
@@ -139,13 +160,17 @@ async fn commit<W: BatchWriter>(
     writer: &mut W,
     mut batch: Vec<Request>,
     head: &watch::Sender<GlobalPosition>,
+    feed: &Feed,
     metrics: &StoreMetrics,
 ) {
     let started = Instant::now();
     let pendings = batch.iter().map(|r| r.pending.clone()).collect();
-    match writer.write(pendings).await {
+    let recorded_at = now_micros();
+    match writer.write(pendings, recorded_at).await {
         Ok((outcomes, new_head)) => {
             metrics.observe_batch(batch.len(), started.elapsed());
+            // The feed first: a subscription the head wakes finds the batch there.
+            announce(feed, &batch, &outcomes, recorded_at);
             publish(head, new_head);
             for (request, outcome) in batch.into_iter().zip(outcomes) {
                 metrics.observe_outcome(&outcome);
@@ -172,7 +197,10 @@ async fn commit<W: BatchWriter>(
             tracing::warn!(%error, "batched append failed; retrying its requests one by one");
             metrics.failed_batches.inc();
             for request in batch {
-                let outcome = match writer.write(vec![request.pending.clone()]).await {
+                let outcome = match writer
+                    .write(vec![request.pending.clone()], now_micros())
+                    .await
+                {
                     Ok((mut outcomes, new_head)) => {
                         publish(head, new_head);
                         outcomes.pop().unwrap_or(Err(Error::Closed))
@@ -183,6 +211,46 @@ async fn commit<W: BatchWriter>(
                 let _ = request.reply.send(outcome);
             }
         }
+    }
+}
+
+/// Hands a committed batch's events to the feed, as a read would return them (a batch retried
+/// request by request after a failure is not fed: its subscribers read it).
+fn announce(feed: &Feed, batch: &[Request], outcomes: &[Result<AppendResult>], recorded_at: i64) {
+    if feed.receiver_count() == 0
+        || batch.iter().map(|r| r.pending.bytes()).sum::<usize>() > FEED_MAX_BYTES
+    {
+        return;
+    }
+    let Ok(recorded_at) = timestamp_from_micros(recorded_at) else {
+        return;
+    };
+    let mut events = Vec::new();
+    for (request, outcome) in batch.iter().zip(outcomes) {
+        let Ok(result) = outcome else { continue };
+        if result.deduplicated {
+            continue;
+        }
+        let pending = &request.pending;
+        let count = pending.events.len() as u64;
+        for (i, (event, position)) in pending.events.iter().zip(&result.positions).enumerate() {
+            events.push(RecordedEvent {
+                event_id: event.event_id,
+                tenant_id: pending.tenant,
+                stream_id: pending.stream.clone(),
+                stream_version: StreamVersion(result.stream_version.0 + 1 + i as u64 - count),
+                global_position: *position,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                recorded_at,
+                metadata: event.metadata.clone(),
+                payload: event.payload.clone(),
+            });
+        }
+    }
+    events.sort_by_key(|e| e.global_position);
+    if !events.is_empty() {
+        let _ = feed.send(events.into());
     }
 }
 
@@ -221,6 +289,7 @@ mod tests {
         async fn write(
             &mut self,
             batch: Vec<Arc<Pending>>,
+            _recorded_at: i64,
         ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
             self.seen.lock().unwrap().push(batch.len());
             if let Some(error) = self.failures.pop() {
@@ -285,7 +354,7 @@ mod tests {
                 }
             })
             .collect();
-        commit(&mut writer, batch, &head, &metrics::store("test")).await;
+        commit(&mut writer, batch, &head, &feed(), &metrics::store("test")).await;
         let mut outcomes = Vec::new();
         for answer in answers {
             outcomes.push(answer.await.unwrap());

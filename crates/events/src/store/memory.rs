@@ -169,7 +169,14 @@ impl EventStore for MemoryStore {
     }
 
     fn subscribe_all(&self, scope: Scope, after: GlobalPosition) -> EventStream {
-        subscribe::subscribe(self.clone(), self.head.subscribe(), scope, after, None)
+        subscribe::subscribe(
+            self.clone(),
+            self.head.subscribe(),
+            None,
+            scope,
+            after,
+            None,
+        )
     }
 
     async fn stream_metadata(

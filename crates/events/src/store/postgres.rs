@@ -23,7 +23,7 @@ use super::metrics::{self, StoreMetrics};
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, now_micros};
 use crate::error::{Error, Result};
 use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
-use crate::store::group_commit::{BatchWriter, GroupCommit};
+use crate::store::group_commit::{self, BatchWriter, GroupCommit};
 use crate::store::plan::{self, Known, Pending};
 use crate::store::sql::{
     EVENT_COLUMNS, decode_event, decode_snapshot, decode_stored_at, decode_stream_metadata,
@@ -91,6 +91,7 @@ struct Inner {
     channel: String,
     poll: Duration,
     listener: JoinHandle<()>,
+    feed: group_commit::Feed,
     metrics: StoreMetrics,
 }
 
@@ -145,6 +146,7 @@ impl PostgresStore {
         )?);
         let head = Arc::new(watch::channel(head).0);
         let listener = tokio::spawn(listen(pool.clone(), channel.clone(), head.clone()));
+        let feed = group_commit::feed();
         let writer = GroupCommit::spawn(
             PgWriter {
                 pool: pool.clone(),
@@ -152,6 +154,7 @@ impl PostgresStore {
                 channel: channel.clone(),
             },
             head.clone(),
+            feed.clone(),
             "postgres",
         );
         tracing::info!(schema, "connected to PostgreSQL event store");
@@ -165,6 +168,7 @@ impl PostgresStore {
                 channel,
                 poll: options.poll,
                 listener,
+                feed,
                 metrics,
             }),
         })
@@ -208,8 +212,14 @@ impl PostgresStore {
                 "isolation level is {isolation}, appends need read committed"
             )));
         }
-        let (mut outcomes, _head) =
-            write_batch(tx, &[&pending], self.inner.lock_key, &self.inner.channel).await?;
+        let (mut outcomes, _head) = write_batch(
+            tx,
+            &[&pending],
+            self.inner.lock_key,
+            &self.inner.channel,
+            now_micros(),
+        )
+        .await?;
         outcomes.pop().unwrap_or(Err(Error::Closed))
     }
 }
@@ -272,6 +282,7 @@ impl BatchWriter for PgWriter {
     async fn write(
         &mut self,
         batch: Vec<Arc<Pending>>,
+        recorded_at: i64,
     ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
         let batch: Vec<&Pending> = batch.iter().map(|p| &**p).collect();
         let mut conn = self.pool.acquire().await?;
@@ -280,7 +291,8 @@ impl BatchWriter for PgWriter {
         let mut tx = conn
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?;
-        let written = write_batch(&mut tx, &batch, self.lock_key, &self.channel).await?;
+        let written =
+            write_batch(&mut tx, &batch, self.lock_key, &self.channel, recorded_at).await?;
         tx.commit().await?;
         Ok(written)
     }
@@ -292,6 +304,7 @@ async fn write_batch(
     batch: &[&Pending],
     lock_key: i64,
     channel: &str,
+    recorded_at: i64,
 ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock_key)
@@ -300,7 +313,7 @@ async fn write_batch(
     let known = load_known(conn, batch).await?;
     let plan = plan::plan(batch, known);
     if let Some(head) = plan.head() {
-        insert_rows(conn, &plan.rows).await?;
+        insert_rows(conn, &plan.rows, recorded_at).await?;
         let stream_ids: Vec<&str> = plan.streams.iter().map(|(s, _)| s.as_str()).collect();
         let tenant_ids: Vec<Uuid> = plan
             .streams
@@ -333,7 +346,11 @@ async fn write_batch(
 }
 
 /// Inserts the new rows with one `INSERT … SELECT FROM UNNEST` (one round trip per batch).
-async fn insert_rows(conn: &mut PgConnection, rows: &[plan::Row<'_>]) -> Result<()> {
+async fn insert_rows(
+    conn: &mut PgConnection,
+    rows: &[plan::Row<'_>],
+    recorded_at: i64,
+) -> Result<()> {
     let n = rows.len();
     let mut positions = Vec::with_capacity(n);
     let mut ids = Vec::with_capacity(n);
@@ -380,7 +397,7 @@ async fn insert_rows(conn: &mut PgConnection, rows: &[plan::Row<'_>]) -> Result<
     .bind(parents)
     .bind(states)
     .bind(payloads)
-    .bind(now_micros())
+    .bind(recorded_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -484,6 +501,7 @@ impl EventStore for PostgresStore {
         subscribe::subscribe(
             self.clone(),
             self.inner.head.subscribe(),
+            (scope == Scope::All).then(|| self.inner.feed.subscribe()),
             scope,
             after,
             Some(self.inner.poll),

@@ -17,7 +17,7 @@ use super::metrics::{self, StoreMetrics};
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot, now_micros};
 use crate::error::{Error, Result};
 use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
-use crate::store::group_commit::{BatchWriter, GroupCommit};
+use crate::store::group_commit::{self, BatchWriter, GroupCommit};
 use crate::store::plan::{self, Known, Pending};
 use crate::store::sql::EVENT_COLUMNS;
 use crate::store::sqlite_read::{self as read, Readers};
@@ -44,6 +44,7 @@ struct Inner {
     writer_conn: Arc<Mutex<Connection>>,
     writer: GroupCommit,
     head: Arc<watch::Sender<GlobalPosition>>,
+    feed: group_commit::Feed,
     metrics: StoreMetrics,
 }
 
@@ -69,11 +70,13 @@ impl SqliteStore {
         let writer_conn = Arc::new(Mutex::new(writer_conn));
         let readers = Readers::new(path.clone());
         let head = Arc::new(watch::channel(readers.run(read::head).await?).0);
+        let feed = group_commit::feed();
         let writer = GroupCommit::spawn(
             SqliteWriter {
                 conn: writer_conn.clone(),
             },
             head.clone(),
+            feed.clone(),
             "sqlite",
         );
         tracing::info!(path = %path.display(), "opened SQLite event store");
@@ -85,6 +88,7 @@ impl SqliteStore {
                 writer_conn,
                 writer,
                 head,
+                feed,
                 metrics,
             }),
         })
@@ -134,9 +138,10 @@ impl BatchWriter for SqliteWriter {
     async fn write(
         &mut self,
         batch: Vec<Arc<Pending>>,
+        recorded_at: i64,
     ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || write_batch(&mut lock(&conn), &batch))
+        tokio::task::spawn_blocking(move || write_batch(&mut lock(&conn), &batch, recorded_at))
             .await
             .map_err(|e| Error::Unavailable(format!("write task failed: {e}")))?
     }
@@ -146,12 +151,12 @@ impl BatchWriter for SqliteWriter {
 fn write_batch(
     conn: &mut Connection,
     batch: &[Arc<Pending>],
+    recorded_at: i64,
 ) -> Result<(Vec<Result<AppendResult>>, Option<GlobalPosition>)> {
     let batch: Vec<&Pending> = batch.iter().map(|p| &**p).collect();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let known = load_known(&tx, &batch)?;
     let plan = plan::plan(&batch, known);
-    let recorded_at = now_micros();
     {
         let mut insert = tx.prepare_cached(&format!(
             "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
@@ -254,6 +259,7 @@ impl EventStore for SqliteStore {
         subscribe::subscribe(
             self.clone(),
             self.inner.head.subscribe(),
+            (scope == Scope::All).then(|| self.inner.feed.subscribe()),
             scope,
             after,
             Some(POLL),

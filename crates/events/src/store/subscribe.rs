@@ -2,12 +2,20 @@
 //! position; when a page comes back empty, wait until the head moves (or a poll interval passes,
 //! for writers in other processes) and read again. Each event is yielded once, in order, because
 //! the next read always starts after the last event yielded.
+//!
+//! Live, a subscription to every tenant takes this process's commits from the writer's feed
+//! (the events of each committed batch, built once for all subscriptions) instead of reading
+//! them back: only the events that follow the last one yielded without a gap are taken. A gap
+//! (another process's commit, a batch too large to feed) or a feed that ran ahead of a slow
+//! subscription sends it back to reading the store, from the same position.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use futures_util::stream;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::envelope::RecordedEvent;
 use crate::error::Result;
@@ -20,6 +28,8 @@ const PAGE: usize = 256;
 struct Cursor<S> {
     store: S,
     head: watch::Receiver<GlobalPosition>,
+    /// The writer's feed (subscriptions to every tenant in a process that writes).
+    feed: Option<broadcast::Receiver<Arc<[RecordedEvent]>>>,
     scope: Scope,
     position: GlobalPosition,
     buffer: VecDeque<RecordedEvent>,
@@ -32,6 +42,7 @@ struct Cursor<S> {
 pub(crate) fn subscribe<S: EventStore + Clone>(
     store: S,
     head: watch::Receiver<GlobalPosition>,
+    feed: Option<broadcast::Receiver<Arc<[RecordedEvent]>>>,
     scope: Scope,
     after: GlobalPosition,
     poll: Option<Duration>,
@@ -39,6 +50,7 @@ pub(crate) fn subscribe<S: EventStore + Clone>(
     let cursor = Cursor {
         store,
         head,
+        feed,
         scope,
         position: after,
         buffer: VecDeque::new(),
@@ -66,6 +78,9 @@ async fn next<S: EventStore>(cursor: &mut Cursor<S>) -> Result<RecordedEvent> {
             cursor.position = event.global_position;
             return Ok(event);
         }
+        if cursor.take_from_feed() {
+            continue;
+        }
         // Mark the head as seen *before* reading, so a commit that lands after the read wakes us.
         cursor.head.borrow_and_update();
         match cursor
@@ -89,16 +104,88 @@ async fn next<S: EventStore>(cursor: &mut Cursor<S>) -> Result<RecordedEvent> {
             }
             Err(error) => return Err(error),
         }
-        // Caught up. The cursor owns a store handle, which keeps the head's sender alive, so
-        // `changed` only returns when the head moves.
-        let changed = cursor.head.changed();
-        match cursor.poll {
-            Some(poll) => {
-                let _ = tokio::time::timeout(poll, changed).await;
+        // Caught up: a batch fed while the read ran is taken at once.
+        if cursor.take_from_feed() {
+            continue;
+        }
+        // The cursor owns a store handle, which keeps the head's sender alive, so `changed`
+        // only returns when the head moves; a fed batch wakes it too.
+        let poll = cursor.poll.unwrap_or(Duration::MAX);
+        let Cursor {
+            head,
+            feed,
+            buffer,
+            position,
+            ..
+        } = cursor;
+        let woken = async {
+            match feed {
+                Some(feed) => tokio::select! {
+                    _ = head.changed() => {}
+                    batch = feed.recv() => {
+                        if let Ok(batch) = batch {
+                            absorb(buffer, *position, &batch);
+                        }
+                    }
+                },
+                None => {
+                    let _ = head.changed().await;
+                }
             }
-            None => {
-                let _ = changed.await;
+        };
+        let _ = tokio::time::timeout(poll, woken).await;
+    }
+}
+
+impl<S> Cursor<S> {
+    /// Takes what the feed holds after the last event yielded, as long as it follows without a
+    /// gap. Answers whether it buffered anything.
+    fn take_from_feed(&mut self) -> bool {
+        let Some(feed) = &mut self.feed else {
+            return false;
+        };
+        let mut end = self.position;
+        // Until the feed is empty, or ran ahead of this subscription (the store has it all).
+        while let Ok(batch) = feed.try_recv() {
+            let (taken, complete) = absorb(&mut self.buffer, end, &batch);
+            if let Some(last) = taken {
+                end = last;
+            }
+            if !complete {
+                // A gap: the store has what the feed skipped.
+                break;
             }
         }
+        if end > self.position && end >= *self.head.borrow() {
+            // This process's commits up to the head are taken: the head's move is seen.
+            self.head.borrow_and_update();
+        }
+        end > self.position
     }
+}
+
+/// Buffers the events of a fed batch that follow `after` without a gap. Answers the position of
+/// the last one buffered, and whether the batch had no gap after `after`.
+fn absorb(
+    buffer: &mut VecDeque<RecordedEvent>,
+    after: GlobalPosition,
+    batch: &[RecordedEvent],
+) -> (Option<GlobalPosition>, bool) {
+    let mut end = buffer
+        .back()
+        .map_or(after, |e| e.global_position)
+        .max(after);
+    let mut taken = None;
+    for event in batch {
+        if event.global_position <= end {
+            continue;
+        }
+        if event.global_position.0 != end.0 + 1 {
+            return (taken, false);
+        }
+        buffer.push_back(event.clone());
+        end = event.global_position;
+        taken = Some(end);
+    }
+    (taken, true)
 }
