@@ -275,6 +275,21 @@ async fn request_and_token_limits_hold_at_every_tier() {
     assert_eq!(chat(&server, &key, &hello("sim-large")).await.status(), 200);
     assert_eq!(chat(&server, &key, &hello("sim-large")).await.status(), 429);
     assert_eq!(chat(&server, &key, &hello("sim-small")).await.status(), 200);
+    // A limit on a model the server does not serve is refused, naming the ones it does.
+    let typo = reqwest::Client::new()
+        .put(server.url(&format!(
+            "/v1/admin/tenants/{tenant}/models/sim-smal/limits"
+        )))
+        .bearer_auth(TOKEN)
+        .json(&json!({"requests_per_minute": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(typo.status(), 404);
+    let body: Value = typo.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("sim-small, sim-large"), "{message}");
 
     // Tokens: 60 a minute for the tenant. The answer's tokens are charged after it, so the
     // next request waits for them.
@@ -432,6 +447,150 @@ async fn hostile_inference_requests_get_clear_errors_and_cost_nothing() {
         logged(&dir).await.is_empty(),
         "refused requests are not inferences"
     );
+}
+
+/// Every tenant endpoint checks the key's scopes, and a key cannot be given a scope that does
+/// not exist.
+#[tokio::test]
+async fn scopes_are_checked_on_every_tenant_endpoint_and_unknown_ones_refused() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, _, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let issue = |scopes: Value| {
+        client
+            .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": "scoped", "scopes": scopes}))
+            .send()
+    };
+    let refused = issue(json!(["inferense"])).await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("inferense") && message.contains("inference, feedback, analytics"),
+        "{message}"
+    );
+    let key_with = |scopes: Value| {
+        let issue = issue(scopes);
+        async move {
+            let body: Value = issue.await.unwrap().json().await.unwrap();
+            body["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let analytics = key_with(json!(["analytics"])).await;
+    let inference = key_with(json!(["inference"])).await;
+    let feedback = key_with(json!(["feedback"])).await;
+    let router = key_with(json!(["router"])).await;
+    let call = |method: reqwest::Method, path: &str, key: &str, body: Value| {
+        client
+            .request(method, server.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let reward = json!({"inference_id": uuid::Uuid::now_v7(), "value": 1.0});
+    let policy = json!({"policy": {"kind": "thompson"}});
+    // (method, path, body, the keys that may, the keys that may not)
+    let cases = [
+        (
+            reqwest::Method::POST,
+            "/v1/feedback",
+            reward,
+            vec![&inference, &feedback],
+            vec![&analytics, &router],
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/router/evaluate",
+            policy,
+            vec![&analytics, &router],
+            vec![&inference, &feedback],
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/router/arms",
+            Value::Null,
+            vec![&analytics, &router],
+            vec![&inference, &feedback],
+        ),
+    ];
+    for (method, path, body, allowed, forbidden) in cases {
+        for key in forbidden {
+            let status = call(method.clone(), path, key, body.clone())
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 403, "{method} {path}");
+        }
+        for key in allowed {
+            let status = call(method.clone(), path, key, body.clone())
+                .await
+                .unwrap()
+                .status();
+            assert_ne!(status, 403, "{method} {path}");
+            assert_ne!(status, 401, "{method} {path}");
+        }
+    }
+}
+
+/// `Idempotency-Key` holds on embeddings (billed once) and on workflow starts (one run).
+#[tokio::test]
+async fn an_idempotency_key_answers_retried_embeddings_and_run_starts_once() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let embed = || {
+        client
+            .post(server.url("/v1/embeddings"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "embed-once")
+            .json(&json!({"model": "sim-small", "input": ["one", "two"]}))
+            .send()
+    };
+    let first = embed().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().contains_key("x-switchyard-inference-id"));
+    let first: Value = first.json().await.unwrap();
+    let second = embed().await.unwrap();
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(completed(&dir).await, 1, "one inference for two sends");
+
+    let spec =
+        "name: greet\nnodes:\n  - id: hi\n    kind: llm\n    model: sim-small\n    prompt: hi\n";
+    let registered = client
+        .post(server.url("/v1/workflows"))
+        .bearer_auth(&key)
+        .body(spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let start_run = || {
+        client
+            .post(server.url("/v1/workflows/greet/runs"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "start-once")
+            .json(&json!({"input": {}}))
+            .send()
+    };
+    // Three at once: one starts the run, the others are told it is in progress (or get it).
+    let mut runs = Vec::new();
+    for response in futures_util::future::join_all((0..3).map(|_| start_run())).await {
+        let response = response.unwrap();
+        if response.status() == 201 {
+            runs.push(response.json::<Value>().await.unwrap());
+        }
+    }
+    assert!(!runs.is_empty());
+    let again: Value = start_run().await.unwrap().json().await.unwrap();
+    for run in &runs {
+        assert_eq!(run["run_id"], again["run_id"], "one run for every retry");
+    }
 }
 
 #[tokio::test]

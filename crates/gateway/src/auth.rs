@@ -100,6 +100,28 @@ struct Entry {
     revoked: bool,
 }
 
+/// The scopes a key may be given; a key with none (or `*`) may call every tenant endpoint.
+pub const SCOPES: &[&str] = &[
+    "inference", // /v1/models, /v1/chat/completions, /v1/embeddings, /v1/feedback
+    "feedback",  // /v1/feedback alone
+    "analytics", // /v1/analytics/*, /v1/billing/*, /v1/inferences, /v1/router/*, the event feeds
+    "router",    // /v1/router/arms, /v1/router/evaluate
+    "events",    // /v1/events/stream, /v1/events/ws
+    "workflows", // /v1/workflows, /v1/fragments, /v1/tools, /v1/runs/*
+    "*",
+];
+
+/// Checks scopes for a new key: every one must be in [`SCOPES`].
+pub fn check_scopes(scopes: &[String]) -> Result<(), String> {
+    match scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        Some(unknown) => Err(format!(
+            "unknown scope `{unknown}`; valid scopes: {}",
+            SCOPES.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Why a key does not authenticate (all answered with the same 401 to the client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

@@ -145,7 +145,7 @@ pub async fn stack(
         router.clone(),
         billing,
     ];
-    follow(store.clone(), folders).await?;
+    let follower = follow(store.clone(), folders).await?;
     let limiter = Arc::new(match redis_url {
         Some(url) => Limiter::Redis(
             RedisLimiter::connect(url)
@@ -193,6 +193,7 @@ pub async fn stack(
         secret,
         token,
         limiter,
+        follower,
     };
     Ok(Stack {
         store,

@@ -24,6 +24,8 @@ pub struct Admin {
     pub limiter: Arc<Limiter>,
     pub secret: KeySecret,
     pub token: String,
+    /// Where the in-memory folds stand (`/readyz` fails while their subscription is down).
+    pub follower: Arc<switchyard_inference::follow::Follower>,
 }
 
 impl std::fmt::Debug for Admin {

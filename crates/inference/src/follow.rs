@@ -1,8 +1,17 @@
 //! The server's one subscription to the log: every in-memory fold that the request path reads
 //! (the key index, the budget meter, the router's bandit state, the billing feed) is a
 //! [`Folder`] fed from it, so the log is tailed once per process, whatever the number of folds.
+//!
+//! A subscription that fails (the store's own retries of transient errors gave up) is taken up
+//! again from the last event folded, with backoff; while it is down the [`Follower`] says so
+//! (the server's `/readyz` answers 503, the metric `switchyard_log_follower_failures_total`
+//! counts the failures), so a node whose folds stopped is taken out of the load balancer
+//! instead of answering from a frozen copy of keys, limits and spend.
 
 use std::sync::Arc;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use switchyard_events::{EventStore, GlobalPosition, RecordedEvent, Scope};
@@ -13,40 +22,105 @@ pub trait Folder: Send + Sync {
     fn fold(&self, recorded: &RecordedEvent);
 }
 
+/// Where the folds stand: the last position folded, and whether the subscription is up.
+#[derive(Debug)]
+pub struct Follower {
+    position: AtomicU64,
+    healthy: AtomicBool,
+}
+
+impl Follower {
+    /// The position of the last event folded.
+    pub fn position(&self) -> GlobalPosition {
+        GlobalPosition(self.position.load(Ordering::Acquire))
+    }
+
+    /// Whether the subscription is up (false while it is being taken up again).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "a static metric definition; a bad one fails every test"
+)]
+static FAILURES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    let counter = prometheus::IntCounter::new(
+        "switchyard_log_follower_failures_total",
+        "Times the in-memory folds' log subscription failed and was taken up again",
+    )
+    .expect("valid metric");
+    let _ = prometheus::register(Box::new(counter.clone()));
+    counter
+});
+
 /// Folds the whole log into `folders`, returns once they are caught up to the head it read at
 /// the start (so a restarted server knows every key and every settled spend at once), and keeps
-/// them current in a background task.
+/// them current in a background task that takes the subscription up again when it fails.
 pub async fn follow(
     store: Arc<dyn EventStore>,
     folders: Vec<Arc<dyn Folder>>,
-) -> crate::Result<()> {
+) -> crate::Result<Arc<Follower>> {
+    follow_with(store, folders, Duration::from_millis(100)).await
+}
+
+/// [`follow`] with the first wait before a failed subscription is taken up again (doubling
+/// up to 5 s).
+pub async fn follow_with(
+    store: Arc<dyn EventStore>,
+    folders: Vec<Arc<dyn Folder>>,
+    first_backoff: Duration,
+) -> crate::Result<Arc<Follower>> {
+    let follower = Arc::new(Follower {
+        position: AtomicU64::new(0),
+        healthy: AtomicBool::new(true),
+    });
     let mut events = store.subscribe_all(Scope::All, GlobalPosition::START);
     let head = store.head().await?;
-    let mut position = GlobalPosition::START;
-    while position < head {
+    while follower.position() < head {
         let Some(event) = events.next().await else {
             break;
         };
         let event = event?;
-        position = event.global_position;
         for folder in &folders {
             folder.fold(&event);
         }
+        follower
+            .position
+            .store(event.global_position.0, Ordering::Release);
     }
+    let state = follower.clone();
     tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(event) => {
-                    for folder in &folders {
-                        folder.fold(&event);
+        let mut backoff = first_backoff;
+        loop {
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(event) => {
+                        for folder in &folders {
+                            folder.fold(&event);
+                        }
+                        state
+                            .position
+                            .store(event.global_position.0, Ordering::Release);
+                        backoff = first_backoff;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, position = %state.position(), "the in-memory folds' log subscription failed; taking it up again");
+                        break;
                     }
                 }
-                Err(error) => {
-                    tracing::error!(%error, "the in-memory folds stopped following the log");
-                    break;
-                }
+            }
+            state.healthy.store(false, Ordering::Release);
+            FAILURES.inc();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            if store.head().await.is_ok() {
+                events = store.subscribe_all(Scope::All, state.position());
+                state.healthy.store(true, Ordering::Release);
+                tracing::info!(position = %state.position(), "the in-memory folds follow the log again");
             }
         }
     });
-    Ok(())
+    Ok(follower)
 }

@@ -18,7 +18,7 @@ use switchyard_projections::query::{Group, InferenceQuery, Window};
 use switchyard_projections::{Error as ReadError, Projections};
 
 use super::openai::POSITION;
-use crate::http::{ApiError, ErrorBody, tenant_request};
+use crate::http::{ApiError, ErrorBody, scoped_request};
 use crate::state::Admin;
 use switchyard_inference::Principal;
 
@@ -122,14 +122,7 @@ async fn prepare(
     projector: &str,
     params: &Params,
 ) -> Result<(Principal, u64), ApiError> {
-    let (principal, _) = tenant_request(req, admin).await?;
-    if !principal.allows(&[SCOPE]) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this API key lacks the `analytics` scope",
-        ));
-    }
+    let (principal, _) = scoped_request(req, admin, &[SCOPE]).await?;
     let position = match params.min_position {
         None => read.projections.committed(projector).await,
         Some(min) => {

@@ -13,7 +13,7 @@ use switchyard_actors::router::{RouterCommand, RouterRejection};
 use switchyard_events::{Event, Metadata, RewardRecorded, Scope, StreamId, StreamVersion};
 use uuid::Uuid;
 
-use crate::http::{ApiError, ErrorBody, RequestId, parse_json, tenant_request};
+use crate::http::{ApiError, ErrorBody, RequestId, parse_json, scoped_request};
 use crate::state::Admin;
 use switchyard_inference::Pipeline;
 use switchyard_inference::router::offline::{load_log, typical_costs};
@@ -60,7 +60,8 @@ pub(crate) async fn feedback(
     admin: web::Data<Admin>,
     pipeline: web::Data<Pipeline>,
 ) -> Result<HttpResponse, ApiError> {
-    let (principal, headers) = tenant_request(&req, &admin).await?;
+    // Feedback trains the router: the caller of inferences, or a key made for feedback alone.
+    let (principal, headers) = scoped_request(&req, &admin, &["feedback", "inference"]).await?;
     let input: Feedback = parse_json(&body)?;
     if !input.value.is_finite() || !(0.0..=1.0).contains(&input.value) {
         return Err(ApiError::new(
@@ -175,14 +176,15 @@ pub(crate) struct Evaluate {
     params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
     responses((status = 200, description = "the estimates with 95% intervals, effective sample size, and what the serving policy earned"),
         (status = 400, description = "invalid policy", body = ErrorBody),
-        (status = 401, description = "missing or invalid key", body = ErrorBody)))]
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `router` (or `analytics`) scope", body = ErrorBody)))]
 pub(crate) async fn evaluate_policy(
     req: HttpRequest,
     body: web::Bytes,
     admin: web::Data<Admin>,
     pipeline: web::Data<Pipeline>,
 ) -> Result<HttpResponse, ApiError> {
-    let (principal, _) = tenant_request(&req, &admin).await?;
+    let (principal, _) = scoped_request(&req, &admin, &["router", "analytics"]).await?;
     let input: Evaluate = parse_json(&body)?;
     input.policy.validate().map_err(|message| {
         ApiError::owned(StatusCode::BAD_REQUEST, "invalid_request".into(), message)
@@ -218,13 +220,14 @@ pub(crate) async fn evaluate_policy(
 #[utoipa::path(get, path = "/v1/router/arms", tag = "router",
     params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
     responses((status = 200, description = "per model: pulls (rewards folded), mean reward, Beta posterior"),
-        (status = 401, description = "missing or invalid key", body = ErrorBody)))]
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 403, description = "the key lacks the `router` (or `analytics`) scope", body = ErrorBody)))]
 pub(crate) async fn arms(
     req: HttpRequest,
     admin: web::Data<Admin>,
     pipeline: web::Data<Pipeline>,
 ) -> Result<HttpResponse, ApiError> {
-    let (principal, _) = tenant_request(&req, &admin).await?;
+    let (principal, _) = scoped_request(&req, &admin, &["router", "analytics"]).await?;
     let state = pipeline.router.state(principal.tenant);
     let arms: serde_json::Map<String, serde_json::Value> = state
         .arms

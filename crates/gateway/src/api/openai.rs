@@ -19,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::http::idempotency::idempotent_with;
 use crate::http::{
-    ApiError, ErrorBody, correlation, parse_json, rate_headers, tenant_request, with_headers,
+    ApiError, ErrorBody, correlation, parse_json, rate_headers, scoped_request, with_headers,
 };
 use crate::state::Admin;
 
@@ -44,15 +44,7 @@ async fn principal(
     req: &HttpRequest,
     admin: &Admin,
 ) -> Result<(Principal, Vec<(HeaderName, HeaderValue)>), ApiError> {
-    let (principal, headers) = tenant_request(req, admin).await?;
-    if !principal.allows(&[SCOPE]) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this API key lacks the `inference` scope",
-        ));
-    }
-    Ok((principal, headers))
+    scoped_request(req, admin, &[SCOPE]).await
 }
 
 fn position_header(position: u64) -> Option<(HeaderName, HeaderValue)> {
@@ -202,16 +194,27 @@ pub(crate) async fn embeddings(
     let (principal, _) = principal(&req, &admin).await?;
     let _slot = pipeline.tenant_slot(principal.tenant)?;
     let request: EmbeddingsRequest = parse_json(&body)?;
-    let done = pipeline
-        .embed(correlation(&req), &principal, &request)
-        .await?;
-    let mut response = HttpResponse::Ok();
-    response.insert_header((INFERENCE_ID, done.inference_id.to_string()));
-    if let Some(header) = position_header(done.position) {
-        response.insert_header(header);
-    }
-    for header in rate_headers(&done.rate) {
-        response.insert_header(header);
-    }
-    Ok(response.json(done.body))
+    // With an `Idempotency-Key`, a retry gets the first answer and is not billed again.
+    let mut headers = Vec::new();
+    let response = idempotent_with(
+        pipeline.store.as_ref(),
+        &req,
+        principal.tenant,
+        &body,
+        |_| {},
+        |_| Vec::new(),
+        || async {
+            let done = pipeline
+                .embed(correlation(&req), &principal, &request)
+                .await?;
+            headers = rate_headers(&done.rate);
+            if let Ok(id) = HeaderValue::from_str(&done.inference_id.to_string()) {
+                headers.push((INFERENCE_ID, id));
+            }
+            headers.extend(position_header(done.position));
+            Ok((StatusCode::OK, done.body))
+        },
+    )
+    .await?;
+    Ok(with_headers(response, headers))
 }

@@ -46,7 +46,17 @@ pub(super) async fn healthz() -> HttpResponse {
 /// The event log can take writes and be read.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "{status: ready, event_log_head}"), (status = 503, description = "not ready", body = ErrorBody)))]
-pub(super) async fn readyz(store: web::Data<StoreHandle>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn readyz(
+    store: web::Data<StoreHandle>,
+    admin: web::Data<Admin>,
+) -> Result<HttpResponse, ApiError> {
+    if !admin.follower.healthy() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "this node's keys, limits and spend are not following the event log",
+        ));
+    }
     match store.0.ready().await {
         Ok(head) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "event_log_head": head}))),
         Err(e) => {

@@ -20,7 +20,8 @@ use switchyard_workflows::spec::LoadOptions;
 use switchyard_workflows::{Engine, Error as WorkflowError, StartOptions};
 use uuid::Uuid;
 
-use crate::http::{ApiError, ErrorBody, parse_json, parse_query, tenant_request};
+use crate::http::idempotency::idempotent;
+use crate::http::{ApiError, ErrorBody, parse_json, parse_query, scoped_request};
 use crate::state::Admin;
 use switchyard_inference::Principal;
 
@@ -45,15 +46,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 async fn principal(req: &HttpRequest, admin: &Admin) -> Result<Principal, ApiError> {
-    let (principal, _) = tenant_request(req, admin).await?;
-    if !principal.allows(&[SCOPE]) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this API key lacks the `workflows` scope",
-        ));
-    }
-    Ok(principal)
+    scoped_request(req, admin, &[SCOPE]).await.map(|(p, _)| p)
 }
 
 /// The workflow crate's errors as HTTP answers.
@@ -245,32 +238,43 @@ pub(crate) async fn start(
     let overrides = request.overrides.unwrap_or_else(|| json!({}));
     check_overrides(&overrides)?;
     let engine = engine.into_inner();
-    let run_id = engine
-        .start(
-            principal.tenant,
-            &path,
-            request.input,
-            StartOptions {
-                version: request.version,
-                overrides,
-                ..StartOptions::default()
-            },
-        )
-        .await
-        .map_err(api_error)?;
-    let mut answer = json!({"run_id": run_id});
-    if let Some(wait) = request.wait_ms {
-        let state = engine
-            .wait(
-                principal.tenant,
-                run_id,
-                Duration::from_millis(wait).min(MAX_WAIT),
-            )
-            .await
-            .map_err(api_error)?;
-        answer = crate::views::run(&state);
-    }
-    Ok(HttpResponse::Created().json(answer))
+    // With an `Idempotency-Key`, a retried start answers the first run instead of a second one.
+    idempotent(
+        admin.store.as_ref(),
+        &req,
+        principal.tenant,
+        &body,
+        |_| {},
+        || async {
+            let run_id = engine
+                .start(
+                    principal.tenant,
+                    &path,
+                    request.input,
+                    StartOptions {
+                        version: request.version,
+                        overrides,
+                        ..StartOptions::default()
+                    },
+                )
+                .await
+                .map_err(api_error)?;
+            let mut answer = json!({"run_id": run_id});
+            if let Some(wait) = request.wait_ms {
+                let state = engine
+                    .wait(
+                        principal.tenant,
+                        run_id,
+                        Duration::from_millis(wait).min(MAX_WAIT),
+                    )
+                    .await
+                    .map_err(api_error)?;
+                answer = crate::views::run(&state);
+            }
+            Ok((StatusCode::CREATED, answer))
+        },
+    )
+    .await
 }
 
 /// `workflow.start` over the event WebSocket: `{workflow, input?, version?, overrides?}`, with

@@ -14,6 +14,6 @@ pub mod rate;
 pub mod request;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use principal::tenant_request;
+pub use principal::{scoped_request, tenant_request};
 pub use rate::{rate_headers, with_headers};
 pub use request::{RequestId, correlation, parse_json, parse_query};

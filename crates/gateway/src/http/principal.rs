@@ -63,3 +63,24 @@ pub async fn tenant_request(
     let status = enforce(&admin.limiter, &checks).await?;
     Ok((principal, rate_headers(&status)))
 }
+
+/// [`tenant_request`], then the key's scopes: it must hold the first of `scopes` (the one the
+/// refusal names) or another of them; 403 `forbidden` otherwise.
+pub async fn scoped_request(
+    req: &HttpRequest,
+    admin: &Admin,
+    scopes: &[&str],
+) -> Result<(Principal, Vec<(HeaderName, HeaderValue)>), ApiError> {
+    let (principal, headers) = tenant_request(req, admin).await?;
+    if !principal.allows(scopes) {
+        return Err(ApiError::owned(
+            StatusCode::FORBIDDEN,
+            "forbidden".into(),
+            format!(
+                "this API key lacks the `{}` scope",
+                scopes.first().copied().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok((principal, headers))
+}

@@ -48,6 +48,13 @@ pub(crate) async fn issue_key(
                         .unix_timestamp(),
                 ),
             };
+            auth::check_scopes(&input.scopes).map_err(|message| {
+                ApiError::owned(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request".into(),
+                    message,
+                )
+            })?;
             let fresh = auth::generate();
             let key_id = Uuid::now_v7();
             let command = TenantCommand::IssueKey {

@@ -98,16 +98,34 @@ pub(crate) async fn set_key_limits(
 #[utoipa::path(put, path = "/v1/admin/tenants/{id}/models/{model}/limits", tag = "admin", request_body = SetRateLimits,
     params(("id" = String, Path, description = "tenant id"), ("model" = String, Path, description = "model name")),
     responses((status = 200, description = "the model's limits now in force"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
-        (status = 404, description = "no such tenant", body = ErrorBody), (status = 422, description = "invalid limits", body = ErrorBody)))]
+        (status = 404, description = "no such tenant, or no such model (the message lists the models)", body = ErrorBody), (status = 422, description = "invalid limits", body = ErrorBody)))]
 pub(crate) async fn set_model_limits(
     req: HttpRequest,
     admin: web::Data<Admin>,
+    pipeline: web::Data<switchyard_inference::Pipeline>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     authorized(&req, &admin)?;
     let (tenant, model) = path.into_inner();
     let tenant = tenant_id(&tenant)?;
+    // A limit on a model this server does not serve would never apply.
+    if pipeline.config.model(&model).is_none() {
+        let known: Vec<&str> = pipeline
+            .config
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        return Err(ApiError::owned(
+            StatusCode::NOT_FOUND,
+            "model_not_found".into(),
+            format!(
+                "the model `{model}` does not exist; the models are: {}",
+                known.join(", ")
+            ),
+        ));
+    }
     set_rate_limit(req, admin, tenant, LimitScope::Model(model), body).await
 }
 

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use crate::http::{ApiError, ErrorBody, tenant_request};
+use crate::http::{ApiError, ErrorBody, scoped_request};
 use crate::state::Admin;
 
 /// Registers the routes.
@@ -60,14 +60,7 @@ pub(crate) async fn feed_of(
     admin: &Admin,
     hub: &EventHub,
 ) -> Result<Feed, ApiError> {
-    let (principal, _) = tenant_request(req, admin).await?;
-    if !principal.allows(&["events", super::analytics::SCOPE]) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this API key lacks the `events` scope",
-        ));
-    }
+    let (principal, _) = scoped_request(req, admin, &["events", super::analytics::SCOPE]).await?;
     let params = web::Query::<FeedParams>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|error| {
