@@ -760,38 +760,52 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
     .unwrap();
     assert_eq!(response.status().as_u16(), 400);
 
-    // A tool on a link-local address (a cloud's metadata endpoint) is never called.
-    let (status, _) = post(
-        &client,
-        &server,
-        &key,
-        "/v1/tools",
-        "name: metadata\nurl: http://169.254.169.254/latest/meta-data/\nmethod: GET\n".to_owned(),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let (status, _) = post(
-        &client,
-        &server,
-        &key,
-        "/v1/workflows",
-        "name: peek\nnodes:\n  - id: peek\n    kind: tool\n    tool: metadata\n".to_owned(),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let run: Value = client
-        .post(server.url("/v1/workflows/peek/runs"))
-        .bearer_auth(&key)
-        .json(&json!({"wait_ms": 10000}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(run["status"], "failed", "{run}");
-    assert!(
-        run["error"].as_str().unwrap().contains("may not reach"),
-        "{run}"
-    );
+    // A tool on a link-local address (a cloud's metadata endpoint), in any of its forms, or on
+    // another metadata address, is never called.
+    for (i, url) in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
+        "http://[::ffff:a9fe:a9fe]/latest/meta-data/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://100.100.100.200/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://[::ffff:0.0.0.0]/",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, _) = post(
+            &client,
+            &server,
+            &key,
+            "/v1/tools",
+            format!("name: metadata{i}\nurl: {url}\nmethod: GET\n"),
+        )
+        .await;
+        assert_eq!(status, 201, "{url}");
+        let (status, _) = post(
+            &client,
+            &server,
+            &key,
+            "/v1/workflows",
+            format!("name: peek{i}\nnodes:\n  - id: peek\n    kind: tool\n    tool: metadata{i}\n"),
+        )
+        .await;
+        assert_eq!(status, 201, "{url}");
+        let run: Value = client
+            .post(server.url(&format!("/v1/workflows/peek{i}/runs")))
+            .bearer_auth(&key)
+            .json(&json!({"wait_ms": 10000}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(run["status"], "failed", "{url}: {run}");
+        assert!(
+            run["error"].as_str().unwrap().contains("may not reach"),
+            "{url}: {run}"
+        );
+    }
 }

@@ -39,6 +39,7 @@ impl std::fmt::Debug for StepExecutor {
 
 impl StepExecutor {
     pub fn new(admin: web::Data<Admin>, pipeline: web::Data<Pipeline>) -> anyhow::Result<Self> {
+        let public_only = std::env::var("SWITCHYARD_TOOLS_PUBLIC_ONLY").is_ok_and(|v| v == "1");
         Ok(StepExecutor {
             admin,
             pipeline,
@@ -46,13 +47,16 @@ impl StepExecutor {
                 .connect_timeout(Duration::from_secs(5))
                 // A redirect could lead past the address check below.
                 .redirect(reqwest::redirect::Policy::none())
+                // The addresses connected to are checked, not only the ones looked up before.
+                .dns_resolver(crate::egress::GuardedResolver { public_only })
                 .build()?,
-            public_only: std::env::var("SWITCHYARD_TOOLS_PUBLIC_ONLY").is_ok_and(|v| v == "1"),
+            public_only,
         })
     }
 
-    /// Refuses tool hosts on link-local addresses (cloud metadata endpoints), unspecified,
-    /// multicast or broadcast ones, and with `public_only` loopback and private ones.
+    /// Refuses tool hosts whose addresses tools may not reach (`crate::egress`). The client's
+    /// resolver checks again the addresses it connects to; this check covers literal addresses
+    /// in URLs, which the resolver never sees.
     async fn check_host(&self, url: &reqwest::Url) -> Result<(), StepError> {
         let refuse = |message: String| StepError {
             message,
@@ -69,23 +73,9 @@ impl StepExecutor {
                 retryable: true,
             })?;
         for address in addresses {
-            let ip = address.ip();
-            let (forbidden, private) = match ip {
-                std::net::IpAddr::V4(v4) => (
-                    v4.is_link_local()
-                        || v4.is_unspecified()
-                        || v4.is_multicast()
-                        || v4.is_broadcast(),
-                    v4.is_loopback() || v4.is_private(),
-                ),
-                std::net::IpAddr::V6(v6) => (
-                    v6.is_unicast_link_local() || v6.is_unspecified() || v6.is_multicast(),
-                    v6.is_loopback() || v6.is_unique_local(),
-                ),
-            };
-            if forbidden || (self.public_only && private) {
+            if let Some(why) = crate::egress::refusal(address.ip(), self.public_only) {
                 return Err(refuse(format!(
-                    "tool host {host} resolves to {ip}, which tools may not reach"
+                    "tool host {host}: {why}, which tools may not reach"
                 )));
             }
         }

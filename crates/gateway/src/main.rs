@@ -9,6 +9,8 @@ mod api;
 mod auth;
 /// The command line and its subcommands.
 mod cli;
+/// Where workflow tools may connect: every special-purpose address range, in every form.
+mod egress;
 /// The workflow engine's executor: model steps through the pipeline, tool steps over HTTP.
 mod executor;
 /// The HTTP plumbing the surfaces share: errors, request ids, parsing, middleware, idempotency.

@@ -1,0 +1,253 @@
+//! Where workflow tools may connect: every address a tool's host resolves to, and every
+//! literal address in a tool's URL, is classified before the connection is made.
+//!
+//! - **Forbidden always:** unspecified, "this network", link-local (cloud metadata at
+//!   169.254.169.254), the metadata addresses outside it (`100.100.100.200`, `fd00:ec2::254`),
+//!   multicast, broadcast and the reserved 240/4, documentation and discard-only ranges.
+//! - **Private** (refused with `SWITCHYARD_TOOLS_PUBLIC_ONLY=1`): loopback, RFC 1918,
+//!   carrier-grade NAT (100.64/10), benchmarking (198.18/15), IETF protocol assignments
+//!   (192.0.0/24, 2001::/23), unique-local and site-local IPv6.
+//!
+//! IPv6 forms that carry an IPv4 address are judged by that address: IPv4-mapped
+//! (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`)
+//! and 6to4 (`2002::/16`). The check runs in the HTTP client's resolver ([`GuardedResolver`]),
+//! so the address checked is the address connected to: a name that resolves differently the
+//! second time (DNS rebinding) gains nothing.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// What an address is to a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Never reachable by tools; the reason names the range.
+    Forbidden(&'static str),
+    /// Reachable unless tools are limited to public addresses.
+    Private(&'static str),
+    Public,
+}
+
+/// Classifies an address (see the module docs).
+pub fn classify(ip: IpAddr) -> Reach {
+    match ip {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4) => classify_v4(v4),
+            None => classify_v6(v6),
+        },
+    }
+}
+
+fn in_v4(ip: Ipv4Addr, net: [u8; 4], bits: u32) -> bool {
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(Ipv4Addr::from(net)) & mask
+}
+
+fn classify_v4(ip: Ipv4Addr) -> Reach {
+    const FORBIDDEN: &[([u8; 4], u32, &str)] = &[
+        ([0, 0, 0, 0], 8, "\"this network\" / unspecified"),
+        ([169, 254, 0, 0], 16, "link-local (cloud metadata)"),
+        ([100, 100, 100, 200], 32, "a cloud metadata address"),
+        ([192, 0, 2, 0], 24, "documentation"),
+        ([198, 51, 100, 0], 24, "documentation"),
+        ([203, 0, 113, 0], 24, "documentation"),
+        ([224, 0, 0, 0], 4, "multicast"),
+        ([240, 0, 0, 0], 4, "reserved or broadcast"),
+    ];
+    const PRIVATE: &[([u8; 4], u32, &str)] = &[
+        ([127, 0, 0, 0], 8, "loopback"),
+        ([10, 0, 0, 0], 8, "private (RFC 1918)"),
+        ([172, 16, 0, 0], 12, "private (RFC 1918)"),
+        ([192, 168, 0, 0], 16, "private (RFC 1918)"),
+        ([100, 64, 0, 0], 10, "carrier-grade NAT"),
+        ([198, 18, 0, 0], 15, "benchmarking"),
+        ([192, 0, 0, 0], 24, "IETF protocol assignments"),
+    ];
+    if let Some((_, _, why)) = FORBIDDEN.iter().find(|(n, b, _)| in_v4(ip, *n, *b)) {
+        return Reach::Forbidden(why);
+    }
+    if let Some((_, _, why)) = PRIVATE.iter().find(|(n, b, _)| in_v4(ip, *n, *b)) {
+        return Reach::Private(why);
+    }
+    Reach::Public
+}
+
+/// The IPv4 address an IPv6 form carries, if it is one of those forms.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let last32 = || Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7]));
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    // IPv4-compatible (deprecated): ::a.b.c.d, but not :: and ::1.
+    if s[..6] == [0; 6] && (s[6] != 0 || s[7] > 1) {
+        return Some(last32());
+    }
+    // NAT64: the well-known prefix and the local-use one.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) {
+        return Some(last32());
+    }
+    // 6to4: 2002:AABB:CCDD::/48 carries AA.BB.CC.DD.
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::from((u32::from(s[1]) << 16) | u32::from(s[2])));
+    }
+    None
+}
+
+fn classify_v6(ip: Ipv6Addr) -> Reach {
+    let s = ip.segments();
+    if ip.is_unspecified() {
+        return Reach::Forbidden("unspecified");
+    }
+    if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
+        return Reach::Forbidden("a cloud metadata address");
+    }
+    if s[0] & 0xff00 == 0xff00 {
+        return Reach::Forbidden("multicast");
+    }
+    if s[0] & 0xffc0 == 0xfe80 {
+        return Reach::Forbidden("link-local");
+    }
+    if s[..4] == [0x100, 0, 0, 0] {
+        return Reach::Forbidden("discard-only");
+    }
+    if s[0] == 0x2001 && s[1] == 0xdb8 {
+        return Reach::Forbidden("documentation");
+    }
+    if ip.is_loopback() {
+        return Reach::Private("loopback");
+    }
+    if s[0] & 0xfe00 == 0xfc00 {
+        return Reach::Private("unique local");
+    }
+    if s[0] & 0xffc0 == 0xfec0 {
+        return Reach::Private("site-local");
+    }
+    if s[0] == 0x2001 && s[1] < 0x200 {
+        return Reach::Private("IETF protocol assignments (Teredo among them)");
+    }
+    Reach::Public
+}
+
+/// Why a tool may not connect to `ip`, or `None` when it may.
+pub fn refusal(ip: IpAddr, public_only: bool) -> Option<String> {
+    match classify(ip) {
+        Reach::Forbidden(why) => Some(format!("{ip} is {why}")),
+        Reach::Private(why) if public_only => Some(format!(
+            "{ip} is {why}, and tools may reach public addresses only"
+        )),
+        Reach::Private(_) | Reach::Public => None,
+    }
+}
+
+/// The HTTP client's resolver for tools: resolves, then refuses the whole name if any of its
+/// addresses is one tools may not reach.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedResolver {
+    pub public_only: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let public_only = self.public_only;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(why) = addresses.iter().find_map(|a| refusal(a.ip(), public_only)) {
+                return Err(format!("tool host {host}: {why}").into());
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(addresses.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reach(text: &str) -> Reach {
+        classify(text.parse().unwrap())
+    }
+
+    #[test]
+    fn every_form_of_a_private_or_metadata_address_is_caught() {
+        for forbidden in [
+            "169.254.169.254",
+            "::ffff:169.254.0.1",
+            "::ffff:0.0.0.0",
+            "0.0.0.0",
+            "0.1.2.3",
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "fe80::1",
+            "ff02::1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "192.0.2.1",
+            "2001:db8::1",
+            "100::1",
+            "::",
+        ] {
+            assert!(
+                matches!(reach(forbidden), Reach::Forbidden(_)),
+                "{forbidden}: {:?}",
+                reach(forbidden)
+            );
+        }
+        for private in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",
+            "::ffff:10.255.255.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "::127.0.0.1",
+            "::1",
+            "10.0.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "198.19.0.1",
+            "fd12:3456::1",
+            "fec0::1",
+            "2001::1",
+        ] {
+            assert!(
+                matches!(reach(private), Reach::Private(_)),
+                "{private}: {:?}",
+                reach(private)
+            );
+            assert!(refusal(private.parse().unwrap(), true).is_some());
+            assert!(refusal(private.parse().unwrap(), false).is_none());
+        }
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "2002:808:808::1",
+            "100.128.0.1",
+        ] {
+            assert_eq!(reach(public), Reach::Public, "{public}");
+            assert!(refusal(public.parse().unwrap(), true).is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_a_name_that_resolves_to_a_refused_address() {
+        use reqwest::dns::Resolve;
+        let guarded = GuardedResolver { public_only: true };
+        let refused = guarded.resolve("localhost".parse().unwrap()).await;
+        assert!(refused.is_err());
+        let open = GuardedResolver { public_only: false };
+        let resolved: Vec<SocketAddr> = open
+            .resolve("localhost".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(resolved.iter().all(|a| a.ip().is_loopback()));
+    }
+}
