@@ -689,3 +689,77 @@ async fn a_slow_websocket_client_is_cut_off_instead_of_buffered() {
         "no slow_consumer message"
     );
 }
+
+/// Reads an SSE body until `event: closed` or its end, at most `limit`; answers the text and
+/// how long it took.
+async fn read_until_closed(response: reqwest::Response, limit: Duration) -> (String, Duration) {
+    let started = std::time::Instant::now();
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while started.elapsed() < limit {
+        match tokio::time::timeout(limit, body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.contains("event: closed") {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    (text, started.elapsed())
+}
+
+/// A feed ends (within a second, with its reason) once the key that opened it is revoked, or
+/// expires; it does not outlive its key.
+#[tokio::test]
+async fn an_open_feed_ends_when_its_key_is_revoked_or_expires() {
+    let dir = data_dir();
+    let server = Server::start_with(&dir, &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)]);
+    let (tenant, key, key_id) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let open = |key: String| {
+        client
+            .get(server.url("/v1/events/stream"))
+            .bearer_auth(key)
+            .send()
+    };
+    let feed = open(key.clone()).await.unwrap();
+    assert_eq!(feed.status(), 200);
+    let reader = tokio::spawn(read_until_closed(feed, Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let revoked_at = std::time::Instant::now();
+    let revoked = client
+        .delete(server.url(&format!("/v1/admin/tenants/{tenant}/keys/{key_id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let (text, _) = reader.await.unwrap();
+    let ended = revoked_at.elapsed();
+    assert!(text.contains("event: closed"), "{text}");
+    assert!(text.contains("revoked"), "{text}");
+    assert!(ended < Duration::from_secs(1), "{ended:?}");
+
+    // A key that expires: the feed ends within a second of its expiry.
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let issued: Value = client
+        .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "short", "expires_at": expires.format(&time::format_description::well_known::Rfc3339).unwrap()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let feed = open(issued["key"].as_str().unwrap().to_owned())
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    let (text, _) = read_until_closed(feed, Duration::from_secs(10)).await;
+    let late = time::OffsetDateTime::now_utc() - expires;
+    assert!(text.contains("expired"), "{text}");
+    assert!(late < time::Duration::seconds(1), "{late:?}");
+}

@@ -131,6 +131,18 @@ pub enum Refusal {
     Suspended,
 }
 
+impl Refusal {
+    /// What the client is told.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Unknown => "invalid API key",
+            Refusal::Revoked => "this API key was revoked",
+            Refusal::Expired => "this API key has expired",
+            Refusal::Suspended => "the tenant is suspended",
+        }
+    }
+}
+
 /// Key hash → principal, folded from the log.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
@@ -281,6 +293,13 @@ impl KeyIndex {
             .get(&(tenant, model.to_owned()))
             .map(|l| *l)
             .unwrap_or_default()
+    }
+
+    /// Whether key `key_id` may still be used at `now` (for what it opened earlier, such as an
+    /// event feed).
+    pub fn check_key(&self, key_id: Uuid, now: OffsetDateTime) -> Result<(), Refusal> {
+        let hash = self.hash_of.get(&key_id).ok_or(Refusal::Unknown)?;
+        self.authenticate(hash.value(), now).map(|_| ())
     }
 
     /// The principal of a presented key hash at `now`.

@@ -36,14 +36,8 @@ pub async fn tenant_request(
             &admin.secret.hash(presented),
             time::OffsetDateTime::now_utc(),
         )
-        .map_err(|refusal| {
-            let message = match refusal {
-                Refusal::Unknown => "invalid API key",
-                Refusal::Revoked => "this API key was revoked",
-                Refusal::Expired => "this API key has expired",
-                Refusal::Suspended => "the tenant is suspended",
-            };
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        .map_err(|refusal: Refusal| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", refusal.reason())
         })?;
     req.extensions_mut().insert(principal.clone());
     let mut checks = Vec::with_capacity(2);

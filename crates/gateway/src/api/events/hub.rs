@@ -169,13 +169,31 @@ impl SlowPolicy {
     }
 }
 
+/// Whether the key that opened a feed still may read it: `Some(reason)` once it is revoked or
+/// expired, or its tenant suspended.
+pub type KeyCheck = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// How often an open feed checks its key (a revoked key's feed ends within this).
+const KEY_CHECK: Duration = Duration::from_millis(250);
+
 /// A feed's filter and position.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Feed {
     pub tenant: TenantId,
     pub types: Option<Vec<String>>,
     pub after: u64,
     pub policy: SlowPolicy,
+    /// The key that opened the feed, checked while it is open.
+    pub key: KeyCheck,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("tenant", &self.tenant)
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Feed {
@@ -199,6 +217,10 @@ pub enum Item {
     SlowConsumer {
         resume_from: u64,
     },
+    /// The key that opened the feed may no longer read it; the feed ends.
+    Closed {
+        reason: String,
+    },
     Heartbeat,
 }
 
@@ -211,6 +233,8 @@ struct State {
     done: bool,
     transport: &'static str,
     reported_depth: i64,
+    /// When the last item went out (a heartbeat is due after `hub.heartbeat` of silence).
+    last_sent: std::time::Instant,
 }
 
 impl Drop for State {
@@ -237,10 +261,20 @@ impl State {
     }
 
     async fn next(&mut self) -> Option<Item> {
+        let item = self.next_item().await;
+        self.last_sent = std::time::Instant::now();
+        item
+    }
+
+    async fn next_item(&mut self) -> Option<Item> {
         if self.done {
             return None;
         }
         loop {
+            if let Some(reason) = (self.feed.key)() {
+                self.done = true;
+                return Some(Item::Closed { reason });
+            }
             if let Some(frame) = self.page.pop_front() {
                 self.feed.after = frame.position;
                 if self.feed.wants(&frame.event_type) {
@@ -273,10 +307,14 @@ impl State {
                 }
                 continue;
             }
-            let received = tokio::time::timeout(self.hub.heartbeat, self.ring.recv()).await;
+            // Wake at least every KEY_CHECK, so a revoked key's feed ends at once.
+            let received = tokio::time::timeout(KEY_CHECK, self.ring.recv()).await;
             self.report_depth();
             match received {
-                Err(_) => return Some(Item::Heartbeat),
+                Err(_) if self.last_sent.elapsed() >= self.hub.heartbeat => {
+                    return Some(Item::Heartbeat);
+                }
+                Err(_) => {}
                 Ok(Ok(frame)) => {
                     if frame.tenant != self.feed.tenant || frame.position <= self.feed.after {
                         continue;
@@ -331,6 +369,7 @@ pub fn items(
         done: false,
         transport,
         reported_depth: 0,
+        last_sent: std::time::Instant::now(),
     };
     futures_util::stream::unfold(state, |mut state| async move {
         let item = state.next().await?;

@@ -97,11 +97,18 @@ pub(crate) async fn feed_of(
             .map(str::to_owned)
             .collect::<Vec<_>>()
     });
+    let keys = admin.keys.clone();
+    let key_id = principal.key_id;
     Ok(Feed {
         tenant: principal.tenant,
         types,
         after,
         policy: params.policy.unwrap_or(SlowPolicy::Disconnect),
+        key: std::sync::Arc::new(move || {
+            keys.check_key(key_id, time::OffsetDateTime::now_utc())
+                .err()
+                .map(|refusal| refusal.reason().to_owned())
+        }),
     })
 }
 
@@ -133,6 +140,10 @@ pub(crate) async fn stream(
             )),
             Item::SlowConsumer { resume_from } => Bytes::from(format!(
                 "event: slow_consumer\ndata: {{\"resume_from\":{resume_from}}}\n\n"
+            )),
+            Item::Closed { reason } => Bytes::from(format!(
+                "event: closed\ndata: {}\n\n",
+                serde_json::json!({ "reason": reason })
             )),
             Item::Heartbeat => Bytes::from_static(b": heartbeat\n\n"),
         };

@@ -87,6 +87,18 @@ async fn push_feed(mut session: actix_ws::Session, items: impl futures_util::Str
                     .await;
                 return;
             }
+            Item::Closed { reason } => {
+                let _ = session
+                    .text(serde_json::json!({"type": "closed", "reason": reason}).to_string())
+                    .await;
+                let _ = session
+                    .close(Some(actix_ws::CloseReason {
+                        code: actix_ws::CloseCode::Policy,
+                        description: Some(reason),
+                    }))
+                    .await;
+                return;
+            }
             Item::Heartbeat => session.ping(b"heartbeat").await,
         };
         if sent.is_err() {
