@@ -593,6 +593,52 @@ async fn an_idempotency_key_answers_retried_embeddings_and_run_starts_once() {
     }
 }
 
+/// A refusal that depends on a limit is not recorded under an `Idempotency-Key`: once the
+/// budget is raised, the same retry goes through (and is then recorded).
+#[tokio::test]
+async fn a_budget_refusal_is_not_replayed_to_a_retry_after_the_budget_is_raised() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    let limits = format!("/v1/admin/tenants/{tenant}/limits");
+    put(&server, &limits, json!({"monthly_token_budget": 1})).await;
+    let send = || {
+        reqwest::Client::new()
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "after-the-raise")
+            .json(&hello("sim-small"))
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 402);
+    put(&server, &limits, json!({"monthly_token_budget": 1_000_000})).await;
+    let mut answered = None;
+    for _ in 0..100 {
+        let response = send().await.unwrap();
+        if response.status() == 200 {
+            answered = Some(response);
+            break;
+        }
+        assert_eq!(
+            response.status(),
+            402,
+            "only the old budget may still refuse"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let first: Value = answered
+        .expect("the retry passes once the budget is raised")
+        .json()
+        .await
+        .unwrap();
+    let replayed = send().await.unwrap();
+    assert_eq!(replayed.status(), 200);
+    assert_eq!(replayed.headers()["idempotency-replayed"], "true");
+    let replayed: Value = replayed.json().await.unwrap();
+    assert_eq!(replayed["id"], first["id"]);
+    assert_eq!(completed(&dir).await, 1);
+}
+
 #[tokio::test]
 async fn an_idempotency_key_answers_a_retried_completion_once() {
     let dir = data_dir();

@@ -4,8 +4,9 @@
 //! Each key is a stream `idem-<hash of tenant and key>` of its own. The first request claims it
 //! with an append that expects no stream, so of several concurrent retries exactly one runs the
 //! command and the others are told it is in progress; the response is then recorded in the
-//! same stream and replayed to every later retry, on any node and after restarts. A 5xx releases
-//! the key instead, so a retry can try again. Secrets in a response (a new API key) are removed
+//! same stream and replayed to every later retry, on any node and after restarts. A 5xx, and a
+//! refusal that depends on time or limits (402, 408, 429), releases the key instead, so a retry
+//! can try again. Secrets in a response (a new API key) are removed
 //! from the recorded copy: a replay says the key was shown once.
 
 use std::borrow::Cow;
@@ -128,6 +129,9 @@ where
             redact(&mut stored);
             Some((status.as_u16(), stored.to_string()))
         }
+        // A refusal that depends on time or on limits (a rate limit, a budget, a timeout) may
+        // pass on a retry, so it is not recorded (as Stripe does for 429); nor is a 5xx.
+        Err(error) if depends_on_time_or_limits(error.status()) => None,
         Err(error) if !error.status().is_server_error() => {
             Some((error.status().as_u16(), error.to_json().to_string()))
         }
@@ -153,6 +157,14 @@ where
         tracing::error!(%error, %stream, "could not record an idempotent response");
     }
     outcome.map(|(status, body)| respond(status, body))
+}
+
+/// Refusals a retry may not get: 402 (a budget, raised or renewed), 408 and 429 (time).
+fn depends_on_time_or_limits(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::PAYMENT_REQUIRED | StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
+    )
 }
 
 fn key_stream(tenant: TenantId, key: &str) -> Result<StreamId, ApiError> {
