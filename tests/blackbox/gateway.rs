@@ -639,6 +639,50 @@ async fn a_budget_refusal_is_not_replayed_to_a_retry_after_the_budget_is_raised(
     assert_eq!(completed(&dir).await, 1);
 }
 
+/// Concurrent requests cannot together take more tokens than a token limit: admission
+/// reserves the prompt and the output a request may produce, and gives back what was not used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_stay_within_a_token_limit() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/limits"),
+        json!({"tokens_per_minute": 500}),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let requests = (0..100).map(|_| {
+        client
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "sim-small", "max_tokens": 64,
+                          "messages": [{"role": "user", "content": "tell me something"}]}))
+            .send()
+    });
+    let mut tokens = 0;
+    let mut answered = 0;
+    for response in futures_util::future::join_all(requests).await {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            200 => {
+                answered += 1;
+                let body: Value = response.json().await.unwrap();
+                tokens += body["usage"]["total_tokens"].as_u64().unwrap();
+            }
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(answered > 0);
+    // The prompt estimate may differ from the provider's count by a few tokens per answer.
+    assert!(
+        tokens <= 500 + 5 * answered,
+        "{tokens} tokens in {answered} answers for a 500/min limit"
+    );
+}
+
 #[tokio::test]
 async fn an_idempotency_key_answers_a_retried_completion_once() {
     let dir = data_dir();

@@ -90,6 +90,14 @@ pub fn gcra_charge(tat: Option<u128>, now: u128, limit: Limit, cost: u64) -> u12
     tat.unwrap_or(now).max(now) + limit.interval_nanos() * u128::from(cost)
 }
 
+/// Gives back `units` taken earlier (a reservation larger than the usage): the TAT moves back,
+/// never before `now` (a limit holds no more than its burst). Returns the new TAT.
+pub fn gcra_refund(tat: Option<u128>, now: u128, limit: Limit, units: u64) -> u128 {
+    tat.unwrap_or(now)
+        .saturating_sub(limit.interval_nanos() * u128::from(units))
+        .max(now)
+}
+
 fn nanos(n: u128) -> Duration {
     Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
 }
@@ -116,6 +124,12 @@ impl LocalLimiter {
         let mut entry = self.tats.entry(key.to_owned()).or_insert(now);
         *entry = gcra_charge(Some(*entry), now, limit, cost);
     }
+
+    /// Gives back `units` of `key` at `now` (see [`gcra_refund`]).
+    pub fn refund(&self, key: &str, limit: Limit, units: u64, now: u128) {
+        let mut entry = self.tats.entry(key.to_owned()).or_insert(now);
+        *entry = gcra_refund(Some(*entry), now, limit, units);
+    }
 }
 
 /// GCRA in Redis, the same steps as [`gcra`] in microseconds, on Redis's own clock (`TIME`), so
@@ -137,6 +151,12 @@ local function remaining(at)
   local left = math.floor((tolerance - (at - now)) / interval)
   if left < 0 then return 0 end
   return left
+end
+if ARGV[4] == '2' then
+  local back = tat - interval * cost
+  if back < now then back = now end
+  redis.call('SET', KEYS[1], string.format('%.0f', back), 'PX', math.ceil((back - now) / 1000) + 1000)
+  return {1, remaining(back), back - now, 0}
 end
 if force or (cost <= burst and allow_at <= now) then
   redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
@@ -173,21 +193,21 @@ impl RedisLimiter {
 
     /// Takes `cost` units of `key`'s `limit`, if it may.
     pub async fn check(&self, key: &str, limit: Limit, cost: u64) -> crate::Result<Decision> {
-        self.run(key, limit, cost, false).await
+        self.run(key, limit, cost, "0").await
     }
 
     /// Charges `cost` units without refusing (usage learnt after the fact).
     pub async fn charge(&self, key: &str, limit: Limit, cost: u64) -> crate::Result<()> {
-        self.run(key, limit, cost, true).await.map(|_| ())
+        self.run(key, limit, cost, "1").await.map(|_| ())
     }
 
-    async fn run(
-        &self,
-        key: &str,
-        limit: Limit,
-        cost: u64,
-        force: bool,
-    ) -> crate::Result<Decision> {
+    /// Gives back `units` taken earlier.
+    pub async fn refund(&self, key: &str, limit: Limit, units: u64) -> crate::Result<()> {
+        self.run(key, limit, units, "2").await.map(|_| ())
+    }
+
+    /// `mode`: "0" check, "1" charge whatever the limit says, "2" give back.
+    async fn run(&self, key: &str, limit: Limit, cost: u64, mode: &str) -> crate::Result<Decision> {
         let interval_us = u64::try_from(limit.interval_nanos() / 1_000)
             .unwrap_or(u64::MAX)
             .max(1);
@@ -198,7 +218,7 @@ impl RedisLimiter {
             .arg(interval_us)
             .arg(limit.burst.max(1))
             .arg(cost)
-            .arg(if force { "1" } else { "0" })
+            .arg(mode)
             .invoke_async(&mut connection)
             .await?;
         let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
@@ -255,6 +275,26 @@ impl Limiter {
 }
 
 impl Limiter {
+    /// Squares a reservation of `reserved` units of `key`'s `limit` with the `used` ones, known
+    /// only once the answer is written: the excess is charged, what was not used given back.
+    pub async fn settle(&self, key: &str, limit: Limit, reserved: u64, used: u64) {
+        if used > reserved {
+            self.charge(key, limit, used - reserved).await;
+        } else if used < reserved {
+            let units = reserved - used;
+            match self {
+                Limiter::Local { limiter, started } => {
+                    limiter.refund(key, limit, units, started.elapsed().as_nanos());
+                }
+                Limiter::Redis(redis) => {
+                    if let Err(error) = redis.refund(key, limit, units).await {
+                        tracing::warn!(%error, "rate limiter unavailable; a token refund was lost");
+                    }
+                }
+            }
+        }
+    }
+
     /// Charges `cost` units of `key`'s `limit` without refusing: the tokens of an answer, known
     /// only once it is written. A Redis outage loses the charge (logged), as in `check`.
     pub async fn charge(&self, key: &str, limit: Limit, cost: u64) {
@@ -376,6 +416,26 @@ mod tests {
             "{:?}",
             after.retry_after
         );
+    }
+
+    #[test]
+    fn a_refund_gives_units_back_but_never_more_than_the_burst() {
+        let limit = Limit::per_minute(60); // one unit a second, burst 60
+        let now = 100 * SECOND;
+        let (taken, tat) = gcra(None, now, limit, 60);
+        assert!(taken.allowed);
+        assert!(
+            !gcra(Some(tat), now, limit, 1).0.allowed,
+            "the bucket is empty"
+        );
+        let back = gcra_refund(Some(tat), now, limit, 20);
+        let (again, _) = gcra(Some(back), now, limit, 20);
+        assert!(again.allowed, "what was given back can be taken again");
+        assert!(!gcra(Some(back), now, limit, 21).0.allowed);
+        // A refund larger than what was taken leaves a full bucket, not more.
+        let full = gcra_refund(Some(tat), now, limit, 1_000);
+        assert_eq!(full, now);
+        assert!(!gcra(Some(full), now, limit, 61).0.allowed);
     }
 
     proptest! {

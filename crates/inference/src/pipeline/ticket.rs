@@ -125,15 +125,13 @@ impl Ticket {
         let cost = self.cost(usage);
         let tokens = usage.prompt_tokens + usage.completion_tokens;
         self.settle(pipeline, cost, tokens, now, false).await;
-        // The prompt's estimate was taken before the call; the answer's tokens are charged now.
+        // The prompt's estimate and the output's reservation were taken before the call; now the
+        // real tokens are known: the excess is charged, what was not used given back.
         for check in &self.token_checks {
-            let extra = tokens.saturating_sub(check.cost);
-            if extra > 0 {
-                pipeline
-                    .limiter
-                    .charge(&check.key, check.limit, extra)
-                    .await;
-            }
+            pipeline
+                .limiter
+                .settle(&check.key, check.limit, check.cost, tokens)
+                .await;
         }
         let events = [
             Event::InferenceRequested(self.requested.clone()),
@@ -292,7 +290,11 @@ impl Pipeline {
             ),
         ] {
             if let Some(tpm) = tpm {
-                token_checks.push(Check::tokens(key, tpm, prompt_estimate.min(tpm)));
+                // The prompt and the output the request may produce, so that concurrent
+                // requests cannot together take more than the limit (what is not used is
+                // given back when the answer is known).
+                let asked = prompt_estimate.saturating_add(ask.output_reservation);
+                token_checks.push(Check::tokens(key, tpm, asked.min(tpm)));
             }
         }
         checks.extend(token_checks.iter().cloned());
