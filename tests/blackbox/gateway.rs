@@ -559,6 +559,28 @@ async fn an_idempotency_key_answers_retried_embeddings_and_run_starts_once() {
     let second: Value = second.json().await.unwrap();
     assert_eq!(first, second);
     assert_eq!(completed(&dir).await, 1, "one inference for two sends");
+    // An answer too large to hold (2,048 inputs × 4,096 dimensions) is refused up front.
+    let huge = client
+        .post(server.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "sim-small", "input": vec!["a"; 2_048], "dimensions": 4_096}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 400);
+    let body: Value = huge.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most"),
+        "{body}"
+    );
+    assert_eq!(
+        completed(&dir).await,
+        1,
+        "a refused request is not an inference"
+    );
 
     let spec =
         "name: greet\nnodes:\n  - id: hi\n    kind: llm\n    model: sim-small\n    prompt: hi\n";

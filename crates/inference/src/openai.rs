@@ -256,6 +256,13 @@ pub struct EmbeddingsRequest {
 
 /// Most inputs one embeddings request may carry.
 pub const MAX_EMBEDDING_INPUTS: usize = 2_048;
+/// Most tokens one embeddings input may hold (estimated, as OpenAI bounds it).
+pub const MAX_EMBEDDING_INPUT_TOKENS: u64 = 8_192;
+/// Most numbers one embeddings answer may hold (inputs × dimensions): each request's memory
+/// budget, about 4 MiB of vectors (a JSON answer of at most ~20 MB).
+pub const MAX_EMBEDDING_VALUES: u64 = 1 << 20;
+/// The dimensions a request gets when it asks for none.
+pub const DEFAULT_EMBEDDING_DIMENSIONS: u32 = 64;
 
 impl EmbeddingsRequest {
     /// The inputs as strings, checked.
@@ -289,6 +296,22 @@ impl EmbeddingsRequest {
         }
         if self.dimensions.is_some_and(|d| d == 0 || d > 4_096) {
             return Err(invalid("dimensions must be between 1 and 4096".into()));
+        }
+        if let Some(long) = inputs
+            .iter()
+            .position(|i| (i.chars().count() as u64).div_ceil(4) > MAX_EMBEDDING_INPUT_TOKENS)
+        {
+            return Err(invalid(format!(
+                "input[{long}] is longer than {MAX_EMBEDDING_INPUT_TOKENS} tokens"
+            )));
+        }
+        let dimensions = u64::from(self.dimensions.unwrap_or(DEFAULT_EMBEDDING_DIMENSIONS));
+        let values = inputs.len() as u64 * dimensions;
+        if values > MAX_EMBEDDING_VALUES {
+            return Err(invalid(format!(
+                "{} inputs of {dimensions} dimensions would answer {values} numbers; one request may ask for at most {MAX_EMBEDDING_VALUES} (fewer inputs, or fewer dimensions)",
+                inputs.len()
+            )));
         }
         Ok(inputs)
     }
@@ -385,5 +408,23 @@ mod tests {
             let request: EmbeddingsRequest = serde_json::from_str(body).unwrap();
             assert!(request.inputs().is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn embeddings_requests_are_bounded_in_memory() {
+        let request = |input: Value, dimensions: Option<u32>| EmbeddingsRequest {
+            model: "m".into(),
+            input,
+            encoding_format: None,
+            dimensions,
+            user: None,
+        };
+        let many = Value::Array(vec![Value::String("a".into()); 2_048]);
+        let error = request(many.clone(), Some(4_096)).inputs().unwrap_err();
+        assert!(error.to_string().contains("at most 1048576"), "{error}");
+        assert!(request(many, Some(512)).inputs().is_ok());
+        let long = Value::String("word ".repeat(10_000));
+        let error = request(long, None).inputs().unwrap_err();
+        assert!(error.to_string().contains("8192 tokens"), "{error}");
     }
 }

@@ -294,7 +294,8 @@ impl Provider for Simulator {
         Box::pin(async move {
             let sim = knobs(model);
             maybe_fail(&sim)?;
-            let dimensions = usize::try_from(dimensions.unwrap_or(64)).unwrap_or(64);
+            let default = crate::openai::DEFAULT_EMBEDDING_DIMENSIONS;
+            let dimensions = usize::try_from(dimensions.unwrap_or(default)).unwrap_or(64);
             let vectors = inputs
                 .iter()
                 .map(|input| {
