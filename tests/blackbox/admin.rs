@@ -517,3 +517,51 @@ async fn two_nodes_share_one_request_limit_through_redis() {
         "two nodes together admitted {allowed} requests under a limit of 6"
     );
 }
+
+/// An operator suspends a tenant (its keys are refused, and its open feeds end) and resumes it;
+/// each twice is refused, an unknown tenant is not found.
+#[tokio::test]
+async fn a_tenant_is_suspended_and_resumed_through_the_admin_api() {
+    let dir = data_dir();
+    let server = Server::start_with(&dir, &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)]);
+    let (tenant, key, _) = crate::server::tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let post = |path: String, body: Option<Value>| {
+        let mut request = client.post(server.url(&path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let suspend = format!("/v1/admin/tenants/{tenant}/suspend");
+    let resume = format!("/v1/admin/tenants/{tenant}/resume");
+    assert_eq!(whoami(&server, &key).await.status(), 200);
+    let suspended = post(suspend.clone(), Some(json!({"reason": "unpaid invoice"})))
+        .await
+        .unwrap();
+    assert_eq!(suspended.status(), 200);
+    let view: Value = suspended.json().await.unwrap();
+    assert_eq!(view["suspended"], true);
+    assert_eq!(view["suspension_reason"], "unpaid invoice");
+    let refused = whoami(&server, &key).await;
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "the tenant is suspended");
+    let again = post(suspend.clone(), Some(json!({"reason": "x"})))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let resumed = post(resume.clone(), None).await.unwrap();
+    assert_eq!(resumed.status(), 200);
+    assert_eq!(whoami(&server, &key).await.status(), 200);
+    assert_eq!(post(resume, None).await.unwrap().status(), 409);
+    let unknown = post(
+        format!("/v1/admin/tenants/{}/suspend", uuid::Uuid::now_v7()),
+        Some(json!({"reason": "x"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let malformed = post(suspend, Some(json!({"why": "x"}))).await.unwrap();
+    assert_eq!(malformed.status(), 422);
+}

@@ -27,7 +27,7 @@ pub(crate) mod tenants;
 
 use keys::{issue_key, revoke_key};
 use limits::{set_flag, set_key_limits, set_limits, set_model_limits, set_setting};
-use tenants::{create_tenant, get_tenant, list_tenants};
+use tenants::{create_tenant, get_tenant, list_tenants, resume_tenant, suspend_tenant};
 
 /// Registers the admin routes.
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -35,6 +35,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/admin/tenants", web::post().to(create_tenant))
         .route("/v1/admin/tenants", web::get().to(list_tenants))
         .route("/v1/admin/tenants/{id}", web::get().to(get_tenant))
+        .route(
+            "/v1/admin/tenants/{id}/suspend",
+            web::post().to(suspend_tenant),
+        )
+        .route(
+            "/v1/admin/tenants/{id}/resume",
+            web::post().to(resume_tenant),
+        )
         .route("/v1/admin/tenants/{id}/limits", web::put().to(set_limits))
         .route("/v1/admin/tenants/{id}/keys", web::post().to(issue_key))
         .route(

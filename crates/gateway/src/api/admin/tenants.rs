@@ -128,3 +128,58 @@ pub(crate) async fn get_tenant(
     });
     Ok(HttpResponse::Ok().json(view))
 }
+
+/// `POST /v1/admin/tenants/{id}/suspend`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Suspend {
+    /// Why (kept with the tenant and shown by `GET`).
+    reason: String,
+}
+
+/// Suspends a tenant: its keys are refused (401) on every node, its open event feeds end, and
+/// its workflow steps are refused, until it is resumed.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/suspend", tag = "admin", request_body = Suspend,
+    params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, description = "the tenant"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody), (status = 409, description = "already suspended", body = ErrorBody)))]
+pub(crate) async fn suspend_tenant(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let tenant = tenant_id(&path)?;
+    let input: Suspend = parse_json(&body)?;
+    let applied = run_command(
+        &admin,
+        &req,
+        tenant,
+        TenantCommand::Suspend {
+            reason: input.reason,
+        },
+    )
+    .await?;
+    tracing::info!(%tenant, "tenant suspended");
+    let created = created_at(&admin, tenant).await?;
+    Ok(HttpResponse::Ok().json(tenant_view(tenant, &applied.state, created)))
+}
+
+/// Resumes a suspended tenant: its keys work again.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/resume", tag = "admin",
+    params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, description = "the tenant"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody), (status = 409, description = "not suspended", body = ErrorBody)))]
+pub(crate) async fn resume_tenant(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let tenant = tenant_id(&path)?;
+    let applied = run_command(&admin, &req, tenant, TenantCommand::Resume).await?;
+    tracing::info!(%tenant, "tenant resumed");
+    let created = created_at(&admin, tenant).await?;
+    Ok(HttpResponse::Ok().json(tenant_view(tenant, &applied.state, created)))
+}
