@@ -84,15 +84,22 @@ impl Lease {
         }
     }
 
-    /// A session advisory lock on a new connection; `seed` keys the store (its schema).
+    /// A session advisory lock on a connection of its own; `seed` keys the store (its
+    /// schema). A standby's connection is kept in `spare` between tries, so polling for a
+    /// lease does not open a connection each time.
     pub(crate) async fn postgres(
         options: &sqlx::postgres::PgConnectOptions,
+        spare: &tokio::sync::Mutex<Option<sqlx::PgConnection>>,
         seed: i64,
         name: &str,
     ) -> Result<Option<Lease>> {
-        let mut connection = sqlx::PgConnection::connect_with(options)
-            .await
-            .map_err(|e| Error::Unavailable(format!("cannot connect for a lease: {e}")))?;
+        let mut slot = spare.lock().await;
+        let mut connection = match slot.take() {
+            Some(connection) => connection,
+            None => sqlx::PgConnection::connect_with(options)
+                .await
+                .map_err(|e| Error::Unavailable(format!("cannot connect for a lease: {e}")))?,
+        };
         let (held,): (bool,) =
             sqlx::query_as("SELECT pg_try_advisory_lock(hashtextextended($1, $2))")
                 .bind(format!("switchyard.lease.{name}"))
@@ -100,7 +107,12 @@ impl Lease {
                 .fetch_one(&mut connection)
                 .await
                 .map_err(|e| Error::Unavailable(format!("cannot take a lease: {e}")))?;
-        Ok(held.then(|| Lease {
+        if !held {
+            // A broken connection failed the query above and is dropped; this one is kept.
+            *slot = Some(connection);
+            return Ok(None);
+        }
+        Ok(Some(Lease {
             name: name.to_owned(),
             kind: Kind::Postgres(Box::new(connection)),
         }))

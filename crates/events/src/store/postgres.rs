@@ -92,6 +92,8 @@ struct Inner {
     poll: Duration,
     listener: JoinHandle<()>,
     feed: group_commit::Feed,
+    /// A standby's lease connection, kept between tries (see `lease::Lease::postgres`).
+    lease_spare: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
     metrics: StoreMetrics,
 }
 
@@ -169,6 +171,7 @@ impl PostgresStore {
                 poll: options.poll,
                 listener,
                 feed,
+                lease_spare: tokio::sync::Mutex::new(None),
                 metrics,
             }),
         })
@@ -530,7 +533,8 @@ impl EventStore for PostgresStore {
 
     async fn try_lease(&self, name: &str) -> Result<Option<super::lease::Lease>> {
         let options = self.inner.pool.connect_options();
-        super::lease::Lease::postgres(&options, self.inner.lock_key, name).await
+        super::lease::Lease::postgres(&options, &self.inner.lease_spare, self.inner.lock_key, name)
+            .await
     }
 
     async fn ready(&self) -> Result<GlobalPosition> {
