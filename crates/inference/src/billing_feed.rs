@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use switchyard_actors::Runtime;
 use switchyard_actors::billing::{Billing, BillingCommand, PricedUsage};
-use switchyard_events::{Event, Metadata, RecordedEvent, TenantId};
-use uuid::Uuid;
+use switchyard_events::{Metadata, RecordedEvent, TenantId};
 
-use crate::follow::Folder;
+use crate::follow::{Folder, InferenceOutcome};
 
 /// Usage lines per tenant command.
 const BATCH: usize = 500;
@@ -72,24 +71,15 @@ impl BillingFeed {
 
 impl Folder for BillingFeed {
     fn fold(&self, recorded: &RecordedEvent) {
-        if !matches!(
-            recorded.event_type.as_str(),
-            "InferenceCompleted" | "InferenceFailed"
-        ) {
-            return;
-        }
-        let Some(id) = recorded
-            .stream_id
-            .as_str()
-            .strip_prefix("inference-")
-            .and_then(|id| id.parse::<Uuid>().ok())
+        let Some(InferenceOutcome {
+            id,
+            model,
+            tokens_in,
+            tokens_out,
+            cost_micros,
+        }) = InferenceOutcome::of(recorded)
         else {
             return;
-        };
-        let (model, tokens_in, tokens_out, cost_micros) = match Event::from_recorded(recorded) {
-            Ok(Event::InferenceCompleted(e)) => (e.model, e.tokens_in, e.tokens_out, e.cost_micros),
-            Ok(Event::InferenceFailed(e)) => (e.model, e.tokens_in, e.tokens_out, e.cost_micros),
-            _ => return,
         };
         if model.is_empty() || (cost_micros == 0 && tokens_in + tokens_out == 0) {
             return; // refused before any work: nothing to bill

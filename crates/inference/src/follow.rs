@@ -22,6 +22,52 @@ pub trait Folder: Send + Sync {
     fn fold(&self, recorded: &RecordedEvent);
 }
 
+/// One inference's outcome as its last event records it (the meter and the billing feed fold
+/// these): stream `inference-<id>`, `InferenceCompleted` or `InferenceFailed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferenceOutcome {
+    pub id: uuid::Uuid,
+    pub model: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_micros: u64,
+}
+
+impl InferenceOutcome {
+    /// The outcome an event records, or `None` for any other event.
+    pub fn of(recorded: &RecordedEvent) -> Option<Self> {
+        if !matches!(
+            recorded.event_type.as_str(),
+            "InferenceCompleted" | "InferenceFailed"
+        ) {
+            return None;
+        }
+        let id = recorded
+            .stream_id
+            .as_str()
+            .strip_prefix("inference-")?
+            .parse()
+            .ok()?;
+        let (model, tokens_in, tokens_out, cost_micros) =
+            match switchyard_events::Event::from_recorded(recorded).ok()? {
+                switchyard_events::Event::InferenceCompleted(e) => {
+                    (e.model, e.tokens_in, e.tokens_out, e.cost_micros)
+                }
+                switchyard_events::Event::InferenceFailed(e) => {
+                    (e.model, e.tokens_in, e.tokens_out, e.cost_micros)
+                }
+                _ => return None,
+            };
+        Some(InferenceOutcome {
+            id,
+            model,
+            tokens_in,
+            tokens_out,
+            cost_micros,
+        })
+    }
+}
+
 /// Where the folds stand: the last position folded, and whether the subscription is up.
 #[derive(Debug)]
 pub struct Follower {

@@ -240,38 +240,17 @@ impl Meter {
 /// [`Meter::fold`]).
 impl crate::follow::Folder for Meter {
     fn fold(&self, recorded: &switchyard_events::RecordedEvent) {
-        if !matches!(
-            recorded.event_type.as_str(),
-            "InferenceCompleted" | "InferenceFailed"
-        ) {
-            return;
-        }
-        let (cost, tokens) = match switchyard_events::Event::from_recorded(recorded) {
-            Ok(switchyard_events::Event::InferenceCompleted(e)) => {
-                (e.cost_micros, e.tokens_in + e.tokens_out)
-            }
-            Ok(switchyard_events::Event::InferenceFailed(e)) => {
-                (e.cost_micros, e.tokens_in + e.tokens_out)
-            }
-            _ => return,
-        };
         // Stream `inference-<id>`: the id is what the settling request marked.
-        let Some(id) = recorded
-            .stream_id
-            .as_str()
-            .strip_prefix("inference-")
-            .and_then(|id| id.parse::<Uuid>().ok())
-        else {
-            return;
-        };
-        Meter::fold(
-            self,
-            recorded.tenant_id,
-            id,
-            cost,
-            tokens,
-            recorded.recorded_at,
-        );
+        if let Some(outcome) = crate::follow::InferenceOutcome::of(recorded) {
+            Meter::fold(
+                self,
+                recorded.tenant_id,
+                outcome.id,
+                outcome.cost_micros,
+                outcome.tokens_in + outcome.tokens_out,
+                recorded.recorded_at,
+            );
+        }
     }
 }
 
