@@ -28,8 +28,9 @@ pub struct RunnerConfig {
     /// How often a standby worker tries to take a lease another worker holds.
     pub standby_poll: Duration,
     /// How long a worker waits for more events after the first of a batch, so that at low
-    /// rates one transaction carries several inferences instead of one each (the read models
-    /// then trail the log by up to this much more).
+    /// rates one transaction carries several inferences instead of one each. A reader waiting
+    /// for a position this process has not projected yet ([`Projections::wait_for`]) ends the
+    /// wait at once; otherwise the read models trail the log by up to this much more.
     pub linger: Duration,
 }
 
@@ -39,7 +40,7 @@ impl Default for RunnerConfig {
             batch: 1000,
             backoff: (Duration::from_millis(50), Duration::from_secs(5)),
             standby_poll: Duration::from_secs(1),
-            linger: Duration::from_millis(20),
+            linger: Duration::from_millis(100),
         }
     }
 }
@@ -49,6 +50,9 @@ impl Default for RunnerConfig {
 pub struct Projections {
     db: ReadDb,
     positions: HashMap<&'static str, watch::Receiver<u64>>,
+    /// The highest position a reader of this process waits for: the workers stop lingering
+    /// while it is ahead of them.
+    demand: watch::Sender<u64>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -75,6 +79,7 @@ impl Projections {
     ) -> Projections {
         let mut positions = HashMap::new();
         let mut tasks = Vec::new();
+        let demand = watch::channel(0).0;
         for projector in projectors {
             let (tx, rx) = watch::channel(0);
             positions.insert(projector.name, rx);
@@ -84,6 +89,7 @@ impl Projections {
                 projector,
                 config: config.clone(),
                 position: tx,
+                demand: demand.subscribe(),
             };
             let span = tracing::info_span!("projector", projector = projector.name);
             tasks.push(tokio::spawn(tracing::Instrument::instrument(
@@ -96,6 +102,7 @@ impl Projections {
         Projections {
             db,
             positions,
+            demand,
             tasks,
         }
     }
@@ -139,6 +146,12 @@ impl Projections {
     /// `position` unless it timed out).
     pub async fn wait_for(&self, projector: &str, position: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
+        // This process's workers commit what they hold now instead of lingering.
+        self.demand.send_if_modified(|wanted| {
+            let more = position > *wanted;
+            *wanted = (*wanted).max(position);
+            more
+        });
         let mut local = self.positions.get(projector).cloned();
         let mut pause = Duration::from_millis(2);
         loop {
@@ -191,6 +204,7 @@ struct Worker {
     projector: &'static Projector,
     config: RunnerConfig,
     position: watch::Sender<u64>,
+    demand: watch::Receiver<u64>,
 }
 
 impl Worker {
@@ -243,20 +257,25 @@ impl Worker {
             let mut batch = chunk
                 .into_iter()
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            // Linger for more while the batch is small (bounded by `linger` from its first).
+            // Linger for more while the batch is small (bounded by `linger` from its first), unless
+            // a reader waits for a position not committed yet.
             let until = Instant::now() + self.config.linger;
-            while batch.len() < self.config.batch {
+            let mut demand = self.demand.clone();
+            while batch.len() < self.config.batch && *demand.borrow_and_update() <= at {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
-                match tokio::time::timeout(left, events.next()).await {
-                    Ok(Some(more)) => {
-                        for event in more {
-                            batch.push(event?);
+                tokio::select! {
+                    more = tokio::time::timeout(left, events.next()) => match more {
+                        Ok(Some(more)) => {
+                            for event in more {
+                                batch.push(event?);
+                            }
                         }
-                    }
-                    Ok(None) | Err(_) => break,
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = demand.changed() => {}
                 }
             }
             at = project(&self.db, self.projector, at, &batch).await?;

@@ -32,6 +32,11 @@ struct Cursor<S> {
     feed: Option<broadcast::Receiver<Arc<[RecordedEvent]>>>,
     scope: Scope,
     position: GlobalPosition,
+    /// The head up to which the store was read or the feed taken: a wake-up reads the store only
+    /// when the head moved past it (or the poll interval passed), not after every fed batch.
+    seen: GlobalPosition,
+    /// The next wait ends by reading the store (the start, a poll interval passed, a lag).
+    must_read: bool,
     buffer: VecDeque<RecordedEvent>,
     poll: Option<Duration>,
     done: bool,
@@ -53,6 +58,8 @@ pub(crate) fn subscribe<S: EventStore + Clone>(
         feed,
         scope,
         position: after,
+        seen: after,
+        must_read: true,
         buffer: VecDeque::new(),
         poll,
         done: false,
@@ -82,27 +89,33 @@ async fn next<S: EventStore>(cursor: &mut Cursor<S>) -> Result<RecordedEvent> {
             continue;
         }
         // Mark the head as seen *before* reading, so a commit that lands after the read wakes us.
-        cursor.head.borrow_and_update();
-        match cursor
-            .store
-            .read_all(cursor.scope, cursor.position, PAGE)
-            .await
-        {
-            Ok(page) if !page.is_empty() => {
-                backoff = Duration::from_millis(100);
-                cursor.buffer.extend(page);
-                continue;
+        let head = *cursor.head.borrow_and_update();
+        if cursor.must_read || head > cursor.seen {
+            match cursor
+                .store
+                .read_all(cursor.scope, cursor.position, PAGE)
+                .await
+            {
+                Ok(page) if !page.is_empty() => {
+                    backoff = Duration::from_millis(100);
+                    cursor.buffer.extend(page);
+                    continue;
+                }
+                Ok(_caught_up) => {
+                    backoff = Duration::from_millis(100);
+                    cursor.must_read = false;
+                    cursor.seen = cursor.seen.max(head);
+                }
+                Err(error) if error.is_transient() => {
+                    // The database is restarting or unreachable: wait and read again from the
+                    // same position, so nothing is skipped.
+                    tracing::warn!(%error, position = %cursor.position, "subscription read failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(error) => return Err(error),
             }
-            Ok(_caught_up) => backoff = Duration::from_millis(100),
-            Err(error) if error.is_transient() => {
-                // The database is restarting or unreachable: wait and read again from the same
-                // position, so nothing is skipped.
-                tracing::warn!(%error, position = %cursor.position, "subscription read failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-            Err(error) => return Err(error),
         }
         // Caught up: a batch fed while the read ran is taken at once.
         if cursor.take_from_feed() {
@@ -116,24 +129,36 @@ async fn next<S: EventStore>(cursor: &mut Cursor<S>) -> Result<RecordedEvent> {
             feed,
             buffer,
             position,
+            seen,
+            must_read,
             ..
         } = cursor;
         let woken = async {
             match feed {
                 Some(feed) => tokio::select! {
                     _ = head.changed() => {}
-                    batch = feed.recv() => {
-                        if let Ok(batch) = batch {
-                            absorb(buffer, *position, &batch);
+                    batch = feed.recv() => match batch {
+                        Ok(batch) => {
+                            let (taken, complete) = absorb(buffer, *position, &batch);
+                            if let Some(last) = taken {
+                                *seen = (*seen).max(last);
+                            }
+                            // A gap: the store has what the feed skipped.
+                            *must_read |= !complete;
                         }
-                    }
+                        // Dropped batches (lagged) or a writer gone: the store has them.
+                        Err(_) => *must_read = true,
+                    },
                 },
                 None => {
                     let _ = head.changed().await;
                 }
             }
         };
-        let _ = tokio::time::timeout(poll, woken).await;
+        if tokio::time::timeout(poll, woken).await.is_err() {
+            // Commits of other processes move no head here: the interval's read finds them.
+            cursor.must_read = true;
+        }
     }
 }
 
@@ -153,12 +178,16 @@ impl<S> Cursor<S> {
             }
             if !complete {
                 // A gap: the store has what the feed skipped.
+                self.must_read = true;
                 break;
             }
         }
-        if end > self.position && end >= *self.head.borrow() {
-            // This process's commits up to the head are taken: the head's move is seen.
-            self.head.borrow_and_update();
+        if end > self.position {
+            self.seen = self.seen.max(end);
+            if end >= *self.head.borrow() {
+                // This process's commits up to the head are taken: the head's move is seen.
+                self.head.borrow_and_update();
+            }
         }
         end > self.position
     }
