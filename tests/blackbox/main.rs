@@ -8,6 +8,7 @@
 mod admin;
 mod cli;
 mod cluster;
+mod durability;
 mod gateway;
 mod openai_sdk;
 mod read_side;

@@ -58,6 +58,23 @@ impl Server {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// `kill -9`: the process dies between two instructions.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill the server");
+        self.child.wait().expect("reap the server");
+    }
+
+    /// A clean stop (SIGTERM), waited for: the server finishes what it answered.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let exit = self.child.wait().expect("reap the server");
+        assert!(exit.success(), "the server stopped with {exit}");
+    }
 }
 
 impl Drop for Server {

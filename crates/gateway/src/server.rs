@@ -118,6 +118,7 @@ async fn serve(
     let hub = web::Data::new(hub);
     let store = web::Data::from(Arc::new(StoreHandle(store)));
     let engine = web::Data::from(engine);
+    let recording = pipeline.recording.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(store.clone())
@@ -144,5 +145,7 @@ async fn serve(
         }
     }
     server.run().await?;
+    // In `batched` durability, answered inferences may still be on their way to the log.
+    recording.drain().await;
     Ok(())
 }

@@ -18,6 +18,7 @@ use switchyard_inference::admission::shared::SharedBudgets;
 use switchyard_inference::billing_feed::BillingFeed;
 use switchyard_inference::config::Config;
 use switchyard_inference::follow::{Folder, follow};
+use switchyard_inference::pipeline::{Durability, Recording};
 use switchyard_inference::providers::Providers;
 use switchyard_inference::resilience::{BreakerSettings, Resilience};
 use switchyard_inference::router::RouterHub;
@@ -37,6 +38,11 @@ pub struct StoreArgs {
     /// deployments in one database).
     #[arg(long, env = "SWITCHYARD_DATABASE_SCHEMA", default_value = "public")]
     pub database_schema: String,
+    /// When an inference's answer goes out: `durable` after its events are on disk (fsync),
+    /// `batched` at once, its events joining the next group commit (a crash loses the last
+    /// commit's window of inference records; budgets are still never exceeded).
+    #[arg(long, env = "SWITCHYARD_DURABILITY", default_value = "durable")]
+    pub durability: Durability,
 }
 
 impl StoreArgs {
@@ -183,7 +189,9 @@ pub async fn stack(
             keys: keys.clone(),
             directory: directory.clone(),
         }),
+        recording: Recording::new(args.durability),
     };
+    tracing::info!(durability = %args.durability, "inference recording");
     let admin = Admin {
         store: store.clone(),
         tenants,

@@ -61,6 +61,7 @@ fn pipeline(store: Arc<dyn EventStore>, limits: Limits) -> Pipeline {
         meter: Arc::new(Meter::default()),
         shared_budgets: None,
         accounts: Arc::new(Fixed(limits)),
+        recording: switchyard_inference::pipeline::Recording::default(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! group-committed append ([`ticket`]). The HTTP handlers and the workflow executor both come
 //! through here, so both are routed, limited and billed alike.
 
+mod durability;
 mod embed;
 mod recorded;
 mod route;
@@ -25,6 +26,7 @@ use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
+pub use durability::{Durability, IN_FLIGHT, Recording};
 pub use stream::{ChatStream, Frame};
 
 use crate::admission::meter::{Exhausted, Meter};
@@ -55,6 +57,8 @@ pub struct Pipeline {
     pub shared_budgets: Option<SharedBudgets>,
     /// Tenants' and keys' limits and plans, as the log says.
     pub accounts: Arc<dyn Accounts>,
+    /// Whether an answer waits for its events' fsync ([`Durability`]).
+    pub recording: Recording,
 }
 
 impl std::fmt::Debug for Pipeline {

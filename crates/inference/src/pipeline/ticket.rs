@@ -12,6 +12,7 @@ use switchyard_events::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::durability::{Durability, Later};
 use super::{Gate, Pipeline};
 use crate::admission::{Check, Principal, RateStatus, enforce};
 use crate::config::ModelConfig;
@@ -44,6 +45,8 @@ pub(super) struct Ask<'r> {
 /// Everything known about one inference while it runs, to log it at the end.
 pub(super) struct Ticket {
     pub id: Uuid,
+    /// The caller chose the id (a workflow step's): recorded durably whatever the mode.
+    chosen_id: bool,
     pub tenant: TenantId,
     key_id: Uuid,
     metadata: Metadata,
@@ -84,7 +87,8 @@ impl Ticket {
     }
 
     /// Settles the budget, charges the answer's tokens, and appends the three events. Returns
-    /// the log position of the last one.
+    /// the log position of the last one, or 0 when they are recorded after the answer
+    /// ([`Durability::Batched`]).
     pub async fn finish(
         &self,
         pipeline: &Pipeline,
@@ -165,6 +169,34 @@ impl Ticket {
             .tokens
             .with_label_values(&[&self.served_model, "out"])
             .inc_by(usage.completion_tokens);
+        tracing::info!(
+            inference_id = %self.id,
+            tenant = %self.tenant,
+            key_id = %self.key_id,
+            model = %self.served_model,
+            outcome = outcome_label,
+            tokens_in = usage.prompt_tokens,
+            tokens_out = usage.completion_tokens,
+            cost_micros = cost,
+            latency_us,
+            "inference"
+        );
+        if pipeline.recording.mode() == Durability::Batched && !self.chosen_id {
+            pipeline
+                .recording
+                .record_later(Later {
+                    store: pipeline.store.clone(),
+                    tenant: self.tenant,
+                    stream,
+                    events: encoded,
+                    meter: pipeline.meter.clone(),
+                    id: self.id,
+                    cost,
+                    tokens,
+                })
+                .await;
+            return Ok(0);
+        }
         let appended = match pipeline
             .store
             .append(self.tenant, &stream, ExpectedVersion::NoStream, encoded)
@@ -185,18 +217,6 @@ impl Ticket {
                 return Err(Error::Unavailable);
             }
         };
-        tracing::info!(
-            inference_id = %self.id,
-            tenant = %self.tenant,
-            key_id = %self.key_id,
-            model = %self.served_model,
-            outcome = outcome_label,
-            tokens_in = usage.prompt_tokens,
-            tokens_out = usage.completion_tokens,
-            cost_micros = cost,
-            latency_us,
-            "inference"
-        );
         Ok(appended.last_position().0)
     }
 }
@@ -335,6 +355,7 @@ impl Pipeline {
             .map_or("", |p| p.name.as_str());
         Ok(Ticket {
             id,
+            chosen_id: ask.id.is_some(),
             tenant,
             key_id: principal.key_id,
             metadata,
