@@ -132,6 +132,9 @@ async fn serve(
             .configure(crate::api::configure)
             .default_service(web::to(crate::api::ops::not_found))
     })
+    // A streamed answer's first chunk follows its headers in a second write: with Nagle's
+    // algorithm on, it waits for the client's (delayed, up to 40 ms) ACK of the headers.
+    .tcp_nodelay(true)
     .bind(listen)?;
     for addr in server.addrs() {
         tracing::info!(%addr, "listening");
