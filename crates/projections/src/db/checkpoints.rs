@@ -134,7 +134,23 @@ impl ReadDb {
         ops: &[Op],
         dead: &[DeadLetter],
     ) -> Result<()> {
-        self.ensure_partitions(ops, suffix).await?;
+        self.apply_parts(&[Part {
+            projector,
+            checkpoint,
+            suffix,
+            ops,
+            dead,
+        }])
+        .await
+    }
+
+    /// Applies the batches of several projectors in one transaction (each with its checkpoint's
+    /// compare-and-set): one commit for all of them instead of one each. Any refusal or fence
+    /// writes nothing.
+    pub(crate) async fn apply_parts(&self, parts: &[Part<'_>]) -> Result<()> {
+        for part in parts {
+            self.ensure_partitions(part.ops, part.suffix).await?;
+        }
         let mut tx = self.begin().await?;
         if tx.is_postgres() {
             // The checkpoint commits with the rows, and PostgreSQL never commits a transaction
@@ -142,47 +158,61 @@ impl ReadDb {
             // checkpoint), never split them. So the batch does not wait for its WAL flush.
             tx.exec("SET LOCAL synchronous_commit = off", &[]).await?;
         }
-        if let Some((from, to)) = checkpoint {
-            // The write comes first, so that SQLite takes its write lock at once.
-            let moved = tx
-                .exec(
-                    "UPDATE proj_checkpoints SET position = $1, updated_at_us = $2 \
-                     WHERE projector = $3 AND position = $4",
+        for part in parts {
+            let projector = part.projector;
+            if let Some((from, to)) = part.checkpoint {
+                // The write comes first, so that SQLite takes its write lock at once.
+                let moved = tx
+                    .exec(
+                        "UPDATE proj_checkpoints SET position = $1, updated_at_us = $2 \
+                         WHERE projector = $3 AND position = $4",
+                        &[
+                            Val::from(to),
+                            Val::Int(now_us()),
+                            Val::from(projector.name),
+                            Val::from(from),
+                        ],
+                    )
+                    .await?;
+                if moved != 1 {
+                    tx.rollback().await?;
+                    return Err(Error::Fenced(projector.name.into()));
+                }
+            }
+            let limit = max_params(tx.is_postgres());
+            for (sql, params) in render_batch(part.ops, part.suffix, limit)? {
+                tx.exec(&sql, &params).await?;
+            }
+            for letter in part.dead {
+                tx.exec(
+                    "INSERT INTO proj_dlq (projector, position, event_id, event_type, stream_id, \
+                     tenant_id, error, recorded_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (projector, event_id) DO NOTHING",
                     &[
-                        Val::from(to),
-                        Val::Int(now_us()),
                         Val::from(projector.name),
-                        Val::from(from),
+                        Val::from(letter.position),
+                        Val::Text(letter.event_id.to_string()),
+                        Val::Text(letter.event_type.clone()),
+                        Val::Text(letter.stream_id.clone()),
+                        Val::Text(letter.tenant_id.to_string()),
+                        Val::Text(letter.error.chars().take(4000).collect()),
+                        Val::Int(now_us()),
                     ],
                 )
                 .await?;
-            if moved != 1 {
-                tx.rollback().await?;
-                return Err(Error::Fenced(projector.name.into()));
             }
-        }
-        let limit = max_params(tx.is_postgres());
-        for (sql, params) in render_batch(ops, suffix, limit)? {
-            tx.exec(&sql, &params).await?;
-        }
-        for letter in dead {
-            tx.exec(
-                "INSERT INTO proj_dlq (projector, position, event_id, event_type, stream_id, \
-                 tenant_id, error, recorded_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (projector, event_id) DO NOTHING",
-                &[
-                    Val::from(projector.name),
-                    Val::from(letter.position),
-                    Val::Text(letter.event_id.to_string()),
-                    Val::Text(letter.event_type.clone()),
-                    Val::Text(letter.stream_id.clone()),
-                    Val::Text(letter.tenant_id.to_string()),
-                    Val::Text(letter.error.chars().take(4000).collect()),
-                    Val::Int(now_us()),
-                ],
-            )
-            .await?;
         }
         tx.commit().await
     }
+}
+
+/// One projector's share of a transaction ([`ReadDb::apply_parts`]).
+#[derive(Debug)]
+pub(crate) struct Part<'a> {
+    pub projector: &'a Projector,
+    /// The checkpoint's move (`from`, `to`); `None` for a rebuild's shadow.
+    pub checkpoint: Option<(u64, u64)>,
+    pub suffix: &'a str,
+    pub ops: &'a [Op],
+    pub dead: &'a [DeadLetter],
 }

@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::model::Val;
 
 pub use checkpoints::Lease;
+pub(crate) use checkpoints::Part;
 pub use dlq::{DeadLetter, DlqEntry};
 pub(crate) use tx::Tx;
 

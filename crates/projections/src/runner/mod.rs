@@ -1,16 +1,18 @@
-//! The projector runtime: one task per projector that holds the projector's lease, tails the log
-//! from its checkpoint and commits each batch with the checkpoint (compare-and-set) in one
-//! transaction; plus rebuilds into shadow tables and dead-letter retries.
+//! The projector runtime: one task for the projectors of a process ([`group`]) that holds their
+//! leases, tails the log from their checkpoints and commits each batch for all of them, with each
+//! checkpoint's compare-and-set, in one transaction; plus rebuilds into shadow tables and
+//! dead-letter retries.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use switchyard_events::{EventStore, GlobalPosition, RecordedEvent, Scope};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+mod group;
 
 use crate::db::{DeadLetter, ReadDb, SHADOW};
 use crate::error::{Error, Result};
@@ -78,22 +80,26 @@ impl Projections {
         projectors: &[&'static Projector],
     ) -> Projections {
         let mut positions = HashMap::new();
+        let mut senders = HashMap::new();
         let mut tasks = Vec::new();
         let demand = watch::channel(0).0;
         for projector in projectors {
             let (tx, rx) = watch::channel(0);
             positions.insert(projector.name, rx);
-            let worker = Worker {
+            senders.insert(projector.name, tx);
+        }
+        if !projectors.is_empty() {
+            let group = group::Group {
                 store: store.clone(),
                 db: db.clone(),
-                projector,
-                config: config.clone(),
-                position: tx,
+                projectors: projectors.to_vec(),
+                config,
+                positions: senders,
                 demand: demand.subscribe(),
             };
-            let span = tracing::info_span!("projector", projector = projector.name);
+            let span = tracing::info_span!("projectors");
             tasks.push(tokio::spawn(tracing::Instrument::instrument(
-                worker.run(),
+                group.run(),
                 span,
             )));
         }
@@ -195,103 +201,6 @@ async fn sample_lag(
                 METRICS.lag_seconds.with_label_values(&[*name]).set(0.0);
             }
         }
-    }
-}
-
-struct Worker {
-    store: Arc<dyn EventStore>,
-    db: ReadDb,
-    projector: &'static Projector,
-    config: RunnerConfig,
-    position: watch::Sender<u64>,
-    demand: watch::Receiver<u64>,
-}
-
-impl Worker {
-    async fn run(self) {
-        let name = self.projector.name;
-        let mut delay = self.config.backoff.0;
-        loop {
-            match self.lead().await {
-                Ok(()) => delay = self.config.backoff.0,
-                Err(Error::Fenced(_)) => {
-                    tracing::warn!(
-                        projector = name,
-                        "checkpoint moved under this worker; reloading"
-                    );
-                    delay = self.config.backoff.0;
-                }
-                Err(error) => {
-                    tracing::warn!(projector = name, %error, retry_in = ?delay, "projector failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.config.backoff.1);
-                }
-            }
-        }
-    }
-
-    /// Takes the lease (waiting as a standby while another worker holds it), then projects until
-    /// an error.
-    async fn lead(&self) -> Result<()> {
-        let name = self.projector.name;
-        let mut lease = loop {
-            if let Some(lease) = self.db.try_lease(name).await? {
-                break lease;
-            }
-            tracing::debug!(projector = name, "standby: another worker holds the lease");
-            tokio::time::sleep(self.config.standby_poll).await;
-        };
-        let mut at = self.db.checkpoint(name).await?;
-        self.position.send_replace(at);
-        METRICS
-            .position
-            .with_label_values(&[name])
-            .set(i64::try_from(at).unwrap_or(i64::MAX));
-        tracing::info!(projector = name, position = at, "projector leads");
-        let mut events = self
-            .store
-            .subscribe_all(Scope::All, GlobalPosition(at))
-            .ready_chunks(self.config.batch);
-        let mut checked = Instant::now();
-        while let Some(chunk) = events.next().await {
-            let mut batch = chunk
-                .into_iter()
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            // Linger for more while the batch is small (bounded by `linger` from its first), unless
-            // a reader waits for a position not committed yet.
-            let until = Instant::now() + self.config.linger;
-            let mut demand = self.demand.clone();
-            while batch.len() < self.config.batch && *demand.borrow_and_update() <= at {
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                tokio::select! {
-                    more = tokio::time::timeout(left, events.next()) => match more {
-                        Ok(Some(more)) => {
-                            for event in more {
-                                batch.push(event?);
-                            }
-                        }
-                        Ok(None) | Err(_) => break,
-                    },
-                    _ = demand.changed() => {}
-                }
-            }
-            at = project(&self.db, self.projector, at, &batch).await?;
-            self.position.send_replace(at);
-            if checked.elapsed() > Duration::from_secs(5) {
-                if !lease.alive().await {
-                    return Err(Error::Invalid(format!(
-                        "projector {name}: lease connection lost"
-                    )));
-                }
-                checked = Instant::now();
-            }
-        }
-        Err(Error::Invalid(format!(
-            "projector {name}: the log subscription ended"
-        )))
     }
 }
 
