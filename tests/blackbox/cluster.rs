@@ -56,7 +56,7 @@ pub fn cluster(n: usize) -> Vec<Server> {
     (0..n).map(|_| recipe.start()).collect()
 }
 
-async fn admin(
+pub async fn admin(
     client: &reqwest::Client,
     method: reqwest::Method,
     node: &Server,
@@ -73,7 +73,7 @@ async fn admin(
 }
 
 /// Waits (bounded) until `node` authenticates `key` as it should: 200 or 401.
-async fn until_key(node: &Server, key: &str, status: u16) {
+pub async fn until_key(node: &Server, key: &str, status: u16) {
     let client = reqwest::Client::new();
     for _ in 0..200 {
         let got = client

@@ -11,6 +11,7 @@ mod cluster;
 mod durability;
 mod gateway;
 mod openai_sdk;
+mod operators;
 mod read_side;
 mod router;
 mod serve;

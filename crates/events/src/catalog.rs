@@ -149,6 +149,8 @@ catalog! {
         TenantSettingSet(TenantSettingSet);
         ApiKeyIssued(ApiKeyIssued);
         ApiKeyRevoked(ApiKeyRevoked);
+        ApiKeyRotated(ApiKeyRotated);
+        TenantDeleted(TenantDeleted);
         TenantLimitsSet(TenantLimitsSet), older { 1 => TenantLimitsSetV1 };
         IdempotencyKeyClaimed(IdempotencyKeyClaimed);
         IdempotentResponseRecorded(IdempotentResponseRecorded);
@@ -322,6 +324,28 @@ pub struct ApiKeyRevoked {
     pub key_id: uuid::Uuid,
 }
 payload!(ApiKeyRevoked, 1);
+
+/// An API key was replaced by another (issued in the same append, with the same name, scopes and
+/// expiry): the old one works until `old_expires_at_unix`, the grace period for its users to
+/// move to the new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRotated {
+    pub key_id: uuid::Uuid,
+    pub replaced_by: uuid::Uuid,
+    /// Unix seconds after which the old key no longer works.
+    pub old_expires_at_unix: i64,
+}
+payload!(ApiKeyRotated, 1);
+
+/// A tenant was deleted: its keys were revoked in the same append, nothing authenticates as it
+/// and no command applies to it again. Its history stays in the log (usage, invoices).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDeleted {
+    pub reason: String,
+}
+payload!(TenantDeleted, 1);
 
 /// A tenant's limits were replaced (`None`: no limit). Money is integer micro-dollars; months
 /// and days are UTC.

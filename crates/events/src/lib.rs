@@ -10,14 +10,15 @@ mod ids; // tenant, stream, event ids; stream versions; global positions
 pub mod store; // the EventStore port, group commit, subscriptions and the backends
 
 pub use catalog::{
-    ApiKeyIssued, ApiKeyRevoked, CircuitChanged, Event, FragmentRegistered, IdempotencyKeyClaimed,
-    IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCompleted, InferenceFailed,
-    InferenceRequested, InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope, QuotaReleased,
-    QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen, RunCancelRequested,
-    RunCancelled, RunCompleted, RunContinued, RunFailed, RunStarted, SegmentStarted, ShadowChoice,
-    SignalReceived, StepCompleted, StepFailed, StepStarted, TenantCreated, TenantFlagSet,
-    TenantLimitsSet, TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended, TimerFired,
-    TimerStarted, ToolRegistered, UsageRecorded, WorkflowRegistered,
+    ApiKeyIssued, ApiKeyRevoked, ApiKeyRotated, CircuitChanged, Event, FragmentRegistered,
+    IdempotencyKeyClaimed, IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCompleted,
+    InferenceFailed, InferenceRequested, InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope,
+    QuotaReleased, QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen,
+    RunCancelRequested, RunCancelled, RunCompleted, RunContinued, RunFailed, RunStarted,
+    SegmentStarted, ShadowChoice, SignalReceived, StepCompleted, StepFailed, StepStarted,
+    TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet, TenantRenamed, TenantResumed,
+    TenantSettingSet, TenantSuspended, TimerFired, TimerStarted, ToolRegistered, UsageRecorded,
+    WorkflowRegistered,
 };
 pub use codec::EventPayload;
 pub use envelope::{MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

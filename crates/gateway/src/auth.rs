@@ -211,6 +211,13 @@ impl KeyIndex {
                     entry.revoked = true;
                 }
             }
+            Event::ApiKeyRotated(e) => {
+                if let Some(hash) = self.hash_of.get(&e.key_id)
+                    && let Some(mut entry) = self.by_hash.get_mut(hash.value())
+                {
+                    entry.expires_at_unix = Some(e.old_expires_at_unix);
+                }
+            }
             Event::TenantSuspended(_) => {
                 self.suspended.insert(tenant, ());
             }
@@ -327,6 +334,7 @@ impl Folder for KeyIndex {
             recorded.event_type.as_str(),
             "ApiKeyIssued"
                 | "ApiKeyRevoked"
+                | "ApiKeyRotated"
                 | "TenantSuspended"
                 | "TenantResumed"
                 | "TenantLimitsSet"
@@ -386,7 +394,7 @@ impl Folder for TenantDirectory {
     fn fold(&self, recorded: &RecordedEvent) {
         if !matches!(
             recorded.event_type.as_str(),
-            "TenantCreated" | "TenantRenamed"
+            "TenantCreated" | "TenantRenamed" | "TenantDeleted"
         ) {
             return;
         }
@@ -406,6 +414,7 @@ impl Folder for TenantDirectory {
                     entry.name = e.name;
                 }
             }
+            Ok(Event::TenantDeleted(_)) => self.remove(recorded.tenant_id),
             _ => {}
         }
     }
@@ -425,6 +434,11 @@ impl TenantDirectory {
     /// Records a tenant the admin API just created (the log subscription agrees later).
     pub fn insert(&self, entry: TenantEntry) {
         self.tenants.entry(entry.id).or_insert(entry);
+    }
+
+    /// Forgets a deleted tenant.
+    pub fn remove(&self, tenant: TenantId) {
+        self.tenants.remove(&tenant);
     }
 
     /// Tenants in creation order (ids are UUIDv7), after `after`, at most `limit`.

@@ -5,7 +5,7 @@
 //! | `usage` | `InferenceCompleted`, `InferenceFailed`, `RouteChosen`, `RewardRecorded` | `usage_hourly`, `latency_hist`, `router_stats` |
 //! | `inferences` | `InferenceRequested`, `RouteChosen`, `InferenceCompleted`, `InferenceFailed` | `inference_log` |
 //! | `billing` | `UsageRecorded`, `InvoiceFinalized`, `InvoicePaid` | `billing_usage`, `invoices`, `ledger` |
-//! | `directory` | tenant lifecycle, `ApiKeyIssued`, `ApiKeyRevoked` | `tenants`, `api_keys` |
+//! | `directory` | tenant lifecycle, `ApiKeyIssued`, `ApiKeyRevoked`, `ApiKeyRotated` | `tenants`, `api_keys` |
 //! | `workflows` | a run's start, steps, end and segments | `workflow_runs` |
 
 use switchyard_events::{Event, RecordedEvent};
@@ -80,6 +80,8 @@ pub static DIRECTORY: Projector = Projector {
         "TenantResumed",
         "ApiKeyIssued",
         "ApiKeyRevoked",
+        "ApiKeyRotated",
+        "TenantDeleted",
     ],
     tables: &[&TENANTS, &API_KEYS],
     apply: directory,
@@ -344,6 +346,7 @@ fn directory(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
         Event::TenantRenamed(renamed) => row().set("name", renamed.name),
         Event::TenantSuspended(_) => row().set("status", "suspended"),
         Event::TenantResumed(_) => row().set("status", "active"),
+        Event::TenantDeleted(_) => row().set("status", "deleted"),
         Event::ApiKeyIssued(issued) => key(issued.key_id)
             .set("name", issued.name)
             .set("prefix", issued.prefix)
@@ -351,6 +354,9 @@ fn directory(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
             .set("created_at_us", unix_us(event))
             .set("expires_at_unix", issued.expires_at_unix.unwrap_or(0)),
         Event::ApiKeyRevoked(revoked) => key(revoked.key_id).set("revoked_at_us", unix_us(event)),
+        Event::ApiKeyRotated(rotated) => {
+            key(rotated.key_id).set("expires_at_unix", rotated.old_expires_at_unix)
+        }
         _ => return Vec::new(),
     };
     vec![op]

@@ -348,6 +348,8 @@ impl Actor for Billing {
             | Event::TenantSettingSet(_)
             | Event::ApiKeyIssued(_)
             | Event::ApiKeyRevoked(_)
+            | Event::ApiKeyRotated(_)
+            | Event::TenantDeleted(_)
             | Event::TenantLimitsSet(_)
             | Event::IdempotencyKeyClaimed(_)
             | Event::IdempotentResponseRecorded(_)

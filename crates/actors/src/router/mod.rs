@@ -210,6 +210,8 @@ impl Actor for Router {
             | Event::TenantSettingSet(_)
             | Event::ApiKeyIssued(_)
             | Event::ApiKeyRevoked(_)
+            | Event::ApiKeyRotated(_)
+            | Event::TenantDeleted(_)
             | Event::TenantLimitsSet(_)
             | Event::IdempotencyKeyClaimed(_)
             | Event::IdempotentResponseRecorded(_)

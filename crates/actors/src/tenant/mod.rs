@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use switchyard_events::{
-    ApiKeyIssued, ApiKeyRevoked, Event, LimitScope, RateLimitSet, TenantCreated, TenantFlagSet,
-    TenantId, TenantLimitsSet, TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended,
+    ApiKeyIssued, ApiKeyRevoked, ApiKeyRotated, Event, LimitScope, RateLimitSet, TenantCreated,
+    TenantDeleted, TenantFlagSet, TenantId, TenantLimitsSet, TenantRenamed, TenantResumed,
+    TenantSettingSet, TenantSuspended,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -45,6 +46,9 @@ pub struct TenantState {
     pub key_limits: BTreeMap<Uuid, RateLimits>,
     /// Rate limits of single models across the tenant's keys.
     pub model_limits: BTreeMap<String, RateLimits>,
+    /// After `TenantDeleted`: every command is refused as for an unknown tenant.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// Requests and tokens per minute at one tier; `None` is no limit.
@@ -121,6 +125,19 @@ pub enum TenantCommand {
     RevokeKey {
         key_id: Uuid,
     },
+    /// Issue a new key with the old one's name, scopes and expiry; the old one keeps working
+    /// until `grace_until_unix` (or its own expiry, if sooner).
+    RotateKey {
+        key_id: Uuid,
+        new_key_id: Uuid,
+        key_hash: String,
+        prefix: String,
+        grace_until_unix: i64,
+    },
+    /// Revoke every key and refuse the tenant from now on.
+    Delete {
+        reason: String,
+    },
     SetLimits(Limits),
     /// Replace one key's or one model's rate limits (all `None` removes them).
     SetRateLimit {
@@ -175,7 +192,7 @@ fn check_identifier(field: &str, value: &str) -> Result<(), TenantRejection> {
 
 impl Actor for Tenant {
     const KIND: &'static str = "tenant";
-    const SNAPSHOT_VERSION: u16 = 3;
+    const SNAPSHOT_VERSION: u16 = 4;
     type Id = TenantId;
     type State = TenantState;
     type Command = TenantCommand;
@@ -199,7 +216,7 @@ impl Actor for Tenant {
             check_identifier("plan", &plan)?;
             return Ok(vec![Event::TenantCreated(TenantCreated { name, plan })]);
         }
-        if !state.created {
+        if !state.created || state.deleted {
             return Err(TenantRejection::NotFound);
         }
         let events = match command {
@@ -350,6 +367,64 @@ impl Actor for Tenant {
                     })]
                 }
             }
+            C::RotateKey {
+                key_id,
+                new_key_id,
+                key_hash,
+                prefix,
+                grace_until_unix,
+            } => {
+                let Some(old) = state.keys.get(&key_id) else {
+                    return Err(TenantRejection::UnknownKey);
+                };
+                if !old.is_usable(now) {
+                    return Err(TenantRejection::Invalid(
+                        "a revoked or expired key cannot be rotated".into(),
+                    ));
+                }
+                if state.keys.contains_key(&new_key_id) {
+                    return Err(TenantRejection::DuplicateKey);
+                }
+                if state.keys.len() >= MAX_KEYS {
+                    return Err(TenantRejection::Invalid(format!(
+                        "at most {MAX_KEYS} API keys per tenant"
+                    )));
+                }
+                if grace_until_unix < now.unix_timestamp() {
+                    return Err(TenantRejection::Invalid(
+                        "the grace period cannot end in the past".into(),
+                    ));
+                }
+                let old_expires_at_unix = old
+                    .expires_at_unix
+                    .map_or(grace_until_unix, |at| at.min(grace_until_unix));
+                vec![
+                    Event::ApiKeyIssued(ApiKeyIssued {
+                        key_id: new_key_id,
+                        name: old.name.clone(),
+                        key_hash,
+                        prefix,
+                        scopes: old.scopes.clone(),
+                        expires_at_unix: old.expires_at_unix,
+                    }),
+                    Event::ApiKeyRotated(ApiKeyRotated {
+                        key_id,
+                        replaced_by: new_key_id,
+                        old_expires_at_unix,
+                    }),
+                ]
+            }
+            C::Delete { reason } => {
+                check_text("reason", &reason, 500)?;
+                let mut events: Vec<Event> = state
+                    .keys
+                    .iter()
+                    .filter(|(_, key)| !key.revoked)
+                    .map(|(key_id, _)| Event::ApiKeyRevoked(ApiKeyRevoked { key_id: *key_id }))
+                    .collect();
+                events.push(Event::TenantDeleted(TenantDeleted { reason }));
+                events
+            }
             C::RevokeKey { key_id } => match state.keys.get(&key_id) {
                 None => return Err(TenantRejection::UnknownKey),
                 Some(key) if key.revoked => vec![],
@@ -398,6 +473,12 @@ impl Actor for Tenant {
                     key.revoked = true;
                 }
             }
+            Event::ApiKeyRotated(e) => {
+                if let Some(key) = state.keys.get_mut(&e.key_id) {
+                    key.expires_at_unix = Some(e.old_expires_at_unix);
+                }
+            }
+            Event::TenantDeleted(_) => state.deleted = true,
             Event::TenantLimitsSet(e) => {
                 state.limits = Limits {
                     requests_per_minute: e.requests_per_minute,

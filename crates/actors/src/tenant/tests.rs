@@ -407,3 +407,126 @@ fn rate_limits_of_unknown_keys_zero_limits_and_hostile_models_are_refused() {
         Err(TenantRejection::NotFound)
     );
 }
+
+fn issued_events(key_id: Uuid) -> Vec<Event> {
+    let state = given(&[created()]);
+    Tenant::decide(&state, issue(key_id), now()).unwrap()
+}
+
+fn rotate(key_id: Uuid, new_key_id: Uuid, grace_until_unix: i64) -> TenantCommand {
+    TenantCommand::RotateKey {
+        key_id,
+        new_key_id,
+        key_hash: "cd".repeat(32),
+        prefix: "sy_cd34".into(),
+        grace_until_unix,
+    }
+}
+
+#[test]
+fn a_rotated_key_is_replaced_by_one_like_it_and_works_until_the_grace_ends() {
+    let old = Uuid::now_v7();
+    let new = Uuid::now_v7();
+    let mut history = vec![created()];
+    history.extend(issued_events(old));
+    // The old key expires in an hour; a 10-minute grace ends first.
+    let events = when(&history, rotate(old, new, NOW + 600)).unwrap();
+    let [Event::ApiKeyIssued(issued), Event::ApiKeyRotated(rotated)] = events.as_slice() else {
+        panic!("unexpected events {events:?}");
+    };
+    assert_eq!(issued.key_id, new);
+    assert_eq!(issued.name, "backend");
+    assert_eq!(issued.scopes, vec!["inference".to_owned()]);
+    assert_eq!(issued.expires_at_unix, Some(NOW + 3600));
+    assert_eq!(rotated.key_id, old);
+    assert_eq!(rotated.replaced_by, new);
+    assert_eq!(rotated.old_expires_at_unix, NOW + 600);
+    history.extend(events);
+    let state = given(&history);
+    assert!(state.keys[&old].is_usable(now()));
+    let after_grace = OffsetDateTime::from_unix_timestamp(NOW + 600).unwrap();
+    assert!(!state.keys[&old].is_usable(after_grace));
+    assert!(state.keys[&new].is_usable(after_grace));
+    // A grace longer than the key's own life does not extend it.
+    let mut history = vec![created()];
+    history.extend(issued_events(old));
+    let events = when(&history, rotate(old, new, NOW + 86_400)).unwrap();
+    let Event::ApiKeyRotated(rotated) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(rotated.old_expires_at_unix, NOW + 3600);
+}
+
+#[test]
+fn only_a_live_key_can_be_rotated() {
+    let old = Uuid::now_v7();
+    let mut history = vec![created()];
+    history.extend(issued_events(old));
+    assert_eq!(
+        when(&history, rotate(Uuid::now_v7(), Uuid::now_v7(), NOW)),
+        Err(TenantRejection::UnknownKey)
+    );
+    assert_eq!(
+        when(&history, rotate(old, old, NOW)),
+        Err(TenantRejection::DuplicateKey)
+    );
+    assert!(matches!(
+        when(&history, rotate(old, Uuid::now_v7(), NOW - 1)),
+        Err(TenantRejection::Invalid(_))
+    ));
+    history.push(Event::ApiKeyRevoked(ApiKeyRevoked { key_id: old }));
+    assert!(matches!(
+        when(&history, rotate(old, Uuid::now_v7(), NOW)),
+        Err(TenantRejection::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_deleted_tenant_loses_its_keys_and_refuses_every_command() {
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut history = vec![created()];
+    history.extend(issued_events(a));
+    history.extend(issued_events(b));
+    history.push(Event::ApiKeyRevoked(ApiKeyRevoked { key_id: b }));
+    let events = when(
+        &history,
+        TenantCommand::Delete {
+            reason: "closed".into(),
+        },
+    )
+    .unwrap();
+    // The live key is revoked (the one already revoked is not again), then the tenant goes.
+    assert_eq!(
+        events,
+        vec![
+            Event::ApiKeyRevoked(ApiKeyRevoked { key_id: a }),
+            Event::TenantDeleted(TenantDeleted {
+                reason: "closed".into()
+            }),
+        ]
+    );
+    history.extend(events);
+    let state = given(&history);
+    assert!(state.deleted);
+    assert!(state.keys.values().all(|k| !k.is_usable(now())));
+    for command in [
+        TenantCommand::Rename { name: "x".into() },
+        TenantCommand::Resume,
+        TenantCommand::Delete {
+            reason: "again".into(),
+        },
+        issue(Uuid::now_v7()),
+        rotate(a, Uuid::now_v7(), NOW),
+    ] {
+        assert_eq!(when(&history, command), Err(TenantRejection::NotFound));
+    }
+    assert!(matches!(
+        when(
+            &[created()],
+            TenantCommand::Delete {
+                reason: "\u{7}".into()
+            }
+        ),
+        Err(TenantRejection::Invalid(_))
+    ));
+}

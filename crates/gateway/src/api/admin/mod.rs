@@ -25,9 +25,11 @@ pub(crate) mod limits;
 /// Creating, listing and reading tenants.
 pub(crate) mod tenants;
 
-use keys::{issue_key, revoke_key};
+use keys::{issue_key, revoke_key, rotate_key};
 use limits::{set_flag, set_key_limits, set_limits, set_model_limits, set_setting};
-use tenants::{create_tenant, get_tenant, list_tenants, resume_tenant, suspend_tenant};
+use tenants::{
+    create_tenant, delete_tenant, get_tenant, list_tenants, resume_tenant, suspend_tenant,
+};
 
 /// Registers the admin routes.
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -35,6 +37,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/admin/tenants", web::post().to(create_tenant))
         .route("/v1/admin/tenants", web::get().to(list_tenants))
         .route("/v1/admin/tenants/{id}", web::get().to(get_tenant))
+        .route("/v1/admin/tenants/{id}", web::delete().to(delete_tenant))
+        .route(
+            "/v1/admin/tenants/{id}/keys/{key_id}/rotate",
+            web::post().to(rotate_key),
+        )
         .route(
             "/v1/admin/tenants/{id}/suspend",
             web::post().to(suspend_tenant),

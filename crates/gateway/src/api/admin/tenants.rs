@@ -110,7 +110,7 @@ pub(crate) async fn get_tenant(
     authorized(&req, &admin)?;
     let tenant = tenant_id(&path)?;
     let (state, _version) = admin.tenants.read(&tenant).await.map_err(rejected)?;
-    if !state.created {
+    if !state.created || state.deleted {
         return Err(ApiError::not_found("no such tenant"));
     }
     let created_at = created_at(&admin, tenant).await?;
@@ -182,4 +182,46 @@ pub(crate) async fn resume_tenant(
     tracing::info!(%tenant, "tenant resumed");
     let created = created_at(&admin, tenant).await?;
     Ok(HttpResponse::Ok().json(tenant_view(tenant, &applied.state, created)))
+}
+
+/// `DELETE /v1/admin/tenants/{id}` (the body is optional).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Delete {
+    /// Why (kept in the log); default "deleted by an operator".
+    reason: Option<String>,
+}
+
+/// Delete a tenant: every key is revoked (refused on every node, open feeds end), the tenant is
+/// gone from the admin API and refuses every command; its history (usage, invoices, runs) stays
+/// in the log. Deleting again answers 404.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{id}", tag = "admin", request_body(content = Delete, description = "optional"),
+    params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, description = "{id, deleted: true, keys_revoked}"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody), (status = 422, description = "invalid input", body = ErrorBody)))]
+pub(crate) async fn delete_tenant(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&req, &admin)?;
+    let tenant = tenant_id(&path)?;
+    let input: Delete = if body.is_empty() {
+        Delete::default()
+    } else {
+        parse_json(&body)?
+    };
+    let reason = input
+        .reason
+        .unwrap_or_else(|| "deleted by an operator".into());
+    let applied = run_command(&admin, &req, tenant, TenantCommand::Delete { reason }).await?;
+    admin.directory.remove(tenant);
+    let revoked = applied
+        .events
+        .iter()
+        .filter(|e| matches!(e, switchyard_events::Event::ApiKeyRevoked(_)))
+        .count();
+    tracing::info!(%tenant, keys_revoked = revoked, "tenant deleted");
+    Ok(HttpResponse::Ok().json(json!({"id": tenant, "deleted": true, "keys_revoked": revoked})))
 }
