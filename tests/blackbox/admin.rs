@@ -341,14 +341,36 @@ async fn an_idempotency_key_runs_a_command_once_and_replays_its_response() {
     assert!(replayed.get("key").is_none());
     assert_eq!(replayed["key_redacted"], true);
 
-    // Rejections are replayed too, and everything survives a restart.
-    let bad = json!({"name": ""});
+    // Rejections are replayed too, even once their cause is gone: a key refused while the
+    // tenant is suspended stays refused under its Idempotency-Key after the tenant is resumed
+    // (and a restart), where a fresh key succeeds. Everything survives a restart.
+    let admin_post = |path: String, body: Option<Value>| {
+        let mut request = reqwest::Client::new()
+            .post(server.url(&path))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let suspended = admin_post(
+        format!("/v1/admin/tenants/{id}/suspend"),
+        Some(json!({"reason": "audit"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(suspended.status(), 200);
+    let late = json!({"name": "late"});
+    let refused = post_with_key(&server, &path, "while-suspended", &late).await;
+    assert_eq!(refused.status(), 409);
     assert_eq!(
-        post_with_key(&server, "/v1/admin/tenants", "bad-1", &bad)
-            .await
-            .status(),
-        422
+        refused.json::<Value>().await.unwrap()["error"]["code"],
+        "tenant_state"
     );
+    let resumed = admin_post(format!("/v1/admin/tenants/{id}/resume"), None)
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
     drop(server);
     let server = start(&dir);
     let after: Value = post_with_key(&server, "/v1/admin/tenants", "create-acme-1", &body)
@@ -357,12 +379,15 @@ async fn an_idempotency_key_runs_a_command_once_and_replays_its_response() {
         .await
         .unwrap();
     assert_eq!(after["id"], first["id"]);
-    let rejected = post_with_key(&server, "/v1/admin/tenants", "bad-1", &bad).await;
-    assert_eq!(rejected.status(), 422);
+    let rejected = post_with_key(&server, &path, "while-suspended", &late).await;
+    assert_eq!(rejected.status(), 409);
+    assert_eq!(rejected.headers()["idempotency-replayed"], "true");
     assert_eq!(
         rejected.json::<Value>().await.unwrap()["error"]["code"],
-        "invalid_request"
+        "tenant_state"
     );
+    let fresh = post_with_key(&server, &path, "after-resume", &late).await;
+    assert_eq!(fresh.status(), 201, "the cause of the refusal is gone");
     let long_key = "k".repeat(300);
     assert_eq!(
         post_with_key(&server, "/v1/admin/tenants", &long_key, &body)

@@ -730,6 +730,79 @@ async fn an_idempotency_key_answers_a_retried_completion_once() {
     assert_eq!(completed, 1, "billed once");
 }
 
+/// A replay is the first answer again, headers included: its rate-limit status, inference id,
+/// log position and content type, marked `idempotency-replayed`; the request id is the
+/// retry's own.
+#[tokio::test]
+async fn an_idempotent_replay_carries_the_original_answers_headers() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/limits"),
+        json!({"requests_per_minute": 600, "tokens_per_minute": 100_000}),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let kept = |headers: &reqwest::header::HeaderMap| {
+        let mut kept: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                name == "content-type"
+                    || name.starts_with("x-ratelimit-")
+                    || name.starts_with("x-switchyard-")
+            })
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect();
+        kept.sort();
+        kept
+    };
+    for (path, body) in [
+        ("/v1/chat/completions", hello("sim-small")),
+        (
+            "/v1/embeddings",
+            json!({"model": "sim-small", "input": ["one", "two"]}),
+        ),
+    ] {
+        let send = || {
+            client
+                .post(server.url(path))
+                .bearer_auth(&key)
+                .header("idempotency-key", format!("headers-{path}"))
+                .json(&body)
+                .send()
+        };
+        let first = send().await.unwrap();
+        assert_eq!(first.status(), 200, "{path}");
+        let original = kept(first.headers());
+        for name in [
+            "content-type",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-limit-tokens",
+            "x-switchyard-inference-id",
+            "x-switchyard-position",
+        ] {
+            assert!(
+                original.iter().any(|(n, _)| n == name),
+                "{path}: the first answer has no {name}: {original:?}"
+            );
+        }
+        let first_request = first.headers()["x-request-id"].clone();
+        let first: Value = first.json().await.unwrap();
+        // Another request in between moves the limits: the replay still says what the first
+        // answer said.
+        assert_eq!(chat(&server, &key, &hello("sim-small")).await.status(), 200);
+        let again = send().await.unwrap();
+        assert_eq!(again.status(), 200, "{path}");
+        assert_eq!(again.headers()["idempotency-replayed"], "true");
+        assert_eq!(kept(again.headers()), original, "{path}");
+        assert_ne!(again.headers()["x-request-id"], first_request);
+        assert_eq!(again.json::<Value>().await.unwrap(), first, "{path}");
+    }
+}
+
 /// A second switchyard is an OpenAI-compatible upstream: the first reaches its simulated models
 /// through the OpenAI-compatible provider, whole and streamed.
 #[tokio::test]

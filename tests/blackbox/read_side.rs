@@ -1,7 +1,8 @@
 //! The read side end to end: after a burst through the gateway and a `kill -9` mid-burst, the
 //! analytics API reports exactly the tokens and cost in the log (SQLite and PostgreSQL); an SSE
 //! client and a NATS subscriber saw every event; SSE resumes from `Last-Event-ID` without loss;
-//! a client that stops reading is cut off instead of buffered.
+//! a client that stops reading is cut off instead of buffered; two tenants producing events at
+//! once each see all of their own and none of the other's, on SSE, WebSocket and NATS.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -762,4 +763,181 @@ async fn an_open_feed_ends_when_its_key_is_revoked_or_expires() {
     let late = time::OffsetDateTime::now_utc() - expires;
     assert!(text.contains("expired"), "{text}");
     assert!(late < time::Duration::seconds(1), "{late:?}");
+}
+
+/// The events a NATS subscriber of `events.<tenant>.>` receives (JetStream, from the start)
+/// until `enough` says so or 30 s pass.
+async fn nats_events(tenant: &str, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("SWITCHYARD_EVENTS").await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: format!("events.{tenant}.>"),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !enough(&events) && tokio::time::Instant::now() < deadline {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(500)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(message) = batch.next().await {
+            let message = message.unwrap();
+            events.push(serde_json::from_slice(&message.payload).unwrap());
+            message.ack().await.unwrap();
+        }
+    }
+    events
+}
+
+/// The inference ids of the `InferenceCompleted` events in `events` (JSON events), after
+/// checking that every one of them belongs to `tenant`.
+fn completed_of(tenant: &str, events: &[Value], feed: &str) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for event in events {
+        assert_eq!(
+            event["tenant_id"].as_str(),
+            Some(tenant),
+            "{feed}: another tenant's event: {event}"
+        );
+        if event["type"] == "InferenceCompleted" {
+            let stream = event["stream_id"].as_str().unwrap();
+            ids.insert(stream.strip_prefix("inference-").unwrap().to_owned());
+        }
+    }
+    ids
+}
+
+/// Two tenants produce events at the same time: each one's SSE feed (live, and caught up from
+/// the start of the log), WebSocket feed and NATS subjects carry every inference of its own and
+/// no event of the other's.
+#[tokio::test]
+async fn each_tenant_sees_its_own_events_and_none_of_another_on_every_feed() {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    const N: usize = 3;
+    let dir = data_dir();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, crate::gateway::SIM_CONFIG).unwrap();
+    let nats = nats_url();
+    let server = Server::start_with(
+        &dir,
+        &[
+            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+            ("SWITCHYARD_CONFIG", config.to_str().unwrap()),
+            ("SWITCHYARD_NATS_URL", nats.as_str()),
+        ],
+    );
+    let (tenant_a, key_a, _) = tenant_with_key(&server).await;
+    let (tenant_b, key_b, _) = tenant_with_key(&server).await;
+    let tenants = [(tenant_a, key_a), (tenant_b, key_b)];
+    let start = head(&server).await;
+
+    // WebSockets open before the traffic.
+    let mut sockets = Vec::new();
+    for (_, key) in &tenants {
+        let url = server.base.replace("http://", "ws://") + &format!("/v1/events/ws?after={start}");
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        sockets.push(tokio_tungstenite::connect_async(request).await.unwrap().0);
+    }
+    // Live SSE feeds, then the two tenants' inferences in turn (A, B, A, B, ...): each feed's
+    // last own inference comes after inferences of the other tenant.
+    let traffic = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let client = reqwest::Client::new();
+        let mut ids = [BTreeSet::new(), BTreeSet::new()];
+        for _ in 0..N {
+            for (i, (_, key)) in tenants.iter().enumerate() {
+                let response = client
+                    .post(server.url("/v1/chat/completions"))
+                    .bearer_auth(key)
+                    .json(&json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                ids[i].insert(
+                    response.headers()["x-switchyard-inference-id"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+        }
+        ids
+    };
+    let completed = |messages: &[Sse]| {
+        messages
+            .iter()
+            .filter(|m| m.event == "InferenceCompleted")
+            .count()
+            >= N
+    };
+    let live = format!("?after={start}");
+    let ((live_a, _), (live_b, _), ids) = tokio::join!(
+        read_feed(&server, &tenants[0].1, &live, None, completed),
+        read_feed(&server, &tenants[1].1, &live, None, completed),
+        traffic,
+    );
+    let data = |messages: &[Sse]| -> Vec<Value> {
+        messages
+            .iter()
+            .map(|m| serde_json::from_str(&m.data).unwrap())
+            .collect()
+    };
+    for (i, live) in [live_a, live_b].iter().enumerate() {
+        let tenant = &tenants[i].0;
+        assert_eq!(completed_of(tenant, &data(live), "live SSE"), ids[i]);
+        // Caught up from the start of the log.
+        let (from_start, _) = read_feed(&server, &tenants[i].1, "?after=0", None, completed).await;
+        assert_eq!(
+            completed_of(tenant, &data(&from_start), "SSE from the start"),
+            ids[i]
+        );
+        // The WebSocket opened before the traffic.
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while events
+            .iter()
+            .filter(|e: &&Value| e["type"] == "InferenceCompleted")
+            .count()
+            < N
+        {
+            let message = tokio::time::timeout_at(deadline, sockets[i].next())
+                .await
+                .expect("socket stalled")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "event" {
+                    events.push(value["event"].clone());
+                }
+            }
+        }
+        assert_eq!(completed_of(tenant, &events, "WebSocket"), ids[i]);
+        // NATS: the tenant's subjects.
+        let published = nats_events(tenant, |events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "InferenceCompleted")
+                .count()
+                >= N
+        })
+        .await;
+        assert_eq!(completed_of(tenant, &published, "NATS"), ids[i]);
+    }
 }

@@ -130,6 +130,21 @@ async fn feedback_teaches_the_router_the_better_model_and_survives_a_restart() {
         .strip_prefix("inference-")
         .unwrap()
         .to_owned();
+    // Another tenant's key on this real inference of the first tenant: not found. The owner's
+    // feedback on it is still taken (counted once: it was given in the loop above).
+    let (_, other_key, _) = tenant_with_key(&server).await;
+    let stolen = client
+        .post(server.url("/v1/feedback"))
+        .bearer_auth(&other_key)
+        .json(&json!({"inference_id": first_id, "metric": "quality", "value": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stolen.status(), 404);
+    assert_eq!(
+        stolen.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
     let again = client
         .post(server.url("/v1/feedback"))
         .bearer_auth(&key)

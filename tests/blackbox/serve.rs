@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::server::{Server, data_dir};
+use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
 
 #[tokio::test]
 async fn a_fresh_server_is_healthy_and_ready_on_the_embedded_store() {
@@ -141,15 +141,70 @@ fn migrate_creates_the_store_and_help_explains_every_command() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid"));
 }
 
+/// With `SWITCHYARD_DATABASE_URL`, the log is in PostgreSQL: the tenant's events, written
+/// through the binary's API, are rows of `events` in the configured schema, which holds the
+/// head the server reports.
 #[tokio::test]
 async fn the_server_serves_a_postgres_log_when_a_database_url_is_set() {
+    use sqlx::Connection;
+
     let url = std::env::var("SWITCHYARD_TEST_DATABASE_URL").unwrap_or_else(|_| {
         "postgres://switchyard:switchyard@127.0.0.1:5432/switchyard_test".into()
     });
-    let server = Server::start_with(&data_dir(), &[("SWITCHYARD_DATABASE_URL", &url)]);
+    let schema = format!("bb_{}", uuid::Uuid::now_v7().simple());
+    let server = Server::start_with(
+        &data_dir(),
+        &[
+            ("SWITCHYARD_DATABASE_URL", &url),
+            ("SWITCHYARD_DATABASE_SCHEMA", &schema),
+            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+        ],
+    );
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    let answer = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let inference = answer.headers()["x-switchyard-inference-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let ready = reqwest::get(server.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert!(ready.json::<serde_json::Value>().await.unwrap()["event_log_head"].is_u64());
+    let head = ready.json::<serde_json::Value>().await.unwrap()["event_log_head"]
+        .as_i64()
+        .unwrap();
+
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let tenant_id = uuid::Uuid::parse_str(&tenant).unwrap();
+    let streams: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT stream_id, COUNT(*) FROM {schema}.events WHERE tenant_id = $1 \
+         GROUP BY stream_id ORDER BY stream_id"
+    )))
+    .bind(tenant_id)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let count = |stream: &str| {
+        streams
+            .iter()
+            .find(|(id, _)| id == stream)
+            .map_or(0, |(_, n)| *n)
+    };
+    // InferenceRequested, RouteChosen, InferenceCompleted; TenantCreated, ApiKeyIssued.
+    assert_eq!(count(&format!("inference-{inference}")), 3, "{streams:?}");
+    assert!(count(&format!("tenant-{tenant}")) >= 2, "{streams:?}");
+    let max: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT MAX(global_position) FROM {schema}.events"
+    )))
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert!(max.unwrap() >= head, "head {head}, table {max:?}");
 }
 
 #[tokio::test]

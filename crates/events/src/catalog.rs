@@ -153,7 +153,7 @@ catalog! {
         TenantDeleted(TenantDeleted);
         TenantLimitsSet(TenantLimitsSet), older { 1 => TenantLimitsSetV1 };
         IdempotencyKeyClaimed(IdempotencyKeyClaimed);
-        IdempotentResponseRecorded(IdempotentResponseRecorded);
+        IdempotentResponseRecorded(IdempotentResponseRecorded), older { 1 => IdempotentResponseRecordedV1 };
         IdempotencyKeyReleased(IdempotencyKeyReleased);
         QuotaReserved(QuotaReserved);
         QuotaSettled(QuotaSettled);
@@ -398,15 +398,44 @@ pub struct IdempotencyKeyClaimed {
 }
 payload!(IdempotencyKeyClaimed, 1);
 
-/// The response to an idempotent request, replayed to every retry with the same key.
+/// The response to an idempotent request, replayed to every retry with the same key: its
+/// status, body and the headers a replay sends again (`content-type`, `retry-after`,
+/// `x-ratelimit-*`, `x-switchyard-*`; never `set-cookie`, `date` or `content-length`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotentResponseRecorded {
     pub status: u16,
     /// The JSON body as sent.
     pub body: String,
+    /// Header names (lower case) and values as sent. Absent in JSON reads as none.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
-payload!(IdempotentResponseRecorded, 1);
+payload!(IdempotentResponseRecorded, 2);
+
+/// `IdempotentResponseRecorded` v1, before headers were recorded: read and upcast (with no
+/// headers), never written. Its schema keeps the title and text it was published with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "IdempotentResponseRecorded",
+    description = "The response to an idempotent request, replayed to every retry with the same key."
+)]
+pub struct IdempotentResponseRecordedV1 {
+    pub status: u16,
+    /// The JSON body as sent.
+    pub body: String,
+}
+
+impl From<IdempotentResponseRecordedV1> for IdempotentResponseRecorded {
+    fn from(old: IdempotentResponseRecordedV1) -> Self {
+        IdempotentResponseRecorded {
+            status: old.status,
+            body: old.body,
+            headers: std::collections::BTreeMap::new(),
+        }
+    }
+}
 
 /// An idempotent request failed in a way a retry may fix (a 5xx): the key may be used again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -726,6 +755,47 @@ mod tests {
         let mut corrupt = recorded;
         corrupt.payload = bytes::Bytes::from_static(b"\x01\xff");
         assert!(JsonEvent::from_recorded(&corrupt).is_err());
+    }
+
+    #[test]
+    fn responses_recorded_before_headers_still_decode_with_none() {
+        let body = r#"{"id":"t1"}"#;
+        let expected = Event::IdempotentResponseRecorded(IdempotentResponseRecorded {
+            status: 201,
+            body: body.into(),
+            headers: std::collections::BTreeMap::new(),
+        });
+        // The old shape, as JSON and as stored bytes, under its own version.
+        let old = serde_json::json!({"status": 201, "body": body});
+        assert_eq!(
+            Event::from_json("IdempotentResponseRecorded", 1, old.clone()).unwrap(),
+            expected
+        );
+        let stored = codec::encode(&IdempotentResponseRecordedV1 {
+            status: 201,
+            body: body.into(),
+        })
+        .unwrap();
+        assert_eq!(
+            Event::decode("IdempotentResponseRecorded", 1, &stored).unwrap(),
+            expected
+        );
+        // JSON of the current version without `headers` reads as no headers.
+        assert_eq!(
+            Event::from_json("IdempotentResponseRecorded", 2, old).unwrap(),
+            expected
+        );
+        let with = Event::IdempotentResponseRecorded(IdempotentResponseRecorded {
+            status: 200,
+            body: body.into(),
+            headers: [("retry-after".to_owned(), "3".to_owned())].into(),
+        });
+        let new = with.to_new_event(Metadata::default()).unwrap();
+        assert_eq!(new.schema_version, 2);
+        assert_eq!(
+            Event::decode(&new.event_type, 2, &new.payload).unwrap(),
+            with
+        );
     }
 
     #[test]

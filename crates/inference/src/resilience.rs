@@ -336,6 +336,16 @@ mod tests {
     use crate::config::RouterConfig;
 
     fn resilience(config: &Config) -> Resilience {
+        resilience_with(
+            config,
+            BreakerSettings {
+                failures_to_open: 2,
+                cool_down: Duration::from_millis(50),
+            },
+        )
+    }
+
+    fn resilience_with(config: &Config, settings: BreakerSettings) -> Resilience {
         let store: Arc<dyn EventStore> = Arc::new(switchyard_events::MemoryStore::new());
         let router = Arc::new(RouterHub::new(
             RouterConfig::default(),
@@ -344,15 +354,7 @@ mod tests {
                 switchyard_actors::RuntimeConfig::default(),
             ),
         ));
-        Resilience::new(
-            config,
-            BreakerSettings {
-                failures_to_open: 2,
-                cool_down: Duration::from_millis(50),
-            },
-            store,
-            router,
-        )
+        Resilience::new(config, settings, store, router)
     }
 
     #[tokio::test]
@@ -375,9 +377,121 @@ mod tests {
         assert!(r.allow("m"));
         r.outcome("m", false);
         assert_eq!(r.state_name("m"), "closed");
-        // A client error is the provider working: it does not count.
-        r.outcome("m", false);
-        assert_eq!(r.state_name("m"), "closed");
+    }
+
+    /// An upstream on a local port that answers every request with `status`; returns its
+    /// address and how many requests it answered.
+    async fn upstream(status: u16) -> (String, Arc<std::sync::atomic::AtomicU32>) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}/v1", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicU32::new(0));
+        let counter = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    // Read the head and the body the head announces, then answer and close.
+                    let mut request = Vec::new();
+                    let mut buffer = [0_u8; 4096];
+                    loop {
+                        let Ok(n) = socket.read(&mut buffer).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buffer[..n]);
+                        let text = String::from_utf8_lossy(&request).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if request.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let body = r#"{"error":{"message":"refused by the upstream"}}"#;
+                    let answer = format!(
+                        "HTTP/1.1 {status} Refused\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        (address, served)
+    }
+
+    /// Failures in a row that open a circuit, in the upstream tests.
+    const THRESHOLD: u32 = 2;
+
+    /// Calls model `m` of an OpenAI-compatible provider whose upstream answers `status`, once
+    /// per `calls`; returns the circuit's state and the requests the upstream answered.
+    async fn calls_answered(status: u16, calls: u32) -> (&'static str, u32) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (base, served) = upstream(status).await;
+        let config = Config::parse(&format!(
+            "[[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{base}\"\n\
+             [[models]]\nname = \"m\"\nprovider = \"up\"\n"
+        ))
+        .unwrap();
+        let providers = Providers::build(&config).unwrap();
+        // Open stays open for the whole test: no half-open probe reaches the upstream.
+        let r = resilience_with(
+            &config,
+            BreakerSettings {
+                failures_to_open: THRESHOLD,
+                cool_down: Duration::from_secs(600),
+            },
+        );
+        let model = config.model("m").unwrap();
+        let request: crate::openai::ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}]
+        }))
+        .unwrap();
+        for _ in 0..calls {
+            let (outcome, _, _) = r
+                .call(&config, &providers, model, |model, provider| {
+                    let request = &request;
+                    async move { provider.chat(model, request).await }
+                })
+                .await;
+            assert!(outcome.is_err(), "{status}");
+        }
+        (
+            r.state_name("m"),
+            served.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    /// A client error (the upstream refusing the request: 400, 404, 422) is the provider
+    /// working: however many there are, the circuit stays closed and every call reaches the
+    /// upstream. The same number of 5xx answers opens it.
+    #[tokio::test]
+    async fn client_errors_from_the_upstream_do_not_open_the_circuit_and_as_many_5xx_do() {
+        let threshold = THRESHOLD;
+        for status in [400, 404, 422] {
+            assert_eq!(
+                calls_answered(status, threshold * 3).await,
+                ("closed", threshold * 3),
+                "{status}"
+            );
+        }
+        // One call retries a 5xx: the upstream answers `threshold` times, then it is open.
+        assert_eq!(calls_answered(500, 1).await, ("open", threshold));
+        assert_eq!(
+            calls_answered(503, threshold * 3).await,
+            ("open", threshold)
+        );
     }
 
     #[tokio::test]

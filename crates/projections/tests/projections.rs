@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use sqlx::{Connection, Row};
 use switchyard_events::{
-    EventId, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent, PostgresOptions,
-    PostgresStore, Scope, SqliteStore, StreamId, TenantId,
+    Event, EventId, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent,
+    PostgresOptions, PostgresStore, Scope, SqliteStore, StreamId, TenantId,
 };
 use switchyard_projections::projectors::{self, INFERENCES, USAGE};
 use switchyard_projections::query::{Group, InferenceQuery, Window};
@@ -563,34 +563,204 @@ async fn postgres_poison_events_go_to_the_dlq() {
     poison_events_go_to_the_dlq(Backend::Postgres).await;
 }
 
-/// An event that decodes but that PostgreSQL refuses to store (a NUL byte in a text column):
-/// the batch fails, its events are applied one by one, and only that one is dead-lettered.
+/// An event that decodes but that PostgreSQL refuses to store: a token count that, added to the
+/// count already stored in its row, overflows `BIGINT` ("bigint out of range"). The batch fails,
+/// its events are applied one by one, and only that one is dead-lettered.
 #[tokio::test]
 async fn an_event_the_database_refuses_is_dead_lettered_alone() {
     let env = env(Backend::Postgres).await;
     let tenant = TenantId::new();
-    traffic(env.store.as_ref(), &[tenant], 4).await.unwrap();
-    let stream = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
-    env.store
-        .append(
-            tenant,
-            &stream,
-            ExpectedVersion::NoStream,
-            inference_events("bad\0model", 1, false),
-        )
-        .await
-        .unwrap();
+    let append = |events: Vec<NewEvent>| {
+        let store = env.store.clone();
+        async move {
+            let stream = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
+            store
+                .append(tenant, &stream, ExpectedVersion::NoStream, events)
+                .await
+                .unwrap();
+            stream
+        }
+    };
+    // A model of its own, projected in a batch before the bad event: its row holds tokens.
+    append(inference_events("overflow-model", 1, false)).await;
     traffic(env.store.as_ref(), &[tenant], 4).await.unwrap();
     let projections = Projections::start_some(env.store.clone(), env.db.clone(), fast(), &[&USAGE]);
     caught_up(&projections, env.store.as_ref(), &["usage"]).await;
-    assert_eq!(usage_total(&env.db, tenant).await.requests, 8);
+    assert_eq!(usage_total(&env.db, tenant).await.requests, 5);
+
+    // The same model with u64::MAX tokens (stored as i64::MAX): the stored count plus it does
+    // not fit, whatever batch it lands in.
+    let mut bad = inference_events("overflow-model", 2, false);
+    bad[2] = Event::InferenceCompleted(switchyard_events::InferenceCompleted {
+        model: "overflow-model".into(),
+        provider: "sim".into(),
+        tokens_in: u64::MAX,
+        tokens_out: 1,
+        cost_micros: 1,
+        latency_us: 1000,
+        ttft_us: 100,
+        finish_reason: "stop".into(),
+        attempts: 1,
+    })
+    .to_new_event(Metadata::default())
+    .unwrap();
+    let stream = append(bad).await;
+    traffic(env.store.as_ref(), &[tenant], 4).await.unwrap();
+    caught_up(&projections, env.store.as_ref(), &["usage"]).await;
+    assert_eq!(usage_total(&env.db, tenant).await.requests, 9);
     let letters = env.db.dead_letters(Some("usage"), false, 10).await.unwrap();
-    let types: Vec<_> = letters.iter().map(|l| l.event_type.as_str()).collect();
-    assert!(types.contains(&"InferenceCompleted"), "{letters:?}");
-    assert!(
-        letters.iter().all(|l| l.stream_id == stream.as_str()),
-        "{letters:?}"
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].event_type, "InferenceCompleted");
+    assert_eq!(letters[0].stream_id, stream.as_str());
+    assert!(letters[0].error.contains("out of range"), "{letters:?}");
+}
+
+/// PostgreSQL refuses NUL in text; a tool or a tenant can put one in any string an event
+/// carries (a tool's 400 body in a run's error, a model name, a tenant's name). Every projector
+/// stores such events (the NUL replaced), none is dead-lettered, and a failed run reads
+/// `failed`, not `running` for ever.
+async fn text_with_nul_bytes_is_projected(backend: Backend) {
+    let env = env(backend).await;
+    let tenant = TenantId::new();
+    let append = |stream: StreamId, events: Vec<Event>| {
+        let store = env.store.clone();
+        async move {
+            let events = events
+                .iter()
+                .map(|e| e.to_new_event(Metadata::default()).unwrap())
+                .collect();
+            store
+                .append(tenant, &stream, ExpectedVersion::Any, events)
+                .await
+                .unwrap();
+        }
+    };
+    let nul = "bad\0model";
+    let inference = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
+    let mut events = inference_events(nul, 1, true);
+    events[2] = Event::InferenceFailed(switchyard_events::InferenceFailed {
+        model: nul.into(),
+        provider: "p\0".into(),
+        code: "upstream\0rejected".into(),
+        message: "the tool answered 400: \0\0\0".into(),
+        tokens_in: 3,
+        tokens_out: 0,
+        cost_micros: 0,
+        latency_us: 1000,
+        attempts: 1,
+    })
+    .to_new_event(Metadata::default())
+    .unwrap();
+    env.store
+        .append(tenant, &inference, ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    let run = uuid::Uuid::now_v7();
+    append(
+        StreamId::of("workflow_run", run).unwrap(),
+        vec![
+            Event::RunStarted(switchyard_events::RunStarted {
+                run_id: run,
+                workflow: "wf\0".into(),
+                version: 1,
+                spec: "{}".into(),
+                input: "{}".into(),
+                parent_run: None,
+                parent_step: None,
+                replay_of: None,
+                overrides: "{}".into(),
+                seed: 1,
+                at_ms: 1_000,
+            }),
+            Event::RunFailed(switchyard_events::RunFailed {
+                error: "tool answered 400: \0\0 body".into(),
+                step: Some("call\0".into()),
+                compensated: Vec::new(),
+                at_ms: 2_000,
+            }),
+        ],
+    )
+    .await;
+    append(
+        StreamId::of("tenant", tenant.as_uuid()).unwrap(),
+        vec![
+            Event::TenantCreated(switchyard_events::TenantCreated {
+                name: "Acme\0".into(),
+                plan: "pro\0".into(),
+            }),
+            Event::ApiKeyIssued(switchyard_events::ApiKeyIssued {
+                key_id: uuid::Uuid::now_v7(),
+                name: "k\0".into(),
+                key_hash: "00".into(),
+                prefix: "sy_\0".into(),
+                scopes: vec!["inference\0".into()],
+                expires_at_unix: None,
+            }),
+        ],
+    )
+    .await;
+    append(
+        StreamId::of("billing", tenant.as_uuid()).unwrap(),
+        vec![Event::UsageRecorded(switchyard_events::UsageRecorded {
+            usage_id: uuid::Uuid::now_v7(),
+            period: "2026-11".into(),
+            model: nul.into(),
+            requests: 1,
+            tokens_in: 3,
+            tokens_out: 0,
+            tool_calls: 0,
+            cost_micros: 7,
+        })],
+    )
+    .await;
+
+    let projections = Projections::start(env.store.clone(), env.db.clone(), fast());
+    let names: Vec<&str> = projectors::ALL.iter().map(|p| p.name).collect();
+    caught_up(&projections, env.store.as_ref(), &names).await;
+    assert_eq!(
+        env.db.dead_letters(None, true, 10).await.unwrap(),
+        Vec::new(),
+        "{backend:?}"
     );
+    let me = *tenant.as_uuid();
+    let runs = env.db.workflows(me, 0, i64::MAX, None).await.unwrap();
+    assert_eq!(runs.len(), 1, "{backend:?}: {runs:?}");
+    assert_eq!((runs[0].failed, runs[0].running), (1, 0), "{runs:?}");
+    assert_eq!(runs[0].workflow, "wf\u{fffd}");
+    // A filter carrying the NUL finds the row too: parameters are cleaned the same way.
+    assert_eq!(
+        env.db
+            .workflows(me, 0, i64::MAX, Some("wf\0"))
+            .await
+            .unwrap(),
+        runs
+    );
+    let usage = usage_total(&env.db, tenant).await;
+    assert_eq!((usage.requests, usage.failures), (1, 1), "{backend:?}");
+    let all = InferenceQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        limit: 10,
+        ..Default::default()
+    };
+    let (log, _) = env.db.inferences(me, &all).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].status, "failed");
+    assert_eq!(log[0].error_code, "upstream\u{fffd}rejected");
+    assert_eq!(log[0].model, "bad\u{fffd}model");
+    let billed = env.db.billing_usage(me, None).await.unwrap();
+    assert_eq!(billed.len(), 1);
+    assert_eq!(billed[0].model, "bad\u{fffd}model");
+}
+
+#[tokio::test]
+async fn postgres_text_with_nul_bytes_is_projected_not_dead_lettered() {
+    text_with_nul_bytes_is_projected(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_text_with_nul_bytes_is_projected_not_dead_lettered() {
+    text_with_nul_bytes_is_projected(Backend::Sqlite).await;
 }
 
 /// Connected as the analytics role, a query that forgets `WHERE tenant_id` still sees only the

@@ -17,7 +17,7 @@ use switchyard_inference::openai::{ChatRequest, EmbeddingsRequest};
 use switchyard_inference::{Frame, Pipeline, Principal};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::http::idempotency::idempotent_with;
+use crate::http::idempotency::{Reply, idempotent_with};
 use crate::http::{
     ApiError, ErrorBody, correlation, parse_json, rate_headers, scoped_request, with_headers,
 };
@@ -118,14 +118,10 @@ pub(crate) async fn chat_completions(
     if request.stream {
         return chat_stream(req, pipeline, principal, request, slot).await;
     }
-    let store = pipeline.store.clone();
-    let tenant = principal.tenant;
-    let mut rate = Vec::new();
-    let mut position = 0_u64;
-    let response = idempotent_with(
-        store.as_ref(),
+    idempotent_with(
+        pipeline.store.as_ref(),
         &req,
-        tenant,
+        principal.tenant,
         &body,
         |_| {},
         inference_headers,
@@ -133,16 +129,18 @@ pub(crate) async fn chat_completions(
             let done = pipeline
                 .complete(correlation(&req), &principal, &request, None, None)
                 .await?;
-            rate = rate_headers(&done.rate);
-            position = done.position;
-            Ok((StatusCode::OK, done.body))
+            let mut headers = rate_headers(&done.rate);
+            if done.position > 0 {
+                headers.extend(position_header(done.position));
+            }
+            Ok(Reply {
+                status: StatusCode::OK,
+                body: done.body,
+                headers,
+            })
         },
     )
-    .await?;
-    if position > 0 {
-        rate.extend(position_header(position));
-    }
-    Ok(with_headers(response, rate))
+    .await
 }
 
 /// The streamed form: the provider is called (with retries) before the response starts; from
@@ -194,9 +192,9 @@ pub(crate) async fn embeddings(
     let (principal, _) = principal(&req, &admin).await?;
     let _slot = pipeline.tenant_slot(principal.tenant)?;
     let request: EmbeddingsRequest = parse_json(&body)?;
-    // With an `Idempotency-Key`, a retry gets the first answer and is not billed again.
-    let mut headers = Vec::new();
-    let response = idempotent_with(
+    // With an `Idempotency-Key`, a retry gets the first answer (and its headers) and is not
+    // billed again.
+    idempotent_with(
         pipeline.store.as_ref(),
         &req,
         principal.tenant,
@@ -207,14 +205,17 @@ pub(crate) async fn embeddings(
             let done = pipeline
                 .embed(correlation(&req), &principal, &request)
                 .await?;
-            headers = rate_headers(&done.rate);
+            let mut headers = rate_headers(&done.rate);
             if let Ok(id) = HeaderValue::from_str(&done.inference_id.to_string()) {
                 headers.push((INFERENCE_ID, id));
             }
             headers.extend(position_header(done.position));
-            Ok((StatusCode::OK, done.body))
+            Ok(Reply {
+                status: StatusCode::OK,
+                body: done.body,
+                headers,
+            })
         },
     )
-    .await?;
-    Ok(with_headers(response, headers))
+    .await
 }

@@ -63,6 +63,11 @@ impl ApiError {
         self.status
     }
 
+    /// The headers the error is answered with (besides the request id).
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.headers
+    }
+
     /// The body without the request id (as recorded for idempotent replays).
     pub fn to_json(&self) -> serde_json::Value {
         json!({"error": {"code": self.code, "message": self.message}})

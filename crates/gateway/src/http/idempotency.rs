@@ -8,8 +8,14 @@
 //! refusal that depends on time or limits (402, 408, 429), releases the key instead, so a retry
 //! can try again. Secrets in a response (a new API key) are removed
 //! from the recorded copy: a replay says the key was shown once.
+//!
+//! The headers that belong to the answer (`content-type`, `retry-after`, `location`,
+//! `x-ratelimit-*`, `x-switchyard-*`) are recorded with it and sent again on every replay, which
+//! also carries `idempotency-replayed: true`; per-connection ones (`set-cookie`, `date`,
+//! `content-length`, the request id) are not.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use actix_web::http::StatusCode;
@@ -28,12 +34,62 @@ use crate::http::ApiError;
 /// A claim older than this with no response is taken to be abandoned (its node died).
 const ABANDONED_AFTER: time::Duration = time::Duration::seconds(60);
 
+/// The header every replayed answer carries.
+pub const REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
+
+/// A handler's answer: status, JSON body, and the headers that go with it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Reply {
+    pub fn new(status: StatusCode, body: Value) -> Reply {
+        Reply {
+            status,
+            body,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A recorded answer: status, body (as sent) and the headers a replay sends again.
+#[derive(Debug)]
+struct Recorded {
+    status: u16,
+    body: String,
+    headers: BTreeMap<String, String>,
+}
+
 /// What a key's stream says.
 #[derive(Debug, Default)]
 struct Record {
     version: StreamVersion,
     claim: Option<(String, OffsetDateTime)>,
-    response: Option<(u16, String)>,
+    response: Option<Recorded>,
+}
+
+/// Whether a header belongs to the answer (and is recorded and replayed), rather than to the
+/// connection or the request.
+fn replayable(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(name, "content-type" | "retry-after" | "location")
+        || name.starts_with("x-ratelimit-")
+        || name.starts_with("x-switchyard-")
+}
+
+fn recordable<'a>(
+    headers: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) -> BTreeMap<String, String> {
+    headers
+        .into_iter()
+        .filter(|(name, _)| replayable(name))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
 }
 
 /// Runs `run` at most once per `Idempotency-Key` (when the request has one) and answers retries
@@ -50,13 +106,24 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(StatusCode, Value), ApiError>>,
 {
-    idempotent_with(store, req, tenant, body, redact, |_| Vec::new(), run).await
+    idempotent_with(
+        store,
+        req,
+        tenant,
+        body,
+        redact,
+        |_| Vec::new(),
+        || async { run().await.map(|(status, body)| Reply::new(status, body)) },
+    )
+    .await
 }
 
-/// Headers derived from a response body, set on the first answer and on every replay.
+/// Headers derived from a response body, set on the first answer and on every replay (also of
+/// a response recorded before headers were, which has none of its own).
 pub type BodyHeaders = fn(&Value) -> Vec<(HeaderName, HeaderValue)>;
 
-/// [`idempotent`], with headers that are derived from the body (so a replay carries them too).
+/// [`idempotent`] for handlers that answer with headers of their own ([`Reply`]), and headers
+/// derived from the body. A replay carries both.
 pub async fn idempotent_with<F, Fut>(
     store: &dyn EventStore,
     req: &HttpRequest,
@@ -68,17 +135,17 @@ pub async fn idempotent_with<F, Fut>(
 ) -> Result<HttpResponse, ApiError>
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<(StatusCode, Value), ApiError>>,
+    Fut: Future<Output = Result<Reply, ApiError>>,
 {
-    let respond = |status: StatusCode, body: Value| {
-        let mut response = HttpResponse::build(status);
-        for header in headers(&body) {
+    let respond = |reply: Reply| {
+        let mut response = HttpResponse::build(reply.status);
+        for header in headers(&reply.body).into_iter().chain(reply.headers) {
             response.insert_header(header);
         }
-        response.json(body)
+        response.json(reply.body)
     };
     let Some(key) = req.headers().get("idempotency-key") else {
-        return run().await.map(|(status, body)| respond(status, body));
+        return run().await.map(respond);
     };
     let key = key
         .to_str()
@@ -96,9 +163,9 @@ where
     let record = load(store, tenant, &stream).await?;
 
     let expected = match (&record.claim, &record.response) {
-        (Some((hash, _)), Some((status, body))) => {
+        (Some((hash, _)), Some(recorded)) => {
             return if *hash == request_hash {
-                Ok(replay(*status, body, headers)?)
+                replay(recorded, headers)
             } else {
                 Err(reused())
             };
@@ -122,25 +189,38 @@ where
         Err(error) => return Err(unavailable(error)),
     };
 
-    let outcome = run().await;
+    // The answer as sent, and the copy of its body that is recorded (secrets removed).
+    let outcome = run().await.map(|reply| {
+        let mut stored = reply.body.clone();
+        redact(&mut stored);
+        (respond(reply), stored)
+    });
     let recorded = match &outcome {
-        Ok((status, body)) => {
-            let mut stored = body.clone();
-            redact(&mut stored);
-            Some((status.as_u16(), stored.to_string()))
-        }
+        Ok((response, stored)) => Some(Recorded {
+            status: response.status().as_u16(),
+            body: stored.to_string(),
+            headers: recordable(response.headers()),
+        }),
         // A refusal that depends on time or on limits (a rate limit, a budget, a timeout) may
         // pass on a retry, so it is not recorded (as Stripe does for 429); nor is a 5xx.
         Err(error) if depends_on_time_or_limits(error.status()) => None,
-        Err(error) if !error.status().is_server_error() => {
-            Some((error.status().as_u16(), error.to_json().to_string()))
-        }
+        Err(error) if !error.status().is_server_error() => Some(Recorded {
+            status: error.status().as_u16(),
+            body: error.to_json().to_string(),
+            headers: recordable(error.headers().iter().map(|(name, value)| (name, value))),
+        }),
         Err(_) => None,
     };
     let event = match recorded {
-        Some((status, body)) => {
-            Event::IdempotentResponseRecorded(IdempotentResponseRecorded { status, body })
-        }
+        Some(Recorded {
+            status,
+            body,
+            headers,
+        }) => Event::IdempotentResponseRecorded(IdempotentResponseRecorded {
+            status,
+            body,
+            headers,
+        }),
         None => Event::IdempotencyKeyReleased(IdempotencyKeyReleased {}),
     };
     if let Err(error) = store
@@ -156,7 +236,7 @@ where
         // would run it again, so say so loudly.
         tracing::error!(%error, %stream, "could not record an idempotent response");
     }
-    outcome.map(|(status, body)| respond(status, body))
+    outcome.map(|(response, _)| response)
 }
 
 /// Refusals a retry may not get: 402 (a budget, raised or renewed), 408 and 429 (time).
@@ -201,7 +281,13 @@ async fn load(
                 record.claim = Some((e.request_hash, recorded.recorded_at));
                 record.response = None;
             }
-            Event::IdempotentResponseRecorded(e) => record.response = Some((e.status, e.body)),
+            Event::IdempotentResponseRecorded(e) => {
+                record.response = Some(Recorded {
+                    status: e.status,
+                    body: e.body,
+                    headers: e.headers,
+                });
+            }
             Event::IdempotencyKeyReleased(_) => {
                 record.claim = None;
                 record.response = None;
@@ -212,20 +298,38 @@ async fn load(
     Ok(record)
 }
 
-fn replay(status: u16, body: &str, headers: BodyHeaders) -> Result<HttpResponse, ApiError> {
-    let status = StatusCode::from_u16(status).map_err(|_| in_progress())?;
-    let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+/// The recorded answer again: its status, body and headers, marked as a replay.
+fn replay(recorded: &Recorded, headers: BodyHeaders) -> Result<HttpResponse, ApiError> {
+    let status = StatusCode::from_u16(recorded.status).map_err(|_| in_progress())?;
+    let body: Value = serde_json::from_str(&recorded.body).unwrap_or(Value::Null);
+    let mut sent: Vec<(HeaderName, HeaderValue)> = recorded
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_bytes(name.as_bytes()).ok()?,
+                HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .filter(|(name, _)| replayable(name))
+        .collect();
+    // A response recorded before headers were: the ones derived from its body at least.
+    for (name, value) in headers(&body) {
+        if !sent.iter().any(|(sent, _)| *sent == name) {
+            sent.push((name, value));
+        }
+    }
+    sent.push((REPLAYED, HeaderValue::from_static("true")));
     if status.is_client_error() {
         let code = body["error"]["code"]
             .as_str()
             .unwrap_or("bad_request")
             .to_owned();
         let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
-        return Err(ApiError::owned(status, Cow::Owned(code), message));
+        return Err(ApiError::owned(status, Cow::Owned(code), message).with_headers(sent));
     }
     let mut response = HttpResponse::build(status);
-    response.insert_header(("idempotency-replayed", "true"));
-    for header in headers(&body) {
+    for header in sent {
         response.insert_header(header);
     }
     Ok(response.json(body))
@@ -258,4 +362,42 @@ fn unavailable(error: switchyard_events::Error) -> ApiError {
         "unavailable",
         "the event log is unavailable; retry shortly",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_answers_own_headers_are_recorded() {
+        let headers: Vec<(HeaderName, HeaderValue)> = [
+            ("content-type", "application/json"),
+            ("retry-after", "3"),
+            ("x-ratelimit-remaining-tokens", "7"),
+            ("x-switchyard-inference-id", "abc"),
+            ("set-cookie", "session=1"),
+            ("date", "Tue, 01 Dec 2026 00:00:00 GMT"),
+            ("content-length", "12"),
+            ("x-request-id", "req-1"),
+        ]
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            )
+        })
+        .collect();
+        let recorded = recordable(headers.iter().map(|(name, value)| (name, value)));
+        let names: Vec<&str> = recorded.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "retry-after",
+                "x-ratelimit-remaining-tokens",
+                "x-switchyard-inference-id"
+            ]
+        );
+    }
 }

@@ -1,5 +1,9 @@
 //! An open transaction on either backend: statements and queries with their parameters bound
 //! and their rows decoded the same way for SQLite and PostgreSQL.
+//!
+//! Every text parameter passes through [`storable`] here, at the read-model boundary: events
+//! carry text from outside (a tool's error body, a tenant's names), and PostgreSQL refuses a NUL
+//! in text, which would dead-letter the event and leave its row stale for ever.
 
 use std::str::FromStr;
 
@@ -29,13 +33,24 @@ macro_rules! bind_all {
         for param in $params {
             query = match param {
                 Val::Int(value) => query.bind(*value),
-                Val::Text(value) => query.bind(value.clone()),
+                Val::Text(value) => query.bind(storable(value)),
                 Val::Uuid(value) if $native_uuid => query.bind(*value),
                 Val::Uuid(value) => query.bind(value.to_string()),
             };
         }
         query
     }};
+}
+
+/// Text as both backends store it: each NUL (which PostgreSQL refuses in text) replaced by
+/// U+FFFD, the Unicode replacement character. Applied to every text bound, so a query's
+/// parameters match the rows they were stored as, on SQLite as on PostgreSQL.
+fn storable(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text.to_owned()
+    }
 }
 
 macro_rules! decode_row {
@@ -125,5 +140,17 @@ impl Tx {
 
     pub(super) fn is_postgres(&self) -> bool {
         matches!(self, Tx::Postgres(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::storable;
+
+    #[test]
+    fn nul_bytes_become_replacement_characters() {
+        assert_eq!(storable("a\0b\0"), "a\u{fffd}b\u{fffd}");
+        assert_eq!(storable("plain"), "plain");
+        assert_eq!(storable(""), "");
     }
 }
