@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod cluster;
 mod durability;
+mod embeddings;
 mod gateway;
 mod openai_sdk;
 mod operators;

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::ModelConfig;
 use crate::error::Error;
 
 /// Most messages one request may carry.
@@ -264,7 +265,39 @@ pub const MAX_EMBEDDING_VALUES: u64 = 1 << 20;
 /// The dimensions a request gets when it asks for none.
 pub const DEFAULT_EMBEDDING_DIMENSIONS: u32 = 64;
 
+/// Refuses an answer of more than [`MAX_EMBEDDING_VALUES`] numbers (inputs × dimensions).
+pub fn check_embedding_size(inputs: usize, dimensions: u32) -> Result<(), Error> {
+    let values = inputs as u64 * u64::from(dimensions);
+    if values > MAX_EMBEDDING_VALUES {
+        return Err(invalid(format!(
+            "{inputs} inputs of {dimensions} dimensions would answer {values} numbers; one request may ask for at most {MAX_EMBEDDING_VALUES} (fewer inputs, or fewer dimensions)"
+        )));
+    }
+    Ok(())
+}
+
 impl EmbeddingsRequest {
+    /// The dimensions `model` answers this request with: those asked for, if the model has
+    /// that many, else its own. Refused (400) when the model has fewer than asked, or when the
+    /// answer would exceed [`MAX_EMBEDDING_VALUES`].
+    pub fn dimensions_for(&self, model: &ModelConfig, inputs: usize) -> Result<u32, Error> {
+        let own = model.embedding_dimensions;
+        if let (Some(asked), Some(own)) = (self.dimensions, own)
+            && asked > own
+        {
+            return Err(invalid(format!(
+                "model {} embeds in {own} dimensions: dimensions must be 1-{own}",
+                model.name
+            )));
+        }
+        let dimensions = self
+            .dimensions
+            .or(own)
+            .unwrap_or(DEFAULT_EMBEDDING_DIMENSIONS);
+        check_embedding_size(inputs, dimensions)?;
+        Ok(dimensions)
+    }
+
     /// The inputs as strings, checked.
     pub fn inputs(&self) -> Result<Vec<String>, Error> {
         let inputs = match &self.input {
@@ -305,14 +338,10 @@ impl EmbeddingsRequest {
                 "input[{long}] is longer than {MAX_EMBEDDING_INPUT_TOKENS} tokens"
             )));
         }
-        let dimensions = u64::from(self.dimensions.unwrap_or(DEFAULT_EMBEDDING_DIMENSIONS));
-        let values = inputs.len() as u64 * dimensions;
-        if values > MAX_EMBEDDING_VALUES {
-            return Err(invalid(format!(
-                "{} inputs of {dimensions} dimensions would answer {values} numbers; one request may ask for at most {MAX_EMBEDDING_VALUES} (fewer inputs, or fewer dimensions)",
-                inputs.len()
-            )));
-        }
+        check_embedding_size(
+            inputs.len(),
+            self.dimensions.unwrap_or(DEFAULT_EMBEDDING_DIMENSIONS),
+        )?;
         Ok(inputs)
     }
 }
@@ -426,5 +455,53 @@ mod tests {
         let long = Value::String("word ".repeat(10_000));
         let error = request(long, None).inputs().unwrap_err();
         assert!(error.to_string().contains("8192 tokens"), "{error}");
+    }
+
+    #[test]
+    fn a_model_answers_in_its_own_dimensions_never_more() {
+        let request = |dimensions: Option<u32>| EmbeddingsRequest {
+            model: "e".into(),
+            input: Value::String("a".into()),
+            encoding_format: None,
+            dimensions,
+            user: None,
+        };
+        let model = |own: Option<u32>| {
+            let mut config: crate::config::Config = toml::from_str(
+                "[[providers]]\nname = \"p\"\nkind = \"sim\"\n[[models]]\nname = \"e\"\nprovider = \"p\"\n",
+            )
+            .unwrap();
+            let mut model = config.models.remove(0);
+            model.embedding_dimensions = own;
+            model
+        };
+        // Asked for fewer than the model has: as asked; for none: the model's own.
+        assert_eq!(
+            request(Some(256))
+                .dimensions_for(&model(Some(1536)), 1)
+                .unwrap(),
+            256
+        );
+        assert_eq!(
+            request(None).dimensions_for(&model(Some(1536)), 1).unwrap(),
+            1536
+        );
+        assert_eq!(
+            request(None).dimensions_for(&model(None), 1).unwrap(),
+            DEFAULT_EMBEDDING_DIMENSIONS
+        );
+        // More than it has: refused, naming the model's dimensions.
+        let error = request(Some(3072))
+            .dimensions_for(&model(Some(1536)), 1)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("embeds in 1536 dimensions"),
+            "{error}"
+        );
+        // The model's own dimensions count toward the answer's size.
+        let error = request(None)
+            .dimensions_for(&model(Some(4096)), 2_048)
+            .unwrap_err();
+        assert!(error.to_string().contains("at most 1048576"), "{error}");
     }
 }

@@ -169,6 +169,10 @@ pub struct ModelConfig {
     /// before the first byte reaches the client.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// An embedding model's own dimensions (1-4096): a request may ask for fewer, never more,
+    /// and gets these when it asks for none. Unset: up to 4096, 64 by default.
+    #[serde(default)]
+    pub embedding_dimensions: Option<u32>,
     #[serde(skip)]
     pub price: ModelPrice,
 }
@@ -295,6 +299,12 @@ impl Config {
             }
             if names.insert(model.name.clone(), ()).is_some() {
                 bail!("model {} is declared twice", model.name);
+            }
+            if model
+                .embedding_dimensions
+                .is_some_and(|d| d == 0 || d > 4_096)
+            {
+                bail!("model {}: embedding_dimensions must be 1-4096", model.name);
             }
             let kind = providers.get(&model.provider).with_context(|| {
                 format!(

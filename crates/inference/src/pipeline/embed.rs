@@ -19,6 +19,11 @@ impl Pipeline {
         request: &EmbeddingsRequest,
     ) -> Result<Completed, Error> {
         let inputs = request.inputs()?;
+        // The model's own dimensions bound the answer, before anything is reserved or billed.
+        let named = self.config.model(&request.model);
+        if let Some(model) = named {
+            request.dimensions_for(model, inputs.len())?;
+        }
         let estimate: u64 = inputs
             .iter()
             .map(|i| (i.chars().count() as u64).div_ceil(4))
@@ -39,14 +44,22 @@ impl Pipeline {
             .config
             .model(&ticket.route.model)
             .ok_or(Error::Unavailable)?;
-        let (inputs_ref, dimensions) = (&inputs, request.dimensions);
+        let inputs_ref = &inputs;
         let (outcome, attempts, served) = self
             .resilience
             .call(
                 &self.config,
                 &self.providers,
                 routed,
-                |model, provider| async move { provider.embed(model, inputs_ref, dimensions).await },
+                |model, provider| async move {
+                    // Asked for (at most the model's own), else the model's own, else the
+                    // provider's default; a fallback with fewer answers in its own.
+                    let own = model.embedding_dimensions;
+                    let dimensions = request
+                        .dimensions
+                        .map_or(own, |d| Some(own.map_or(d, |o| d.min(o))));
+                    provider.embed(model, inputs_ref, dimensions).await
+                },
             )
             .await;
         ticket.serve(served);
