@@ -11,6 +11,7 @@ mod cluster;
 mod durability;
 mod embeddings;
 mod gateway;
+mod hostile;
 mod openai_sdk;
 mod operators;
 mod read_side;

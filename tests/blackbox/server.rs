@@ -33,6 +33,17 @@ impl Server {
         Self::start_args(data_dir, env, &[])
     }
 
+    /// With the server's log (stderr) going to `stderr`.
+    pub fn start_logged(data_dir: &Path, env: &[(&str, &str)], stderr: Stdio) -> Server {
+        tls();
+        let mut command = Self::command(data_dir);
+        command.stderr(stderr);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Self::spawn(command)
+    }
+
     /// With extra `serve` arguments.
     pub fn start_args(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         tls();
@@ -41,6 +52,10 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Server {
         let mut child = command.spawn().expect("start switchyard");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();

@@ -349,6 +349,52 @@ impl Folder for KeyIndex {
     }
 }
 
+/// Failed key checks one address may make per minute (a burst of as many) before its requests
+/// are refused with 429, keys unchecked, until the window lets it try again.
+pub const AUTH_FAILURES_PER_MINUTE: u32 = 30;
+
+/// Addresses refused for failing key checks too often, on this node: the failures are counted
+/// by a GCRA limiter of the node's own (so N nodes allow an address N times the allowance: a
+/// brute-force brake, not a quota, and one that keeps working when Redis does not); the refusal
+/// is remembered until its `Retry-After`, so that a blocked address gets no key checked, and is
+/// logged once per block.
+#[derive(Debug)]
+pub struct AuthFailures {
+    pub limiter: switchyard_inference::admission::ratelimit::Limiter,
+    blocked: DashMap<std::net::IpAddr, std::time::Instant>,
+}
+
+impl Default for AuthFailures {
+    fn default() -> Self {
+        AuthFailures {
+            limiter: switchyard_inference::admission::ratelimit::Limiter::local(),
+            blocked: DashMap::new(),
+        }
+    }
+}
+
+impl AuthFailures {
+    /// How long `address` is still refused, if it is.
+    pub fn blocked(&self, address: std::net::IpAddr) -> Option<std::time::Duration> {
+        let until = *self.blocked.get(&address)?;
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            self.blocked.remove(&address);
+            return None;
+        }
+        Some(left)
+    }
+
+    /// Blocks `address` for `retry_after`; answers whether it was not blocked already (the
+    /// caller logs the block once).
+    pub fn block(&self, address: std::net::IpAddr, retry_after: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + retry_after;
+        self.blocked
+            .insert(address, until)
+            .is_none_or(|was| was <= std::time::Instant::now())
+    }
+}
+
 /// What admission reads: limits from the key index, plans from the directory.
 #[derive(Debug)]
 pub struct AccountView {

@@ -202,6 +202,7 @@ pub async fn stack(
         token,
         limiter,
         follower,
+        auth_failures: auth::AuthFailures::default(),
     };
     Ok(Stack {
         store,

@@ -9,7 +9,7 @@ use switchyard_events::EventStore;
 use switchyard_inference::admission::meter::Meter;
 use switchyard_inference::admission::ratelimit::Limiter;
 
-use crate::auth::{KeyIndex, KeySecret, TenantDirectory};
+use crate::auth::{AuthFailures, KeyIndex, KeySecret, TenantDirectory};
 
 /// The admin side: the tenant actors, the key index and tenant directory folded from the log,
 /// the budget meter (for the spend views), the limiter and the secrets.
@@ -26,6 +26,8 @@ pub struct Admin {
     pub token: String,
     /// Where the in-memory folds stand (`/readyz` fails while their subscription is down).
     pub follower: Arc<switchyard_inference::follow::Follower>,
+    /// Addresses refused for failing key checks too often.
+    pub auth_failures: AuthFailures,
 }
 
 impl std::fmt::Debug for Admin {
