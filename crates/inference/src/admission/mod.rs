@@ -116,14 +116,15 @@ pub async fn enforce(limiter: &Limiter, checks: &[Check]) -> Result<RateStatus, 
             *slot = Some(decision);
         }
         if !decision.allowed {
-            let what = match check.unit {
-                Unit::Requests => "requests per minute",
-                Unit::Tokens => "tokens per minute",
+            let (what, setting) = match check.unit {
+                Unit::Requests => ("requests per minute", "requests_per_minute"),
+                Unit::Tokens => ("tokens per minute", "tokens_per_minute"),
             };
             return Err(Error::RateLimited {
                 message: format!(
-                    "{what} exceeded ({}); retry after Retry-After seconds",
-                    check.key.split(':').next().unwrap_or("")
+                    "{what} exceeded: {} {setting} is {}; retry after Retry-After seconds",
+                    tier(&check.key),
+                    check.limit.per_minute
                 ),
                 rate: Box::new(status),
                 retry_after_secs: whole_seconds(decision.retry_after).max(1),
@@ -133,7 +134,68 @@ pub async fn enforce(limiter: &Limiter, checks: &[Check]) -> Result<RateStatus, 
     Ok(status)
 }
 
+/// Whose limit a check's key is, for the refusal's message: `rpm:<tenant>` is the tenant's,
+/// `tpm:key:<id>` the key's, `tpm:model:<tenant>:<model>` the model's.
+fn tier(key: &str) -> String {
+    let mut parts = key.splitn(3, ':').skip(1);
+    match (parts.next(), parts.next()) {
+        (Some("key"), _) => "the key's".to_owned(),
+        (Some("model"), Some(rest)) => {
+            let model = rest.split_once(':').map_or(rest, |(_, model)| model);
+            format!("model {model}'s")
+        }
+        _ => "the tenant's".to_owned(),
+    }
+}
+
 /// A wait rounded up to whole seconds.
 fn whole_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refusal_names_the_tier_and_the_setting_that_refused() {
+        let limiter = Limiter::local();
+        for (key, unit, named) in [
+            (
+                "tpm:key:0190",
+                Unit::Tokens,
+                "the key's tokens_per_minute is 10",
+            ),
+            (
+                "tpm:model:t1:sim:large",
+                Unit::Tokens,
+                "model sim:large's tokens_per_minute is 10",
+            ),
+            (
+                "tpm:t1",
+                Unit::Tokens,
+                "the tenant's tokens_per_minute is 10",
+            ),
+            (
+                "rpm:key:0190",
+                Unit::Requests,
+                "the key's requests_per_minute is 10",
+            ),
+            (
+                "rpm:t1",
+                Unit::Requests,
+                "the tenant's requests_per_minute is 10",
+            ),
+        ] {
+            let check = Check {
+                key: key.to_owned(),
+                limit: Limit::per_minute(10),
+                cost: 11,
+                unit,
+            };
+            let error = enforce(&limiter, &[check]).await.unwrap_err();
+            let message = error.to_string();
+            assert!(message.contains(named), "{key}: {message}");
+        }
+    }
 }
