@@ -34,7 +34,7 @@ provider = "sim"
 sim = { latency_ms = 0, failure_rate = 1.0 }
 "#;
 
-fn start(dir: &Path, config: &str) -> Server {
+pub(crate) fn start(dir: &Path, config: &str) -> Server {
     let path = dir.join("config.toml");
     std::fs::write(&path, config).unwrap();
     Server::start_with(
@@ -47,7 +47,7 @@ fn start(dir: &Path, config: &str) -> Server {
 }
 
 /// `GET /v1/admin/tenants/{id}`: the tenant with its limits, flags and spend.
-async fn tenant_view(server: &Server, tenant: &str) -> Value {
+pub(crate) async fn tenant_view(server: &Server, tenant: &str) -> Value {
     reqwest::Client::new()
         .get(server.url(&format!("/v1/admin/tenants/{tenant}")))
         .bearer_auth(TOKEN)
@@ -59,7 +59,7 @@ async fn tenant_view(server: &Server, tenant: &str) -> Value {
         .unwrap()
 }
 
-async fn put(server: &Server, path: &str, body: Value) {
+pub(crate) async fn put(server: &Server, path: &str, body: Value) {
     let response = reqwest::Client::new()
         .put(server.url(path))
         .bearer_auth(TOKEN)
@@ -75,7 +75,7 @@ async fn put(server: &Server, path: &str, body: Value) {
     );
 }
 
-async fn chat(server: &Server, key: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn chat(server: &Server, key: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(server.url("/v1/chat/completions"))
         .bearer_auth(key)
@@ -85,12 +85,12 @@ async fn chat(server: &Server, key: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-fn hello(model: &str) -> Value {
+pub(crate) fn hello(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "Say hello to the event log"}]})
 }
 
 /// Event types in the embedded log, read beside the running server.
-async fn logged(dir: &Path) -> Vec<(String, String)> {
+pub(crate) async fn logged(dir: &Path) -> Vec<(String, String)> {
     let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
     let mut events = store
         .read_all(Scope::All, GlobalPosition::START, 100_000)

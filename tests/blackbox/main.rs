@@ -6,6 +6,7 @@
 )]
 
 mod admin;
+mod budgets;
 mod cli;
 mod cluster;
 mod durability;
