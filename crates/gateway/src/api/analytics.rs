@@ -31,16 +31,14 @@ pub struct ReadSide {
     pub projections: Projections,
 }
 
-/// Registers the routes.
-pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/v1/analytics/usage", web::get().to(usage))
-        .route("/v1/analytics/latency", web::get().to(latency))
-        .route("/v1/analytics/router", web::get().to(router))
-        .route("/v1/billing/usage", web::get().to(billing_usage))
-        .route("/v1/billing/invoices", web::get().to(invoices))
-        .route("/v1/inferences", web::get().to(inferences))
-        .route("/v1/analytics/workflows", web::get().to(workflows));
+crate::api::endpoints! {
+    get "/v1/analytics/usage" => usage,
+    get "/v1/analytics/latency" => latency,
+    get "/v1/analytics/router" => router,
+    get "/v1/billing/usage" => billing_usage,
+    get "/v1/billing/invoices" => invoices,
+    get "/v1/inferences" => inferences,
+    get "/v1/analytics/workflows" => workflows,
 }
 
 /// Query parameters shared by the analytics endpoints.

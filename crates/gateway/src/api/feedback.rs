@@ -18,12 +18,10 @@ use crate::state::Admin;
 use switchyard_inference::Pipeline;
 use switchyard_inference::router::offline::{load_log, typical_costs};
 
-/// Registers the routes.
-pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/v1/feedback", web::post().to(feedback))
-        .route("/v1/router/evaluate", web::post().to(evaluate_policy))
-        .route("/v1/router/arms", web::get().to(arms));
+crate::api::endpoints! {
+    post "/v1/feedback" => feedback,
+    post "/v1/router/evaluate" => evaluate_policy,
+    get "/v1/router/arms" => arms,
 }
 
 /// `POST /v1/feedback`.

@@ -16,18 +16,67 @@ pub mod ops;
 /// `/v1/workflows`, `/v1/fragments`, `/v1/tools`, `/v1/runs/...`: durable workflows.
 pub mod workflows;
 
+/// The route tables compared with the OpenAPI document.
+#[cfg(test)]
+mod tests;
+
 use actix_web::web;
+
+// Every route the server serves is in one table per surface: the table is what `configure`
+// registers and what the OpenAPI test compares with `/openapi.json`, so a route cannot be
+// served without being checked against the document.
+
+/// One registered route: its method (lower case, as OpenAPI writes it) and its path pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+/// Declares a surface's routes once, as `method "path" => handler`: `ENDPOINTS` lists them and
+/// `routes` registers exactly those, in that order.
+macro_rules! endpoints {
+    ($($method:ident $path:literal => $handler:path),* $(,)?) => {
+        /// This surface's routes, as [`routes`] registers them.
+        pub const ENDPOINTS: &[$crate::api::Endpoint] = &[
+            $($crate::api::Endpoint { method: stringify!($method), path: $path }),*
+        ];
+
+        /// Registers this surface's routes.
+        pub fn routes(config: &mut actix_web::web::ServiceConfig) {
+            $(config.route($path, actix_web::web::$method().to($handler));)*
+        }
+    };
+}
+pub(crate) use endpoints;
+
+/// A surface: its route table and the function that registers it.
+type Surface = (&'static [Endpoint], fn(&mut web::ServiceConfig));
+
+/// Every surface, in registration order.
+const SURFACES: [Surface; 7] = [
+    (ops::ENDPOINTS, ops::routes),
+    (admin::ENDPOINTS, admin::routes),
+    (openai::ENDPOINTS, openai::routes),
+    (feedback::ENDPOINTS, feedback::routes),
+    (analytics::ENDPOINTS, analytics::routes),
+    (events::ENDPOINTS, events::routes),
+    (workflows::ENDPOINTS, workflows::routes),
+];
 
 /// Registers every surface's routes.
 pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .configure(ops::routes)
-        .configure(admin::routes)
-        .configure(openai::routes)
-        .configure(feedback::routes)
-        .configure(analytics::routes)
-        .configure(events::routes)
-        .configure(workflows::routes);
+    for (_, routes) in SURFACES {
+        config.configure(routes);
+    }
+}
+
+/// Every route `configure` registers.
+#[cfg(test)]
+pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
+    SURFACES
+        .into_iter()
+        .flat_map(|(endpoints, _)| endpoints.iter().copied())
 }
 
 /// The OpenAPI document of this server, generated from the handlers' annotations.

@@ -31,12 +31,10 @@ pub const SCOPE: &str = "inference";
 /// read-your-writes (`min_position` on the analytics API).
 pub const POSITION: HeaderName = HeaderName::from_static("x-switchyard-position");
 
-/// Registers the inference routes.
-pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/v1/models", web::get().to(list_models))
-        .route("/v1/chat/completions", web::post().to(chat_completions))
-        .route("/v1/embeddings", web::post().to(embeddings));
+crate::api::endpoints! {
+    get "/v1/models" => list_models,
+    post "/v1/chat/completions" => chat_completions,
+    post "/v1/embeddings" => embeddings,
 }
 
 /// Authenticates and checks that the key may call the inference endpoints.

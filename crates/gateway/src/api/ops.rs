@@ -21,14 +21,12 @@ impl std::fmt::Debug for StoreHandle {
     }
 }
 
-/// Registers the operations routes.
-pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/openapi.json", web::get().to(openapi_json))
-        .route("/v1/tenant", web::get().to(whoami));
+crate::api::endpoints! {
+    get "/healthz" => healthz,
+    get "/readyz" => readyz,
+    get "/metrics" => metrics,
+    get "/openapi.json" => openapi_json,
+    get "/v1/tenant" => whoami,
 }
 
 /// This document.

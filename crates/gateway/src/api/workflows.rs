@@ -30,19 +30,17 @@ pub const SCOPE: &str = "workflows";
 /// The longest a request may wait for a run to end.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// Registers the workflow routes.
-pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/v1/workflows", web::post().to(register))
-        .route("/v1/workflows", web::get().to(list))
-        .route("/v1/workflows/{name}", web::get().to(show))
-        .route("/v1/workflows/{name}/runs", web::post().to(start))
-        .route("/v1/fragments", web::post().to(register_fragment))
-        .route("/v1/tools", web::post().to(register_tool))
-        .route("/v1/runs/{id}", web::get().to(run))
-        .route("/v1/runs/{id}/events", web::get().to(run_events))
-        .route("/v1/runs/{id}/signals", web::post().to(signal))
-        .route("/v1/runs/{id}/cancel", web::post().to(cancel));
+crate::api::endpoints! {
+    post "/v1/workflows" => register,
+    get "/v1/workflows" => list,
+    get "/v1/workflows/{name}" => show,
+    post "/v1/workflows/{name}/runs" => start,
+    post "/v1/fragments" => register_fragment,
+    post "/v1/tools" => register_tool,
+    get "/v1/runs/{id}" => run,
+    get "/v1/runs/{id}/events" => run_events,
+    post "/v1/runs/{id}/signals" => signal,
+    post "/v1/runs/{id}/cancel" => cancel,
 }
 
 async fn principal(req: &HttpRequest, admin: &Admin) -> Result<Principal, ApiError> {

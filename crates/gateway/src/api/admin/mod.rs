@@ -31,47 +31,21 @@ use tenants::{
     create_tenant, delete_tenant, get_tenant, list_tenants, resume_tenant, suspend_tenant,
 };
 
-/// Registers the admin routes.
-pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/v1/admin/tenants", web::post().to(create_tenant))
-        .route("/v1/admin/tenants", web::get().to(list_tenants))
-        .route("/v1/admin/tenants/{id}", web::get().to(get_tenant))
-        .route("/v1/admin/tenants/{id}", web::delete().to(delete_tenant))
-        .route(
-            "/v1/admin/tenants/{id}/keys/{key_id}/rotate",
-            web::post().to(rotate_key),
-        )
-        .route(
-            "/v1/admin/tenants/{id}/suspend",
-            web::post().to(suspend_tenant),
-        )
-        .route(
-            "/v1/admin/tenants/{id}/resume",
-            web::post().to(resume_tenant),
-        )
-        .route("/v1/admin/tenants/{id}/limits", web::put().to(set_limits))
-        .route("/v1/admin/tenants/{id}/keys", web::post().to(issue_key))
-        .route(
-            "/v1/admin/tenants/{id}/keys/{key_id}",
-            web::delete().to(revoke_key),
-        )
-        .route(
-            "/v1/admin/tenants/{id}/keys/{key_id}/limits",
-            web::put().to(set_key_limits),
-        )
-        .route(
-            "/v1/admin/tenants/{id}/models/{model}/limits",
-            web::put().to(set_model_limits),
-        )
-        .route(
-            "/v1/admin/tenants/{id}/settings/{key}",
-            web::put().to(set_setting),
-        )
-        .route(
-            "/v1/admin/tenants/{id}/flags/{flag}",
-            web::put().to(set_flag),
-        );
+crate::api::endpoints! {
+    post "/v1/admin/tenants" => create_tenant,
+    get "/v1/admin/tenants" => list_tenants,
+    get "/v1/admin/tenants/{id}" => get_tenant,
+    delete "/v1/admin/tenants/{id}" => delete_tenant,
+    post "/v1/admin/tenants/{id}/keys/{key_id}/rotate" => rotate_key,
+    post "/v1/admin/tenants/{id}/suspend" => suspend_tenant,
+    post "/v1/admin/tenants/{id}/resume" => resume_tenant,
+    put "/v1/admin/tenants/{id}/limits" => set_limits,
+    post "/v1/admin/tenants/{id}/keys" => issue_key,
+    delete "/v1/admin/tenants/{id}/keys/{key_id}" => revoke_key,
+    put "/v1/admin/tenants/{id}/keys/{key_id}/limits" => set_key_limits,
+    put "/v1/admin/tenants/{id}/models/{model}/limits" => set_model_limits,
+    put "/v1/admin/tenants/{id}/settings/{key}" => set_setting,
+    put "/v1/admin/tenants/{id}/flags/{flag}" => set_flag,
 }
 
 /// Constant-time comparison of the presented admin token.

@@ -33,11 +33,9 @@ use serde::Deserialize;
 use crate::http::{ApiError, ErrorBody, scoped_request};
 use crate::state::Admin;
 
-/// Registers the routes.
-pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/v1/events/stream", web::get().to(stream))
-        .route("/v1/events/ws", web::get().to(ws::websocket));
+crate::api::endpoints! {
+    get "/v1/events/stream" => stream,
+    get "/v1/events/ws" => ws::websocket,
 }
 
 /// Query parameters of the feed.
