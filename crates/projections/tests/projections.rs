@@ -763,15 +763,139 @@ async fn sqlite_text_with_nul_bytes_is_projected_not_dead_lettered() {
     text_with_nul_bytes_is_projected(Backend::Sqlite).await;
 }
 
+/// Events for `tenant` that put a row in every projector's table: inferences (usage_hourly,
+/// latency_hist, router_stats, inference_log), a billed month invoiced and paid (billing_usage,
+/// invoices, ledger), the tenant and a key (tenants, api_keys), a workflow run (workflow_runs).
+async fn a_row_in_every_table(store: &dyn EventStore, tenant: TenantId) {
+    traffic(store, &[tenant], 5).await.unwrap();
+    let append = |stream: StreamId, events: Vec<Event>| async move {
+        let events = events
+            .iter()
+            .map(|e| e.to_new_event(Metadata::default()).unwrap())
+            .collect();
+        store
+            .append(tenant, &stream, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    };
+    append(
+        StreamId::of("tenant", tenant.as_uuid()).unwrap(),
+        vec![
+            Event::TenantCreated(switchyard_events::TenantCreated {
+                name: "Acme".into(),
+                plan: "pro".into(),
+            }),
+            Event::ApiKeyIssued(switchyard_events::ApiKeyIssued {
+                key_id: uuid::Uuid::now_v7(),
+                name: "app".into(),
+                key_hash: "00".into(),
+                prefix: "sy_0000".into(),
+                scopes: Vec::new(),
+                expires_at_unix: None,
+            }),
+        ],
+    )
+    .await;
+    append(
+        StreamId::of("billing", tenant.as_uuid()).unwrap(),
+        vec![
+            Event::UsageRecorded(switchyard_events::UsageRecorded {
+                usage_id: uuid::Uuid::now_v7(),
+                period: "2026-01".into(),
+                model: "sim-small".into(),
+                requests: 1,
+                tokens_in: 3,
+                tokens_out: 4,
+                tool_calls: 0,
+                cost_micros: 7,
+            }),
+            Event::InvoiceFinalized(switchyard_events::InvoiceFinalized {
+                period: "2026-01".into(),
+                total_micros: 7,
+            }),
+            Event::InvoicePaid(switchyard_events::InvoicePaid {
+                period: "2026-01".into(),
+            }),
+        ],
+    )
+    .await;
+    let run = uuid::Uuid::now_v7();
+    append(
+        StreamId::of("workflow_run", run).unwrap(),
+        vec![Event::RunStarted(switchyard_events::RunStarted {
+            run_id: run,
+            workflow: "wf".into(),
+            version: 1,
+            spec: "{}".into(),
+            input: "{}".into(),
+            parent_run: None,
+            parent_step: None,
+            replay_of: None,
+            overrides: "{}".into(),
+            seed: 1,
+            at_ms: 1_000,
+        })],
+    )
+    .await;
+}
+
 /// Connected as the analytics role, a query that forgets `WHERE tenant_id` still sees only the
-/// tenant set for the transaction, and nothing without one.
+/// tenant set for the transaction, and nothing without one. The tables checked are read from
+/// the schema: every relation the analytics role may read (so a new read model is covered
+/// as soon as it is granted), which must be at least every projector's table.
 #[tokio::test]
 async fn row_level_security_hides_other_tenants_rows() {
     let env = env(Backend::Postgres).await;
     let (a, b) = (TenantId::new(), TenantId::new());
-    let expected = traffic(env.store.as_ref(), &[a, b], 40).await.unwrap();
+    for tenant in [a, b] {
+        a_row_in_every_table(env.store.as_ref(), tenant).await;
+    }
     let projections = Projections::start(env.store.clone(), env.db.clone(), fast());
-    caught_up(&projections, env.store.as_ref(), &["usage", "inferences"]).await;
+    let names: Vec<&str> = projectors::ALL.iter().map(|p| p.name).collect();
+    caught_up(&projections, env.store.as_ref(), &names).await;
+    assert_eq!(
+        env.db.dead_letters(None, true, 10).await.unwrap(),
+        Vec::new()
+    );
+
+    // As the owner: every relation of the schema (tables, partitioned tables and their
+    // partitions, views) the analytics role may read, in whole or in part.
+    let mut owner = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    let readable: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+           AND (has_table_privilege('switchyard_analytics', c.oid, 'SELECT') \
+                OR has_any_column_privilege('switchyard_analytics', c.oid, 'SELECT')) \
+         ORDER BY 1",
+    )
+    .bind(&env.schema)
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    let mut tables: Vec<&str> = projectors::ALL
+        .iter()
+        .flat_map(|p| p.tables.iter().map(|t| t.name))
+        .collect();
+    tables.sort_unstable();
+    for table in &tables {
+        assert!(
+            readable.iter().any(|r| r == table),
+            "the analytics role cannot read {table}: {readable:?}"
+        );
+    }
+    // Each holds rows of both tenants, so hiding one of them is a real check.
+    for table in &readable {
+        let tenants: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(DISTINCT tenant_id) FROM {}.{table} WHERE tenant_id IN ($1, $2)",
+            env.schema
+        )))
+        .bind(*a.as_uuid())
+        .bind(*b.as_uuid())
+        .fetch_one(&mut owner)
+        .await
+        .unwrap_or_else(|e| panic!("{table} has no tenant_id to filter on: {e}"));
+        assert_eq!(tenants, 2, "{table} holds rows of both tenants");
+    }
 
     let url = std::env::var("SWITCHYARD_TEST_ANALYTICS_URL").unwrap_or_else(|_| {
         "postgres://switchyard_analytics:switchyard_analytics@127.0.0.1:5432/switchyard_test".into()
@@ -786,28 +910,25 @@ async fn row_level_security_hides_other_tenants_rows() {
     .await
     .unwrap();
     assert!(!is_owner_or_bypass);
-    for table in [
-        "usage_hourly",
-        "inference_log",
-        "latency_hist",
-        "router_stats",
-    ] {
-        let mut tx = reader.begin().await.unwrap();
-        sqlx::query("SELECT set_config('switchyard.tenant', $1, true)")
-            .bind(a.to_string())
-            .execute(&mut *tx)
+    for table in &readable {
+        for tenant in [a, b] {
+            let mut tx = reader.begin().await.unwrap();
+            sqlx::query("SELECT set_config('switchyard.tenant', $1, true)")
+                .bind(tenant.to_string())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT DISTINCT tenant_id FROM {}.{table}",
+                env.schema
+            )))
+            .fetch_all(&mut *tx)
             .await
             .unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT DISTINCT tenant_id FROM {}.{table}",
-            env.schema
-        )))
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
-        let seen: Vec<uuid::Uuid> = rows.iter().map(|row| row.get(0)).collect();
-        assert_eq!(seen, vec![*a.as_uuid()], "{table}");
-        tx.rollback().await.unwrap();
+            let seen: Vec<uuid::Uuid> = rows.iter().map(|row| row.get(0)).collect();
+            assert_eq!(seen, vec![*tenant.as_uuid()], "{table} as {tenant}");
+            tx.rollback().await.unwrap();
+        }
         let none: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM {}.{table}",
             env.schema
@@ -816,17 +937,17 @@ async fn row_level_security_hides_other_tenants_rows() {
         .await
         .unwrap();
         assert_eq!(none, 0, "{table} without a tenant set");
+        // Writing is not allowed at all.
+        let write = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {}.{table}",
+            env.schema
+        )))
+        .execute(&mut reader)
+        .await;
+        assert!(write.is_err(), "the analytics role deleted from {table}");
     }
-    // Writing is not allowed at all.
-    let write = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM {}.usage_hourly",
-        env.schema
-    )))
-    .execute(&mut reader)
-    .await;
-    assert!(write.is_err());
     // The API path runs as the same role.
-    assert_eq!(usage_total(&env.db, b).await, expected[&b]);
+    assert_eq!(usage_total(&env.db, b).await.requests, 5);
 }
 
 #[tokio::test]
