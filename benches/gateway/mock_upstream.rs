@@ -5,6 +5,7 @@
 //! | model | answer |
 //! |---|---|
 //! | anything else | a completion (or a 5-chunk stream) with usage 10 in / 5 out |
+//! | anything else, offered `tools` | a call of the first tool with arguments `{"q":1}` (finish reason `tool_calls`; streamed: the arguments in two pieces) |
 //! | `mock-slow` | the same after 300 ms |
 //! | `mock-500` | 500 |
 //! | `mock-429` | 429 with `Retry-After: 1` |
@@ -35,6 +36,37 @@ fn completion(model: &str) -> Value {
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from the mock upstream"}, "finish_reason": "stop", "logprobs": null}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     })
+}
+
+/// A call of the tool named `tool`, as an OpenAI answer carries it.
+fn tool_call(model: &str, tool: &str) -> Value {
+    let mut answer = completion(model);
+    answer["choices"][0]["message"] = json!({"role": "assistant", "content": null,
+        "tool_calls": [{"id": "call_mock", "type": "function",
+                        "function": {"name": tool, "arguments": "{\"q\":1}"}}]});
+    answer["choices"][0]["finish_reason"] = json!("tool_calls");
+    answer
+}
+
+fn tool_call_stream(model: &str, tool: &str) -> Vec<String> {
+    let mut events = vec![chunk(
+        model,
+        json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_mock",
+            "type": "function", "function": {"name": tool, "arguments": ""}}]}),
+        None,
+    )];
+    for part in ["{\"q\":", "1}"] {
+        events.push(chunk(
+            model,
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+            None,
+        ));
+    }
+    events.push(chunk(model, json!({}), Some("tool_calls")));
+    let mut rest = stream_body(model);
+    // The usage chunk and [DONE], as a text answer ends.
+    events.extend(rest.split_off(rest.len() - 2));
+    events
 }
 
 fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
@@ -99,6 +131,13 @@ async fn chat(body: web::Json<Value>) -> HttpResponse {
         }
         "mock-slow" => tokio::time::sleep(Duration::from_millis(300)).await,
         _ => {}
+    }
+    if let Some(tool) = body["tools"][0]["function"]["name"].as_str() {
+        return if stream {
+            sse(tool_call_stream(&model, tool), None)
+        } else {
+            HttpResponse::Ok().json(tool_call(&model, tool))
+        };
     }
     if !stream {
         if model == "mock-malformed" {

@@ -1,17 +1,32 @@
 """The official `openai` Python SDK, unchanged, against a running switchyard.
 
 python3 tests/sdk/openai_sdk.py BASE_URL API_KEY   (exits non-zero on the first failed check)
+
+The server serves the simulated `sim-small` and `sim-large`, and `mock-tools`: the mock upstream
+(benches/gateway/mock_upstream.rs) through the OpenAI-compatible provider, which answers a
+request that offers tools with a call of the first one, arguments {"q": 1}.
+
+Every check raises through `check`, never a bare `assert`, which `python -O` and
+PYTHONOPTIMIZE strip.
 """
 
+import json
 import sys
 
 import openai
+
+
+def check(condition, message):
+    """Fails the script (exit status 1, the message on stderr) unless `condition` holds."""
+    if not condition:
+        raise SystemExit(f"check failed: {message}")
+
 
 base, key = sys.argv[1], sys.argv[2]
 client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
 
 models = [m.id for m in client.models.list()]
-assert "sim-small" in models and "auto" in models, models
+check("sim-small" in models and "auto" in models and "mock-tools" in models, models)
 
 # A whole answer, with the raw response to read Switchyard's header.
 raw = client.chat.completions.with_raw_response.create(
@@ -21,16 +36,16 @@ raw = client.chat.completions.with_raw_response.create(
     temperature=0.2,
 )
 inference_id = raw.headers.get("x-switchyard-inference-id")
-assert inference_id, dict(raw.headers)
+check(inference_id, dict(raw.headers))
 completion = raw.parse()
-assert completion.choices[0].message.content, completion
-assert completion.choices[0].message.role == "assistant"
-assert completion.usage.completion_tokens <= 20, completion.usage
-assert completion.id == f"chatcmpl-{inference_id}", completion.id
+check(completion.choices[0].message.content, completion)
+check(completion.choices[0].message.role == "assistant", completion)
+check(completion.usage.completion_tokens <= 20, completion.usage)
+check(completion.id == f"chatcmpl-{inference_id}", completion.id)
 
 # Two choices.
 two = client.chat.completions.create(model="sim-large", messages=[{"role": "user", "content": "hi"}], n=2)
-assert [c.index for c in two.choices] == [0, 1], two.choices
+check([c.index for c in two.choices] == [0, 1], two.choices)
 
 # A stream with usage: the text equals the whole answer's, the usage comes last.
 whole = client.chat.completions.create(model="sim-small", messages=[{"role": "user", "content": "stream me"}])
@@ -46,33 +61,63 @@ for chunk in stream:
         text += chunk.choices[0].delta.content
     if chunk.usage:
         usage = chunk.usage
-assert text == whole.choices[0].message.content, (text, whole.choices[0].message.content)
-assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens, usage
+check(text and text == whole.choices[0].message.content, (text, whole.choices[0].message.content))
+check(usage is not None and usage.completion_tokens == whole.usage.completion_tokens, usage)
 
-# Tools pass through; JSON mode answers JSON.
+# Tools pass through to the upstream, and its tool call back to the SDK, whole and streamed.
+weather = [
+    {
+        "type": "function",
+        "function": {"name": "weather", "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}}},
+    }
+]
 tooled = client.chat.completions.create(
+    model="mock-tools", messages=[{"role": "user", "content": "weather?"}], tools=weather
+)
+choice = tooled.choices[0]
+check(choice.finish_reason == "tool_calls", choice)
+calls = choice.message.tool_calls or []
+check(len(calls) == 1, choice.message)
+check(calls[0].type == "function" and calls[0].function.name == "weather", calls)
+check(json.loads(calls[0].function.arguments) == {"q": 1}, calls[0].function.arguments)
+check(tooled.usage.prompt_tokens == 10 and tooled.usage.completion_tokens == 5, tooled.usage)
+
+name, arguments, finish = "", "", None
+for chunk in client.chat.completions.create(
+    model="mock-tools", messages=[{"role": "user", "content": "weather?"}], tools=weather, stream=True
+):
+    if not chunk.choices:
+        continue
+    for call in chunk.choices[0].delta.tool_calls or []:
+        check(call.index == 0, call)
+        name += (call.function and call.function.name) or ""
+        arguments += (call.function and call.function.arguments) or ""
+    finish = chunk.choices[0].finish_reason or finish
+check(name == "weather", name)
+check(json.loads(arguments) == {"q": 1}, arguments)
+check(finish == "tool_calls", finish)
+
+# JSON mode answers JSON.
+as_json = client.chat.completions.create(
     model="sim-small",
     messages=[{"role": "user", "content": "weather?"}],
-    tools=[{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}],
     response_format={"type": "json_object"},
 )
-import json
-
-assert "answer" in json.loads(tooled.choices[0].message.content)
+check("answer" in json.loads(as_json.choices[0].message.content), as_json.choices[0].message.content)
 
 # Embeddings.
 embedded = client.embeddings.create(model="sim-small", input=["a", "b"])
-assert len(embedded.data) == 2 and len(embedded.data[0].embedding) > 0
+check(len(embedded.data) == 2 and len(embedded.data[0].embedding) > 0, embedded)
 
 # Errors arrive as the SDK's typed exceptions.
 try:
     client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
-    raise AssertionError("an unknown model was served")
+    check(False, "an unknown model was served")
 except openai.NotFoundError as error:
-    assert error.status_code == 404
+    check(error.status_code == 404, error)
 try:
     openai.OpenAI(base_url=f"{base}/v1", api_key="sy_wrong", max_retries=0).models.list()
-    raise AssertionError("a wrong key was accepted")
+    check(False, "a wrong key was accepted")
 except openai.AuthenticationError:
     pass
 
