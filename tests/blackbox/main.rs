@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod durability;
 mod embeddings;
+mod fsync;
 mod gateway;
 mod hostile;
 mod openai_sdk;

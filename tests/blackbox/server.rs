@@ -17,7 +17,21 @@ impl Server {
 
     /// Without `SWITCHYARD_ADMIN_TOKEN` in the environment (unless `env` sets it).
     fn command(data_dir: &Path) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        Self::wrapped_command(data_dir, &[])
+    }
+
+    /// `switchyard serve` run by `wrapper` (a program and its arguments, e.g. `strace -f`), which
+    /// must pass its standard output through.
+    fn wrapped_command(data_dir: &Path, wrapper: &[&str]) -> Command {
+        let binary = env!("CARGO_BIN_EXE_switchyard");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("serve")
             .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
@@ -42,6 +56,26 @@ impl Server {
             command.env(key, value);
         }
         Self::spawn(command)
+    }
+
+    /// Run by `wrapper` (see [`Server::wrapped_command`]); the child is the wrapper.
+    pub fn start_wrapped(data_dir: &Path, env: &[(&str, &str)], wrapper: &[&str]) -> Server {
+        tls();
+        let mut command = Self::wrapped_command(data_dir, wrapper);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Self::spawn(command)
+    }
+
+    /// The process id of the child (the server, or its wrapper).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the child to end by itself.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for the server")
     }
 
     /// With extra `serve` arguments.
