@@ -68,9 +68,12 @@ fn parse(trace: &str) -> Vec<Call> {
     let mut pending: HashMap<&str, (usize, String)> = HashMap::new();
     let mut calls = Vec::new();
     for (index, line) in trace.lines().enumerate() {
-        let mut fields = line.splitn(3, ' ');
-        let (Some(pid), Some(_time), Some(rest)) = (fields.next(), fields.next(), fields.next())
-        else {
+        // strace pads a short pid to five columns (`9975  12:00:00.000001 ...`), so the fields
+        // are split on runs of spaces.
+        let Some((pid, after)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((_time, rest)) = after.trim_start().split_once(' ') else {
             continue;
         };
         if rest.starts_with("+++") || rest.starts_with("---") {
@@ -104,6 +107,25 @@ fn parse(trace: &str) -> Vec<Call> {
     }
     calls.sort_by_key(|call| call.end);
     calls
+}
+
+#[test]
+fn the_parser_reads_padded_pids_and_joins_resumed_calls() {
+    let trace = "\
+9998  12:00:00.000001 pwrite64(11, \"abc\", 3, 0) = 3
+9999  12:00:00.000002 fsync(11 <unfinished ...>
+10000 12:00:00.000003 sendto(5, \"HTTP/1.1 200 OK\", 15, 0, NULL, 0) = 15
+9999  12:00:00.000004 <... fsync resumed>) = 0
+";
+    let calls = parse(trace);
+    let names: Vec<&str> = calls.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["pwrite64", "sendto", "fsync"]);
+    let fsync = &calls[2];
+    assert_eq!(
+        (fsync.start, fsync.end, fsync.fd(), fsync.result()),
+        (1, 3, Some(11), Some(0))
+    );
+    assert_eq!(calls[0].result(), Some(3));
 }
 
 /// For each inference id, why its answer was not preceded by a write of its events to the
