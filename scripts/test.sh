@@ -65,12 +65,28 @@ python3 scripts/check-deploy.py
 step "cargo test --workspace --locked --doc"
 cargo test --workspace --locked --doc
 
+# Fuzz targets (`fuzz::*` tests, seeds in fuzz/corpus/): each runs for FUZZ_SECONDS (60 by
+# default) under bolero's random engine and prints how many inputs it ran; `--quick` gives each
+# 5 s. Locally, `cargo bolero test fuzz::<target> -p <crate>` runs one under libFuzzer.
+fuzz_seconds="${FUZZ_SECONDS:-60}"
+if [ "$quick" = 1 ]; then
+    fuzz_seconds="${FUZZ_SECONDS:-5}"
+fi
+export BOLERO_RANDOM_TEST_TIME_MS=$((fuzz_seconds * 1000))
+
 if cargo nextest --version >/dev/null 2>&1; then
-    step "cargo nextest run --workspace --locked --no-fail-fast --profile ci"
-    cargo nextest run --workspace --locked --no-fail-fast --profile ci
+    step "fuzz targets, ${fuzz_seconds} s each: cargo nextest run -E 'test(/^fuzz::/)'"
+    cargo nextest run --workspace --locked --no-fail-fast --profile ci \
+        --success-output immediate -E 'test(/^fuzz::/)'
+    step "cargo nextest run --workspace --locked --no-fail-fast --profile ci (all but fuzz::)"
+    unset BOLERO_RANDOM_TEST_TIME_MS
+    cargo nextest run --workspace --locked --no-fail-fast --profile ci -E 'not test(/^fuzz::/)'
 else
+    step "fuzz targets, ${fuzz_seconds} s each (cargo-nextest not installed)"
+    cargo test --workspace --locked --no-fail-fast -- --nocapture fuzz::
+    unset BOLERO_RANDOM_TEST_TIME_MS
     step "cargo test --workspace --locked --no-fail-fast (cargo-nextest not installed)"
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast -- --skip fuzz::
 fi
 
 

@@ -6,6 +6,10 @@ mod catalog; // every stored event type and version, with upcasters
 pub mod codec; // binary (postcard + version byte) and JSON forms of payloads
 mod envelope; // what writers hand in and readers get back
 mod error; // the crate's one error type
+#[cfg(test)]
+mod fuzz; // fuzz target: event payload decoding
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing; // the fuzz targets' seed corpus and input mutator
 mod ids; // tenant, stream, event ids; stream versions; global positions
 pub mod store; // the EventStore port, group commit, subscriptions and the backends
 

@@ -3,7 +3,8 @@
 //!
 //! - **Forbidden always:** unspecified, "this network", link-local (cloud metadata at
 //!   169.254.169.254), the metadata addresses outside it (`100.100.100.200`, `fd00:ec2::254`),
-//!   multicast, broadcast and the reserved 240/4, documentation and discard-only ranges.
+//!   multicast, broadcast and the reserved 240/4, documentation (`2001:db8::/32`,
+//!   `3fff::/20`), discard-only and dummy prefixes, SRv6 SIDs (`5f00::/16`).
 //! - **Private** (refused with `SWITCHYARD_TOOLS_PUBLIC_ONLY=1`): loopback, RFC 1918,
 //!   carrier-grade NAT (100.64/10), benchmarking (198.18/15), IETF protocol assignments
 //!   (192.0.0/24, 2001::/23), unique-local and site-local IPv6.
@@ -31,6 +32,12 @@ pub fn classify(ip: IpAddr) -> Reach {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => match embedded_v4(v6) {
+            // The local-use NAT64 prefix is never globally reachable: its translator is a
+            // device of the local network, whatever address it translates to.
+            Some(v4) if is_local_nat64(v6) => match classify_v4(v4) {
+                Reach::Public => Reach::Private("local-use NAT64 (64:ff9b:1::/48)"),
+                reach => reach,
+            },
             Some(v4) => classify_v4(v4),
             None => classify_v6(v6),
         },
@@ -69,6 +76,11 @@ fn classify_v4(ip: Ipv4Addr) -> Reach {
         return Reach::Private(why);
     }
     Reach::Public
+}
+
+fn is_local_nat64(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1
 }
 
 /// The IPv4 address an IPv6 form carries, if it is one of those forms.
@@ -110,8 +122,14 @@ fn classify_v6(ip: Ipv6Addr) -> Reach {
     if s[..4] == [0x100, 0, 0, 0] {
         return Reach::Forbidden("discard-only");
     }
-    if s[0] == 0x2001 && s[1] == 0xdb8 {
+    if s[..4] == [0x100, 0, 0, 1] {
+        return Reach::Forbidden("the dummy IPv6 prefix");
+    }
+    if (s[0] == 0x2001 && s[1] == 0xdb8) || s[0] & 0xfff0 == 0x3ff0 {
         return Reach::Forbidden("documentation");
+    }
+    if s[0] == 0x5f00 {
+        return Reach::Forbidden("segment routing (SRv6) SIDs");
     }
     if ip.is_loopback() {
         return Reach::Private("loopback");
@@ -126,6 +144,19 @@ fn classify_v6(ip: Ipv6Addr) -> Reach {
         return Reach::Private("IETF protocol assignments (Teredo among them)");
     }
     Reach::Public
+}
+
+/// The address a URL's host names literally (`http://10.0.0.1/`, `http://[::1]/`, and the forms
+/// the URL standard reads as IPv4, such as `http://0x7f.1/`); `None` for a domain name.
+pub fn literal_host(url: &reqwest::Url) -> Option<IpAddr> {
+    // The parser writes an IP host in its canonical form (IPv6 in brackets); a domain name
+    // never reads as an address, since the parser would have taken it as one.
+    let host = url.host_str()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse().ok()
 }
 
 /// Why a tool may not connect to `ip`, or `None` when it may.

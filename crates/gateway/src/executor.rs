@@ -65,6 +65,15 @@ impl StepExecutor {
         let host = url
             .host_str()
             .ok_or_else(|| refuse("the tool's URL has no host".into()))?;
+        // A literal address is judged as the URL parser read it, with no lookup.
+        if let Some(ip) = crate::egress::literal_host(url) {
+            return match crate::egress::refusal(ip, self.public_only) {
+                Some(why) => Err(refuse(format!(
+                    "tool host {host}: {why}, which tools may not reach"
+                ))),
+                None => Ok(()),
+            };
+        }
         let port = url.port_or_known_default().unwrap_or(80);
         let addresses = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
             .await

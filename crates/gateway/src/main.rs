@@ -13,6 +13,8 @@ mod cli;
 mod egress;
 /// The workflow engine's executor: model steps through the pipeline, tool steps over HTTP.
 mod executor;
+#[cfg(test)]
+mod fuzz; // fuzz target: tool URLs and the addresses they reach
 /// The HTTP plumbing the surfaces share: errors, request ids, parsing, middleware, idempotency.
 mod http;
 /// `switchyard serve`: read side, engine, HTTP server.

@@ -15,6 +15,8 @@ pub mod config;
 pub mod error;
 /// The server's one log subscription and the [`follow::Folder`]s it feeds.
 pub mod follow;
+#[cfg(test)]
+mod fuzz; // fuzz targets: the OpenAI request parser and the SSE reader
 /// Prometheus metrics of inferences and circuit breakers.
 pub mod metrics;
 /// The OpenAI wire format of chat completions and embeddings, and its checks.

@@ -6,6 +6,8 @@
 pub mod engine; // drives runs: carries out what the actor decided, recovers after a crash
 pub mod error; // the crate's one error type
 pub mod eval; // golden task sets, scorers, eval runs, reports and comparisons
+#[cfg(test)]
+mod fuzz; // fuzz target: workflow specs and tool definitions
 mod metrics; // Prometheus metrics of runs and steps
 pub mod registry; // the tenant's workflows, fragments and tools (an actor)
 pub mod replay; // exact replay with a determinism check

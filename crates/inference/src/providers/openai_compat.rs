@@ -292,6 +292,8 @@ where
         bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
         buffer: BytesMut,
         pending: std::collections::VecDeque<StreamEvent>,
+        /// An error read after `pending`: it goes out once they have.
+        failed: Option<ProviderError>,
         started: bool,
         done: bool,
         handle: H,
@@ -300,6 +302,7 @@ where
         bytes,
         buffer: BytesMut::new(),
         pending: std::collections::VecDeque::new(),
+        failed: None,
         started: false,
         done: false,
         handle,
@@ -308,6 +311,9 @@ where
         loop {
             if let Some(event) = state.pending.pop_front() {
                 return Some((Ok(event), state));
+            }
+            if let Some(error) = state.failed.take() {
+                return Some((Err(error), state));
             }
             if state.done {
                 return None;
@@ -318,7 +324,8 @@ where
                 state.buffer.advance(end.1);
                 let Ok(text) = std::str::from_utf8(&raw) else {
                     state.done = true;
-                    return Some((Err(malformed("an SSE event is not UTF-8")), state));
+                    state.failed = Some(malformed("an SSE event is not UTF-8"));
+                    break;
                 };
                 let data: String = text
                     .lines()
@@ -337,9 +344,11 @@ where
                         break;
                     }
                     Err(error) => {
+                        // The events read before it in the same buffer still go out first,
+                        // as they would have had the bytes arrived in smaller pieces.
                         state.done = true;
-                        state.pending.clear();
-                        return Some((Err(error), state));
+                        state.failed = Some(error);
+                        break;
                     }
                 }
             }
@@ -484,6 +493,24 @@ mod tests {
             error.last().unwrap().as_ref().unwrap_err().code,
             "upstream_stream_error"
         );
+    }
+
+    /// Found by the `sse-reader` fuzz target: the chunks read before an error in the same
+    /// buffer were dropped, so what a client got depended on how the bytes were cut.
+    #[tokio::test]
+    async fn chunks_before_an_error_in_the_same_buffer_still_go_out() {
+        let chunk = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
+        let error = "data: {\"error\":{\"message\":\"overloaded\"}}\n\n";
+        let whole = collect(vec![Box::leak(format!("{chunk}{error}").into_boxed_str())]).await;
+        let split = collect(vec![chunk, error]).await;
+        for events in [whole, split] {
+            assert_eq!(events.len(), 2, "{events:?}");
+            assert!(matches!(events[0], Ok(StreamEvent::Choices(_))));
+            assert_eq!(
+                events[1].as_ref().unwrap_err().code,
+                "upstream_stream_error"
+            );
+        }
     }
 
     #[tokio::test]

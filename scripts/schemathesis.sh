@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Fuzzes the server's HTTP API against its own OpenAPI document with schemathesis: every answer
+# must be documented (status code, content type, body schema) and none may be a 5xx.
+#
+#   bash scripts/schemathesis.sh [path/to/switchyard]
+#
+# Starts the given server binary (default: the debug build in the cargo target directory) on a
+# free port with a fresh data dir, creates two tenants with a key each through the admin API,
+# then runs schemathesis twice over disjoint operation sets, because the API has two auth
+# schemes: the admin routes (`/v1/admin/...`) with the admin token as bearer token, and every
+# other route with a tenant key (`Authorization` is a declared header parameter there, fixed in
+# tests/schemathesis/schemathesis.toml). The server is stopped on exit.
+#
+# Environment: SCHEMATHESIS_MAX_EXAMPLES (default 30), SCHEMATHESIS_SEED (default 20260101),
+# SCHEMATHESIS_WORKERS (default 1), SCHEMATHESIS_REPORT_DIR (default: a temp dir; NDJSON and
+# JUnit reports of both runs), SWITCHYARD_SCHEMATHESIS_VENV (default
+# ~/.cache/switchyard-schemathesis-venv).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+binary="${1:-${CARGO_TARGET_DIR:-$HOME/.cache/switchyard-target}/debug/switchyard}"
+venv="${SWITCHYARD_SCHEMATHESIS_VENV:-$HOME/.cache/switchyard-schemathesis-venv}"
+version="4.32.5"
+max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-30}"
+seed="${SCHEMATHESIS_SEED:-20260101}"
+workers="${SCHEMATHESIS_WORKERS:-1}"
+config="$root/tests/schemathesis/schemathesis.toml"
+
+if [ ! -x "$binary" ]; then
+    echo "schemathesis.sh: no server binary at $binary (build it with cargo build --bin switchyard)" >&2
+    exit 2
+fi
+
+# --- schemathesis, pinned, in its own venv ----------------------------------------------------
+if [ ! -x "$venv/bin/python" ]; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        (apt-get update -qq && apt-get install -y -qq python3-venv) >&2
+    fi
+    python3 -m venv "$venv"
+fi
+if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null)" != "$version" ]; then
+    "$venv/bin/pip" install -q "schemathesis==$version"
+fi
+st="$venv/bin/schemathesis"
+
+# --- the server -------------------------------------------------------------------------------
+work="$(mktemp -d)"
+report_dir="${SCHEMATHESIS_REPORT_DIR:-$work/report}"
+mkdir -p "$report_dir"
+server_pid=""
+cleanup() {
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work/data"
+}
+trap cleanup EXIT
+
+admin_token="schemathesis-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+# A one-second heartbeat, so the SSE feed sends something within schemathesis' read window.
+SWITCHYARD_LISTEN=127.0.0.1:0 SWITCHYARD_DATA_DIR="$work/data" SWITCHYARD_ADMIN_TOKEN="$admin_token" \
+    RUST_LOG="${RUST_LOG:-warn}" \
+    "$binary" serve --feed-heartbeat-secs 1 >"$work/stdout" 2>"$work/server.log" &
+server_pid=$!
+
+base=""
+for _ in $(seq 1 300); do
+    base="$(head -n1 "$work/stdout" 2>/dev/null | grep -o 'http://[0-9.:]*' || true)"
+    [ -n "$base" ] && break
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "schemathesis.sh: the server exited before listening:" >&2
+        cat "$work/server.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+if [ -z "$base" ]; then
+    echo "schemathesis.sh: the server printed no listening URL within 30 s" >&2
+    exit 1
+fi
+echo "schemathesis.sh: server $binary listening on $base"
+
+admin() { # method path body -> response JSON
+    curl -fsS -X "$1" "$base$2" -H "Authorization: Bearer $admin_token" \
+        -H 'Content-Type: application/json' -d "$3"
+}
+field() { "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+# The tenant the tenant routes run as, with an unscoped key (every tenant endpoint).
+tenant="$(admin POST /v1/admin/tenants '{"name":"schemathesis"}' | field id)"
+tenant_key="$(admin POST "/v1/admin/tenants/$tenant/keys" '{"name":"schemathesis"}' | field key)"
+# A second tenant for the admin routes to work on (they suspend, delete, rotate keys...).
+target="$(admin POST /v1/admin/tenants '{"name":"schemathesis-admin-target"}' | field id)"
+target_key_id="$(admin POST "/v1/admin/tenants/$target/keys" '{"name":"target"}' | field id)"
+export SY_TENANT_KEY="$tenant_key" SY_ADMIN_TENANT="$target" SY_ADMIN_KEY_ID="$target_key_id"
+
+# --- the runs ---------------------------------------------------------------------------------
+checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
+status=0
+run() { # name, then schemathesis run options
+    local name="$1"
+    shift
+    echo
+    echo "=== schemathesis: $name ==="
+    "$st" --config-file "$config" run "$base/openapi.json" \
+        --checks "$checks" \
+        --max-examples "$max_examples" --seed "$seed" --workers "$workers" \
+        --generation-database none --no-color --output-sanitize false \
+        --report ndjson,junit --report-dir "$report_dir" \
+        --report-ndjson-path "$report_dir/$name.ndjson" \
+        --report-junit-path "$report_dir/$name.junit.xml" \
+        "$@" || status=1
+}
+run admin --include-path-regex '^/v1/admin/' --header "Authorization: Bearer $admin_token"
+run tenant --exclude-path-regex '^/v1/admin/'
+
+# --- the closing line -------------------------------------------------------------------------
+"$venv/bin/python" - "$report_dir/admin.ndjson" "$report_dir/tenant.ndjson" <<'EOF'
+import json, sys
+cases = failed_cases = errors = 0
+for path in sys.argv[1:]:
+    try:
+        lines = open(path, encoding="utf-8")
+    except OSError:
+        continue
+    for line in lines:
+        event = json.loads(line)
+        if "NonFatalError" in event or "FatalError" in event:
+            errors += 1
+        finished = event.get("ScenarioFinished")
+        if not finished:
+            continue
+        recorder = finished["recorder"]
+        cases += len(recorder.get("interactions") or {})
+        failed_cases += sum(
+            any(check["status"] == "failure" for check in checks)
+            for checks in (recorder.get("checks") or {}).values()
+        )
+print(f"schemathesis: {cases} cases run, {failed_cases} failed, {errors} errors")
+EOF
+echo "schemathesis.sh: reports in $report_dir"
+exit "$status"
