@@ -5,8 +5,9 @@
 #   bash scripts/schemathesis.sh [path/to/switchyard]
 #
 # Starts the given server binary (default: the debug build in the cargo target directory) on a
-# free port with a fresh data dir, creates two tenants with a key each through the admin API,
-# then runs schemathesis twice over disjoint operation sets, because the API has two auth
+# free port with a fresh data dir, creates two tenants with a key each through the admin API
+# and two workflows with three runs through the tenant API (their ids are fixed as path
+# parameters in tests/schemathesis/schemathesis.toml), then runs schemathesis twice over disjoint operation sets, because the API has two auth
 # schemes: the admin routes (`/v1/admin/...`) with the admin token as bearer token, and every
 # other route with a tenant key (`Authorization` is a declared header parameter there, fixed in
 # tests/schemathesis/schemathesis.toml). The server is stopped on exit.
@@ -81,19 +82,32 @@ if [ -z "$base" ]; then
 fi
 echo "schemathesis.sh: server $binary listening on $base"
 
-admin() { # method path body -> response JSON
-    curl -fsS -X "$1" "$base$2" -H "Authorization: Bearer $admin_token" \
-        -H 'Content-Type: application/json' -d "$3"
+call() { # token method path content-type body -> response JSON
+    curl -fsS -X "$2" "$base$3" -H "Authorization: Bearer $1" -H "Content-Type: $4" --data-binary "$5"
 }
+admin() { call "$admin_token" "$1" "$2" application/json "$3"; }
+tenant() { call "$SY_TENANT_KEY" "$1" "$2" "$3" "$4"; }
 field() { "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 # The tenant the tenant routes run as, with an unscoped key (every tenant endpoint).
-tenant="$(admin POST /v1/admin/tenants '{"name":"schemathesis"}' | field id)"
-tenant_key="$(admin POST "/v1/admin/tenants/$tenant/keys" '{"name":"schemathesis"}' | field key)"
+tenant_id="$(admin POST /v1/admin/tenants '{"name":"schemathesis"}' | field id)"
+SY_TENANT_KEY="$(admin POST "/v1/admin/tenants/$tenant_id/keys" '{"name":"schemathesis"}' | field key)"
 # A second tenant for the admin routes to work on (they suspend, delete, rotate keys...).
-target="$(admin POST /v1/admin/tenants '{"name":"schemathesis-admin-target"}' | field id)"
-target_key_id="$(admin POST "/v1/admin/tenants/$target/keys" '{"name":"target"}' | field id)"
-export SY_TENANT_KEY="$tenant_key" SY_ADMIN_TENANT="$target" SY_ADMIN_KEY_ID="$target_key_id"
+SY_ADMIN_TENANT="$(admin POST /v1/admin/tenants '{"name":"schemathesis-admin-target"}' | field id)"
+SY_ADMIN_KEY_ID="$(admin POST "/v1/admin/tenants/$SY_ADMIN_TENANT/keys" '{"name":"target"}' | field id)"
+# Workflows and runs for the workflow routes: one that ends at once, one that waits for a signal.
+tenant POST /v1/workflows application/yaml 'name: schemathesis-quick
+nodes:
+  - {id: answer, kind: llm, model: sim-small, prompt: "Say hello."}
+' >/dev/null
+tenant POST /v1/workflows application/yaml 'name: schemathesis-wait
+nodes:
+  - {id: approve, kind: human_input, question: "Go on?", duration_ms: 3600000, schema: {type: object}}
+' >/dev/null
+SY_DONE_RUN="$(tenant POST /v1/workflows/schemathesis-quick/runs application/json '{"wait_ms":30000}' | field run_id)"
+SY_SIGNAL_RUN="$(tenant POST /v1/workflows/schemathesis-wait/runs application/json '{}' | field run_id)"
+SY_CANCEL_RUN="$(tenant POST /v1/workflows/schemathesis-wait/runs application/json '{}' | field run_id)"
+export SY_TENANT_KEY SY_ADMIN_TENANT SY_ADMIN_KEY_ID SY_DONE_RUN SY_SIGNAL_RUN SY_CANCEL_RUN
 
 # --- the runs ---------------------------------------------------------------------------------
 checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
@@ -107,6 +121,7 @@ run() { # name, then schemathesis run options
         --checks "$checks" \
         --max-examples "$max_examples" --seed "$seed" --workers "$workers" \
         --generation-database none --no-color --output-sanitize false \
+        --continue-on-failure \
         --report ndjson,junit --report-dir "$report_dir" \
         --report-ndjson-path "$report_dir/$name.ndjson" \
         --report-junit-path "$report_dir/$name.junit.xml" \

@@ -13,6 +13,7 @@
 //! | `mock-malformed` | 200 with a body that is not JSON (streamed: a chunk that is not JSON) |
 //! | `mock-cut` | a stream that stops after two chunks, without `[DONE]` |
 //! | `mock-stall` | a stream that sends one chunk and then nothing for a minute |
+//! | `mock-401-echo` | 401 whose message quotes the `Authorization` header it was sent (as some providers do) |
 //!
 //! `POST /v1/messages` answers in Anthropic's Messages format (JSON, or its SSE events when
 //! `stream` is true), with a `tool_use` block when the request offers tools; it refuses a request
@@ -112,10 +113,22 @@ fn sse(events: Vec<String>, stall_after: Option<usize>) -> HttpResponse {
         .streaming(stream)
 }
 
-async fn chat(body: web::Json<Value>) -> HttpResponse {
+async fn chat(request: actix_web::HttpRequest, body: web::Json<Value>) -> HttpResponse {
     let model = body["model"].as_str().unwrap_or("mock").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);
     match model.as_str() {
+        "mock-401-echo" => {
+            let sent = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            return HttpResponse::Unauthorized().json(
+                json!({"error": {"message": format!("Incorrect API key provided: {sent}"),
+                                 "type": "invalid_request_error", "code": "invalid_api_key"}}),
+            );
+        }
         "mock-500" => {
             return HttpResponse::InternalServerError()
                 .json(json!({"error": {"message": "mock failure"}}));

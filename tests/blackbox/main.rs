@@ -18,6 +18,7 @@ mod openai_sdk;
 mod operators;
 mod read_side;
 mod router;
+mod secrets;
 mod serve;
 mod server;
 mod workflows;

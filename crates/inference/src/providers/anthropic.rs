@@ -56,7 +56,9 @@ impl Anthropic {
         if let Some(key) = &self.api_key {
             request = request.header("x-api-key", key);
         }
-        send_checked(request, self.first_token_timeout, self.timeout).await
+        send_checked(request, self.first_token_timeout, self.timeout)
+            .await
+            .map_err(|e| e.redact(self.api_key.as_deref()))
     }
 }
 
@@ -381,11 +383,14 @@ impl Provider for Anthropic {
                 )
             });
             let mut mapper = StreamMapper::default();
-            Ok(sse_stream(
-                bytes.boxed(),
-                self.first_token_timeout,
-                self.timeout,
-                move |data| mapper.step(data),
+            Ok(ProviderError::redact_stream(
+                sse_stream(
+                    bytes.boxed(),
+                    self.first_token_timeout,
+                    self.timeout,
+                    move |data| mapper.step(data),
+                ),
+                self.api_key.as_deref().map(std::sync::Arc::from),
             ))
         })
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
@@ -59,6 +60,27 @@ pub struct ProviderError {
 }
 
 impl ProviderError {
+    /// The error with the provider's credential cut out of its message: a provider may quote
+    /// the key it was sent ("Incorrect API key provided: sk-..."), and the message goes to the
+    /// tenant, the log and the event log.
+    pub fn redact(mut self, secret: Option<&str>) -> Self {
+        if let Some(secret) = secret.filter(|s| !s.is_empty())
+            && self.message.contains(secret)
+        {
+            self.message = self.message.replace(secret, "[redacted]");
+        }
+        self
+    }
+
+    /// `stream` with [`ProviderError::redact`] applied to each error it yields.
+    pub fn redact_stream(stream: ChunkStream, secret: Option<Arc<str>>) -> ChunkStream {
+        match secret {
+            None => stream,
+            Some(secret) => stream
+                .map(move |item| item.map_err(|e| e.redact(Some(&secret))))
+                .boxed(),
+        }
+    }
     pub fn retryable(code: &'static str, message: impl Into<String>) -> Self {
         ProviderError {
             code,

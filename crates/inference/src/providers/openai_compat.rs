@@ -65,6 +65,7 @@ impl OpenAiCompatible {
             self.timeout,
         )
         .await
+        .map_err(|e| e.redact(self.api_key.as_deref()))
     }
 
     fn body(
@@ -212,10 +213,9 @@ impl Provider for OpenAiCompatible {
                     format!("the provider's stream broke: {e}"),
                 )
             });
-            Ok(sse_events(
-                bytes.boxed(),
-                self.first_token_timeout,
-                self.timeout,
+            Ok(ProviderError::redact_stream(
+                sse_events(bytes.boxed(), self.first_token_timeout, self.timeout),
+                self.api_key.as_deref().map(std::sync::Arc::from),
             ))
         })
     }
