@@ -5,7 +5,7 @@
 #   bash scripts/schemathesis.sh [path/to/switchyard]
 #
 # Starts the given server binary (default: the debug build in the cargo target directory) on a
-# free port with a fresh data dir, creates two tenants with a key each through the admin API
+# free port with a fresh data dir, creates three tenants and their keys through the admin API
 # and two workflows with three runs through the tenant API (their ids are fixed as path
 # parameters in tests/schemathesis/schemathesis.toml), then runs schemathesis twice over disjoint operation sets, because the API has two auth
 # schemes: the admin routes (`/v1/admin/...`) with the admin token as bearer token, and every
@@ -92,9 +92,11 @@ field() { "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)[sys
 # The tenant the tenant routes run as, with an unscoped key (every tenant endpoint).
 tenant_id="$(admin POST /v1/admin/tenants '{"name":"schemathesis"}' | field id)"
 SY_TENANT_KEY="$(admin POST "/v1/admin/tenants/$tenant_id/keys" '{"name":"schemathesis"}' | field key)"
-# A second tenant for the admin routes to work on (they suspend, delete, rotate keys...).
+# Tenants and keys for the admin routes to work on (they suspend, rotate, revoke, delete...).
 SY_ADMIN_TENANT="$(admin POST /v1/admin/tenants '{"name":"schemathesis-admin-target"}' | field id)"
 SY_ADMIN_KEY_ID="$(admin POST "/v1/admin/tenants/$SY_ADMIN_TENANT/keys" '{"name":"target"}' | field id)"
+SY_REVOKE_KEY_ID="$(admin POST "/v1/admin/tenants/$SY_ADMIN_TENANT/keys" '{"name":"revoke"}' | field id)"
+SY_DELETE_TENANT="$(admin POST /v1/admin/tenants '{"name":"schemathesis-delete-target"}' | field id)"
 # Workflows and runs for the workflow routes: one that ends at once, one that waits for a signal.
 tenant POST /v1/workflows application/yaml 'name: schemathesis-quick
 nodes:
@@ -107,7 +109,7 @@ nodes:
 SY_DONE_RUN="$(tenant POST /v1/workflows/schemathesis-quick/runs application/json '{"wait_ms":30000}' | field run_id)"
 SY_SIGNAL_RUN="$(tenant POST /v1/workflows/schemathesis-wait/runs application/json '{}' | field run_id)"
 SY_CANCEL_RUN="$(tenant POST /v1/workflows/schemathesis-wait/runs application/json '{}' | field run_id)"
-export SY_TENANT_KEY SY_ADMIN_TENANT SY_ADMIN_KEY_ID SY_DONE_RUN SY_SIGNAL_RUN SY_CANCEL_RUN
+export SY_TENANT_KEY SY_ADMIN_TENANT SY_ADMIN_KEY_ID SY_REVOKE_KEY_ID SY_DELETE_TENANT SY_DONE_RUN SY_SIGNAL_RUN SY_CANCEL_RUN
 
 # --- the runs ---------------------------------------------------------------------------------
 checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance

@@ -17,6 +17,7 @@ mod hostile;
 mod openai_sdk;
 mod operators;
 mod read_side;
+mod redis_down;
 mod router;
 mod secrets;
 mod serve;

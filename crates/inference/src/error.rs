@@ -75,6 +75,10 @@ pub enum Error {
     /// Redis, which holds the shared rate limits, failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+
+    /// Redis did not answer in time, or failed a moment ago and is not asked again yet.
+    #[error("redis: {0}")]
+    RedisDown(&'static str),
 }
 
 /// `Result` with this crate's [`Error`].
@@ -100,7 +104,9 @@ impl Error {
             Error::BudgetExhausted { .. } => "budget_exhausted",
             Error::TooManyConcurrent => "too_many_concurrent_requests",
             Error::Provider(error) => error.code,
-            Error::Unavailable | Error::Store(_) | Error::Redis(_) => "unavailable",
+            Error::Unavailable | Error::Store(_) | Error::Redis(_) | Error::RedisDown(_) => {
+                "unavailable"
+            }
             Error::Config(_) => "invalid_config",
         }
     }
@@ -113,7 +119,11 @@ impl Error {
             Error::RateLimited { .. } | Error::TooManyConcurrent => 429,
             Error::BudgetExhausted { .. } => 402,
             Error::Provider(error) => error.status,
-            Error::NoModels | Error::Unavailable | Error::Store(_) | Error::Redis(_) => 503,
+            Error::NoModels
+            | Error::Unavailable
+            | Error::Store(_)
+            | Error::Redis(_)
+            | Error::RedisDown(_) => 503,
             Error::Config(_) => 500,
         }
     }

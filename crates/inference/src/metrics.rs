@@ -13,6 +13,8 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(collector: T) -> T
 /// Inference metrics by served model: outcomes, duration (to the last byte) and tokens.
 pub struct InferenceMetrics {
     pub circuit_changes: IntCounterVec,
+    /// Calls to shared state (Redis) that failed, and what was done instead.
+    pub degraded: IntCounterVec,
     pub requests: IntCounterVec,
     pub seconds: HistogramVec,
     pub tokens: IntCounterVec,
@@ -36,6 +38,17 @@ pub static INFERENCE: LazyLock<InferenceMetrics> = LazyLock::new(|| InferenceMet
                 "Circuit breaker transitions by model and new state",
             ),
             &["model", "to"],
+        )
+        .expect("valid metric"),
+    ),
+    degraded: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_shared_state_unavailable_total",
+                "Calls to Redis that failed, by what (rate_limit_check: let through; \
+                 rate_limit_charge, rate_limit_refund: lost; budgets: this node's meter only)",
+            ),
+            &["what"],
         )
         .expect("valid metric"),
     ),

@@ -8,6 +8,7 @@
 
 pub mod meter;
 pub mod ratelimit;
+pub mod redis_link; // the Redis connection: a time bound per call, a cool-off after a failure
 pub mod shared;
 
 use std::time::Duration;

@@ -170,7 +170,7 @@ return {0, remaining(tat), tat - now, retry}
 /// Limits shared by several nodes in Redis (`SWITCHYARD_REDIS_URL`).
 #[derive(Clone)]
 pub struct RedisLimiter {
-    connection: redis::aio::ConnectionManager,
+    connection: super::redis_link::RedisLink,
     script: std::sync::Arc<redis::Script>,
 }
 
@@ -181,12 +181,10 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Connects (the connection manager reconnects by itself after Redis restarts).
+    /// Connects (the connection reconnects by itself after Redis restarts).
     pub async fn connect(url: &str) -> crate::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let connection = client.get_connection_manager().await?;
         Ok(RedisLimiter {
-            connection,
+            connection: super::redis_link::RedisLink::connect(url).await?,
             script: std::sync::Arc::new(redis::Script::new(GCRA_LUA)),
         })
     }
@@ -211,16 +209,14 @@ impl RedisLimiter {
         let interval_us = u64::try_from(limit.interval_nanos() / 1_000)
             .unwrap_or(u64::MAX)
             .max(1);
-        let mut connection = self.connection.clone();
-        let (allowed, remaining, reset_us, retry_us): (i64, i64, i64, i64) = self
-            .script
-            .key(format!("switchyard:ratelimit:{key}"))
+        let mut invocation = self.script.key(format!("switchyard:ratelimit:{key}"));
+        invocation
             .arg(interval_us)
             .arg(limit.burst.max(1))
             .arg(cost)
-            .arg(mode)
-            .invoke_async(&mut connection)
-            .await?;
+            .arg(mode);
+        let (allowed, remaining, reset_us, retry_us): (i64, i64, i64, i64) =
+            self.connection.invoke(&invocation).await?;
         let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
         Ok(Decision {
             allowed: allowed == 1,
@@ -230,6 +226,13 @@ impl RedisLimiter {
             retry_after: micros(retry_us),
         })
     }
+}
+
+fn degraded(what: &str) {
+    crate::metrics::INFERENCE
+        .degraded
+        .with_label_values(&[what])
+        .inc();
 }
 
 /// Where limit state lives: this process (default) or Redis (several nodes).
@@ -260,6 +263,7 @@ impl Limiter {
             Limiter::Redis(redis) => match redis.check(key, limit, cost).await {
                 Ok(decision) => decision,
                 Err(error) => {
+                    degraded("rate_limit_check");
                     tracing::warn!(%error, "rate limiter unavailable; letting the request through");
                     Decision {
                         allowed: true,
@@ -288,6 +292,7 @@ impl Limiter {
                 }
                 Limiter::Redis(redis) => {
                     if let Err(error) = redis.refund(key, limit, units).await {
+                        degraded("rate_limit_refund");
                         tracing::warn!(%error, "rate limiter unavailable; a token refund was lost");
                     }
                 }
@@ -304,6 +309,7 @@ impl Limiter {
             }
             Limiter::Redis(redis) => {
                 if let Err(error) = redis.charge(key, limit, cost).await {
+                    degraded("rate_limit_charge");
                     tracing::warn!(%error, "rate limiter unavailable; a token charge was lost");
                 }
             }

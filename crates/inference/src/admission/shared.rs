@@ -127,7 +127,7 @@ return 1
 /// The tenant's budgets in Redis, shared by every node that points at it.
 #[derive(Clone)]
 pub struct SharedBudgets {
-    connection: redis::aio::ConnectionManager,
+    connection: super::redis_link::RedisLink,
     reserve: std::sync::Arc<redis::Script>,
     settle: std::sync::Arc<redis::Script>,
 }
@@ -174,12 +174,10 @@ fn seeds(seed: &SpendView) -> [u64; 4] {
 }
 
 impl SharedBudgets {
-    /// Connects (the connection manager reconnects by itself after Redis restarts).
+    /// Connects (the connection reconnects by itself after Redis restarts).
     pub async fn connect(url: &str) -> crate::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let connection = client.get_connection_manager().await?;
         Ok(SharedBudgets {
-            connection,
+            connection: super::redis_link::RedisLink::connect(url).await?,
             reserve: std::sync::Arc::new(redis::Script::new(RESERVE_LUA)),
             settle: std::sync::Arc::new(redis::Script::new(SETTLE_LUA)),
         })
@@ -201,7 +199,7 @@ impl SharedBudgets {
         tokens: u64,
         seed: &SpendView,
         now: OffsetDateTime,
-    ) -> Result<Result<(), Exhausted>, redis::RedisError> {
+    ) -> crate::Result<Result<(), Exhausted>> {
         let keys = Keys::of(tenant, now);
         let now_ms = now.unix_timestamp_nanos() / 1_000_000;
         let mut invocation = self.reserve.prepare_invoke();
@@ -222,8 +220,7 @@ impl SharedBudgets {
         for value in seeds(seed) {
             invocation.arg(value);
         }
-        let mut connection = self.connection.clone();
-        let (ok, which, left): (i64, usize, i64) = invocation.invoke_async(&mut connection).await?;
+        let (ok, which, left): (i64, usize, i64) = self.connection.invoke(&invocation).await?;
         if ok == 1 {
             return Ok(Ok(()));
         }
@@ -251,7 +248,7 @@ impl SharedBudgets {
         seed: &SpendView,
         now: OffsetDateTime,
         take_back: bool,
-    ) -> Result<(), redis::RedisError> {
+    ) -> crate::Result<()> {
         let keys = Keys::of(tenant, now);
         let mut invocation = self.settle.prepare_invoke();
         invocation
@@ -267,8 +264,7 @@ impl SharedBudgets {
             invocation.arg(value);
         }
         invocation.arg(if take_back { -1 } else { 1 });
-        let mut connection = self.connection.clone();
-        let _: i64 = invocation.invoke_async(&mut connection).await?;
+        let _: i64 = self.connection.invoke(&invocation).await?;
         Ok(())
     }
 }

@@ -114,9 +114,17 @@ impl Pipeline {
             {
                 Ok(outcome) => return outcome.map(|()| Gate::Shared),
                 Err(error) if gate.is_none() => {
+                    crate::metrics::INFERENCE
+                        .degraded
+                        .with_label_values(&["budgets"])
+                        .inc();
                     tracing::warn!(%error, %tenant, "shared budgets unavailable; checking this node's meter only");
                 }
                 Err(error) => {
+                    crate::metrics::INFERENCE
+                        .degraded
+                        .with_label_values(&["budgets"])
+                        .inc();
                     tracing::warn!(%error, %tenant, "shared budgets unavailable; the reservation is not extended");
                     return Ok(Gate::Shared);
                 }
