@@ -276,3 +276,91 @@ async fn a_models_token_limit_refuses_that_model_alone_with_429_and_retry_after(
     billed_exactly(&server, &other, 1).await;
     logged_exactly(&dir, answered + 2).await;
 }
+
+/// Thirty requests at once against a daily budget that covers five: reservations are taken
+/// atomically, so exactly five are answered, the rest refused with 402, and the spend is
+/// exactly five answers' (none over the budget, none lost).
+#[tokio::test]
+async fn concurrent_requests_against_one_budget_answer_exactly_what_it_covers() {
+    let mock = Mock::start();
+    let dir = data_dir();
+    let server = start(&dir, &config(&mock));
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    put(
+        &server,
+        &format!("/v1/admin/tenants/{tenant}/limits"),
+        json!({"daily_budget_usd": "0.01"}),
+    )
+    .await;
+    let body = ask("mock-a");
+    let responses =
+        futures_util::future::join_all((0..30).map(|_| chat(&server, &key, &body))).await;
+    let mut answered = 0;
+    for response in responses {
+        match response.status().as_u16() {
+            200 => answered += 1,
+            402 => {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "budget_exhausted", "{body}");
+            }
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+        }
+    }
+    assert_eq!(
+        answered, 5,
+        "answered {answered} of 30 within a budget for 5"
+    );
+    billed_exactly(&server, &tenant, 5).await;
+    logged_exactly(&dir, 5).await;
+}
+
+/// Eight concurrent retries of one completion under one `Idempotency-Key`: one runs, the
+/// others are told it is in progress or get its recorded answer, and the tenant is billed once.
+#[tokio::test]
+async fn concurrent_retries_under_one_idempotency_key_are_billed_once() {
+    let mock = Mock::start();
+    let dir = data_dir();
+    let server = start(&dir, &config(&mock));
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let send = || {
+        client
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("idempotency-key", "retry-me-1")
+            .json(&ask("mock-a"))
+            .send()
+    };
+    let responses = futures_util::future::join_all((0..8).map(|_| send())).await;
+    let mut ids = std::collections::HashSet::new();
+    let mut fresh = 0;
+    for response in responses {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            200 => {
+                if !response.headers().contains_key("idempotency-replayed") {
+                    fresh += 1;
+                }
+                let body: Value = response.json().await.unwrap();
+                ids.insert(body["id"].as_str().unwrap().to_owned());
+            }
+            409 => {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "request_in_progress", "{body}");
+            }
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+        }
+    }
+    assert_eq!(fresh, 1, "{fresh} retries ran the completion");
+    assert!(ids.len() <= 1, "different answers: {ids:?}");
+    // A retry after it finished gets the recorded answer.
+    let replay = send().await.unwrap();
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.headers()["idempotency-replayed"], "true");
+    let body: Value = replay.json().await.unwrap();
+    if let Some(id) = ids.iter().next() {
+        assert_eq!(body["id"], id.as_str());
+    }
+    billed_exactly(&server, &tenant, 1).await;
+    logged_exactly(&dir, 1).await;
+}
