@@ -7,12 +7,14 @@
 # Starts the given server binary (default: the debug build in the cargo target directory) on a
 # free port with a fresh data dir, creates three tenants and their keys through the admin API
 # and two workflows with three runs through the tenant API (their ids are fixed as path
-# parameters in tests/schemathesis/schemathesis.toml), then runs schemathesis twice over disjoint operation sets, because the API has two auth
-# schemes: the admin routes (`/v1/admin/...`) with the admin token as bearer token, and every
-# other route with a tenant key (`Authorization` is a declared header parameter there, fixed in
-# tests/schemathesis/schemathesis.toml). The server is stopped on exit.
+# parameters in tests/schemathesis/schemathesis.toml), then runs schemathesis twice over
+# disjoint operation sets, because the API has two auth schemes: the admin routes
+# (`/v1/admin/...`) with the admin token as bearer token, and every other route with a tenant
+# key (`Authorization` is a declared header parameter there, fixed in the config). Checks:
+# not_a_server_error, status_code_conformance, content_type_conformance,
+# response_schema_conformance. The server is stopped on exit. Exit status 1 on any failure.
 #
-# Environment: SCHEMATHESIS_MAX_EXAMPLES (default 30), SCHEMATHESIS_SEED (default 20260101),
+# Environment: SCHEMATHESIS_MAX_EXAMPLES (default 100), SCHEMATHESIS_SEED (default 20260101),
 # SCHEMATHESIS_WORKERS (default 1), SCHEMATHESIS_REPORT_DIR (default: a temp dir; NDJSON and
 # JUnit reports of both runs), SWITCHYARD_SCHEMATHESIS_VENV (default
 # ~/.cache/switchyard-schemathesis-venv).
@@ -22,7 +24,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 binary="${1:-${CARGO_TARGET_DIR:-$HOME/.cache/switchyard-target}/debug/switchyard}"
 venv="${SWITCHYARD_SCHEMATHESIS_VENV:-$HOME/.cache/switchyard-schemathesis-venv}"
 version="4.32.5"
-max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-30}"
+max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
 seed="${SCHEMATHESIS_SEED:-20260101}"
 workers="${SCHEMATHESIS_WORKERS:-1}"
 config="$root/tests/schemathesis/schemathesis.toml"
@@ -48,13 +50,14 @@ st="$venv/bin/schemathesis"
 work="$(mktemp -d)"
 report_dir="${SCHEMATHESIS_REPORT_DIR:-$work/report}"
 mkdir -p "$report_dir"
+report_dir="$(cd "$report_dir" && pwd)"
 server_pid=""
 cleanup() {
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
         kill "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
-    rm -rf "$work/data"
+    rm -rf "$work/data" "$work/.hypothesis" "$work/.schemathesis"
 }
 trap cleanup EXIT
 
@@ -119,7 +122,9 @@ run() { # name, then schemathesis run options
     shift
     echo
     echo "=== schemathesis: $name ==="
-    "$st" --config-file "$config" run "$base/openapi.json" \
+    # From the temp dir: schemathesis and hypothesis write state (.schemathesis, .hypothesis)
+    # into the working directory, never into the repository.
+    (cd "$work" && "$st" --config-file "$config" run "$base/openapi.json" \
         --checks "$checks" \
         --max-examples "$max_examples" --seed "$seed" --workers "$workers" \
         --generation-database none --no-color --output-sanitize false \
@@ -127,19 +132,28 @@ run() { # name, then schemathesis run options
         --report ndjson,junit --report-dir "$report_dir" \
         --report-ndjson-path "$report_dir/$name.ndjson" \
         --report-junit-path "$report_dir/$name.junit.xml" \
-        "$@" || status=1
+        "$@") || status=1
 }
 run admin --include-path-regex '^/v1/admin/' --header "Authorization: Bearer $admin_token"
 run tenant --exclude-path-regex '^/v1/admin/'
+if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "schemathesis.sh: the server died during the run; its log:" >&2
+    tail -n 50 "$work/server.log" >&2
+    status=1
+fi
 
 # --- the closing line -------------------------------------------------------------------------
 "$venv/bin/python" - "$report_dir/admin.ndjson" "$report_dir/tenant.ndjson" <<'EOF'
 import json, sys
-cases = failed_cases = errors = 0
+
+cases = failed = errors = 0
+distinct = set()  # (operation, check, status)
 for path in sys.argv[1:]:
     try:
-        lines = open(path, encoding="utf-8")
+        lines = open(path, encoding="utf-8").readlines()
     except OSError:
+        print(f"schemathesis.sh: no report {path}", file=sys.stderr)
+        errors += 1
         continue
     for line in lines:
         event = json.loads(line)
@@ -149,12 +163,18 @@ for path in sys.argv[1:]:
         if not finished:
             continue
         recorder = finished["recorder"]
-        cases += len(recorder.get("interactions") or {})
-        failed_cases += sum(
-            any(check["status"] == "failure" for check in checks)
-            for checks in (recorder.get("checks") or {}).values()
-        )
-print(f"schemathesis: {cases} cases run, {failed_cases} failed, {errors} errors")
+        interactions = recorder.get("interactions") or {}
+        cases += len(interactions)
+        for case_id, checks in (recorder.get("checks") or {}).items():
+            failures = [check["name"] for check in checks if check["status"] == "failure"]
+            failed += bool(failures)
+            response = (interactions.get(case_id) or {}).get("response") or {}
+            for name in failures:
+                distinct.add((recorder["label"], name, response.get("status_code")))
+print(
+    f"schemathesis: {cases} cases run, {failed} failed "
+    f"({len(distinct)} distinct operation/check/status failures), {errors} errors"
+)
 EOF
 echo "schemathesis.sh: reports in $report_dir"
 exit "$status"
