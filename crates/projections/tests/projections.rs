@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::{Connection, Row};
+use switchyard_events::store::faulty::{Fault, FaultyStore};
 use switchyard_events::{
     Event, EventId, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent,
     PostgresOptions, PostgresStore, Scope, SqliteStore, StreamId, TenantId,
@@ -443,18 +444,14 @@ async fn concurrent_workers_never_double_apply() {
     check_usage(&env.db, &expected).await;
 }
 
-/// Transaction A holds an earlier position and commits late; B appends meanwhile. The projector
-/// must not pass A's position before A commits, and ends with both events.
+/// The store's own appends cannot commit out of position order: an append waits for the
+/// advisory lock of an open one (seen waiting in `pg_locks`), so it takes its position only after
+/// the open one commits.
 #[tokio::test]
-async fn the_late_commit_gap_ends_with_both_events() {
+async fn an_append_waits_on_the_lock_of_an_open_one_and_takes_the_next_position() {
     let env = env(Backend::Postgres).await;
     let pg = env.pg.clone().unwrap();
     let tenant = TenantId::new();
-    traffic(env.store.as_ref(), &[tenant], 1).await.unwrap();
-    let projections = Projections::start_some(env.store.clone(), env.db.clone(), fast(), &[&USAGE]);
-    caught_up(&projections, env.store.as_ref(), &["usage"]).await;
-    let before = projections.position("usage");
-
     let mut a = pg.pool().begin().await.unwrap();
     let stream_a = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
     let at_a = pg
@@ -482,15 +479,133 @@ async fn the_late_commit_gap_ends_with_both_events() {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        projections.position("usage"),
-        before,
-        "projected past an uncommitted position"
-    );
+    // B is blocked on this store's advisory lock, not merely slow.
+    let mut watcher = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second append never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!b.is_finished(), "B committed while A held the lock");
     a.commit().await.unwrap();
     let at_b = b.await.unwrap();
-    assert!(at_b.last_position() > at_a.last_position());
+    assert!(at_b.positions[0] > at_a.last_position());
+}
+
+/// Inserts one event at `position` the way a writer that ignores the store's lock would.
+async fn insert_raw(
+    tx: &mut sqlx::PgConnection,
+    schema: &str,
+    position: u64,
+    tenant: TenantId,
+    stream: &StreamId,
+    version: u64,
+    event: &NewEvent,
+) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {schema}.events (global_position, event_id, tenant_id, stream_id, \
+         stream_version, event_type, schema_version, recorded_at_us, payload) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)"
+    )))
+    .bind(i64::try_from(position).unwrap())
+    .bind(*event.event_id.as_uuid())
+    .bind(*tenant.as_uuid())
+    .bind(stream.as_str())
+    .bind(i64::try_from(version).unwrap())
+    .bind(&event.event_type)
+    .bind(i32::from(event.schema_version))
+    .bind(&event.payload[..])
+    .execute(tx)
+    .await
+    .unwrap();
+}
+
+/// Two transactions that commit out of position order for real: they write past the store's
+/// lock (raw SQL, as a foreign writer would), A takes the next two positions, B the two after,
+/// and B commits first. The projector does not pass the hole while A is open, and ends with
+/// both inferences once A commits.
+#[tokio::test]
+async fn a_reader_waits_for_a_transaction_that_commits_behind_a_later_one() {
+    let env = env(Backend::Postgres).await;
+    let pg = env.pg.clone().unwrap();
+    let tenant = TenantId::new();
+    traffic(env.store.as_ref(), &[tenant], 1).await.unwrap();
+    let projections = Projections::start_some(env.store.clone(), env.db.clone(), fast(), &[&USAGE]);
+    caught_up(&projections, env.store.as_ref(), &["usage"]).await;
+    let before = projections.position("usage");
+    let head = env.store.head().await.unwrap().0;
+
+    let write = |n: u64| {
+        let events = inference_events("sim-small", n, false);
+        let stream = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
+        (stream, events)
+    };
+    let (stream_a, events_a) = write(1);
+    let (stream_b, events_b) = write(2);
+    let mut a = pg.pool().begin().await.unwrap();
+    let mut b = pg.pool().begin().await.unwrap();
+    let mut position = head;
+    for (version, event) in events_a.iter().enumerate() {
+        position += 1;
+        insert_raw(
+            &mut a,
+            &env.schema,
+            position,
+            tenant,
+            &stream_a,
+            version as u64 + 1,
+            event,
+        )
+        .await;
+    }
+    for (version, event) in events_b.iter().enumerate() {
+        position += 1;
+        insert_raw(
+            &mut b,
+            &env.schema,
+            position,
+            tenant,
+            &stream_b,
+            version as u64 + 1,
+            event,
+        )
+        .await;
+    }
+    b.commit().await.unwrap();
+    // B is readable past a hole where A's positions are.
+    let visible = env
+        .store
+        .read_all(Scope::All, GlobalPosition(head), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        visible.first().map(|e| e.global_position.0),
+        Some(head + events_a.len() as u64 + 1),
+        "B is not visible past the hole"
+    );
+    // Over two of the store's poll intervals, the projector does not pass the hole.
+    let until = std::time::Instant::now() + Duration::from_millis(2_500);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            projections.position("usage"),
+            before,
+            "projected past an uncommitted position"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.commit().await.unwrap();
     caught_up(&projections, env.store.as_ref(), &["usage"]).await;
     assert_eq!(usage_total(&env.db, tenant).await.requests, 3);
 }
@@ -986,4 +1101,48 @@ fn every_projector_is_listed() {
         names,
         ["usage", "inferences", "billing", "directory", "workflows"]
     );
+}
+
+/// The projectors over a log that fails on command (`FaultyStore`): their subscription breaks
+/// and every read fails while more traffic is written; they do not move, then resubscribe from
+/// their checkpoints once the log heals and end with the exact totals (nothing lost, nothing
+/// applied twice).
+#[tokio::test]
+async fn projectors_resubscribe_after_the_log_fails_and_end_exact() {
+    let env = env(Backend::Sqlite).await;
+    let faulty = FaultyStore::new(env.store.clone());
+    let faults = faulty.faults();
+    let store: Arc<dyn EventStore> = Arc::new(faulty);
+    let tenants = [TenantId::new(), TenantId::new()];
+    let first = traffic(env.store.as_ref(), &tenants, 40).await.unwrap();
+    let projections = Projections::start(store.clone(), env.db.clone(), fast());
+    caught_up(&projections, env.store.as_ref(), &["usage", "inferences"]).await;
+    let before = projections.position("usage");
+
+    faults.set(Fault::FailSubscriptions, true);
+    faults.set(Fault::FailReads, true);
+    let second = traffic(env.store.as_ref(), &tenants, 40).await.unwrap();
+    // While the log fails the projectors stay where they were, over several backoffs.
+    let until = std::time::Instant::now() + Duration::from_millis(600);
+    while std::time::Instant::now() < until {
+        assert_eq!(projections.position("usage"), before);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    faults.heal();
+    caught_up(&projections, env.store.as_ref(), &["usage", "inferences"]).await;
+    let expected: HashMap<TenantId, Totals> = tenants
+        .iter()
+        .map(|t| {
+            let (a, b) = (&first[t], &second[t]);
+            let sum = Totals {
+                requests: a.requests + b.requests,
+                failures: a.failures + b.failures,
+                tokens_in: a.tokens_in + b.tokens_in,
+                tokens_out: a.tokens_out + b.tokens_out,
+                cost_micros: a.cost_micros + b.cost_micros,
+            };
+            (*t, sum)
+        })
+        .collect();
+    check_usage(&env.db, &expected).await;
 }

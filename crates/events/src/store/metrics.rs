@@ -167,3 +167,22 @@ impl StoreMetrics {
             .start_timer()
     }
 }
+
+#[expect(
+    clippy::expect_used,
+    reason = "a static metric definition; a bad one is a programming error caught by every test"
+)]
+static HOLES_PASSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "switchyard_subscription_holes_passed_total",
+            "Holes in the log's positions that a subscription passed after waiting for them to fill",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Counts a hole a subscription passed (see `subscribe`).
+pub(crate) fn hole_passed() {
+    HOLES_PASSED.inc();
+}

@@ -45,6 +45,8 @@ use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+#[cfg(any(test, feature = "test-util"))]
+pub mod faulty; // a store that fails or stalls on command, for fault-injection tests
 mod group_commit;
 pub mod lease; // named leases: one holder among every process on the log
 pub mod memory;

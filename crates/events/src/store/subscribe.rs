@@ -8,6 +8,14 @@
 //! them back: only the events that follow the last one yielded without a gap are taken. A gap
 //! (another process's commit, a batch too large to feed) or a feed that ran ahead of a slow
 //! subscription sends it back to reading the store, from the same position.
+//!
+//! **Holes.** Every backend gives positions densely, in commit order (PostgreSQL under one
+//! advisory lock), so a read of every tenant that finds position n+2 but not n+1 has met a
+//! transaction that is not committed yet: something wrote past the store's lock. The
+//! subscription does not pass the hole: it reads again (after 5, 10, ... 200 ms) until the hole
+//! fills, and only after [`HOLE_PATIENCE`] does it log an error and go on (a hole that never
+//! fills is a rolled-back foreign write). A tenant's read has holes by nature (other tenants'
+//! events) and is not checked.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -25,6 +33,9 @@ use crate::store::{EventStore, EventStream, Scope};
 /// Events fetched per read while catching up (at most 256 MiB at the 1 MiB payload limit).
 const PAGE: usize = 256;
 
+/// How long a read of every tenant waits for a hole in the positions to fill before it passes.
+pub const HOLE_PATIENCE: Duration = Duration::from_secs(30);
+
 struct Cursor<S> {
     store: S,
     head: watch::Receiver<GlobalPosition>,
@@ -40,6 +51,8 @@ struct Cursor<S> {
     buffer: VecDeque<RecordedEvent>,
     poll: Option<Duration>,
     done: bool,
+    /// Since when the read has found a hole after `position` (see the module docs).
+    hole_since: Option<std::time::Instant>,
 }
 
 /// Builds a subscription over `store`. `head` moves when this process commits; `poll` bounds the
@@ -63,6 +76,7 @@ pub(crate) fn subscribe<S: EventStore + Clone>(
         buffer: VecDeque::new(),
         poll,
         done: false,
+        hole_since: None,
     };
     Box::pin(stream::unfold(cursor, |mut cursor| async move {
         if cursor.done {
@@ -98,6 +112,20 @@ async fn next<S: EventStore>(cursor: &mut Cursor<S>) -> Result<RecordedEvent> {
             {
                 Ok(page) if !page.is_empty() => {
                     backoff = Duration::from_millis(100);
+                    let whole = page.len();
+                    let page = cursor.without_holes(page);
+                    if page.is_empty() {
+                        // A hole right after the position: read again shortly.
+                        let waited = cursor.hole_since.map_or(0, |t| t.elapsed().as_millis());
+                        let pause = Duration::from_millis(5 << (waited / 50).min(5))
+                            .min(Duration::from_millis(200));
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    if page.len() < whole {
+                        // The rest follows a hole: read again from the last event kept.
+                        cursor.must_read = true;
+                    }
                     cursor.buffer.extend(page);
                     continue;
                 }
@@ -163,6 +191,48 @@ async fn next<S: EventStore>(cursor: &mut Cursor<S>) -> Result<RecordedEvent> {
 }
 
 impl<S> Cursor<S> {
+    /// The events of a page read after `position` up to the first hole in the positions, for
+    /// a read of every tenant (see the module docs); all of them once the hole has been waited
+    /// for [`HOLE_PATIENCE`].
+    fn without_holes(&mut self, mut page: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+        if self.scope != Scope::All {
+            return page;
+        }
+        let mut expected = self.position.0 + 1;
+        let contiguous = page
+            .iter()
+            .take_while(|e| {
+                let next = e.global_position.0 == expected;
+                expected += 1;
+                next
+            })
+            .count();
+        if contiguous > 0 {
+            self.hole_since = None;
+            page.truncate(contiguous);
+            return page;
+        }
+        let since = *self.hole_since.get_or_insert_with(|| {
+            tracing::warn!(
+                after = %self.position,
+                next = %page[0].global_position,
+                "a hole in the log's positions (an uncommitted write); waiting for it to fill"
+            );
+            std::time::Instant::now()
+        });
+        if since.elapsed() < HOLE_PATIENCE {
+            return Vec::new();
+        }
+        tracing::error!(
+            after = %self.position,
+            next = %page[0].global_position,
+            "a hole in the log's positions did not fill in {HOLE_PATIENCE:?}; passing it"
+        );
+        super::metrics::hole_passed();
+        self.hole_since = None;
+        page
+    }
+
     /// Takes what the feed holds after the last event yielded, as long as it follows without a
     /// gap. Answers whether it buffered anything.
     fn take_from_feed(&mut self) -> bool {
