@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (what CI runs via .ci/run):
 #
-#   bash scripts/test.sh            # full run: fmt, clippy, dependency rule, tests, doc tests
+#   bash scripts/test.sh            # full run: fmt, clippy, dependency rule, fuzz targets,
+#                                   # schemathesis, tests, doc tests
 #   bash scripts/test.sh --quick    # local iteration: skip fmt and clippy
 #
 # It starts (installing if needed) PostgreSQL and NATS/JetStream through
@@ -78,6 +79,9 @@ if cargo nextest --version >/dev/null 2>&1; then
     step "fuzz targets, ${fuzz_seconds} s each: cargo nextest run -E 'test(/^fuzz::/)'"
     cargo nextest run --workspace --locked --no-fail-fast --profile ci \
         --success-output immediate -E 'test(/^fuzz::/)'
+    step "schemathesis against /openapi.json (scripts/schemathesis.sh)"
+    cargo build --locked --bin switchyard
+    bash scripts/schemathesis.sh "$CARGO_TARGET_DIR/debug/switchyard"
     step "cargo nextest run --workspace --locked --no-fail-fast --profile ci (all but fuzz::)"
     unset BOLERO_RANDOM_TEST_TIME_MS
     cargo nextest run --workspace --locked --no-fail-fast --profile ci -E 'not test(/^fuzz::/)'
@@ -85,6 +89,9 @@ else
     step "fuzz targets, ${fuzz_seconds} s each (cargo-nextest not installed)"
     cargo test --workspace --locked --no-fail-fast -- --nocapture fuzz::
     unset BOLERO_RANDOM_TEST_TIME_MS
+    step "schemathesis against /openapi.json (scripts/schemathesis.sh)"
+    cargo build --locked --bin switchyard
+    bash scripts/schemathesis.sh "$CARGO_TARGET_DIR/debug/switchyard"
     step "cargo test --workspace --locked --no-fail-fast (cargo-nextest not installed)"
     cargo test --workspace --locked --no-fail-fast -- --skip fuzz::
 fi

@@ -941,3 +941,34 @@ async fn each_tenant_sees_its_own_events_and_none_of_another_on_every_feed() {
         assert_eq!(completed_of(tenant, &published, "NATS"), ids[i]);
     }
 }
+
+/// A `min_position` past the end of the log can never be reached (every position handed out
+/// was committed first): 400 at once, not 503 after the wait. One inside the log is served.
+#[tokio::test]
+async fn a_min_position_past_the_log_is_a_client_error_not_a_wait() {
+    let server = Server::start_with(&data_dir(), &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)]);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let at = head(&server).await;
+    let client = reqwest::Client::new();
+    let get = |position: u64| {
+        client
+            .get(server.url(&format!(
+                "/v1/analytics/usage?min_position={position}&wait_ms=10000"
+            )))
+            .bearer_auth(&key)
+            .send()
+    };
+    let started = std::time::Instant::now();
+    let beyond = get(at + 1_000_000).await.unwrap();
+    assert_eq!(beyond.status(), 400);
+    assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+    let body: Value = beyond.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("past the end of the log"),
+        "{body}"
+    );
+    assert_eq!(get(at).await.unwrap().status(), 200);
+}

@@ -124,6 +124,21 @@ async fn prepare(
     let position = match params.min_position {
         None => read.projections.committed(projector).await,
         Some(min) => {
+            // Every position handed to a client was committed, so one past the log's head is
+            // a client's mistake that no wait would cure (the store's head is every node's).
+            let head = admin.store.head().await.map_err(|e| {
+                ApiError::owned(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable".into(),
+                    format!("the event log cannot be read: {e}"),
+                )
+            })?;
+            if min > head.0 {
+                return Err(bad(format!(
+                    "min_position {min} is past the end of the log (position {})",
+                    head.0
+                )));
+            }
             let wait = Duration::from_millis(params.wait_ms.unwrap_or(5000).min(30_000));
             let at = read.projections.wait_for(projector, min, wait).await;
             if at < min {

@@ -153,12 +153,37 @@ pub(crate) async fn feedback(
     Ok(response.json(json!({"inference_id": id, "metric": input.metric, "reward": reward})))
 }
 
+/// The document's form of a routing policy (`switchyard_actors::router::Policy`, which the
+/// body is read as).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(dead_code, reason = "documents the shape only")]
+pub(crate) enum PolicySchema {
+    Static {
+        model: String,
+    },
+    Cheapest {
+        #[schema(minimum = 0.0, maximum = 1.0)]
+        quality_floor: f64,
+        min_pulls: Option<u64>,
+    },
+    EpsilonGreedy {
+        #[schema(minimum = 0.0, maximum = 1.0)]
+        epsilon: f64,
+    },
+    Thompson,
+    Linucb {
+        #[schema(minimum = 0.0, maximum = 100.0)]
+        alpha: f64,
+    },
+}
+
 /// `POST /v1/router/evaluate`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Evaluate {
     /// The candidate policy, as in the config's `[router] policy`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = PolicySchema)]
     policy: Policy,
     /// Only rewards of this metric (all when absent).
     #[serde(default)]

@@ -86,6 +86,7 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         title = "Switchyard",
         description = "Multi-tenant AI platform. Admin endpoints take `Authorization: Bearer <admin token>`; tenant endpoints a tenant API key. Errors are {\"error\": {code, message, request_id}}."
     ),
+    modifiers(&CommonResponses),
     paths(
         ops::healthz,
         ops::readyz,
@@ -151,9 +152,117 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         switchyard_inference::openai::EmbeddingsRequest,
         feedback::Feedback,
         feedback::Evaluate,
+        feedback::PolicySchema,
         workflows::StartRun,
+        workflows::EventsFormat,
         workflows::Signal,
         workflows::Cancel
     ))
 )]
 pub struct ApiDoc;
+
+/// Documents the answers that come from shared plumbing rather than from one handler, on every
+/// operation that can give them, unless its own annotation says more:
+///
+/// - a tenant route (it takes a tenant key in `Authorization`): 401 (no or a bad key), 403 (the
+///   key lacks the route's scope), 429 (too many failed keys from one address);
+/// - an admin route: 401 (no or a bad admin token);
+/// - a body: 400 (not JSON, or not readable) and 422 (JSON of the wrong shape);
+/// - query parameters: 400 (a parameter of the wrong form, or an unknown one);
+/// - `Idempotency-Key`: 400 (an empty or overlong key), 409 (the same key in progress), 422
+///   (the same key with another request);
+/// - `min_position` (read-your-writes): 503 when the read model does not reach it in time.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{Operation, ParameterIn};
+        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+
+        fn add(operation: &mut Operation, status: &str, description: &str) {
+            operation
+                .responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                            )
+                            .build(),
+                    )
+                });
+        }
+
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let params: Vec<(String, bool)> = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| match p {
+                        RefOr::T(p) => Some((p.name.clone(), p.parameter_in == ParameterIn::Query)),
+                        RefOr::Ref(_) => None,
+                    })
+                    .collect();
+                let has = |name: &str| params.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+                if path.starts_with("/v1/admin/") {
+                    add(operation, "401", "missing or invalid admin token");
+                } else if has("Authorization") {
+                    add(operation, "401", "missing or invalid key");
+                    add(operation, "403", "the key lacks this route's scope");
+                    add(
+                        operation,
+                        "429",
+                        "too_many_auth_failures: too many failed keys from this address (Retry-After)",
+                    );
+                }
+                if operation.request_body.is_some() {
+                    add(operation, "400", "the body is not valid JSON (or YAML)");
+                    add(
+                        operation,
+                        "422",
+                        "the body does not have the expected shape",
+                    );
+                }
+                if params.iter().any(|(_, query)| *query) {
+                    add(
+                        operation,
+                        "400",
+                        "a query parameter is malformed or unknown",
+                    );
+                }
+                if has("Idempotency-Key") {
+                    add(operation, "400", "invalid_idempotency_key");
+                    add(
+                        operation,
+                        "409",
+                        "request_in_progress: the same key is being served",
+                    );
+                    add(
+                        operation,
+                        "422",
+                        "idempotency_key_reused: the same key with another request",
+                    );
+                }
+                if has("min_position") {
+                    add(
+                        operation,
+                        "503",
+                        "projection_lag: the read model did not reach min_position in time (Retry-After)",
+                    );
+                }
+            }
+        }
+    }
+}

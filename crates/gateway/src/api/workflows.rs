@@ -410,12 +410,20 @@ pub(crate) async fn run(
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventsQuery {
     /// `json` (default) or `jsonl` (an episode file for `switchyard replay`).
-    format: Option<String>,
+    format: Option<EventsFormat>,
+}
+
+/// The form of a run's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum EventsFormat {
+    Json,
+    Jsonl,
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "workflows",
     params(("Authorization" = String, Header, description = "Bearer <tenant API key>"), ("id" = String, Path, description = "the run id"),
-        ("format" = Option<String>, Query, description = "json (default) or jsonl (an episode file)")),
+        ("format" = Option<EventsFormat>, Query, description = "json (default) or jsonl (an episode file)")),
     responses((status = 200, description = "the run's events, every segment"),
         (status = 404, description = "no such run for this tenant", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
@@ -433,25 +441,20 @@ pub(crate) async fn run_events(
         .events(principal.tenant, run_id)
         .await
         .map_err(api_error)?;
-    match query.format.as_deref() {
-        None | Some("json") => {
+    match query.format.unwrap_or(EventsFormat::Json) {
+        EventsFormat::Json => {
             let data: Vec<JsonEvent> = events
                 .iter()
                 .filter_map(|e| JsonEvent::from_recorded(e).ok())
                 .collect();
             Ok(HttpResponse::Ok().json(json!({"data": data})))
         }
-        Some("jsonl") => {
+        EventsFormat::Jsonl => {
             let text = switchyard_workflows::replay::episode_text(&events).map_err(api_error)?;
             Ok(HttpResponse::Ok()
                 .content_type("application/x-ndjson")
                 .body(text))
         }
-        Some(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "`format` is `json` or `jsonl`",
-        )),
     }
 }
 

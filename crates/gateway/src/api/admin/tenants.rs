@@ -58,7 +58,7 @@ struct ListQuery {
 /// `GET /v1/admin/tenants?after=&limit=`: tenants in creation order, a page at a time.
 /// List tenants in creation order, a page at a time.
 #[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin",
-    params(("after" = Option<String>, Query, description = "the previous page's next_after"),
+    params(("after" = Option<uuid::Uuid>, Query, description = "the previous page's next_after"),
         ("limit" = Option<usize>, Query, description = "1-1000, default 100")),
     responses((status = 200, description = "{data: [tenant], next_after}"), (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
 pub(crate) async fn list_tenants(
@@ -67,19 +67,13 @@ pub(crate) async fn list_tenants(
 ) -> Result<HttpResponse, ApiError> {
     authorized(&req, &admin)?;
     let query: ListQuery = web::Query::<ListQuery>::from_query(req.query_string())
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                &e.to_string(),
-            )
-        })?
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()))?
         .into_inner();
     let after = match query.after.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(raw.parse().map_err(|_| {
             ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "after must be a tenant id",
             )

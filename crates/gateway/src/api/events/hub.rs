@@ -153,7 +153,7 @@ impl EventHub {
 }
 
 /// What a client falling behind the ring gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SlowPolicy {
     Disconnect,

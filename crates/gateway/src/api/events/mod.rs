@@ -48,7 +48,7 @@ pub(crate) struct FeedParams {
     /// Start after this log position (`Last-Event-ID` takes precedence); default: from now on.
     after: Option<u64>,
     /// `disconnect` (default) or `drop_oldest`.
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     policy: Option<SlowPolicy>,
 }
 

@@ -28,6 +28,7 @@ use super::{FeedParams, feed_of};
 #[utoipa::path(get, path = "/v1/events/ws", tag = "events", params(FeedParams,
         ("Authorization" = String, Header, description = "Bearer <tenant API key>")),
     responses((status = 101, description = "WebSocket: events out; chat.completions requests in, their tokens out"),
+        (status = 400, description = "not a WebSocket upgrade, or a bad parameter", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody)))]
 pub(crate) async fn websocket(
     req: HttpRequest,
