@@ -171,7 +171,7 @@ catalog! {
         WorkflowRegistered(WorkflowRegistered);
         FragmentRegistered(FragmentRegistered);
         ToolRegistered(ToolRegistered);
-        RunStarted(RunStarted);
+        RunStarted(RunStarted), older { 1 => RunStartedV1 };
         StepStarted(StepStarted);
         StepCompleted(StepCompleted);
         StepFailed(StepFailed);
@@ -865,8 +865,54 @@ pub struct RunStarted {
     pub overrides: String,
     pub seed: u64,
     pub at_ms: u64,
+    /// The version of the workflow engine's decision logic that runs it (and replays it):
+    /// `switchyard_workflows::run::ENGINE` when it started.
+    pub engine: u32,
 }
-payload!(RunStarted, 1);
+payload!(RunStarted, 2);
+
+/// `RunStarted` v1, before runs recorded their engine version: read and upcast (engine 1, the
+/// only one then), never written. Its schema keeps the title and text it was published with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "RunStarted",
+    description = "A workflow run started. `spec` and `input` are JSON; the run never reads the registry again,\nso its replay needs nothing but its own events. `seed` is where any randomness comes from."
+)]
+pub struct RunStartedV1 {
+    pub run_id: uuid::Uuid,
+    pub workflow: String,
+    pub version: u32,
+    pub spec: String,
+    pub input: String,
+    /// A child run: its parent run and the parent's step that waits for it.
+    pub parent_run: Option<uuid::Uuid>,
+    pub parent_step: Option<String>,
+    /// A re-execution: the recorded run it re-executes, and what it changes (JSON).
+    pub replay_of: Option<uuid::Uuid>,
+    pub overrides: String,
+    pub seed: u64,
+    pub at_ms: u64,
+}
+
+impl From<RunStartedV1> for RunStarted {
+    fn from(old: RunStartedV1) -> Self {
+        RunStarted {
+            run_id: old.run_id,
+            workflow: old.workflow,
+            version: old.version,
+            spec: old.spec,
+            input: old.input,
+            parent_run: old.parent_run,
+            parent_step: old.parent_step,
+            replay_of: old.replay_of,
+            overrides: old.overrides,
+            seed: old.seed,
+            at_ms: old.at_ms,
+            engine: 1,
+        }
+    }
+}
 
 /// The run started a step (attempt `attempt`, not before `not_before_ms`). `request` is the
 /// rendered call (JSON): what the step sends, so that a re-execution can match recorded tool

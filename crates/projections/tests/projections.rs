@@ -786,6 +786,7 @@ async fn text_with_nul_bytes_is_projected(backend: Backend) {
                 overrides: "{}".into(),
                 seed: 1,
                 at_ms: 1_000,
+                engine: 1,
             }),
             Event::RunFailed(switchyard_events::RunFailed {
                 error: "tool answered 400: \0\0 body".into(),
@@ -949,6 +950,7 @@ async fn a_row_in_every_table(store: &dyn EventStore, tenant: TenantId) {
             overrides: "{}".into(),
             seed: 1,
             at_ms: 1_000,
+            engine: 1,
         })],
     )
     .await;

@@ -125,6 +125,21 @@ pub fn replay_exact(events: &[Event]) -> ReplayReport {
             i += 1;
             continue;
         }
+        if !run::ENGINES.contains(&state.engine) {
+            divergence = Some(Divergence {
+                at: i,
+                message: format!(
+                    "the episode was recorded by workflow engine version {}; this build \
+                     replays versions {} to {}",
+                    state.engine,
+                    run::ENGINES.start(),
+                    run::ENGINES.end()
+                ),
+                recorded: vec![json(event)],
+                decided: Vec::new(),
+            });
+            break;
+        }
         let decided = run::advance(&state, at_ms(event));
         let recorded = &events[i..(i + decided.len().max(1)).min(events.len())];
         if decided.len() > recorded.len()

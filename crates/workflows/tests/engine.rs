@@ -1,7 +1,9 @@
 //! The engine end to end on a real (SQLite) log with a scripted executor: every node kind,
 //! retries, sagas, cancellation, continue-as-new, recovery after a crash, tenant isolation, and
-//! exact replay of what each run recorded. The golden episodes under `tests/episodes/` are
-//! replayed with the current code (`SWITCHYARD_UPDATE_EPISODES=1` rewrites them).
+//! exact replay of what each run recorded. The golden episodes under
+//! `tests/episodes/engine-<N>/` were recorded by engine version N and are replayed with the
+//! current code; they are never re-recorded (`SWITCHYARD_UPDATE_EPISODES=1` only writes the
+//! episodes the current engine version lacks).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,7 +20,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use switchyard_events::{Event, SqliteStore, TenantId};
 use switchyard_workflows::replay::{episode_text, parse_episode, replay_exact};
-use switchyard_workflows::run::RunStatus;
+use switchyard_workflows::run::{self, RunStatus};
 use switchyard_workflows::spec::LoadOptions;
 use switchyard_workflows::{
     Engine, Error, Executor, StartOptions, StepCall, StepError, StepOutput,
@@ -229,18 +231,43 @@ impl Setup {
         if let Some(name) = golden
             && std::env::var_os("SWITCHYARD_UPDATE_EPISODES").is_some()
         {
-            let recorded = self.engine.events(self.tenant, run).await.unwrap();
-            std::fs::write(
-                episodes().join(format!("{name}.jsonl")),
-                episode_text(&recorded).unwrap(),
-            )
-            .unwrap();
+            // A recorded episode protects the runs of its engine version: it is written once,
+            // never over. A change of decision logic is a new version (`run::ENGINE`).
+            let dir = episodes().join(format!("engine-{}", run::ENGINE));
+            let path = dir.join(format!("{name}.jsonl"));
+            if !path.exists() {
+                let recorded = self.engine.events(self.tenant, run).await.unwrap();
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, episode_text(&recorded).unwrap()).unwrap();
+            }
         }
     }
 }
 
 fn episodes() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/episodes")
+}
+
+/// Every golden episode: (engine version of its folder, path).
+fn golden_episodes() -> Vec<(u32, PathBuf)> {
+    let mut found = Vec::new();
+    for dir in std::fs::read_dir(episodes()).unwrap() {
+        let dir = dir.unwrap().path();
+        let Some(version) = dir
+            .file_name()
+            .and_then(|n| n.to_str()?.strip_prefix("engine-")?.parse().ok())
+        else {
+            continue;
+        };
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "jsonl") {
+                found.push((version, path));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 const THREE_STEPS: &str = r#"
@@ -722,13 +749,14 @@ async fn a_changed_decision_is_reported_as_a_divergence() {
 
 #[test]
 fn golden_episodes_replay_exactly_with_the_current_code() {
-    let mut seen = 0;
-    for entry in std::fs::read_dir(episodes()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "jsonl") {
-            continue;
-        }
-        let events = parse_episode(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let episodes = golden_episodes();
+    for (version, path) in &episodes {
+        let events = parse_episode(&std::fs::read_to_string(path).unwrap()).unwrap();
+        // The folder says which engine recorded it, and so does the run.
+        let Some(Event::RunStarted(started)) = events.first() else {
+            panic!("{}: no RunStarted first", path.display());
+        };
+        assert_eq!(started.engine, *version, "{}", path.display());
         let report = replay_exact(&events);
         assert!(
             report.divergence.is_none(),
@@ -743,9 +771,42 @@ fn golden_episodes_replay_exactly_with_the_current_code() {
             report.status
         );
         assert!(report.decisions > 0);
-        seen += 1;
     }
-    assert!(seen >= 4, "golden episodes found: {seen}");
+    assert!(episodes.len() >= 5, "golden episodes found: {episodes:?}");
+    // Every engine version this build knows has its episodes.
+    for version in run::ENGINES {
+        assert!(
+            episodes.iter().any(|(v, _)| *v == version),
+            "no golden episodes of engine version {version}"
+        );
+    }
+}
+
+/// A run recorded by an engine version this build does not know is neither replayed under the
+/// current logic nor driven by it: replay names the version, and the run refuses to advance.
+#[test]
+fn a_run_of_an_unknown_engine_version_is_neither_replayed_nor_driven() {
+    let path = episodes().join("engine-1/three-steps.jsonl");
+    let mut events = parse_episode(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let Some(Event::RunStarted(started)) = events.first_mut() else {
+        panic!("no RunStarted first");
+    };
+    started.engine = run::ENGINE + 1;
+    let report = replay_exact(&events);
+    let divergence = report.divergence.expect("a divergence");
+    assert!(
+        divergence
+            .message
+            .contains(&format!("engine version {}", run::ENGINE + 1)),
+        "{}",
+        divergence.message
+    );
+    let state = run::fold(&events[..1]);
+    assert_eq!(
+        run::decide(&state, run::Command::Advance { now_ms: 1 }).unwrap_err(),
+        run::Rejection::Engine(run::ENGINE + 1)
+    );
+    assert!(run::advance(&state, 1).is_empty());
 }
 
 #[test]

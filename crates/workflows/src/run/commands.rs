@@ -85,6 +85,9 @@ pub fn decide(state: &RunState, command: Command) -> Result<Vec<Event>, Rejectio
 }
 
 fn live(state: &RunState) -> Result<(), Rejection> {
+    if state.status != RunStatus::New && !super::ENGINES.contains(&state.engine) {
+        return Err(Rejection::Engine(state.engine));
+    }
     match state.status {
         RunStatus::New => Err(Rejection::NotStarted),
         RunStatus::Running => Ok(()),

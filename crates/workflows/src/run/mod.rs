@@ -37,6 +37,18 @@ pub use state::{RunState, RunStatus, Step, StepStatus, compensation_key, is_exte
 
 use crate::spec::WorkflowSpec;
 
+/// The version of the decision logic ([`advance`]) that new runs record in `RunStarted` and are
+/// driven and replayed with for their whole life.
+///
+/// Bump it with any change that decides differently from the same events (a new default, an
+/// ordering, a rule), and keep the old logic behind `state.engine`: a recorded run is replayed
+/// and continued under the version that recorded it, never under newer logic. The golden
+/// episodes under `tests/episodes/engine-<N>/` are recorded once per version and never again.
+pub const ENGINE: u32 = 1;
+
+/// The engine versions this build can drive and replay.
+pub const ENGINES: std::ops::RangeInclusive<u32> = 1..=ENGINE;
+
 /// The stream category of runs: `workflow_run-<run id>`, later segments `…-<run id>.<n>`.
 pub const CATEGORY: &str = "workflow_run";
 /// Items of one map at most.
@@ -114,6 +126,10 @@ pub enum Rejection {
     Ended(&'static str),
     #[error("{0}")]
     Invalid(String),
+    /// The run was recorded by a newer engine than this build's: a node that knows it drives
+    /// it (during a rolling upgrade, an older node leaves it alone).
+    #[error("the run is decided by workflow engine version {0}; this build knows 1 to {ENGINE}")]
+    Engine(u32),
 }
 
 /// The run actor.
@@ -180,6 +196,7 @@ pub fn started(
         overrides: overrides.to_string(),
         seed,
         at_ms,
+        engine: ENGINE,
     }
 }
 

@@ -126,6 +126,14 @@ pub struct RunState {
     pub output: Option<Value>,
     pub error: Option<String>,
     pub ended_ms: Option<u64>,
+    /// The engine version that decides this run (`RunStarted.engine`; a state carried by a
+    /// segment from before engines were recorded is version 1).
+    #[serde(default = "engine_one")]
+    pub engine: u32,
+}
+
+fn engine_one() -> u32 {
+    1
 }
 
 /// The step key of item `index` of map node `node`.
@@ -171,6 +179,7 @@ impl RunState {
                 self.parent = e.parent_run.zip(e.parent_step.clone());
                 self.replay_of = e.replay_of;
                 self.started_ms = e.at_ms;
+                self.engine = e.engine;
                 match serde_json::from_str::<WorkflowSpec>(&e.spec) {
                     Ok(spec) => {
                         self.cursor = spec.nodes.first().map(|n| n.id.clone());
