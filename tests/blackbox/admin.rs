@@ -527,7 +527,8 @@ async fn two_nodes_share_one_request_limit_through_redis() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(synced, "the second node never saw the tenant");
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // The second node enforces the key and the limit once it has folded the log that far.
+    crate::server::followed_to(&second, crate::server::log_head(&first).await).await;
     let mut allowed = 0;
     for i in 0..12 {
         let node = if i % 2 == 0 { &first } else { &second };

@@ -278,7 +278,11 @@ async fn a_budget_holds_exactly_across_three_nodes() {
         .await;
         assert!(!view["limits"]["monthly_budget_usd"].is_null(), "{view}");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every node enforces the budget once its follower has folded the limits' write.
+    let head = crate::server::log_head(&nodes[0]).await;
+    for node in &nodes {
+        crate::server::followed_to(node, head).await;
+    }
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let tasks: Vec<_> = (0..12)
         .map(|worker| {

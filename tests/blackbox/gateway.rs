@@ -1386,20 +1386,20 @@ async fn inferences_are_billed_once_and_a_restart_bills_nothing_twice() {
     drop(server);
     let server = start(&dir, SIM_CONFIG);
     assert_eq!(chat(&server, &key, &hello("sim-small")).await.status(), 200);
-    let mut after = (0, 0, 0);
-    for _ in 0..50 {
-        after = billed(dir.clone()).await;
-        if after.0 == 6 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The restarted feeder bills the log from the start, in log order (one FIFO queue into
+    // the billing actors): any old inference billed again would be on the ledger before the new
+    // one is. So once the new line is there, the count is final.
+    let mut settled = (0, 0, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while settled.0 < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new inference was never billed: {settled:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        settled = billed(dir.clone()).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let settled = billed(dir.clone()).await;
-    assert_eq!(
-        settled.0, 6,
-        "one more line, none twice: {after:?} then {settled:?}"
-    );
+    assert_eq!(settled.0, 6, "one more line, none twice: {settled:?}");
     assert_eq!(settled.1, settled.2);
 }
 

@@ -109,7 +109,17 @@ async fn head(server: &Server) -> u64 {
 /// Chat completions from `workers` concurrent clients until `stop` (or an error: the server
 /// died). Returns how many were answered 200.
 async fn burst(server_url: String, key: String, workers: usize, per_worker: u64) -> u64 {
-    let done = Arc::new(AtomicU64::new(0));
+    burst_counting(server_url, key, workers, per_worker, Arc::default()).await
+}
+
+/// [`burst`], counting the answered requests in `done` as they come.
+async fn burst_counting(
+    server_url: String,
+    key: String,
+    workers: usize,
+    per_worker: u64,
+    done: Arc<AtomicU64>,
+) -> u64 {
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (url, key, done) = (server_url.clone(), key.clone(), done.clone());
@@ -273,11 +283,27 @@ async fn the_analytics_api_reports_exactly_the_log(postgres: bool) {
     let server = Server::start_with(&dir, &env);
     let (tenant, key, _) = tenant_with_key(&server).await;
 
-    // A burst, and the server killed (SIGKILL) in the middle of it.
-    let burst_task = tokio::spawn(burst(server.base.clone(), key.clone(), 6, 40));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A burst, and the server killed (SIGKILL) in the middle of it: once 30 of its 240
+    // requests are answered, and before the last one is.
+    let done = Arc::new(AtomicU64::new(0));
+    let burst_task = tokio::spawn(burst_counting(
+        server.base.clone(),
+        key.clone(),
+        6,
+        40,
+        done.clone(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while done.load(Ordering::Relaxed) < 30 {
+        assert!(std::time::Instant::now() < deadline, "the burst stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     drop(server);
     let answered_before = burst_task.await.unwrap();
+    assert!(
+        (30..240).contains(&answered_before),
+        "the kill did not land mid-burst: {answered_before} of 240 answered"
+    );
 
     // Restarted on the same data: more traffic, then every total checked against the log.
     let server = Server::start_with(&dir, &env);
@@ -471,10 +497,23 @@ async fn stalled_client(head: impl Fn(&str, &str) -> String) -> (String, Server)
         .write_all(head(&address, &key).as_bytes())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The feed is open once the answer's head has come (the subscription is taken first).
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut byte = [0u8; 1];
+        while !received.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                stream.read(&mut byte).await.unwrap(),
+                1,
+                "closed before its head"
+            );
+            received.push(byte[0]);
+        }
+    })
+    .await
+    .expect("the feed's answer head never came");
     let answered = burst(server.base.clone(), key.clone(), 16, 250).await;
     let produced = usize::try_from(answered).unwrap() * 3 * 500;
-    let mut received = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut received))
         .await
         .expect("the server never ended the slow client's connection")
@@ -727,8 +766,8 @@ async fn an_open_feed_ends_when_its_key_is_revoked_or_expires() {
     };
     let feed = open(key.clone()).await.unwrap();
     assert_eq!(feed.status(), 200);
+    // The feed is open (its 200 came after its subscription was taken).
     let reader = tokio::spawn(read_until_closed(feed, Duration::from_secs(10)));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let revoked_at = std::time::Instant::now();
     let revoked = client
         .delete(server.url(&format!("/v1/admin/tenants/{tenant}/keys/{key_id}")))

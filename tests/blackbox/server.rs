@@ -217,3 +217,37 @@ pub async fn tenant_with_key(server: &Server) -> (String, String, String) {
         key["id"].as_str().unwrap().to_owned(),
     )
 }
+
+/// The log's head as `node` sees it (`/readyz`).
+pub async fn log_head(node: &Server) -> u64 {
+    let ready: serde_json::Value = reqwest::get(node.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ready["event_log_head"].as_u64().unwrap()
+}
+
+/// Waits (bounded) until `node`'s keys, limits and spend have folded the log up to `position`
+/// (`followed` in `/readyz`): a write made elsewhere up to there is enforced on `node`.
+pub async fn followed_to(node: &Server, position: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready: serde_json::Value = reqwest::get(node.url("/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["followed"].as_u64().is_some_and(|at| at >= position) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never followed the log to {position}: {ready}",
+            node.base
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -404,10 +404,26 @@ async fn concurrent_workers_never_double_apply() {
     let a = Projections::start(env.store.clone(), env.db.clone(), fast());
     let b = Projections::start(env.store.clone(), env.db.clone(), fast());
     let expected = traffic(env.store.as_ref(), &tenants, 120).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(a); // the leader dies; the standby takes over from the checkpoint
+    // One of them leads (projects to the head); the other stays a standby at 0.
+    let head = env.store.head().await.unwrap().0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (leader, standby) = loop {
+        match (a.position("usage"), b.position("usage")) {
+            (at, 0) if at >= head => break (a, b),
+            (0, at) if at >= head => break (b, a),
+            (x, y) => assert!(
+                x == 0 || y == 0,
+                "both workers projected: {x} and {y} (the lease let two lead)"
+            ),
+        }
+        assert!(std::time::Instant::now() < deadline, "no worker caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(standby.position("usage"), 0, "the standby projected");
+    drop(leader); // the leader dies; the standby takes over from the checkpoint
     let more = traffic(env.store.as_ref(), &tenants, 30).await.unwrap();
-    caught_up(&b, env.store.as_ref(), &["usage"]).await;
+    caught_up(&standby, env.store.as_ref(), &["usage"]).await;
+    let b = standby;
     for tenant in tenants {
         let (x, y) = (expected[&tenant], more[&tenant]);
         assert_eq!(

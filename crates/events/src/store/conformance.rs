@@ -517,7 +517,10 @@ pub async fn subscription_sees_every_event_exactly_once_under_concurrent_writers
     }
     let total = acknowledged.len();
     total_tx.send_replace(Some(total));
-    let live = live_reader.await.unwrap();
+    let live = tokio::time::timeout(Duration::from_secs(30), live_reader)
+        .await
+        .expect("the live reader did not see every acknowledged event within 30 s")
+        .unwrap();
     let middle = GlobalPosition(total as u64 / 2);
     let mut late_subscription = store.subscribe_all(Scope::All, middle);
     let mut late = Vec::new();

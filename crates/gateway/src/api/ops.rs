@@ -43,7 +43,7 @@ pub(super) async fn healthz() -> HttpResponse {
 
 /// The event log can take writes and be read.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "{status: ready, event_log_head}"), (status = 503, description = "not ready", body = ErrorBody)))]
+    responses((status = 200, description = "{status: ready, event_log_head, followed}"), (status = 503, description = "not ready", body = ErrorBody)))]
 pub(super) async fn readyz(
     store: web::Data<StoreHandle>,
     admin: web::Data<Admin>,
@@ -56,7 +56,13 @@ pub(super) async fn readyz(
         ));
     }
     match store.0.ready().await {
-        Ok(head) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "event_log_head": head}))),
+        // `followed`: the last position this node's keys, limits and spend have folded (a
+        // write elsewhere is enforced here once it is at least that write's position).
+        Ok(head) => Ok(HttpResponse::Ok().json(json!({
+            "status": "ready",
+            "event_log_head": head,
+            "followed": admin.follower.position().0,
+        }))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             Err(ApiError::new(
