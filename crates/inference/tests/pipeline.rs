@@ -175,3 +175,95 @@ async fn a_budget_refuses_what_it_cannot_cover_and_says_which() {
         .unwrap_err();
     assert_eq!((missing.code(), missing.status()), ("model_not_found", 404));
 }
+
+/// The log refuses the inference's append (`FaultyStore`): the caller gets an error, the log
+/// holds nothing, and the budget reservation is given back, not left held. Once the log heals
+/// the same request is served and billed once.
+#[tokio::test]
+async fn an_inference_the_log_refuses_is_an_error_that_holds_nothing() {
+    use switchyard_events::store::faulty::{Fault, FaultyStore};
+    let memory: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let faulty = FaultyStore::new(memory.clone());
+    let faults = faulty.faults();
+    let pipeline = pipeline(Arc::new(faulty), Limits::default());
+    let who = principal();
+    let now = time::OffsetDateTime::now_utc;
+
+    faults.set(Fault::FailAppends, true);
+    let error = pipeline
+        .complete(None, &who, &request(20), None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 503, "{error:?}");
+    let view = pipeline.meter.view(who.tenant, now());
+    assert_eq!(
+        (view.spent_micros, view.reserved_micros),
+        (0, 0),
+        "{view:?}"
+    );
+    assert_eq!(inference_events(memory.as_ref()).await, 0);
+
+    faults.heal();
+    let served = pipeline
+        .complete(None, &who, &request(20), None, None)
+        .await
+        .unwrap();
+    let view = pipeline.meter.view(who.tenant, now());
+    assert_eq!(
+        (view.spent_micros, view.reserved_micros),
+        (served.cost_micros, 0)
+    );
+    assert_eq!(inference_events(memory.as_ref()).await, 1);
+}
+
+/// The append committed but its acknowledgement was lost: the caller hears an error. Asked
+/// again with the same inference id (a workflow step's retry), it gets the recorded answer,
+/// and the log and the budget count the inference once. (The budget's truth is the log: the
+/// node's follower folds it into the meter, as the server runs it.)
+#[tokio::test]
+async fn after_a_lost_acknowledgement_a_retry_with_the_id_is_billed_once() {
+    use switchyard_events::store::faulty::{Fault, FaultyStore};
+    let memory: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let faulty = FaultyStore::new(memory.clone());
+    let faults = faulty.faults();
+    let pipeline = pipeline(Arc::new(faulty), Limits::default());
+    let follower =
+        switchyard_inference::follow::follow(memory.clone(), vec![pipeline.meter.clone()])
+            .await
+            .unwrap();
+    let who = principal();
+    let id = Uuid::now_v7();
+
+    faults.set(Fault::LoseAcks, true);
+    let lost = pipeline
+        .complete(None, &who, &request(20), None, Some(id))
+        .await;
+    assert!(lost.is_err(), "{lost:?}");
+    assert_eq!(
+        inference_events(memory.as_ref()).await,
+        1,
+        "it was committed"
+    );
+    faults.heal();
+
+    let again = pipeline
+        .complete(None, &who, &request(20), None, Some(id))
+        .await
+        .unwrap();
+    assert_eq!(again.inference_id, id);
+    assert_eq!(inference_events(memory.as_ref()).await, 1, "not run twice");
+    let head = memory.head().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while follower.position() < head {
+        assert!(std::time::Instant::now() < deadline, "the follower stalled");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let view = pipeline
+        .meter
+        .view(who.tenant, time::OffsetDateTime::now_utc());
+    assert_eq!(
+        (view.spent_micros, view.reserved_micros),
+        (again.cost_micros, 0),
+        "billed once, nothing held: {view:?}"
+    );
+}
