@@ -9,6 +9,7 @@
 
 /// The logged decisions, read back for off-policy evaluation.
 pub mod offline;
+mod tasks; // task classes of a request's text, whole words in several languages
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -200,8 +201,7 @@ impl RouterHub {
             .map(|m| m.text())
             .collect::<Vec<_>>()
             .join("\n");
-        let lower = text.to_lowercase();
-        let has = |words: &[&str]| f64::from(u8::from(words.iter().any(|w| lower.contains(w))));
+        let [code, math, summary, translation] = tasks::classes(&text);
         let chars = text.chars().count().max(1) as f64;
         let non_ascii = text.chars().filter(|c| !c.is_ascii()).count() as f64 / chars;
         let json_mode = request
@@ -239,19 +239,10 @@ impl RouterHub {
             request.temperature.unwrap_or(1.0) / 2.0,
             f64::from(request.choices()) / 8.0,
             non_ascii,
-            flag(text.contains("```")).max(has(&[
-                "code", "function", "compile", "rust", "python", "bug",
-            ])),
-            has(&[
-                "calculate",
-                "solve",
-                "equation",
-                "sum of",
-                "math",
-                "integral",
-            ]),
-            has(&["summarize", "summarise", "summary", "tl;dr"]),
-            has(&["translate", "translation"]),
+            flag(code),
+            flag(math),
+            flag(summary),
+            flag(translation),
             flag(text.trim_end().ends_with('?')),
             flag(tenant.plan == "free"),
             flag(tenant.plan == "pro"),
