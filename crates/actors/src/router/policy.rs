@@ -1,8 +1,10 @@
 //! Routing policies as pure functions of the router state and the request's context: each
 //! returns a probability for every candidate model, and the choice is drawn from it. The
 //! probability of the chosen model is the **propensity** logged with the decision — what
-//! off-policy evaluation divides by — so every policy, deterministic ones included, is given a
-//! floor of exploration (`min_exploration` per model) to keep every propensity above zero.
+//! off-policy evaluation divides by — so every learning policy, deterministic ones included, is
+//! given a floor of exploration (`min_exploration` per model) to keep every propensity above
+//! zero. A static policy is not: the operator pinned the model, and a pinned model serves every
+//! request (the others only while its circuit is open).
 
 use rand::Rng;
 use rand_distr::{Beta, Distribution};
@@ -170,7 +172,9 @@ pub fn distribution(
             estimate + alpha * width
         }),
     };
-    explore(&mut p, &open, min_exploration);
+    if !matches!(policy, Policy::Static { .. }) {
+        explore(&mut p, &open, min_exploration);
+    }
     p
 }
 

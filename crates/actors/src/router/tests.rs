@@ -248,3 +248,30 @@ fn off_policy_estimates_of_a_known_policy_cover_its_true_value() {
     let report = evaluate(&Policy::Thompson, &log, &costs, 0.0, &mut rng);
     assert!(report.snips.value > 0.78, "{:?}", report.snips);
 }
+
+/// A static policy serves its model every time: the exploration floor is for learning
+/// policies (issue 16, item 5: it explored 2%). With the pinned model's circuit open, the
+/// others share the traffic.
+#[test]
+fn a_static_policy_does_not_explore() {
+    let state = RouterState::default();
+    let mut rng = StdRng::seed_from_u64(1);
+    let policy = Policy::Static {
+        model: "large".into(),
+    };
+    let p = distribution(&policy, &arms(&state), &[1.0; CONTEXT_DIM], 0.02, &mut rng);
+    assert_eq!(p, [0.0, 1.0]);
+    let mut closed = arms(&state);
+    closed[1].available = false;
+    let p = distribution(&policy, &closed, &[1.0; CONTEXT_DIM], 0.02, &mut rng);
+    assert_eq!(p, [1.0, 0.0]);
+    // A learning policy keeps its floor.
+    let p = distribution(
+        &Policy::Thompson,
+        &arms(&state),
+        &[1.0; CONTEXT_DIM],
+        0.02,
+        &mut rng,
+    );
+    assert!(p.iter().all(|pi| *pi >= 0.02 - 1e-12), "{p:?}");
+}
