@@ -233,7 +233,8 @@ async fn feedback_teaches_the_router_the_better_model_and_survives_a_restart() {
         (small["snips"]["value"].as_f64().unwrap() - 0.2).abs() < 1e-6,
         "{small}"
     );
-    // As it would serve, with the configured exploration floor (2% to the other model).
+    // As it would serve: the configured exploration floor is for learning policies; a static
+    // one serves its model every time (issue 16, item 5).
     let served = json_of(
         client
             .post(server.url("/v1/router/evaluate"))
@@ -244,7 +245,7 @@ async fn feedback_teaches_the_router_the_better_model_and_survives_a_restart() {
             .unwrap(),
     )
     .await;
-    let expected = 0.98 * 0.9 + 0.02 * 0.2;
+    let expected = 0.9;
     assert!(
         (served["dr"]["value"].as_f64().unwrap() - expected).abs() < 1e-6,
         "{served}"
@@ -330,4 +331,57 @@ async fn the_cli_evaluates_a_policy_file_on_the_log() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a policy"));
+}
+
+/// Feedback on a request that named its model does not train the router: 409 `not_rewardable`
+/// (issue 16, item 6), and the router's log has no reward for it. Feedback on an `auto`
+/// request is taken.
+#[tokio::test]
+async fn feedback_on_a_named_model_request_is_refused_and_trains_nothing() {
+    let dir = data_dir();
+    let server = start(&dir);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let ask = |model: &str| {
+        client
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let feedback = |id: String| {
+        client
+            .post(server.url("/v1/feedback"))
+            .bearer_auth(&key)
+            .json(&json!({"inference_id": id, "metric": "quality", "value": 1.0}))
+            .send()
+    };
+    let id_of = |response: &reqwest::Response| {
+        assert_eq!(response.status(), 200);
+        response.headers()["x-switchyard-inference-id"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let named = id_of(&ask("sim-small").await.unwrap());
+    let refused = feedback(named).await.unwrap();
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_rewardable", "{body}");
+    let routed = id_of(&ask("auto").await.unwrap());
+    let taken = feedback(routed).await.unwrap();
+    assert_eq!(taken.status(), 200);
+    drop(server);
+    let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
+    let rewards = store
+        .read_all(Scope::All, GlobalPosition::START, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "RewardRecorded")
+        .count();
+    assert_eq!(
+        rewards, 1,
+        "only the routed inference's feedback is a reward"
+    );
 }

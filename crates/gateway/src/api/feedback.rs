@@ -102,6 +102,15 @@ pub(crate) async fn feedback(
             )
         });
     };
+    // A request that named its model was not routed: its feedback says nothing about a
+    // routing decision, and folding it in would bias the bandit toward what clients pick.
+    if route.policy == "named" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_rewardable",
+            "the request named its model, so no policy routed it; feedback trains the router only on `auto` requests",
+        ));
+    }
     let dearest = pipeline
         .config
         .candidates()
