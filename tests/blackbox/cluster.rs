@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
 
-fn database_url() -> String {
+pub fn database_url() -> String {
     std::env::var("SWITCHYARD_TEST_DATABASE_URL").unwrap_or_else(|_| {
         "postgres://switchyard:switchyard@127.0.0.1:5432/switchyard_test".into()
     })
@@ -37,6 +37,22 @@ impl Recipe {
                 ("SWITCHYARD_REDIS_URL".into(), redis_url()),
             ],
         }
+    }
+
+    /// A node that reaches PostgreSQL at `database_url` instead (through a proxy, say).
+    pub fn start_via(&self, database_url: &str) -> Server {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| {
+                if k == "SWITCHYARD_DATABASE_URL" {
+                    (k.as_str(), database_url)
+                } else {
+                    (k.as_str(), v.as_str())
+                }
+            })
+            .collect();
+        Server::start_with(&self.dir, &env)
     }
 
     /// A node (started after the others, so the first creates the schema and the secret).

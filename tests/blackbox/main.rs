@@ -16,6 +16,7 @@ mod gateway;
 mod hostile;
 mod openai_sdk;
 mod operators;
+mod pg_restart;
 mod read_side;
 mod redis_down;
 mod router;
