@@ -369,7 +369,7 @@ async fn a_budget_holds_exactly_across_three_nodes() {
 }
 
 /// A run's state once it has ended (or after 30 s), read on `node`.
-async fn ended(client: &reqwest::Client, node: &Server, key: &str, run: &str) -> Value {
+pub async fn ended(client: &reqwest::Client, node: &Server, key: &str, run: &str) -> Value {
     client
         .get(node.url(&format!("/v1/runs/{run}?wait_ms=30000")))
         .bearer_auth(key)

@@ -1011,3 +1011,57 @@ async fn a_min_position_past_the_log_is_a_client_error_not_a_wait() {
     );
     assert_eq!(get(at).await.unwrap().status(), 200);
 }
+
+/// The WebSocket feed too ends within a second of its key's revocation, with a `closed`
+/// message naming the reason and a close frame (code 1008, policy).
+#[tokio::test]
+async fn an_open_websocket_feed_ends_when_its_key_is_revoked() {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let server = Server::start_with(&data_dir(), &[("SWITCHYARD_ADMIN_TOKEN", TOKEN)]);
+    let (tenant, key, key_id) = tenant_with_key(&server).await;
+    let url = server.base.replace("http://", "ws://") + "/v1/events/ws";
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let revoked_at = std::time::Instant::now();
+    let revoked = reqwest::Client::new()
+        .delete(server.url(&format!("/v1/admin/tenants/{tenant}/keys/{key_id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let mut closed_message = None;
+    let mut close_frame = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, socket.next()).await {
+        match message {
+            Ok(Message::Text(text)) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "closed" {
+                    closed_message = Some(value);
+                }
+            }
+            Ok(Message::Close(frame)) => {
+                close_frame = frame;
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let ended = revoked_at.elapsed();
+    let closed = closed_message.expect("a `closed` message");
+    assert!(
+        closed["reason"].as_str().unwrap().contains("revoked"),
+        "{closed}"
+    );
+    let frame = close_frame.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert!(ended < Duration::from_secs(1), "{ended:?}");
+}

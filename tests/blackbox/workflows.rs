@@ -809,3 +809,106 @@ async fn hostile_workflow_requests_get_a_clear_4xx() {
         );
     }
 }
+
+/// One node killed (`kill -9`) while every run's second model step is in flight: after the
+/// restart each run completes, and each model step is one inference in the log and one line
+/// on the tenant's bill (issue 15, item 5: 96 two-step runs used to give 193–194 inferences,
+/// all billed). The step carried out again after the crash has the same inference id (run,
+/// step and attempt), so the pipeline answers it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_step_interrupted_by_a_kill_is_one_inference_billed_once() {
+    use switchyard_events::{Event, EventStore, GlobalPosition, Scope, SqliteStore};
+
+    const RUNS: usize = 6;
+    let dir = data_dir();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"sim\"\nkind = \"sim\"\n\
+         [[models]]\nname = \"sim-small\"\nprovider = \"sim\"\ninput_usd_per_million = \"1\"\nsim = { latency_ms = 0 }\n\
+         [[models]]\nname = \"sim-slow\"\nprovider = \"sim\"\ninput_usd_per_million = \"1\"\nsim = { latency_ms = 2000 }\n",
+    )
+    .unwrap();
+    let env = [
+        ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+        ("SWITCHYARD_CONFIG", config.to_str().unwrap()),
+    ];
+    let server = Server::start_with(&dir, &env);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let spec = "name: two-models\nnodes:\n  - id: draft\n    kind: llm\n    model: sim-small\n    prompt: \"Q: {{ input.q }}\"\n  - id: polish\n    kind: llm\n    model: sim-slow\n    prompt: \"Polish: {{ steps.draft.output }}\"\n";
+    let (status, body) = post(&client, &server, &key, "/v1/workflows", spec.to_owned()).await;
+    assert_eq!(status, 201, "{body}");
+    let mut runs = Vec::new();
+    for i in 0..RUNS {
+        let (status, started) = post(
+            &client,
+            &server,
+            &key,
+            "/v1/workflows/two-models/runs",
+            json!({"input": {"q": format!("question {i}")}}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 201, "{started}");
+        runs.push(started["run_id"].as_str().unwrap().to_owned());
+    }
+    // Until every run's slow step has started (and none can have finished), then SIGKILL.
+    let events = |dir: std::path::PathBuf| async move {
+        let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
+        store
+            .read_all(Scope::All, GlobalPosition::START, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| Event::from_recorded(&e).ok())
+            .collect::<Vec<Event>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let slow_started = events(dir.clone())
+            .await
+            .iter()
+            .filter(|e| matches!(e, Event::StepStarted(s) if s.node == "polish"))
+            .count();
+        if slow_started == RUNS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{slow_started} of {RUNS} slow steps started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(server);
+    let before = events(dir.clone()).await;
+    let completed_before = before
+        .iter()
+        .filter(|e| matches!(e, Event::StepCompleted(s) if s.step == "polish"))
+        .count();
+    assert!(
+        completed_before < RUNS,
+        "the kill came after the slow steps"
+    );
+
+    let server = Server::start_with(&dir, &env);
+    for run in &runs {
+        let state = crate::cluster::ended(&client, &server, &key, run).await;
+        assert_eq!(state["status"], "completed", "{state}");
+    }
+    // The billing feed bills the log in order, so once the last line is there the count is
+    // final: a step billed twice would have its second line before it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (inferences, billed) = loop {
+        let after = events(dir.clone()).await;
+        let count = |f: fn(&Event) -> bool| after.iter().filter(|e| f(e)).count();
+        let inferences = count(|e| matches!(e, Event::InferenceCompleted(_)));
+        let billed = count(|e| matches!(e, Event::UsageRecorded(_)));
+        if billed >= 2 * RUNS || std::time::Instant::now() > deadline {
+            break (inferences, billed);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    drop(server);
+    assert_eq!(inferences, 2 * RUNS, "one inference per model step");
+    assert_eq!(billed, 2 * RUNS, "one bill line per model step");
+}
