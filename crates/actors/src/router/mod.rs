@@ -187,16 +187,25 @@ impl Actor for Router {
     fn apply(state: &mut RouterState, event: &Event) {
         match event {
             Event::RewardRecorded(e) => {
-                let context: Vec<f64> = e
-                    .features_milli
-                    .iter()
-                    .map(|f| *f as f64 / 1_000.0)
-                    .collect();
-                state
-                    .arms
-                    .entry(e.model.clone())
-                    .or_default()
-                    .learn(e.reward_milli as f64 / 1_000.0, &context);
+                // One pull per decision: the first reward of an inference (whatever its
+                // metric) trains the arm; a second metric on it is recorded, not learned again.
+                let learnt = state
+                    .rewarded
+                    .range((e.inference_id, String::new())..)
+                    .next()
+                    .is_some_and(|(id, _)| *id == e.inference_id);
+                if !learnt {
+                    let context: Vec<f64> = e
+                        .features_milli
+                        .iter()
+                        .map(|f| *f as f64 / 1_000.0)
+                        .collect();
+                    state
+                        .arms
+                        .entry(e.model.clone())
+                        .or_default()
+                        .learn(e.reward_milli as f64 / 1_000.0, &context);
+                }
                 state.rewarded.insert((e.inference_id, e.metric.clone()));
                 while state.rewarded.len() > REMEMBERED_REWARDS {
                     state.rewarded.pop_first();

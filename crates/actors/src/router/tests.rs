@@ -275,3 +275,40 @@ fn a_static_policy_does_not_explore() {
     );
     assert!(p.iter().all(|pi| *pi >= 0.02 - 1e-12), "{p:?}");
 }
+
+/// Two metrics on one inference are two rewards on record but one pull of its arm: the first
+/// trains the bandit (issue 16, item 6); a third inference's reward is another pull.
+#[test]
+fn a_second_metric_on_one_decision_is_recorded_but_not_learned_again() {
+    let mut state = RouterState::default();
+    let id = Uuid::now_v7();
+    let mut cost = reward(id, "large", 1_000);
+    cost.metric = "cost".into();
+    cost.reward_milli = 0;
+    for event in [reward(id, "large", 1_000), cost] {
+        let decided = Router::decide(
+            &state,
+            RouterCommand::Reward(match event.metric.as_str() {
+                "quality" | "cost" => event,
+                _ => unreachable!(),
+            }),
+            OffsetDateTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        assert_eq!(decided.len(), 1, "each metric is recorded");
+        for e in &decided {
+            Router::apply(&mut state, e);
+        }
+    }
+    let arm = &state.arms["large"];
+    assert_eq!(arm.pulls, 1);
+    assert!(
+        (arm.reward_sum - 1.0).abs() < 1e-12,
+        "the first reward was learnt"
+    );
+    Router::apply(
+        &mut state,
+        &Event::RewardRecorded(reward(Uuid::now_v7(), "large", 0)),
+    );
+    assert_eq!(state.arms["large"].pulls, 2);
+}

@@ -10,13 +10,15 @@ use super::FEATURE_SET;
 use crate::config::Config;
 
 /// Every rewarded decision of feature set 1 in the log (optionally one tenant's, one metric's),
-/// in the order the rewards were recorded.
+/// in the order the rewards were recorded. Without a metric each decision counts once, with its
+/// first reward (the one the router learnt from), however many metrics it was given.
 pub async fn load_log(
     store: &dyn EventStore,
     scope: Scope,
     metric: Option<&str>,
 ) -> crate::Result<Vec<Logged>> {
     let mut log = Vec::new();
+    let mut decisions = std::collections::HashSet::new();
     let mut after = GlobalPosition::START;
     loop {
         let page = store.read_all(scope, after, 5_000).await?;
@@ -30,6 +32,9 @@ pub async fn load_log(
                 continue;
             };
             if e.feature_set != FEATURE_SET || metric.is_some_and(|m| m != e.metric) {
+                continue;
+            }
+            if metric.is_none() && !decisions.insert(e.inference_id) {
                 continue;
             }
             let Some(chosen) = e.candidates.iter().position(|c| *c == e.model) else {

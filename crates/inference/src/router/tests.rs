@@ -74,3 +74,57 @@ fn a_router_section_is_checked_against_the_models() {
     router.serving = Policy::EpsilonGreedy { epsilon: 2.0 };
     assert!(router.validate(&config.models).is_err());
 }
+
+/// Off-policy evaluation without a metric counts each decision once, with the reward the
+/// router learnt from (its first); with a metric, that metric's rewards (issue 16, item 6).
+#[tokio::test]
+async fn the_offline_log_counts_a_decision_once_however_many_metrics_it_got() {
+    use switchyard_events::{
+        EventStore, ExpectedVersion, MemoryStore, Metadata, RewardRecorded, Scope, StreamId,
+    };
+    let store = MemoryStore::new();
+    let tenant = TenantId::new();
+    let reward = |id: uuid::Uuid, metric: &str, reward_milli: i64| RewardRecorded {
+        inference_id: id,
+        metric: metric.into(),
+        value_milli: reward_milli,
+        reward_milli,
+        policy: "thompson".into(),
+        model: "sim-large".into(),
+        candidates: vec!["sim-small".into(), "sim-large".into()],
+        propensity_ppb: 500_000_000,
+        feature_set: FEATURE_SET,
+        features_milli: vec![1_000],
+        cost_micros: 10,
+    };
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let events = [
+        reward(a, "quality", 900),
+        reward(a, "thumbs", 0),
+        reward(b, "quality", 100),
+    ]
+    .into_iter()
+    .map(|r| {
+        Event::RewardRecorded(r)
+            .to_new_event(Metadata::default())
+            .unwrap()
+    })
+    .collect();
+    store
+        .append(
+            tenant,
+            &StreamId::of("router", tenant).unwrap(),
+            ExpectedVersion::Any,
+            events,
+        )
+        .await
+        .unwrap();
+    let all = offline::load_log(&store, Scope::All, None).await.unwrap();
+    let rewards: Vec<f64> = all.iter().map(|l| l.reward).collect();
+    assert_eq!(rewards, [0.9, 0.1]);
+    let thumbs = offline::load_log(&store, Scope::All, Some("thumbs"))
+        .await
+        .unwrap();
+    assert_eq!(thumbs.len(), 1);
+    assert_eq!(thumbs[0].reward, 0.0);
+}
