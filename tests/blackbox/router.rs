@@ -31,6 +31,8 @@ sim = { latency_ms = 0, quality = 0.9 }
 policy = { kind = "thompson" }
 min_exploration = 0.02
 shadow = [{ kind = "linucb", alpha = 0.5 }]
+# Quality alone, so that a reward is the feedback value and the right answers are known.
+reward = { quality = 1.0, cost = 0.0, latency = 0.0 }
 "#;
 
 fn start(dir: &Path) -> Server {

@@ -38,6 +38,10 @@ pub struct ArmStats {
     pub pulls: u64,
     pub reward_sum: f64,
     pub reward_sq_sum: f64,
+    /// The sum of the feedback values (quality, before cost and latency): what a quality
+    /// floor is compared with.
+    #[serde(default)]
+    pub value_sum: f64,
     /// Beta posterior of a reward in [0, 1] (fractional updates), from a uniform prior.
     pub alpha: f64,
     pub beta: f64,
@@ -56,6 +60,7 @@ impl Default for ArmStats {
             pulls: 0,
             reward_sum: 0.0,
             reward_sq_sum: 0.0,
+            value_sum: 0.0,
             alpha: 1.0,
             beta: 1.0,
             a_inv,
@@ -70,8 +75,14 @@ impl ArmStats {
         (self.pulls > 0).then(|| self.reward_sum / self.pulls as f64)
     }
 
-    fn learn(&mut self, reward: f64, context: &[f64]) {
+    /// Mean feedback value (quality) so far (`None` before the first).
+    pub fn mean_value(&self) -> Option<f64> {
+        (self.pulls > 0).then(|| self.value_sum / self.pulls as f64)
+    }
+
+    pub(crate) fn learn(&mut self, reward: f64, value: f64, context: &[f64]) {
         self.pulls += 1;
+        self.value_sum += value;
         self.reward_sum += reward;
         self.reward_sq_sum += reward * reward;
         let clipped = reward.clamp(0.0, 1.0);
@@ -140,7 +151,8 @@ pub enum RouterRejection {
 
 impl Actor for Router {
     const KIND: &'static str = "router";
-    const SNAPSHOT_VERSION: u16 = 1;
+    // 2: arms keep the sum of feedback values (a version 1 snapshot is rebuilt from the log).
+    const SNAPSHOT_VERSION: u16 = 2;
     type Id = TenantId;
     type State = RouterState;
     type Command = RouterCommand;
@@ -200,11 +212,11 @@ impl Actor for Router {
                         .iter()
                         .map(|f| *f as f64 / 1_000.0)
                         .collect();
-                    state
-                        .arms
-                        .entry(e.model.clone())
-                        .or_default()
-                        .learn(e.reward_milli as f64 / 1_000.0, &context);
+                    state.arms.entry(e.model.clone()).or_default().learn(
+                        e.reward_milli as f64 / 1_000.0,
+                        e.value_milli as f64 / 1_000.0,
+                        &context,
+                    );
                 }
                 state.rewarded.insert((e.inference_id, e.metric.clone()));
                 while state.rewarded.len() > REMEMBERED_REWARDS {

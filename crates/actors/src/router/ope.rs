@@ -31,6 +31,8 @@ pub struct Logged {
     /// μ(chosen | context): the serving policy's probability.
     pub propensity: f64,
     pub reward: f64,
+    /// The feedback value (quality) the reward came from: what a quality floor reads.
+    pub value: f64,
     pub cost_micros: u64,
 }
 
@@ -136,7 +138,7 @@ pub fn evaluate(
             .arms
             .entry(chosen.clone())
             .or_insert_with(ArmStats::default)
-            .learn(entry.reward, &entry.context);
+            .learn(entry.reward, entry.value, &entry.context);
     }
     let sum_w: f64 = weights.iter().sum();
     let sum_w2: f64 = weights.iter().map(|w| w * w).sum();

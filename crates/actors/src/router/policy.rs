@@ -21,8 +21,9 @@ pub const THOMPSON_DRAWS: usize = 512;
 pub enum Policy {
     /// Always the same model.
     Static { model: String },
-    /// The cheapest model whose mean reward is at least `quality_floor` (models with fewer than
-    /// `min_pulls` rewards count as good enough, so they get tried); the best one when none is.
+    /// The cheapest model whose mean feedback value (quality, before cost and latency) is at
+    /// least `quality_floor` (models with fewer than `min_pulls` rewards count as good enough,
+    /// so they get tried); the best mean reward when none is.
     Cheapest {
         quality_floor: f64,
         #[serde(default = "default_min_pulls")]
@@ -106,7 +107,9 @@ pub fn distribution(
         } => {
             let good = |a: &Arm<'_>| {
                 a.stats.is_none_or(|s| s.pulls < *min_pulls)
-                    || mean(a).is_some_and(|m| m >= *quality_floor)
+                    || a.stats
+                        .and_then(ArmStats::mean_value)
+                        .is_some_and(|q| q >= *quality_floor)
             };
             if arms.iter().zip(&open).any(|(a, o)| *o && good(a)) {
                 one_hot(arms, &open, |a| {

@@ -197,6 +197,7 @@ fn logged_traffic(n: usize, seed: u64) -> Vec<Logged> {
             chosen,
             propensity: p[chosen],
             reward: r,
+            value: r,
             cost_micros: [100, 2_000][chosen],
         });
     }
@@ -311,4 +312,32 @@ fn a_second_metric_on_one_decision_is_recorded_but_not_learned_again() {
         &Event::RewardRecorded(reward(Uuid::now_v7(), "large", 0)),
     );
     assert_eq!(state.arms["large"].pulls, 2);
+}
+
+/// `cheapest`'s floor is a quality floor (issue 16, item 4): compared with the mean feedback
+/// value, not with the mean reward, which has the cost penalty in it. `small` is judged 0.85
+/// but its rewards are lower than that; it still clears a floor of 0.8 and, cheaper, is chosen.
+#[test]
+fn cheapest_compares_its_floor_with_quality_not_reward() {
+    let mut state = RouterState::default();
+    for _ in 0..30 {
+        for (model, value, reward_milli) in [("small", 850, 600), ("large", 950, 550)] {
+            let mut r = reward(Uuid::now_v7(), model, reward_milli);
+            r.value_milli = value;
+            Router::apply(&mut state, &Event::RewardRecorded(r));
+        }
+    }
+    let policy = Policy::Cheapest {
+        quality_floor: 0.8,
+        min_pulls: 20,
+    };
+    let mut rng = StdRng::seed_from_u64(2);
+    let p = distribution(&policy, &arms(&state), &[1.0; CONTEXT_DIM], 0.0, &mut rng);
+    assert_eq!(p, [1.0, 0.0], "the cheaper model clears the quality floor");
+    let strict = Policy::Cheapest {
+        quality_floor: 0.9,
+        min_pulls: 20,
+    };
+    let p = distribution(&strict, &arms(&state), &[1.0; CONTEXT_DIM], 0.0, &mut rng);
+    assert_eq!(p, [0.0, 1.0], "only the larger one is good enough");
 }

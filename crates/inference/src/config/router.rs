@@ -42,16 +42,23 @@ pub struct Split {
     pub policy: Policy,
 }
 
-/// reward = quality·value − cost·(cost / dearest candidate's cost) − latency·min(latency s / 10, 1),
-/// clipped to [0, 1].
+/// How feedback becomes a reward: r = quality·value − cost·(cost / dearest candidate's cost)
+/// − latency·min(latency s / 10, 1), not clipped, then mapped onto [0, 1] by the affine map that
+/// sends the worst possible r (value 0 at the dearest cost and 10 s) to 0 and the best (value 1,
+/// free, instant) to 1. The map keeps the order and the expectation of r, so a thumbs-down on a
+/// cheap answer scores above one on a dear answer, and every policy maximises E[r]; it keeps the
+/// reward a probability for Thompson sampling's Beta posteriors.
+///
+/// Defaults: quality 1, cost 0.5, latency 0.1: an answer at the dearest candidate's price gives
+/// up half a point of quality, so cost counts unless the operator says otherwise.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardWeights {
     #[serde(default = "one")]
     pub quality: f64,
-    #[serde(default)]
+    #[serde(default = "half")]
     pub cost: f64,
-    #[serde(default)]
+    #[serde(default = "tenth")]
     pub latency: f64,
 }
 
@@ -59,10 +66,18 @@ impl Default for RewardWeights {
     fn default() -> Self {
         RewardWeights {
             quality: 1.0,
-            cost: 0.0,
-            latency: 0.0,
+            cost: 0.5,
+            latency: 0.1,
         }
     }
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+fn tenth() -> f64 {
+    0.1
 }
 
 fn one() -> f64 {

@@ -353,16 +353,21 @@ impl RouterHub {
         }
     }
 
-    /// The reward of feedback `value` on an inference that cost `cost` and took `latency_s`.
+    /// The reward of feedback `value` on an inference that cost `cost` and took `latency_s`,
+    /// on [0, 1] ([`crate::config::RewardWeights`] says how).
     pub fn reward(&self, value: f64, cost_micros: u64, dearest_micros: u64, latency_s: f64) -> f64 {
         let w = self.config.reward;
         let cost = if dearest_micros > 0 {
-            cost_micros as f64 / dearest_micros as f64
+            (cost_micros as f64 / dearest_micros as f64).min(1.0)
         } else {
             0.0
         };
-        (w.quality * value - w.cost * cost.min(1.0) - w.latency * (latency_s / 10.0).min(1.0))
-            .clamp(0.0, 1.0)
+        let raw = w.quality * value - w.cost * cost - w.latency * (latency_s / 10.0).min(1.0);
+        let (worst, best) = (-(w.cost + w.latency), w.quality);
+        if best - worst <= f64::EPSILON {
+            return 0.5;
+        }
+        ((raw - worst) / (best - worst)).clamp(0.0, 1.0)
     }
 }
 

@@ -50,6 +50,7 @@ pub async fn load_log(
                 chosen,
                 propensity: f64::from(e.propensity_ppb) / 1e9,
                 reward: e.reward_milli as f64 / 1_000.0,
+                value: e.value_milli as f64 / 1_000.0,
                 cost_micros: e.cost_micros,
             });
         }
