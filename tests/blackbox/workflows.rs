@@ -912,3 +912,47 @@ async fn a_model_step_interrupted_by_a_kill_is_one_inference_billed_once() {
     assert_eq!(inferences, 2 * RUNS, "one inference per model step");
     assert_eq!(billed, 2 * RUNS, "one bill line per model step");
 }
+
+/// `switchyard eval` measures a simulated model's quality from outside (issue 16, item 1):
+/// on 300 arithmetic tasks with the exact scorer, each default simulated model passes about
+/// the share its hidden `quality` knob says (0.55 and 0.85), no secret channel involved.
+#[test]
+fn an_exact_eval_of_arithmetic_measures_the_simulators_quality() {
+    let dir = data_dir();
+    let tasks = dir.join("arith.jsonl");
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            let (a, b) = (i * 7 % 89 + 1, i * 11 % 61 + 2);
+            json!({"id": format!("t{i}"), "input": format!("What is {a} + {b}? Answer with the number only."),
+                   "expected": (a + b).to_string(), "scorer": "exact"})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&tasks, lines.join("\n")).unwrap();
+    for (model, quality) in [("sim-small", 0.55), ("sim-large", 0.85)] {
+        let out = dir.join(model);
+        let (ok, stdout, stderr) = switchyard(
+            &dir,
+            &[
+                "eval",
+                tasks.to_str().unwrap(),
+                "--model",
+                model,
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+        );
+        assert!(ok, "{stdout}\n{stderr}");
+        let report: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{model}.json"))).unwrap(),
+        )
+        .unwrap();
+        let passed = report["aggregate"]["passed"].as_f64().unwrap() / 300.0;
+        // Binomial: 3 standard deviations at n = 300 are at most 0.087.
+        assert!(
+            (passed - quality).abs() < 0.087,
+            "{model}: passed {passed}, quality {quality}"
+        );
+    }
+}

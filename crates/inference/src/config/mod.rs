@@ -205,7 +205,8 @@ pub struct SimModel {
     /// Share of calls that fail with a retryable 503, 0–1.
     #[serde(default)]
     pub failure_rate: f64,
-    /// Chance an answer is good, 0–1 (for simulated feedback and evals).
+    /// Chance an answer is good, 0–1: an arithmetic question is answered right with this
+    /// probability (what an exact-scored eval measures), and simulated feedback draws from it.
     #[serde(default = "half")]
     pub quality: f64,
     /// Most tokens an answer has.

@@ -2,6 +2,12 @@
 //! same request gets the same text), after a latency drawn from the model's distribution,
 //! failing at the model's rate. It is a simulator and says so: every answer's model is the
 //! simulated model's name, and the text is visibly synthetic.
+//!
+//! **Verifiable tasks.** An arithmetic question ("What is 17 + 25?", with `+`, `-`, `*`, `x`,
+//! `plus`, `minus` or `times`) is answered with a number, right with the model's `quality` as
+//! its probability and otherwise off by 1 to 9, drawn deterministically from the request. An
+//! exact scorer (`switchyard eval`) therefore measures a simulated model's quality from outside,
+//! with no secret channel.
 
 use std::time::Duration;
 
@@ -95,6 +101,59 @@ pub fn answer_words(
     (words, natural > cap)
 }
 
+/// The arithmetic question in the last user message: (a, operator, b).
+fn arithmetic_question(request: &ChatRequest) -> Option<(i64, char, i64)> {
+    static QUESTION: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)(-?\d{1,9})\s*(\+|-|\*|×|x|plus|minus|times)\s*(-?\d{1,9})").ok()
+    });
+    let text = request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == crate::openai::Role::User)?
+        .text();
+    let captures = QUESTION.as_ref()?.captures(&text)?;
+    let a = captures.get(1)?.as_str().parse().ok()?;
+    let b = captures.get(3)?.as_str().parse().ok()?;
+    let op = match captures.get(2)?.as_str().to_lowercase().as_str() {
+        "+" | "plus" => '+',
+        "-" | "minus" => '-',
+        _ => '*',
+    };
+    Some((a, op, b))
+}
+
+/// A verifiable task's answer (see the module docs), or `None` when the request is not one.
+pub fn verifiable_answer(model: &ModelConfig, request: &ChatRequest, index: u32) -> Option<String> {
+    let (a, op, b) = arithmetic_question(request)?;
+    let right = match op {
+        '+' => a.checked_add(b)?,
+        '-' => a.checked_sub(b)?,
+        _ => a.checked_mul(b)?,
+    };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"verifiable");
+    hasher.update(model.name.as_bytes());
+    for message in &request.messages {
+        hasher.update(message.text().as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.update(&index.to_le_bytes());
+    let digest = hasher.finalize();
+    let bytes = digest.as_bytes();
+    let draw = u64::from_le_bytes(bytes[..8].try_into().ok()?) as f64 / (u64::MAX as f64 + 1.0);
+    if draw < knobs(model).quality {
+        return Some(right.to_string());
+    }
+    let off = i64::from(bytes[8] % 9) + 1;
+    let wrong = if bytes[9].is_multiple_of(2) {
+        right.checked_add(off)
+    } else {
+        right.checked_sub(off)
+    };
+    Some(wrong.unwrap_or(right.wrapping_add(1)).to_string())
+}
+
 /// The grading prompt of `switchyard eval`'s LLM judge (see `judge_prompt`).
 const JUDGE_MARK: &str = "You are an impartial grader.";
 
@@ -129,7 +188,8 @@ fn simulated_verdict(prompt: &str) -> Option<String> {
     ))
 }
 
-fn content(request: &ChatRequest, words: &[&str]) -> String {
+/// The answer's text: a judge's verdict, a verifiable task's answer, or the words.
+fn content(request: &ChatRequest, words: &[&str], verifiable: Option<&str>) -> String {
     if let Some(verdict) = request
         .messages
         .last()
@@ -137,7 +197,7 @@ fn content(request: &ChatRequest, words: &[&str]) -> String {
     {
         return verdict;
     }
-    let text = words.join(" ");
+    let text = verifiable.map_or_else(|| words.join(" "), str::to_owned);
     let json_mode = request
         .response_format
         .as_ref()
@@ -198,10 +258,11 @@ impl Provider for Simulator {
             let choices = (0..request.choices())
                 .map(|index| {
                     let (words, cut) = answer_words(model, request, index);
-                    completion_tokens += words.len() as u64;
+                    let verifiable = verifiable_answer(model, request, index);
+                    completion_tokens += if verifiable.is_some() { 1 } else { words.len() as u64 };
                     json!({
                         "index": index,
-                        "message": {"role": "assistant", "content": content(request, &words)},
+                        "message": {"role": "assistant", "content": content(request, &words, verifiable.as_deref())},
                         "finish_reason": if cut { "length" } else { "stop" },
                         "logprobs": null,
                     })
@@ -232,24 +293,32 @@ impl Provider for Simulator {
             let answers: Vec<_> = (0..request.choices())
                 .map(|index| {
                     let (words, cut) = answer_words(model, request, index);
+                    let verifiable = verifiable_answer(model, request, index);
+                    // A verifiable answer streams as one piece of one token.
+                    let (words, cut) = if verifiable.is_some() {
+                        (vec!["x"], false)
+                    } else {
+                        (words, cut)
+                    };
                     completion_tokens += words.len() as u64;
                     longest = longest.max(words.len());
-                    (index, words, cut)
+                    (index, words, cut, verifiable)
                 })
                 .collect();
-            let json_mode = content(request, &["x"]) != "x";
-            for (index, _, _) in &answers {
+            let json_mode = content(request, &["x"], None) != "x";
+            for (index, _, _, _) in &answers {
                 events.push(StreamEvent::Choices(vec![json!({
                     "index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": null,
                 })]));
             }
             for step in 0..longest {
-                for (index, words, _) in &answers {
+                for (index, words, _, verifiable) in &answers {
                     if let Some(word) = words.get(step) {
-                        let piece = if json_mode {
-                            // A JSON answer streams whole: its pieces are not JSON themselves.
+                        let piece = if json_mode || verifiable.is_some() {
+                            // A JSON or verifiable answer streams whole: its pieces would not be
+                            // JSON, or a number, themselves.
                             if step == 0 {
-                                content(request, words)
+                                content(request, words, verifiable.as_deref())
                             } else {
                                 continue;
                             }
@@ -264,7 +333,7 @@ impl Provider for Simulator {
                     }
                 }
             }
-            for (index, _, cut) in &answers {
+            for (index, _, cut, _) in &answers {
                 events.push(StreamEvent::Choices(vec![json!({
                     "index": index, "delta": {}, "finish_reason": if *cut { "length" } else { "stop" },
                 })]));
@@ -343,6 +412,73 @@ mod tests {
             "max_tokens": max_tokens,
         }))
         .unwrap()
+    }
+
+    fn ask(text: &str) -> ChatRequest {
+        serde_json::from_value(json!({
+            "model": "sim-small",
+            "messages": [{"role": "user", "content": text}],
+        }))
+        .unwrap()
+    }
+
+    /// The `quality` knob is what an exact scorer measures (issue 16, item 1: it was read
+    /// nowhere): over 2,000 arithmetic questions a model of quality q answers about q of them
+    /// right, every answer is a number, and a wrong one is off by 1 to 9. Streamed answers are
+    /// the same numbers.
+    #[tokio::test]
+    async fn arithmetic_questions_are_answered_right_at_the_quality_rate() {
+        let config = Config::default();
+        for (quality, name) in [(0.3, "sim-small"), (0.85, "sim-large")] {
+            let mut model = config.model(name).unwrap().clone();
+            model.sim = Some(SimModel {
+                latency_ms: 0,
+                jitter_ms: 0,
+                quality,
+                ..model.sim.unwrap()
+            });
+            let mut right = 0;
+            for i in 0..2_000i64 {
+                let (a, b) = (i * 7 % 113, i * 13 % 97);
+                let question = ask(&format!("What is {a} + {b}? Answer with the number only."));
+                let answer = Simulator.chat(&model, &question).await.unwrap();
+                let text = answer.choices[0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let number: i64 = text.parse().unwrap_or_else(|_| panic!("{text:?}"));
+                if number == a + b {
+                    right += 1;
+                } else {
+                    assert!((1..=9).contains(&(number - (a + b)).abs()), "{number}");
+                }
+                if i < 20 {
+                    let stream = Simulator.chat_stream(&model, &question).await.unwrap();
+                    let streamed: String = stream
+                        .filter_map(|e| async move {
+                            match e.unwrap() {
+                                StreamEvent::Choices(c) => {
+                                    c[0]["delta"]["content"].as_str().map(str::to_owned)
+                                }
+                                StreamEvent::Usage(_) => None,
+                            }
+                        })
+                        .collect()
+                        .await;
+                    assert_eq!(streamed, text);
+                }
+            }
+            let rate = f64::from(right) / 2_000.0;
+            assert!(
+                (rate - quality).abs() < 0.035,
+                "{name}: {rate} for quality {quality}"
+            );
+        }
+        // Other words around the operator, and what is not a question.
+        let model = config.model("sim-small").unwrap();
+        assert!(verifiable_answer(model, &ask("compute 6 times 7"), 0).is_some());
+        assert!(verifiable_answer(model, &ask("12 minus 5 please"), 0).is_some());
+        assert!(verifiable_answer(model, &ask("tell me about event sourcing"), 0).is_none());
     }
 
     #[tokio::test]
