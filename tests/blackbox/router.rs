@@ -247,9 +247,11 @@ async fn feedback_teaches_the_router_the_better_model_and_survives_a_restart() {
             .unwrap(),
     )
     .await;
+    // DR's reward model is a ridge regression on the context (shrunk a little toward 0), so
+    // its value is close to, not exactly, the model's reward.
     let expected = 0.9;
     assert!(
-        (served["dr"]["value"].as_f64().unwrap() - expected).abs() < 1e-6,
+        (served["dr"]["value"].as_f64().unwrap() - expected).abs() < 0.03,
         "{served}"
     );
 

@@ -238,13 +238,16 @@ pub(crate) async fn evaluate_policy(
     )
     .await
     .map_err(|_| unavailable())?;
-    let report: Report = evaluate(
-        &input.policy,
-        &log,
-        &typical_costs(&pipeline.config),
-        min_exploration,
-        &mut rand::rng(),
-    );
+    // Replaying a learner over a long log is seconds of CPU: off the async workers.
+    let costs = typical_costs(&pipeline.config);
+    let policy = input.policy;
+    let report: Report = web::block(move || {
+        let _span = tracing::info_span!("ope", policy = policy.name(), decisions = log.len())
+            .entered();
+        evaluate(&policy, &log, &costs, min_exploration, &mut rand::rng())
+    })
+    .await
+    .map_err(|_| unavailable())?;
     Ok(HttpResponse::Ok().json(report))
 }
 
