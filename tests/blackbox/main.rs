@@ -20,6 +20,7 @@ mod pg_restart;
 mod read_side;
 mod redis_down;
 mod router;
+mod routing;
 mod secrets;
 mod serve;
 mod server;

@@ -213,10 +213,13 @@ async fn feedback_teaches_the_router_the_better_model_and_survives_a_restart() {
     )
     .await;
     assert_eq!(report["decisions"], 160);
-    for estimator in ["snips", "dr"] {
-        let value = report[estimator]["value"].as_f64().unwrap();
-        assert!((value - 0.9).abs() < 1e-6, "{estimator}: {report}");
-    }
+    // SNIPS is the mean reward of the decisions that served sim-large: exactly its 0.9. DR's
+    // reward model is a ridge regression on the context (shrunk a little toward 0), so its
+    // value is close to, not exactly, that.
+    let snips = report["snips"]["value"].as_f64().unwrap();
+    assert!((snips - 0.9).abs() < 1e-6, "snips: {report}");
+    let dr = report["dr"]["value"].as_f64().unwrap();
+    assert!((dr - 0.9).abs() < 0.03, "dr: {report}");
     assert!(
         report["effective_sample_size"].as_f64().unwrap() > 10.0,
         "{report}"

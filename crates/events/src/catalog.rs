@@ -167,6 +167,7 @@ catalog! {
         InferenceCompleted(InferenceCompleted);
         InferenceFailed(InferenceFailed);
         RewardRecorded(RewardRecorded);
+        RouterConfigured(RouterConfigured);
         CircuitChanged(CircuitChanged);
         WorkflowRegistered(WorkflowRegistered);
         FragmentRegistered(FragmentRegistered);
@@ -597,6 +598,22 @@ pub struct RewardRecorded {
     pub cost_micros: u64,
 }
 payload!(RewardRecorded, 1);
+
+/// A tenant's routing was set (stream `router-<tenant>`): its policy, candidates, exploration
+/// floor, reward weights, splits and shadow policies, as one document that replaces the last;
+/// `None` returns the tenant to the server's `[router]` config. Each one is a new revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfigured {
+    /// 1 for the first configuration of the tenant, then one more each time.
+    pub revision: u64,
+    /// The routing document as JSON text (`switchyard_actors::router::Routing`, validated when
+    /// written; text, since the stored form is not self-describing).
+    pub routing_json: Option<String>,
+    /// What changed, for the history (`set`, `reset`, `promote:<split>`, `rollback:<split>`).
+    pub change: String,
+}
+payload!(RouterConfigured, 1);
 
 /// An inference answered; the usage is billed from this event (once per inference id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

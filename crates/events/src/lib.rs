@@ -18,11 +18,11 @@ pub use catalog::{
     IdempotencyKeyClaimed, IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCompleted,
     InferenceFailed, InferenceRequested, InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope,
     QuotaReleased, QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen,
-    RunCancelRequested, RunCancelled, RunCompleted, RunContinued, RunFailed, RunStarted,
-    SegmentStarted, ShadowChoice, SignalReceived, StepCompleted, StepFailed, StepStarted,
-    TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet, TenantRenamed, TenantResumed,
-    TenantSettingSet, TenantSuspended, TimerFired, TimerStarted, ToolRegistered, UsageRecorded,
-    WorkflowRegistered,
+    RouterConfigured, RunCancelRequested, RunCancelled, RunCompleted, RunContinued, RunFailed,
+    RunStarted, SegmentStarted, ShadowChoice, SignalReceived, StepCompleted, StepFailed,
+    StepStarted, TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet, TenantRenamed,
+    TenantResumed, TenantSettingSet, TenantSuspended, TimerFired, TimerStarted, ToolRegistered,
+    UsageRecorded, WorkflowRegistered,
 };
 pub use codec::EventPayload;
 pub use envelope::{MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

@@ -363,6 +363,7 @@ impl Actor for Billing {
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
             | Event::RewardRecorded(_)
+            | Event::RouterConfigured(_)
             | Event::CircuitChanged(_)
             | Event::WorkflowRegistered(_)
             | Event::FragmentRegistered(_)

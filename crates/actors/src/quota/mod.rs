@@ -219,6 +219,7 @@ impl Actor for Quota {
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
             | Event::RewardRecorded(_)
+            | Event::RouterConfigured(_)
             | Event::CircuitChanged(_)
             | Event::WorkflowRegistered(_)
             | Event::FragmentRegistered(_)

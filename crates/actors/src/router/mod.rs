@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use switchyard_events::{Event, RewardRecorded, TenantId};
+use switchyard_events::{Event, RewardRecorded, RouterConfigured, TenantId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -18,6 +18,9 @@ use crate::actor::Actor;
 
 pub mod ope;
 pub mod policy;
+pub mod routing;
+
+pub use routing::{RewardWeights, Routing, Split};
 
 #[cfg(test)]
 mod tests;
@@ -134,25 +137,74 @@ pub struct RouterState {
     pub arms: BTreeMap<String, ArmStats>,
     /// (inference, metric) pairs already rewarded, newest kept.
     pub rewarded: BTreeSet<(Uuid, String)>,
+    /// The tenant's own routing (`None`: the server's `[router]` config).
+    #[serde(default)]
+    pub routing: Option<Routing>,
+    /// How many times the tenant's routing was set (0: never).
+    #[serde(default)]
+    pub revision: u64,
 }
 
-/// Feedback to fold.
+/// What the router actor is asked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouterCommand {
+    /// Feedback to fold.
     Reward(RewardRecorded),
+    /// Set the tenant's routing (`None`: back to the server's), if the revision is still
+    /// `expected_revision` when one is given (a read-modify-write such as promoting a split).
+    Configure {
+        routing: Option<Routing>,
+        expected_revision: Option<u64>,
+        change: String,
+    },
 }
 
-/// Why feedback is refused.
+/// Why a command is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterRejection {
     #[error("{0}")]
     Invalid(String),
+    #[error("the routing is at revision {current}, not the expected one")]
+    Stale { current: u64 },
+}
+
+fn configure(
+    state: &RouterState,
+    routing: Option<Routing>,
+    expected_revision: Option<u64>,
+    change: String,
+) -> Result<Vec<Event>, RouterRejection> {
+    if let Some(expected) = expected_revision
+        && expected != state.revision
+    {
+        return Err(RouterRejection::Stale {
+            current: state.revision,
+        });
+    }
+    if let Some(routing) = &routing {
+        routing
+            .validate(|_| true)
+            .map_err(RouterRejection::Invalid)?;
+    }
+    if routing == state.routing {
+        return Ok(vec![]); // the same document again is no new revision
+    }
+    let routing_json = routing
+        .map(|r| serde_json::to_string(&r))
+        .transpose()
+        .map_err(|e| RouterRejection::Invalid(e.to_string()))?;
+    Ok(vec![Event::RouterConfigured(RouterConfigured {
+        revision: state.revision + 1,
+        routing_json,
+        change,
+    })])
 }
 
 impl Actor for Router {
     const KIND: &'static str = "router";
     // 2: arms keep the sum of feedback values (a version 1 snapshot is rebuilt from the log).
-    const SNAPSHOT_VERSION: u16 = 2;
+    // 3: the tenant's routing and its revision.
+    const SNAPSHOT_VERSION: u16 = 3;
     type Id = TenantId;
     type State = RouterState;
     type Command = RouterCommand;
@@ -167,7 +219,14 @@ impl Actor for Router {
         command: RouterCommand,
         _now: OffsetDateTime,
     ) -> Result<Vec<Event>, RouterRejection> {
-        let RouterCommand::Reward(reward) = command;
+        let reward = match command {
+            RouterCommand::Reward(reward) => reward,
+            RouterCommand::Configure {
+                routing,
+                expected_revision,
+                change,
+            } => return configure(state, routing, expected_revision, change),
+        };
         if reward.metric.is_empty()
             || reward.metric.len() > 64
             || !reward
@@ -222,6 +281,14 @@ impl Actor for Router {
                 while state.rewarded.len() > REMEMBERED_REWARDS {
                     state.rewarded.pop_first();
                 }
+            }
+            Event::RouterConfigured(e) => {
+                state.revision = e.revision;
+                // Validated when written; a document this build cannot read serves the default.
+                state.routing = e
+                    .routing_json
+                    .as_deref()
+                    .and_then(|doc| serde_json::from_str(doc).ok());
             }
             Event::TenantCreated(_)
             | Event::TenantRenamed(_)

@@ -525,6 +525,7 @@ impl Actor for Tenant {
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
             | Event::RewardRecorded(_)
+            | Event::RouterConfigured(_)
             | Event::CircuitChanged(_)
             | Event::WorkflowRegistered(_)
             | Event::FragmentRegistered(_)

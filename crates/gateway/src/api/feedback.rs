@@ -111,14 +111,16 @@ pub(crate) async fn feedback(
             "the request named its model, so no policy routed it; feedback trains the router only on `auto` requests",
         ));
     }
-    let dearest = pipeline
-        .config
-        .candidates()
+    // The dearest of the models the decision chose among, at this answer's token counts.
+    let dearest = route
+        .candidates
         .iter()
+        .filter_map(|name| pipeline.config.model(name))
         .map(|m| m.price.cost(1, completed.tokens_in, completed.tokens_out))
         .max()
         .unwrap_or(0);
     let reward = pipeline.router.reward(
+        principal.tenant,
         input.value,
         completed.cost_micros,
         dearest,
@@ -221,9 +223,10 @@ pub(crate) async fn evaluate_policy(
     input.policy.validate().map_err(|message| {
         ApiError::owned(StatusCode::BAD_REQUEST, "invalid_request".into(), message)
     })?;
-    let min_exploration = input
-        .min_exploration
-        .unwrap_or(pipeline.config.router.min_exploration);
+    let min_exploration = input.min_exploration.unwrap_or_else(|| {
+        let state = pipeline.router.state(principal.tenant);
+        pipeline.router.routing(&state).min_exploration
+    });
     if !(0.0..=0.5).contains(&min_exploration) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -242,8 +245,8 @@ pub(crate) async fn evaluate_policy(
     let costs = typical_costs(&pipeline.config);
     let policy = input.policy;
     let report: Report = web::block(move || {
-        let _span = tracing::info_span!("ope", policy = policy.name(), decisions = log.len())
-            .entered();
+        let _span =
+            tracing::info_span!("ope", policy = policy.name(), decisions = log.len()).entered();
         evaluate(&policy, &log, &costs, min_exploration, &mut rand::rng())
     })
     .await
@@ -275,7 +278,8 @@ pub(crate) async fn arms(
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({
-        "policy": pipeline.router.config.serving.name(),
+        "policy": pipeline.router.routing(&state).policy.name(),
+        "routing_revision": state.revision,
         "arms": arms,
     })))
 }

@@ -25,6 +25,16 @@ use crate::state::Admin;
 
 /// The response header naming the inference (its stream is `inference-<id>`).
 pub const INFERENCE_ID: HeaderName = HeaderName::from_static("x-switchyard-inference-id");
+/// What routed an answer: `named`, the tenant's serving policy, `<split>:<policy>`, or
+/// `override:<policy>`.
+pub const ROUTE: HeaderName = HeaderName::from_static("x-switchyard-route");
+
+fn route_header(route: &str) -> Option<(HeaderName, HeaderValue)> {
+    (!route.is_empty())
+        .then(|| HeaderValue::from_str(route).ok())
+        .flatten()
+        .map(|value| (ROUTE, value))
+}
 /// The scope a key needs for the inference endpoints (a key with no scopes may do anything).
 pub const SCOPE: &str = "inference";
 /// `x-switchyard-position`: the log position of what this request appended, for
@@ -95,7 +105,7 @@ fn inference_headers(body: &Value) -> Vec<(HeaderName, HeaderValue)> {
     params(("Authorization" = String, Header, description = "Bearer <tenant API key>"),
         ("Idempotency-Key" = Option<String>, Header, description = "same key and body: the same answer, billed once (not for streams)")),
     request_body = ChatRequest,
-    responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk; header x-switchyard-inference-id"),
+    responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk; headers x-switchyard-inference-id and x-switchyard-route (what routed it)"),
         (status = 400, description = "invalid request (the message names the field)", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 402, description = "monthly budget spent", body = ErrorBody),
@@ -128,6 +138,7 @@ pub(crate) async fn chat_completions(
                 .complete(correlation(&req), &principal, &request, None, None)
                 .await?;
             let mut headers = rate_headers(&done.rate);
+            headers.extend(route_header(&done.route));
             if done.position > 0 {
                 headers.extend(position_header(done.position));
             }
@@ -166,7 +177,10 @@ async fn chat_stream(
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header((INFERENCE_ID, stream.inference_id.to_string()));
-    for header in rate_headers(&stream.rate) {
+    for header in rate_headers(&stream.rate)
+        .into_iter()
+        .chain(route_header(&stream.route))
+    {
         response.insert_header(header);
     }
     Ok(response.streaming(body))

@@ -30,7 +30,7 @@ use switchyard_actors::router::policy::Policy;
 
 mod router;
 
-pub use router::{RewardWeights, RouterConfig, Split};
+pub use router::{RewardWeights, RouterConfig, Routing, Split};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -405,16 +405,21 @@ impl Config {
         self.providers.iter().find(|p| p.name == name)
     }
 
-    /// The models `auto` chooses among, in config order.
+    /// The models `auto` chooses among by the server's routing, in config order.
     pub fn candidates(&self) -> Vec<&ModelConfig> {
-        if self.router.candidates.is_empty() {
+        self.candidates_among(&self.router.candidates)
+    }
+
+    /// The models `auto` chooses among by `routing` (a tenant's own, or the server's).
+    pub fn candidates_of(&self, routing: &Routing) -> Vec<&ModelConfig> {
+        self.candidates_among(&routing.candidates)
+    }
+
+    fn candidates_among(&self, names: &[String]) -> Vec<&ModelConfig> {
+        if names.is_empty() {
             self.models.iter().collect()
         } else {
-            self.router
-                .candidates
-                .iter()
-                .filter_map(|name| self.model(name))
-                .collect()
+            names.iter().filter_map(|name| self.model(name)).collect()
         }
     }
 }

@@ -108,6 +108,7 @@ impl Pipeline {
             inference_id: ticket.id,
             cost_micros: ticket.cost(usage),
             rate: ticket.rate,
+            route: ticket.route.policy.clone(),
         })
     }
 }

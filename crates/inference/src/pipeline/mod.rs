@@ -80,6 +80,9 @@ pub struct Completed {
     pub cost_micros: u64,
     /// The tightest rate-limit tier of each unit.
     pub rate: RateStatus,
+    /// What routed it: `named`, the serving policy, `<split>:<policy>` or `override:<policy>`
+    /// (empty for an answer given again).
+    pub route: String,
 }
 
 /// Where a reservation was taken (its settlement goes to the same place).
@@ -211,6 +214,7 @@ impl Pipeline {
                     inference_id: ticket.id,
                     cost_micros: ticket.cost(usage),
                     rate: ticket.rate,
+                    route: ticket.route.policy.clone(),
                 })
             }
             Err(error) => {

@@ -106,6 +106,7 @@ impl Pipeline {
             inference_id: id,
             cost_micros: cost,
             rate: RateStatus::default(),
+            route: String::new(),
         })
     }
 }

@@ -54,7 +54,9 @@ impl Pipeline {
                 .ok_or_else(|| Error::ModelNotFound(requested.to_owned()))?;
             return Ok(Route::fixed(model, "named"));
         }
-        let candidates = config.candidates();
+        let tenant = principal.tenant;
+        let state = self.router.state(tenant);
+        let candidates = config.candidates_of(self.router.routing(&state));
         let Some(request) = chat else {
             let model = candidates.first().copied().ok_or(Error::NoModels)?;
             return Ok(Route::fixed(model, "static"));
@@ -62,7 +64,6 @@ impl Pipeline {
         if candidates.is_empty() {
             return Err(Error::NoModels);
         }
-        let tenant = principal.tenant;
         let now = OffsetDateTime::now_utc();
         let plan = self.accounts.plan(tenant).unwrap_or_default();
         let budget_left = match self.accounts.tenant_limits(tenant).monthly_budget_micros {
@@ -85,7 +86,7 @@ impl Pipeline {
             .unwrap_or_else(|| principal.key_id.to_string());
         let choice = self
             .router
-            .choose(tenant, &sticky, &features, &candidates, policy);
+            .choose(&state, &sticky, &features, &candidates, policy);
         let model = config.model(&choice.model).ok_or(Error::NoModels)?;
         Ok(Route {
             model,

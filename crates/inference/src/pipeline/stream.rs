@@ -34,6 +34,8 @@ pub enum Frame {
 pub struct ChatStream {
     pub inference_id: Uuid,
     pub rate: RateStatus,
+    /// What routed it (as in [`super::Completed::route`]).
+    pub route: String,
     pub frames: mpsc::Receiver<Frame>,
 }
 
@@ -78,6 +80,7 @@ impl Pipeline {
         let answer = ChatStream {
             inference_id: ticket.id,
             rate: ticket.rate,
+            route: ticket.route.policy.clone(),
             frames,
         };
         let pipeline = self.clone();

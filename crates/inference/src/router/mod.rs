@@ -17,7 +17,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use switchyard_actors::Runtime;
 use switchyard_actors::router::policy::{Arm, Policy, distribution, sample};
-use switchyard_actors::router::{Router, RouterState};
+use switchyard_actors::router::{Router, RouterState, Routing};
 use switchyard_events::{Event, RecordedEvent, ShadowChoice, StreamVersion, TenantId};
 use time::OffsetDateTime;
 
@@ -123,6 +123,8 @@ pub struct TenantFacts<'a> {
 /// The router of the gateway.
 pub struct RouterHub {
     pub config: RouterConfig,
+    /// The server's routing: every tenant's until it sets its own.
+    pub default: Routing,
     states: DashMap<TenantId, (StreamVersion, Arc<RouterState>)>,
     health: DashMap<String, Health>,
     /// Whether each model's circuit is open (set by the resilience layer).
@@ -150,6 +152,7 @@ fn bucket(key: &str) -> f64 {
 impl RouterHub {
     pub fn new(config: RouterConfig, runtime: Runtime<Router>) -> Self {
         RouterHub {
+            default: config.routing(),
             config,
             states: DashMap::new(),
             health: DashMap::new(),
@@ -173,6 +176,11 @@ impl RouterHub {
             .get(&tenant)
             .map(|s| s.1.clone())
             .unwrap_or_default()
+    }
+
+    /// The routing in force for a tenant whose state is `state`: its own, or the server's.
+    pub fn routing<'a>(&'a self, state: &'a RouterState) -> &'a Routing {
+        state.routing.as_ref().unwrap_or(&self.default)
     }
 
     /// Stores a newer state (from the feedback handler's own write, or the log).
@@ -278,18 +286,19 @@ impl RouterHub {
         features
     }
 
-    /// Chooses a model for `auto` among `candidates` (in config order). `policy`, when given,
-    /// serves instead of the configured policy and splits (a workflow run re-executed under
-    /// another routing policy); its decisions are logged under `override:<policy>`.
+    /// Chooses a model for `auto` among `candidates` (in config order) by the routing of the
+    /// tenant whose router state is `state`. `policy`, when given, serves instead of its policy
+    /// and splits (a workflow run re-executed under another routing policy); its decisions are
+    /// logged under `override:<policy>`.
     pub fn choose(
         &self,
-        tenant: TenantId,
+        state: &RouterState,
         sticky: &str,
         features: &[f64],
         candidates: &[&ModelConfig],
         policy: Option<&Policy>,
     ) -> Choice {
-        let state = self.state(tenant);
+        let routing = self.routing(state);
         let context = &features[..REQUEST_FEATURES.len().min(features.len())];
         let arms: Vec<Arm<'_>> = candidates
             .iter()
@@ -300,34 +309,29 @@ impl RouterHub {
                 available: !self.open_circuits.contains_key(&m.name),
             })
             .collect();
-        // Sticky split: the same key (or user) always lands in the same bucket.
-        let position = bucket(sticky);
-        let mut cumulative = 0.0;
-        let mut serving = (&self.config.serving, self.config.serving.name().to_owned());
-        let splits = if policy.is_some() {
-            &[][..]
-        } else {
-            &self.config.splits[..]
-        };
+        let mut serving = (&routing.policy, routing.policy.name().to_owned());
         if let Some(policy) = policy {
             serving = (policy, format!("override:{}", policy.name()));
-        }
-        for split in splits {
-            cumulative += split.share;
-            if position < cumulative {
-                serving = (
-                    &split.policy,
-                    format!("{}:{}", split.name, split.policy.name()),
-                );
-                break;
+        } else {
+            // Sticky split: the same key (or user) always lands in the same bucket.
+            let position = bucket(sticky);
+            let mut cumulative = 0.0;
+            for split in &routing.splits {
+                cumulative += split.share;
+                if position < cumulative {
+                    serving = (
+                        &split.policy,
+                        format!("{}:{}", split.name, split.policy.name()),
+                    );
+                    break;
+                }
             }
         }
         let mut rng = rand::rng();
-        let min = self.config.min_exploration;
+        let min = routing.min_exploration;
         let p = distribution(serving.0, &arms, context, min, &mut rng);
         let chosen = sample(&p, &mut rng);
-        let shadow = self
-            .config
+        let shadow = routing
             .shadow
             .iter()
             .map(|policy| {
@@ -353,34 +357,50 @@ impl RouterHub {
         }
     }
 
-    /// The reward of feedback `value` on an inference that cost `cost` and took `latency_s`,
-    /// on [0, 1] ([`crate::config::RewardWeights`] says how).
-    pub fn reward(&self, value: f64, cost_micros: u64, dearest_micros: u64, latency_s: f64) -> f64 {
-        let w = self.config.reward;
-        let cost = if dearest_micros > 0 {
-            (cost_micros as f64 / dearest_micros as f64).min(1.0)
-        } else {
-            0.0
-        };
-        let raw = w.quality * value - w.cost * cost - w.latency * (latency_s / 10.0).min(1.0);
-        let (worst, best) = (-(w.cost + w.latency), w.quality);
-        if best - worst <= f64::EPSILON {
-            return 0.5;
+    /// The reward of feedback `value` on an inference of `tenant` that cost `cost` and took
+    /// `latency_s`, on [0, 1], by the tenant's reward weights
+    /// ([`switchyard_actors::router::RewardWeights`] says how).
+    pub fn reward(
+        &self,
+        tenant: TenantId,
+        value: f64,
+        cost_micros: u64,
+        dearest_micros: u64,
+        latency_s: f64,
+    ) -> f64 {
+        let state = self.state(tenant);
+        self.routing(&state)
+            .reward
+            .reward(value, cost_micros, dearest_micros, latency_s)
+    }
+}
+
+impl RouterHub {
+    /// Folds a router-stream event into the tenant's cached state, once.
+    fn fold_state(&self, recorded: &RecordedEvent, event: &Event) {
+        let mut entry = self
+            .states
+            .entry(recorded.tenant_id)
+            .or_insert_with(|| (StreamVersion::NONE, Arc::default()));
+        if recorded.stream_version > entry.0 {
+            let mut state = (*entry.1).clone();
+            <Router as switchyard_actors::Actor>::apply(&mut state, event);
+            *entry = (recorded.stream_version, Arc::new(state));
         }
-        ((raw - worst) / (best - worst)).clamp(0.0, 1.0)
     }
 }
 
 impl Folder for RouterHub {
     fn fold(&self, recorded: &RecordedEvent) {
         match recorded.event_type.as_str() {
-            "RewardRecorded" | "InferenceCompleted" | "InferenceFailed" => {}
+            "RewardRecorded" | "RouterConfigured" | "InferenceCompleted" | "InferenceFailed" => {}
             _ => return,
         }
         let Ok(event) = Event::from_recorded(recorded) else {
             return;
         };
         match &event {
+            Event::RouterConfigured(_) => self.fold_state(recorded, &event),
             Event::RewardRecorded(e) => {
                 {
                     let mut health = self.health.entry(e.model.clone()).or_default();
@@ -392,16 +412,7 @@ impl Folder for RouterHub {
                     };
                     health.rewards += 1;
                 }
-                let tenant = recorded.tenant_id;
-                let mut entry = self
-                    .states
-                    .entry(tenant)
-                    .or_insert_with(|| (StreamVersion::NONE, Arc::default()));
-                if recorded.stream_version > entry.0 {
-                    let mut state = (*entry.1).clone();
-                    <Router as switchyard_actors::Actor>::apply(&mut state, &event);
-                    *entry = (recorded.stream_version, Arc::new(state));
-                }
+                self.fold_state(recorded, &event);
             }
             Event::InferenceCompleted(e) => self
                 .health

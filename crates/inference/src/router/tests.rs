@@ -48,7 +48,13 @@ fn at_least_24_named_signals_are_computed_for_every_request() {
     assert_eq!(named("budget_left"), 0.25);
     assert!(features.iter().all(|f| f.is_finite()));
     // A decision logs its propensity and features; splits are sticky.
-    let choice = hub.choose(TenantId::new(), "key-1", &features, &candidates, None);
+    let choice = hub.choose(
+        &RouterState::default(),
+        "key-1",
+        &features,
+        &candidates,
+        None,
+    );
     assert!(choice.propensity_ppb > 0);
     assert_eq!(choice.features_milli.len(), features.len());
     assert_eq!(bucket("key-1"), bucket("key-1"));
@@ -143,13 +149,14 @@ fn hub(config: RouterConfig) -> RouterHub {
 #[test]
 fn by_default_a_cheaper_answer_of_the_same_quality_earns_more() {
     let hub = hub(RouterConfig::default());
-    let cheap = hub.reward(1.0, 100, 10_000, 0.0);
-    let dear = hub.reward(1.0, 10_000, 10_000, 0.0);
+    let t = TenantId::new();
+    let cheap = hub.reward(t, 1.0, 100, 10_000, 0.0);
+    let dear = hub.reward(t, 1.0, 10_000, 10_000, 0.0);
     assert!(cheap > dear, "{cheap} vs {dear}");
     // r = 1 − 0.5·c − 0.1·l on [−0.6, 1], mapped onto [0, 1].
     assert!((dear - (1.0 - 0.5 + 0.6) / 1.6).abs() < 1e-12, "{dear}");
-    assert!((hub.reward(1.0, 0, 10_000, 0.0) - 1.0).abs() < 1e-12);
-    assert!(hub.reward(0.0, 10_000, 10_000, 60.0).abs() < 1e-12);
+    assert!((hub.reward(t, 1.0, 0, 10_000, 0.0) - 1.0).abs() < 1e-12);
+    assert!(hub.reward(t, 0.0, 10_000, 10_000, 60.0).abs() < 1e-12);
 }
 
 /// The reward is not clipped (issue 16, item 3): a thumbs-down still tells a cheap answer from
@@ -158,19 +165,20 @@ fn by_default_a_cheaper_answer_of_the_same_quality_earns_more() {
 #[test]
 fn a_thumbs_down_still_counts_the_cost_and_the_expectation_is_linear() {
     let hub = hub(RouterConfig::default());
-    assert!(hub.reward(0.0, 100, 10_000, 0.0) > hub.reward(0.0, 9_000, 10_000, 0.0));
+    let t = TenantId::new();
+    assert!(hub.reward(t, 0.0, 100, 10_000, 0.0) > hub.reward(t, 0.0, 9_000, 10_000, 0.0));
     for q in [0.2, 0.55, 0.9] {
         for cost in [0, 2_500, 10_000] {
-            let expected = q * hub.reward(1.0, cost, 10_000, 1.0)
-                + (1.0 - q) * hub.reward(0.0, cost, 10_000, 1.0);
-            assert!((expected - hub.reward(q, cost, 10_000, 1.0)).abs() < 1e-12);
+            let expected = q * hub.reward(t, 1.0, cost, 10_000, 1.0)
+                + (1.0 - q) * hub.reward(t, 0.0, cost, 10_000, 1.0);
+            assert!((expected - hub.reward(t, q, cost, 10_000, 1.0)).abs() < 1e-12);
         }
     }
     // Two models: quality 0.9 at the dearest price against 0.7 at a tenth of it. With cost
     // weighed at 0.5 the cheaper one is worth more, as q − 0.5·c says (0.65 against 0.4).
-    let large =
-        0.9 * hub.reward(1.0, 10_000, 10_000, 0.0) + 0.1 * hub.reward(0.0, 10_000, 10_000, 0.0);
+    let large = 0.9 * hub.reward(t, 1.0, 10_000, 10_000, 0.0)
+        + 0.1 * hub.reward(t, 0.0, 10_000, 10_000, 0.0);
     let small =
-        0.7 * hub.reward(1.0, 1_000, 10_000, 0.0) + 0.3 * hub.reward(0.0, 1_000, 10_000, 0.0);
+        0.7 * hub.reward(t, 1.0, 1_000, 10_000, 0.0) + 0.3 * hub.reward(t, 0.0, 1_000, 10_000, 0.0);
     assert!(small > large, "{small} vs {large}");
 }

@@ -22,11 +22,14 @@ use crate::state::Admin;
 pub(crate) mod keys;
 /// Limits of tenants, keys and models; settings; feature flags.
 pub(crate) mod limits;
+/// A tenant's own routing policy, splits and reward weights.
+pub(crate) mod router;
 /// Creating, listing and reading tenants.
 pub(crate) mod tenants;
 
 use keys::{issue_key, revoke_key, rotate_key};
 use limits::{set_flag, set_key_limits, set_limits, set_model_limits, set_setting};
+use router::{get_routing, promote_split, reset_routing, roll_back_split, set_routing};
 use tenants::{
     create_tenant, delete_tenant, get_tenant, list_tenants, resume_tenant, suspend_tenant,
 };
@@ -46,6 +49,11 @@ crate::api::endpoints! {
     put "/v1/admin/tenants/{id}/models/{model}/limits" => set_model_limits,
     put "/v1/admin/tenants/{id}/settings/{key}" => set_setting,
     put "/v1/admin/tenants/{id}/flags/{flag}" => set_flag,
+    get "/v1/admin/tenants/{id}/router" => get_routing,
+    put "/v1/admin/tenants/{id}/router" => set_routing,
+    delete "/v1/admin/tenants/{id}/router" => reset_routing,
+    post "/v1/admin/tenants/{id}/router/splits/{split}/promote" => promote_split,
+    post "/v1/admin/tenants/{id}/router/splits/{split}/rollback" => roll_back_split,
 }
 
 /// Constant-time comparison of the presented admin token.
