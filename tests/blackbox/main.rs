@@ -20,6 +20,7 @@ mod pg_restart;
 mod read_side;
 mod redis_down;
 mod router;
+mod router_bench;
 mod routing;
 mod secrets;
 mod serve;

@@ -1,9 +1,12 @@
 //! The command line: `serve` and `migrate`, the admin API's clients (`tenant`, `key`), the
-//! read side's operations (`projections`), offline router evaluation (`router evaluate`), and
+//! read side's operations (`projections`), offline router evaluation (`router evaluate`), the
+//! routing benchmark (`router bench`), the simulator's workloads (`sim workload`), and
 //! workflows in-process (`run`, `replay`, `eval`). Output is for people on stdout; JSON log
 //! lines reach the terminal only when `RUST_LOG` asks for them (see `crate::telemetry`).
 
 /// `tenant` and `key`: a client of the admin API.
+/// `switchyard router bench`: the routing benchmark through a real server.
+pub mod bench;
 pub mod client;
 /// `run`, `replay` and `eval` in-process on the configured store.
 pub mod local;
@@ -91,6 +94,11 @@ pub enum Command {
         #[command(flatten)]
         args: local::EvalArgs,
     },
+    /// The simulator: generate workloads of verifiable tasks.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
     /// Issue and revoke tenants' API keys through a running server (prints JSON).
     Key {
         #[command(flatten)]
@@ -101,7 +109,28 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Print a mixed workload of verifiable tasks (arithmetic, extraction to JSON, sentiment
+    /// classification) as JSON lines of `{id, input, expected, scorer, tags}`, the task-set
+    /// format of `switchyard eval`; the same seed gives the same tasks.
+    Workload {
+        /// How many tasks.
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        /// The generator's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RouterCommand {
+    /// Replay a workload of verifiable tasks through a real server (started here on a free
+    /// port, embedded log) once per routing policy, with exact scores sent back as feedback;
+    /// print the report (per policy: strong calls, quality, cost saved, regret; APGR and
+    /// CPT(50%)/CPT(80%) beside the oracle; OPE coverage) and write it with its plots to
+    /// `--out`.
+    Bench(bench::BenchArgs),
     /// Estimate what a candidate policy would have earned and cost on the logged traffic (IPS,
     /// self-normalised IPS and doubly robust, with 95% intervals and the effective sample
     /// size), beside what the serving policy earned. Reads the event log directly.
@@ -192,6 +221,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenant { server, command } => client::tenant(&server, command).await,
+        Command::Sim {
+            command: SimCommand::Workload { n, seed },
+        } => {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for task in switchyard_inference::providers::verifiable::workload(n, seed) {
+                writeln!(out, "{}", task.to_json())?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+        Command::Router {
+            command: RouterCommand::Bench(args),
+        } => bench::bench(args).await,
         Command::Key { server, command } => client::key(&server, command).await,
         Command::Projections { store, command } => {
             let (log, _) = store.open().await?;

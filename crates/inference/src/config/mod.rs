@@ -215,6 +215,27 @@ pub struct SimModel {
     /// Fewest tokens an answer has.
     #[serde(default = "one_token")]
     pub min_answer_tokens: u64,
+    /// Ability per family of verifiable task (item-response model): a task of difficulty d is
+    /// answered right with probability σ(ability − d). A family without one is answered right
+    /// with probability `quality`, whatever its difficulty.
+    #[serde(default)]
+    pub ability: Abilities,
+}
+
+/// A simulated model's ability per family of verifiable task (logits; `None`: use `quality`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Abilities {
+    pub arithmetic: Option<f64>,
+    pub extraction: Option<f64>,
+    pub classification: Option<f64>,
+}
+
+impl Abilities {
+    /// Every ability given.
+    pub fn all(&self) -> [Option<f64>; 3] {
+        [self.arithmetic, self.extraction, self.classification]
+    }
 }
 
 fn one_token() -> u64 {
@@ -329,6 +350,7 @@ impl Config {
                         quality: half(),
                         max_answer_tokens: default_answer_tokens(),
                         min_answer_tokens: 1,
+                        ability: Abilities::default(),
                     });
                 }
                 (ProviderKind::Sim, Some(sim)) => {
@@ -339,6 +361,15 @@ impl Config {
                             "model {}: failure_rate and quality must be between 0 and 1",
                             model.name
                         );
+                    }
+                    if sim
+                        .ability
+                        .all()
+                        .iter()
+                        .flatten()
+                        .any(|a| !(-20.0..=20.0).contains(a))
+                    {
+                        bail!("model {}: abilities must be between -20 and 20", model.name);
                     }
                     if sim.min_answer_tokens == 0 || sim.max_answer_tokens < sim.min_answer_tokens {
                         bail!(

@@ -17,6 +17,7 @@ use crate::openai::ChatRequest;
 pub mod anthropic;
 pub mod openai_compat;
 pub mod sim;
+pub mod verifiable;
 
 /// Tokens counted by the provider.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

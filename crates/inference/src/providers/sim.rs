@@ -3,11 +3,13 @@
 //! failing at the model's rate. It is a simulator and says so: every answer's model is the
 //! simulated model's name, and the text is visibly synthetic.
 //!
-//! **Verifiable tasks.** An arithmetic question ("What is 17 + 25?", with `+`, `-`, `*`, `x`,
-//! `plus`, `minus` or `times`) is answered with a number, right with the model's `quality` as
-//! its probability and otherwise off by 1 to 9, drawn deterministically from the request. An
-//! exact scorer (`switchyard eval`) therefore measures a simulated model's quality from outside,
-//! with no secret channel.
+//! **Verifiable tasks** ([`super::verifiable`]): arithmetic, extraction to JSON and sentiment
+//! classification. Such a prompt is answered right with probability σ(ability − difficulty)
+//! (the model's ability for the task's family, the prompt's latent difficulty), or with its
+//! `quality` when it has no ability for the family; otherwise wrongly (a number off by 1 to 9,
+//! a field changed, another label), drawn deterministically from the request. An exact scorer
+//! (`switchyard eval`) therefore measures a simulated model's quality from outside, with no
+//! secret channel.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use futures_util::future::BoxFuture;
 use rand::Rng;
 use serde_json::{Value, json};
 
+use super::verifiable::{self, Family, Verifiable};
 use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
 use crate::config::{ModelConfig, SimModel};
 use crate::openai::ChatRequest;
@@ -67,6 +70,7 @@ fn knobs(model: &ModelConfig) -> SimModel {
         quality: 0.5,
         max_answer_tokens: 64,
         min_answer_tokens: 1,
+        ability: crate::config::Abilities::default(),
     })
 }
 
@@ -101,36 +105,49 @@ pub fn answer_words(
     (words, natural > cap)
 }
 
-/// The arithmetic question in the last user message: (a, operator, b).
-fn arithmetic_question(request: &ChatRequest) -> Option<(i64, char, i64)> {
-    static QUESTION: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"(?i)(-?\d{1,9})\s*(\+|-|\*|×|x|plus|minus|times)\s*(-?\d{1,9})").ok()
-    });
-    let text = request
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == crate::openai::Role::User)?
-        .text();
-    let captures = QUESTION.as_ref()?.captures(&text)?;
-    let a = captures.get(1)?.as_str().parse().ok()?;
-    let b = captures.get(3)?.as_str().parse().ok()?;
-    let op = match captures.get(2)?.as_str().to_lowercase().as_str() {
-        "+" | "plus" => '+',
-        "-" | "minus" => '-',
-        _ => '*',
-    };
-    Some((a, op, b))
+/// The chance that `model` answers the verifiable task in `request` right (`None`: the request
+/// holds none): σ(ability − difficulty) when the model has an ability for the task's family,
+/// else its `quality` (see [`super::verifiable`]).
+pub fn chance_correct(model: &ModelConfig, request: &ChatRequest) -> Option<f64> {
+    let task = verifiable::read(request)?;
+    Some(chance_of(model, request, &task))
+}
+
+/// The chance that `model` answers the verifiable task in `request` right, averaged over the
+/// part of its difficulty the request does not show (`None`: the request holds no task).
+pub fn expected_chance(model: &ModelConfig, request: &ChatRequest) -> Option<f64> {
+    let task = verifiable::read(request)?;
+    let sim = knobs(model);
+    Some(match ability(&sim, task.family) {
+        Some(ability) => verifiable::expected_chance(
+            ability,
+            verifiable::visible_difficulty(task.family, request),
+        ),
+        None => sim.quality,
+    })
+}
+
+fn ability(sim: &SimModel, family: Family) -> Option<f64> {
+    match family {
+        Family::Arithmetic => sim.ability.arithmetic,
+        Family::Extraction => sim.ability.extraction,
+        Family::Classification => sim.ability.classification,
+    }
+}
+
+fn chance_of(model: &ModelConfig, request: &ChatRequest, task: &Verifiable) -> f64 {
+    let sim = knobs(model);
+    match ability(&sim, task.family) {
+        Some(ability) => {
+            verifiable::logistic(ability - verifiable::difficulty(task.family, request))
+        }
+        None => sim.quality,
+    }
 }
 
 /// A verifiable task's answer (see the module docs), or `None` when the request is not one.
 pub fn verifiable_answer(model: &ModelConfig, request: &ChatRequest, index: u32) -> Option<String> {
-    let (a, op, b) = arithmetic_question(request)?;
-    let right = match op {
-        '+' => a.checked_add(b)?,
-        '-' => a.checked_sub(b)?,
-        _ => a.checked_mul(b)?,
-    };
+    let task = verifiable::read(request)?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"verifiable");
     hasher.update(model.name.as_bytes());
@@ -142,16 +159,15 @@ pub fn verifiable_answer(model: &ModelConfig, request: &ChatRequest, index: u32)
     let digest = hasher.finalize();
     let bytes = digest.as_bytes();
     let draw = u64::from_le_bytes(bytes[..8].try_into().ok()?) as f64 / (u64::MAX as f64 + 1.0);
-    if draw < knobs(model).quality {
-        return Some(right.to_string());
-    }
-    let off = i64::from(bytes[8] % 9) + 1;
-    let wrong = if bytes[9].is_multiple_of(2) {
-        right.checked_add(off)
+    let answer = if draw < chance_of(model, request, &task) {
+        task.right
     } else {
-        right.checked_sub(off)
+        verifiable::wrong(&task, &bytes[8..])
     };
-    Some(wrong.unwrap_or(right.wrapping_add(1)).to_string())
+    Some(match answer {
+        Value::String(text) => text,
+        other => other.to_string(),
+    })
 }
 
 /// The grading prompt of `switchyard eval`'s LLM judge (see `judge_prompt`).
@@ -196,6 +212,10 @@ fn content(request: &ChatRequest, words: &[&str], verifiable: Option<&str>) -> S
         .and_then(|m| simulated_verdict(&m.text()))
     {
         return verdict;
+    }
+    // An extraction's answer is a JSON object already.
+    if let Some(answer) = verifiable.filter(|v| v.starts_with('{')) {
+        return answer.to_owned();
     }
     let text = verifiable.map_or_else(|| words.join(" "), str::to_owned);
     let json_mode = request
@@ -426,6 +446,68 @@ mod tests {
     /// nowhere): over 2,000 arithmetic questions a model of quality q answers about q of them
     /// right, every answer is a number, and a wrong one is off by 1 to 9. Streamed answers are
     /// the same numbers.
+    /// With abilities, each family is answered right at σ(ability − difficulty): the exact
+    /// scorer's pass rate on a generated workload is the mean of those chances, per family,
+    /// and an extraction answers a bare JSON object even in JSON mode.
+    #[tokio::test]
+    async fn abilities_set_each_familys_rate_through_the_difficulty() {
+        let config = Config::default();
+        let mut model = config.model("sim-small").unwrap().clone();
+        model.sim = Some(SimModel {
+            ability: crate::config::Abilities {
+                arithmetic: Some(1.0),
+                extraction: Some(3.0),
+                classification: None,
+            },
+            quality: 0.6,
+            latency_ms: 0,
+            jitter_ms: 0,
+            ..model.sim.unwrap()
+        });
+        let tasks = verifiable::workload(3_000, 5);
+        for family in Family::ALL {
+            let (mut right, mut chance, mut n) = (0.0, 0.0, 0.0);
+            for task in tasks.iter().filter(|t| t.family == family) {
+                let request: ChatRequest = serde_json::from_value(json!({
+                    "model": "sim-small",
+                    "messages": [{"role": "user", "content": task.prompt}],
+                    "response_format": {"type": "json_object"},
+                }))
+                .unwrap();
+                let answer = Simulator.chat(&model, &request).await.unwrap();
+                let text = answer.choices[0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let value = if family == Family::Extraction {
+                    serde_json::from_str::<Value>(&text).unwrap_or_else(|_| panic!("{text}"))
+                } else {
+                    serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v.get("answer").cloned())
+                        .unwrap_or_else(|| panic!("{text}"))
+                };
+                let value = match (&value, &task.expected) {
+                    (Value::String(s), Value::Number(_)) => {
+                        s.parse().map(|n: i64| json!(n)).unwrap_or(value)
+                    }
+                    _ => value,
+                };
+                right += f64::from(u8::from(value == task.expected));
+                chance += chance_correct(&model, &request).unwrap();
+                n += 1.0;
+            }
+            let (rate, expected) = (right / n, chance / n);
+            assert!(
+                (rate - expected).abs() < 0.04,
+                "{family:?}: {rate} vs {expected}"
+            );
+            if family == Family::Classification {
+                assert!((expected - 0.6).abs() < 1e-9, "no ability: quality");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn arithmetic_questions_are_answered_right_at_the_quality_rate() {
         let config = Config::default();

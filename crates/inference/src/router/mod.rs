@@ -383,9 +383,11 @@ impl RouterHub {
             .entry(recorded.tenant_id)
             .or_insert_with(|| (StreamVersion::NONE, Arc::default()));
         if recorded.stream_version > entry.0 {
-            let mut state = (*entry.1).clone();
-            <Router as switchyard_actors::Actor>::apply(&mut state, event);
-            *entry = (recorded.stream_version, Arc::new(state));
+            // In place unless a choice still holds the old state (then that one is copied): a
+            // tenant's state holds up to REMEMBERED_REWARDS ids, too many to copy per reward.
+            let (version, state) = &mut *entry;
+            <Router as switchyard_actors::Actor>::apply(Arc::make_mut(state), event);
+            *version = recorded.stream_version;
         }
     }
 }
