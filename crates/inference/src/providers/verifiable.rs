@@ -418,6 +418,8 @@ pub fn workload(n: usize, seed: u64) -> Vec<Generated> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, SimModel};
+    use crate::providers::Provider;
 
     fn ask(text: &str) -> ChatRequest {
         serde_json::from_value(json!({
@@ -487,5 +489,70 @@ mod tests {
             read(&ask("What is 999999999 * 999999999?")).unwrap().right,
             json!(999_999_998_000_000_001_i64)
         );
+    }
+
+    /// With abilities, each family is answered right at σ(ability − difficulty): the exact
+    /// scorer's pass rate on a generated workload is the mean of those chances, per family,
+    /// and an extraction answers a bare JSON object even in JSON mode.
+    #[tokio::test]
+    async fn abilities_set_each_familys_rate_through_the_difficulty() {
+        let config = Config::default();
+        let mut model = config.model("sim-small").unwrap().clone();
+        model.sim = Some(SimModel {
+            ability: crate::config::Abilities {
+                arithmetic: Some(1.0),
+                extraction: Some(3.0),
+                classification: None,
+            },
+            quality: 0.6,
+            latency_ms: 0,
+            jitter_ms: 0,
+            ..model.sim.unwrap()
+        });
+        let tasks = workload(3_000, 5);
+        for family in Family::ALL {
+            let (mut right, mut chance, mut n) = (0.0, 0.0, 0.0);
+            for task in tasks.iter().filter(|t| t.family == family) {
+                let request: ChatRequest = serde_json::from_value(json!({
+                    "model": "sim-small",
+                    "messages": [{"role": "user", "content": task.prompt}],
+                    "response_format": {"type": "json_object"},
+                }))
+                .unwrap();
+                let answer = super::super::sim::Simulator
+                    .chat(&model, &request)
+                    .await
+                    .unwrap();
+                let text = answer.choices[0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let value = if family == Family::Extraction {
+                    serde_json::from_str::<Value>(&text).unwrap_or_else(|_| panic!("{text}"))
+                } else {
+                    serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v.get("answer").cloned())
+                        .unwrap_or_else(|| panic!("{text}"))
+                };
+                let value = match (&value, &task.expected) {
+                    (Value::String(s), Value::Number(_)) => {
+                        s.parse().map(|n: i64| json!(n)).unwrap_or(value)
+                    }
+                    _ => value,
+                };
+                right += f64::from(u8::from(value == task.expected));
+                chance += super::super::sim::chance_correct(&model, &request).unwrap();
+                n += 1.0;
+            }
+            let (rate, expected) = (right / n, chance / n);
+            assert!(
+                (rate - expected).abs() < 0.04,
+                "{family:?}: {rate} vs {expected}"
+            );
+            if family == Family::Classification {
+                assert!((expected - 0.6).abs() < 1e-9, "no ability: quality");
+            }
+        }
     }
 }
