@@ -62,6 +62,9 @@ bash scripts/check-deps.sh
 step "deploy files and Grafana dashboards (scripts/check-deploy.py)"
 python3 scripts/check-deploy.py
 
+step "Kubernetes overlays and alert rules (scripts/check-k8s.sh)"
+bash scripts/check-k8s.sh
+
 # Doc tests first, so that the test runner's closing summary is the last thing printed.
 step "cargo test --workspace --locked --doc"
 cargo test --workspace --locked --doc

@@ -9,6 +9,7 @@ mod admin;
 mod budgets;
 mod cli;
 mod cluster;
+mod drain;
 mod durability;
 mod embeddings;
 mod fsync;

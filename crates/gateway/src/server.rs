@@ -56,6 +56,11 @@ pub struct ServeArgs {
     /// carries the runs out.
     #[arg(long, env = "SWITCHYARD_NO_WORKFLOWS")]
     pub no_workflows: bool,
+    /// The drain on SIGTERM/SIGINT: the listener closes at once, and requests and streams in
+    /// flight get this many seconds to finish before they are cut (then what was answered in
+    /// `batched` durability is written to the log).
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
 }
 
 /// Builds everything and serves until SIGINT/SIGTERM.
@@ -101,7 +106,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         !args.no_workflows,
     )
     .await?;
-    serve(store, admin, pipeline, read, hub, engine, args.listen).await
+    serve(
+        store,
+        admin,
+        pipeline,
+        read,
+        hub,
+        engine,
+        Bind {
+            listen: args.listen,
+            shutdown_timeout: args.shutdown_timeout,
+        },
+    )
+    .await
+}
+
+/// Where to listen, and how long the drain may take.
+struct Bind {
+    listen: SocketAddr,
+    shutdown_timeout: u64,
 }
 
 /// Binds and serves until SIGINT/SIGTERM.
@@ -112,8 +135,12 @@ async fn serve(
     read: ReadSide,
     hub: EventHub,
     engine: Arc<switchyard_workflows::Engine>,
-    listen: SocketAddr,
+    bind: Bind,
 ) -> anyhow::Result<()> {
+    let Bind {
+        listen,
+        shutdown_timeout,
+    } = bind;
     let read = web::Data::new(read);
     let hub = web::Data::new(hub);
     let store = web::Data::from(Arc::new(StoreHandle(store)));
@@ -135,6 +162,7 @@ async fn serve(
     // A streamed answer's first chunk follows its headers in a second write: with Nagle's
     // algorithm on, it waits for the client's (delayed, up to 40 ms) ACK of the headers.
     .tcp_nodelay(true)
+    .shutdown_timeout(shutdown_timeout)
     .bind(listen)?;
     for addr in server.addrs() {
         tracing::info!(%addr, "listening");
@@ -148,6 +176,7 @@ async fn serve(
         }
     }
     server.run().await?;
+    tracing::info!("stopped accepting; requests in flight finished or were cut");
     // In `batched` durability, answered inferences may still be on their way to the log.
     recording.drain().await;
     Ok(())
