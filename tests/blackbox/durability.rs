@@ -230,3 +230,53 @@ async fn batched_loses_nothing_on_a_clean_stop_and_never_exceeds_the_budget() {
     let spent = view["budget"]["spent_usd"].as_str().unwrap();
     assert_eq!(spent, format!("0.{:06}", answered.len() * 20));
 }
+
+/// Feedback sent the moment a `batched` answer arrives finds its inference: the node waits for
+/// its own append in flight instead of answering 404 (found by `switchyard router bench`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_right_after_a_batched_answer_finds_the_inference() {
+    let dir = data_dir();
+    let server = Server::start_with(
+        &dir,
+        &[
+            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+            ("SWITCHYARD_DURABILITY", "batched"),
+        ],
+    );
+    let (_, key, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let statuses: Vec<u16> = futures_util::future::join_all((0..8).map(|worker| {
+        let (client, key, url) = (client.clone(), key.clone(), server.url(""));
+        async move {
+            let mut statuses = Vec::new();
+            for i in 0..10 {
+                let answer = client
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .json(&json!({"model": "auto", "messages": [{"role": "user", "content": format!("hi {worker} {i}")}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 200);
+                let id = answer.headers()["x-switchyard-inference-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                let feedback = client
+                    .post(format!("{url}/v1/feedback"))
+                    .bearer_auth(&key)
+                    .json(&json!({"inference_id": id, "metric": "quality", "value": 1.0}))
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(feedback.status().as_u16());
+            }
+            statuses
+        }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}

@@ -71,6 +71,12 @@ pub(crate) async fn feedback(
     let not_found = || ApiError::not_found("no such inference");
     let id: Uuid = input.inference_id.parse().map_err(|_| not_found())?;
     let stream = StreamId::of("inference", id).map_err(|_| not_found())?;
+    // In `batched` durability the answer left before its events were written: if this node is
+    // still writing them, wait for that (bounded) rather than answer 404.
+    pipeline
+        .recording
+        .settled(id, std::time::Duration::from_secs(5))
+        .await;
     // Scoped to the caller's tenant: another tenant's inference is simply not found.
     let events = pipeline
         .store

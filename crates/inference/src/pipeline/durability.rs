@@ -114,6 +114,8 @@ static METRICS: LazyLock<RecordingMetrics> = LazyLock::new(|| {
 pub struct Recording {
     mode: Durability,
     in_flight: Arc<Semaphore>,
+    /// Inferences answered whose append has not ended, each with what wakes its waiters.
+    pending: Arc<dashmap::DashMap<Uuid, Arc<tokio::sync::Notify>>>,
 }
 
 impl Default for Recording {
@@ -133,6 +135,7 @@ impl Recording {
         Recording {
             mode,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT as usize)),
+            pending: Arc::default(),
         }
     }
 
@@ -148,6 +151,9 @@ impl Recording {
             return;
         };
         METRICS.pending.inc();
+        self.pending
+            .insert(append.id, Arc::new(tokio::sync::Notify::new()));
+        let pending = self.pending.clone();
         tokio::spawn(async move {
             let Later {
                 store,
@@ -168,8 +174,27 @@ impl Recording {
                 tracing::error!(%error, inference_id = %id, "cannot log an answered inference (batched durability)");
             }
             METRICS.pending.dec();
+            if let Some((_, done)) = pending.remove(&id) {
+                done.notify_waiters();
+            }
             drop(permit);
         });
+    }
+
+    /// Waits (up to `patience`) until inference `id`'s background append has ended, if this
+    /// node has one in flight: feedback sent right after a `batched` answer then finds the
+    /// inference in the log instead of a 404. Answers whether it waited.
+    pub async fn settled(&self, id: Uuid, patience: std::time::Duration) -> bool {
+        let Some(done) = self.pending.get(&id).map(|d| d.clone()) else {
+            return false;
+        };
+        let notified = done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.pending.contains_key(&id) {
+            let _ = tokio::time::timeout(patience, notified).await;
+        }
+        true
     }
 
     /// Waits until every background append has ended (at shutdown, so that a clean stop loses
