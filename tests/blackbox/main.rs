@@ -18,6 +18,7 @@ mod hostile;
 mod openai_sdk;
 mod operators;
 mod pg_restart;
+mod prometheus;
 mod read_side;
 mod redis_down;
 mod router;
