@@ -96,6 +96,35 @@ fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
         .map_err(|_| ApiError::not_found("no such tenant"))
 }
 
+/// The answer to an actor command that was not decided (the actor busy, the log down, the
+/// server stopping); `busy` is what to say when the actor is busy. A rejection is the
+/// caller's to map.
+fn not_decided<R: std::error::Error>(error: ActorError<R>, busy: &str) -> ApiError {
+    match error {
+        ActorError::Overloaded | ActorError::Contended { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", busy)
+        }
+        ActorError::Store(error) => {
+            tracing::error!(%error, "event log failure in an admin command");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the event log is unavailable; retry shortly",
+            )
+        }
+        ActorError::Rejected(rejection) => ApiError::owned(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request".into(),
+            rejection.to_string(),
+        ),
+        ActorError::Stopped => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "retry shortly",
+        ),
+    }
+}
+
 fn rejected(error: ActorError<TenantRejection>) -> ApiError {
     match error {
         ActorError::Rejected(TenantRejection::NotFound) => ApiError::not_found("no such tenant"),
@@ -111,24 +140,7 @@ fn rejected(error: ActorError<TenantRejection>) -> ApiError {
             "invalid_request",
             &message,
         ),
-        ActorError::Overloaded | ActorError::Contended { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "the tenant is busy; retry shortly",
-        ),
-        ActorError::Store(error) => {
-            tracing::error!(%error, "event log failure in an admin command");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the event log is unavailable; retry shortly",
-            )
-        }
-        ActorError::Stopped => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "retry shortly",
-        ),
+        other => not_decided(other, "the tenant is busy; retry shortly"),
     }
 }
 

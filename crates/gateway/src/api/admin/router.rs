@@ -110,24 +110,7 @@ fn router_rejected(error: ActorError<RouterRejection>) -> ApiError {
             "stale_revision".into(),
             format!("the routing is at revision {current}; read it again and retry"),
         ),
-        ActorError::Overloaded | ActorError::Contended { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "the router is busy; retry shortly",
-        ),
-        ActorError::Store(error) => {
-            tracing::error!(%error, "event log failure in a routing command");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the event log is unavailable; retry shortly",
-            )
-        }
-        ActorError::Stopped => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the server is stopping",
-        ),
+        other => not_decided(other, "the router is busy; retry shortly"),
     }
 }
 
