@@ -76,6 +76,15 @@ fn etag(body: &serde_json::Value) -> Vec<(HeaderName, HeaderValue)> {
         .unwrap_or_default()
 }
 
+/// A 200 answer of a routing view, its revision as the ETag.
+fn with_etag(body: serde_json::Value) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    for header in etag(&body) {
+        response.insert_header(header);
+    }
+    response.json(body)
+}
+
 /// The revision `If-Match` demands (`*` or absent: none).
 fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
     let Some(value) = req.headers().get(IF_MATCH) else {
@@ -218,12 +227,7 @@ pub(crate) async fn get_routing(
     authorized(&req, &admin)?;
     let tenant = live_tenant(&admin, &path).await?;
     let state = head(&pipeline, tenant).await?;
-    let body = routing_view(tenant, &pipeline, &state);
-    let mut response = HttpResponse::Ok();
-    for header in etag(&body) {
-        response.insert_header(header);
-    }
-    Ok(response.json(body))
+    Ok(with_etag(routing_view(tenant, &pipeline, &state)))
 }
 
 /// `PUT /v1/admin/tenants/{id}/router`: replaces the tenant's routing (a new revision, in force
@@ -259,12 +263,7 @@ pub(crate) async fn set_routing(
     )
     .await
     .map_err(router_rejected)?;
-    let body = routing_view(tenant, &pipeline, &state);
-    let mut response = HttpResponse::Ok();
-    for header in etag(&body) {
-        response.insert_header(header);
-    }
-    Ok(response.json(body))
+    Ok(with_etag(routing_view(tenant, &pipeline, &state)))
 }
 
 /// `DELETE /v1/admin/tenants/{id}/router`: the tenant goes back to the server's routing.
@@ -288,7 +287,7 @@ pub(crate) async fn reset_routing(
     let state = configure(&req, &pipeline, tenant, None, expected, "reset".into())
         .await
         .map_err(router_rejected)?;
-    Ok(HttpResponse::Ok().json(routing_view(tenant, &pipeline, &state)))
+    Ok(with_etag(routing_view(tenant, &pipeline, &state)))
 }
 
 /// What to do with a split.
