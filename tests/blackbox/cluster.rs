@@ -39,6 +39,12 @@ impl Recipe {
         }
     }
 
+    /// With one more environment variable on every node.
+    pub fn with(mut self, key: &str, value: &str) -> Recipe {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// A node that reaches PostgreSQL at `database_url` instead (through a proxy, say).
     pub fn start_via(&self, database_url: &str) -> Server {
         let env: Vec<(&str, &str)> = self

@@ -6,6 +6,7 @@
 )]
 
 mod admin;
+mod admin_identity;
 mod budgets;
 mod cli;
 mod cluster;
@@ -15,6 +16,7 @@ mod embeddings;
 mod fsync;
 mod gateway;
 mod hostile;
+mod idp;
 mod openai_sdk;
 mod operators;
 mod pg_restart;

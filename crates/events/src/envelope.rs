@@ -37,6 +37,37 @@ pub struct Metadata {
     /// W3C `tracestate` that went with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracestate: Option<String>,
+    /// Who issued the command that appended the event: set by the admin API (the audit log
+    /// reads it), absent for the data plane's own events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+}
+
+/// The authenticated identity behind an admin command, as the audit log shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// The token's `sub` (for the static token: `break-glass`).
+    pub subject: String,
+    /// The token's `iss` (absent for the static token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The role the command was allowed under (`platform-admin`, `tenant-admin`, ...).
+    pub role: String,
+    /// How the caller authenticated: `oidc` or `break-glass` (the static admin token).
+    pub via: String,
+}
+
+impl Actor {
+    /// The stored form (a JSON object in the log's `actor` column).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads the stored form back.
+    pub fn from_json(raw: &str) -> Result<Self> {
+        serde_json::from_str(raw).map_err(|e| Error::decode("actor", e))
+    }
 }
 
 /// An event to append: its identity, its type and schema version, and the encoded payload.
@@ -77,10 +108,15 @@ impl NewEvent {
             )));
         }
         let metadata = &self.metadata;
+        let actor = metadata.actor.as_ref();
         for (field, value) in [
-            ("correlation_id", &metadata.correlation_id),
-            ("traceparent", &metadata.traceparent),
-            ("tracestate", &metadata.tracestate),
+            ("correlation_id", metadata.correlation_id.as_ref()),
+            ("traceparent", metadata.traceparent.as_ref()),
+            ("tracestate", metadata.tracestate.as_ref()),
+            ("actor.subject", actor.map(|a| &a.subject)),
+            ("actor.issuer", actor.and_then(|a| a.issuer.as_ref())),
+            ("actor.role", actor.map(|a| &a.role)),
+            ("actor.via", actor.map(|a| &a.via)),
         ] {
             if value.as_ref().is_some_and(|v| v.len() > MAX_METADATA_LEN) {
                 return Err(Error::InvalidEvent(format!(

@@ -25,7 +25,7 @@ pub use catalog::{
     UsageRecorded, WorkflowRegistered,
 };
 pub use codec::EventPayload;
-pub use envelope::{MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};
+pub use envelope::{Actor, MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};
 pub use error::{Error, Result};
 pub use ids::{EventId, GlobalPosition, StreamId, StreamVersion, TenantId};
 pub use store::memory::MemoryStore;

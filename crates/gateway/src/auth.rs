@@ -487,9 +487,20 @@ impl TenantDirectory {
         self.tenants.remove(&tenant);
     }
 
-    /// Tenants in creation order (ids are UUIDv7), after `after`, at most `limit`.
-    pub fn page(&self, after: Option<TenantId>, limit: usize) -> Vec<TenantEntry> {
-        let mut all: Vec<TenantEntry> = self.tenants.iter().map(|e| e.value().clone()).collect();
+    /// Tenants in creation order (ids are UUIDv7), after `after`, at most `limit`; only those
+    /// in `within` when it is given.
+    pub fn page(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+        within: Option<&[TenantId]>,
+    ) -> Vec<TenantEntry> {
+        let mut all: Vec<TenantEntry> = self
+            .tenants
+            .iter()
+            .filter(|e| within.is_none_or(|within| within.contains(e.key())))
+            .map(|e| e.value().clone())
+            .collect();
         all.sort_by_key(|e| e.id);
         all.into_iter()
             .filter(|e| after.is_none_or(|after| e.id > after))

@@ -17,6 +17,8 @@ mod executor;
 mod fuzz; // fuzz target: tool URLs and the addresses they reach
 /// The HTTP plumbing the surfaces share: errors, request ids, parsing, middleware, idempotency.
 mod http;
+/// Admin identity: OIDC/JWT tokens checked against the IdP's JWKS, and the roles they grant.
+mod oidc;
 /// `switchyard serve`: read side, engine, HTTP server.
 mod server;
 /// The composition root: stores, folds, the admin side and the inference pipeline.

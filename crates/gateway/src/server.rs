@@ -61,6 +61,8 @@ pub struct ServeArgs {
     /// `batched` durability is written to the log).
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    #[command(flatten)]
+    pub oidc: crate::oidc::OidcArgs,
 }
 
 /// Builds everything and serves until SIGINT/SIGTERM.
@@ -74,6 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.config.as_deref(),
         args.admin_token,
         args.redis_url.as_deref(),
+        Some(&args.oidc),
     )
     .await?;
     let read_db = args.store.open_read().await?;

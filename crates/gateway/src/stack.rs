@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::oidc::{OidcArgs, Verifier};
 use actix_web::web;
 use anyhow::Context;
 use clap::Args;
@@ -120,8 +121,19 @@ pub async fn stack(
     config: Option<&Path>,
     admin_token: Option<String>,
     redis_url: Option<&str>,
+    oidc: Option<&OidcArgs>,
 ) -> anyhow::Result<Stack> {
     let config = load_config(config)?;
+    let oidc = match oidc {
+        Some(args) => Verifier::from_args(args)?,
+        None => None,
+    };
+    if let Some(verifier) = &oidc {
+        tracing::info!(
+            ?verifier,
+            "admin API: OIDC bearer tokens on (the static token is break-glass)"
+        );
+    }
     let providers = Providers::build(&config)?;
     let (store, location) = args.open().await?;
     let head = store.head().await?;
@@ -200,6 +212,7 @@ pub async fn stack(
         meter,
         secret,
         token,
+        oidc,
         limiter,
         follower,
         auth_failures: auth::AuthFailures::default(),
@@ -213,7 +226,7 @@ pub async fn stack(
 
 /// The stack of an in-process command: no admin API, so a throwaway admin token.
 pub async fn local_stack(args: &StoreArgs, config: Option<&Path>) -> anyhow::Result<Stack> {
-    stack(args, config, Some(auth::generate().key), None).await
+    stack(args, config, Some(auth::generate().key), None, None).await
 }
 
 /// Reads the generated admin token, creating it on first start, and says where it is.

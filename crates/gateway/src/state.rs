@@ -23,7 +23,10 @@ pub struct Admin {
     /// Rate-limit state: this process, or Redis when several nodes share limits.
     pub limiter: Arc<Limiter>,
     pub secret: KeySecret,
+    /// The static admin token: the break-glass credential.
     pub token: String,
+    /// Checks OIDC bearer tokens of admins (when an issuer is configured).
+    pub oidc: Option<crate::oidc::Verifier>,
     /// Where the in-memory folds stand (`/readyz` fails while their subscription is down).
     pub follower: Arc<switchyard_inference::follow::Follower>,
     /// Addresses refused for failing key checks too often.

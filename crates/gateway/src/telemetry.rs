@@ -70,3 +70,23 @@ pub static HTTP: LazyLock<HttpMetrics> = LazyLock::new(|| HttpMetrics {
         .expect("valid metric"),
     ),
 });
+
+/// Admin API authentications: `via` is `oidc` or `break-glass` (or `none` for a credential that
+/// was neither), `outcome` is `allowed`, `forbidden` (a valid identity without the role) or
+/// `invalid` (no valid credential).
+#[expect(
+    clippy::expect_used,
+    reason = "static metric definitions; a bad one fails every test"
+)]
+pub static ADMIN_AUTH: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_admin_auth_total",
+                "Admin API authentications by credential kind and outcome",
+            ),
+            &["via", "outcome"],
+        )
+        .expect("valid metric"),
+    )
+});

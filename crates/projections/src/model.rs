@@ -247,6 +247,28 @@ pub const API_KEYS: Table = Table {
     indexes: &[],
 };
 
+/// The audit log: one row per admin command's event, with who issued it (the event's
+/// `metadata.actor`) and the request it came from.
+pub const ADMIN_AUDIT: Table = Table {
+    name: "admin_audit",
+    columns: &[
+        ("position", Col::Int),
+        ("tenant_id", Col::Uuid),
+        ("recorded_us", Col::Int),
+        ("stream", Col::Text),
+        ("event_type", Col::Text),
+        ("subject", Col::Text),
+        ("issuer", Col::Text),
+        ("role", Col::Text),
+        ("via", Col::Text),
+        ("request_id", Col::Text),
+    ],
+    key: &["position"],
+    versioned: false,
+    partition: None,
+    indexes: &[&["tenant_id", "position"], &["subject", "position"]],
+};
+
 /// A value bound to a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Val {

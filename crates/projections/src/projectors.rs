@@ -7,12 +7,13 @@
 //! | `billing` | `UsageRecorded`, `InvoiceFinalized`, `InvoicePaid` | `billing_usage`, `invoices`, `ledger` |
 //! | `directory` | tenant lifecycle, `ApiKeyIssued`, `ApiKeyRevoked`, `ApiKeyRotated` | `tenants`, `api_keys` |
 //! | `workflows` | a run's start, steps, end and segments | `workflow_runs` |
+//! | `audit` | every admin command's event (tenant lifecycle, keys, limits, settings, flags, routing) | `admin_audit` |
 
 use switchyard_events::{Event, RecordedEvent};
 
 use crate::model::{
-    API_KEYS, BILLING_USAGE, INFERENCE_LOG, INVOICES, LATENCY_HIST, LEDGER, Op, ROUTER_STATS,
-    TENANTS, Table, USAGE_HOURLY, Val, WORKFLOW_RUNS, sat,
+    ADMIN_AUDIT, API_KEYS, BILLING_USAGE, INFERENCE_LOG, INVOICES, LATENCY_HIST, LEDGER, Op,
+    ROUTER_STATS, TENANTS, Table, USAGE_HOURLY, Val, WORKFLOW_RUNS, sat,
 };
 
 /// A projector: which events it reads, which tables it owns, and what each event writes.
@@ -103,8 +104,39 @@ pub static WORKFLOWS: Projector = Projector {
     apply: workflows,
 };
 
+/// The events of admin commands: the tenant actor's and the routing changes.
+pub const ADMIN_EVENTS: &[&str] = &[
+    "TenantCreated",
+    "TenantRenamed",
+    "TenantSuspended",
+    "TenantResumed",
+    "TenantDeleted",
+    "ApiKeyIssued",
+    "ApiKeyRevoked",
+    "ApiKeyRotated",
+    "TenantLimitsSet",
+    "RateLimitSet",
+    "TenantSettingSet",
+    "TenantFlagSet",
+    "RouterConfigured",
+];
+
+pub static AUDIT: Projector = Projector {
+    name: "audit",
+    handles: ADMIN_EVENTS,
+    tables: &[&ADMIN_AUDIT],
+    apply: audit,
+};
+
 /// Every projector, in the order they are started and listed.
-pub static ALL: [&Projector; 5] = [&USAGE, &INFERENCES, &BILLING, &DIRECTORY, &WORKFLOWS];
+pub static ALL: [&Projector; 6] = [
+    &USAGE,
+    &INFERENCES,
+    &BILLING,
+    &DIRECTORY,
+    &WORKFLOWS,
+    &AUDIT,
+];
 
 /// The projector called `name`.
 pub fn by_name(name: &str) -> Option<&'static Projector> {
@@ -325,6 +357,28 @@ fn billing(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
         ],
         _ => Vec::new(),
     }
+}
+
+/// One audit row per admin event; the actor columns are empty for an event written without one
+/// (before the audit log existed, or by a local command such as `switchyard tenant` offline).
+fn audit(event: &RecordedEvent, _: Event) -> Vec<Op> {
+    let actor = event.metadata.actor.as_ref();
+    let text = |value: Option<&String>| Val::from(value.map_or("", String::as_str));
+    vec![
+        Op::upsert(
+            &ADMIN_AUDIT,
+            vec![("position", Val::Int(sat(event.global_position.0)))],
+        )
+        .set("tenant_id", tenant(event))
+        .set("recorded_us", Val::Int(unix_us(event)))
+        .set("stream", Val::from(event.stream_id.as_str()))
+        .set("event_type", Val::from(event.event_type.as_str()))
+        .set("subject", text(actor.map(|a| &a.subject)))
+        .set("issuer", text(actor.and_then(|a| a.issuer.as_ref())))
+        .set("role", text(actor.map(|a| &a.role)))
+        .set("via", text(actor.map(|a| &a.via)))
+        .set("request_id", text(event.metadata.correlation_id.as_ref())),
+    ]
 }
 
 fn directory(event: &RecordedEvent, decoded: Event) -> Vec<Op> {

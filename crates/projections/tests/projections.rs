@@ -1117,7 +1117,14 @@ fn every_projector_is_listed() {
     let names: Vec<_> = projectors::ALL.iter().map(|p| p.name).collect();
     assert_eq!(
         names,
-        ["usage", "inferences", "billing", "directory", "workflows"]
+        [
+            "usage",
+            "inferences",
+            "billing",
+            "directory",
+            "workflows",
+            "audit"
+        ]
     );
 }
 

@@ -96,6 +96,12 @@ pub async fn appended_events_read_back_in_order_with_their_envelope(store: Store
         causation_id: Some(*EventId::new().as_uuid()),
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         tracestate: Some("vendor=x".into()),
+        actor: Some(crate::envelope::Actor {
+            subject: "alice@example.com".into(),
+            issuer: Some("https://idp.example.com/".into()),
+            role: "platform-admin".into(),
+            via: "oidc".into(),
+        }),
     };
     batch[2].schema_version = 7;
     let result = store
@@ -915,6 +921,7 @@ pub async fn a_live_subscription_yields_exactly_what_a_read_returns(store: Store
                             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
                         ),
                         tracestate: None,
+                        actor: None,
                     };
                     store
                         .append(tenant, &s, ExpectedVersion::Any, batch)

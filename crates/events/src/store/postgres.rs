@@ -367,6 +367,7 @@ async fn insert_rows(
     let mut parents = Vec::with_capacity(n);
     let mut states = Vec::with_capacity(n);
     let mut payloads = Vec::with_capacity(n);
+    let mut actors = Vec::with_capacity(n);
     for row in rows {
         let e = row.event;
         positions.push(to_sql(row.position.0));
@@ -381,12 +382,19 @@ async fn insert_rows(
         parents.push(e.metadata.traceparent.as_deref());
         states.push(e.metadata.tracestate.as_deref());
         payloads.push(&e.payload[..]);
+        actors.push(
+            e.metadata
+                .actor
+                .as_ref()
+                .map(crate::envelope::Actor::to_json),
+        );
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO events ({EVENT_COLUMNS}) \
-         SELECT p, i, t, s, v, ty, sv, $13, c, ca, tp, ts, pl FROM UNNEST(\
+         SELECT p, i, t, s, v, ty, sv, $13, c, ca, tp, ts, pl, ac FROM UNNEST(\
          $1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
-         $8::text[], $9::uuid[], $10::text[], $11::text[], $12::bytea[]) AS x(p, i, t, s, v, ty, sv, c, ca, tp, ts, pl)"
+         $8::text[], $9::uuid[], $10::text[], $11::text[], $12::bytea[], $14::text[]) \
+         AS x(p, i, t, s, v, ty, sv, c, ca, tp, ts, pl, ac)"
     )))
     .bind(positions)
     .bind(ids)
@@ -401,6 +409,7 @@ async fn insert_rows(
     .bind(states)
     .bind(payloads)
     .bind(recorded_at)
+    .bind(actors)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -12,7 +12,7 @@ use crate::store::{StreamMetadata, from_sql};
 
 /// The columns of `events`, in the order [`decode_event`] reads them.
 pub(crate) const EVENT_COLUMNS: &str = "global_position, event_id, tenant_id, stream_id, stream_version, \
-     event_type, schema_version, recorded_at_us, correlation_id, causation_id, traceparent, tracestate, payload";
+     event_type, schema_version, recorded_at_us, correlation_id, causation_id, traceparent, tracestate, payload, actor";
 
 /// Decodes one `events` row selected with [`EVENT_COLUMNS`].
 pub(crate) fn decode_event<'r, R>(row: &'r R) -> Result<RecordedEvent>
@@ -43,9 +43,17 @@ where
             causation_id: row.try_get(9)?,
             traceparent: row.try_get(10)?,
             tracestate: row.try_get(11)?,
+            actor: actor(row.try_get(13)?)?,
         },
         payload: Bytes::copy_from_slice(row.try_get::<&[u8], _>(12)?),
     })
+}
+
+/// The `actor` column's JSON, decoded.
+pub(crate) fn actor(raw: Option<String>) -> Result<Option<crate::envelope::Actor>> {
+    raw.as_deref()
+        .map(crate::envelope::Actor::from_json)
+        .transpose()
 }
 
 /// Decodes `event_id, tenant_id, stream_id, stream_version, global_position` (a stored event's

@@ -159,7 +159,7 @@ fn write_batch(
     let plan = plan::plan(&batch, known);
     {
         let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         ))?;
         for row in &plan.rows {
             let e = row.event;
@@ -177,6 +177,10 @@ fn write_batch(
                 e.metadata.traceparent,
                 e.metadata.tracestate,
                 &e.payload[..],
+                e.metadata
+                    .actor
+                    .as_ref()
+                    .map(crate::envelope::Actor::to_json),
             ])?;
         }
         let mut upsert = tx.prepare_cached(

@@ -114,6 +114,7 @@ fn event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent> {
             causation_id: causation,
             traceparent: row.get(10)?,
             tracestate: row.get(11)?,
+            actor: crate::store::sql::actor(row.get(13)?)?,
         },
         payload: Bytes::copy_from_slice(blob(row, 12, "payload")?.unwrap_or_default()),
     })

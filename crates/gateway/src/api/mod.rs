@@ -53,12 +53,15 @@ pub(crate) use endpoints;
 /// A surface: its route table and the function that registers it.
 type Surface = (&'static [Endpoint], fn(&mut web::ServiceConfig));
 
-/// Every surface, in registration order.
+/// Every surface, in registration order. actix tries routes in this order, and a path with a
+/// `{segment}` is matched by a regex: the surfaces whose paths are all static and that every
+/// request of the hot path hits (the OpenAI surface, then ops and feedback) come first, so a
+/// completion is routed by string comparisons alone, never by the admin routes' regexes.
 const SURFACES: [Surface; 7] = [
-    (ops::ENDPOINTS, ops::routes),
-    (admin::ENDPOINTS, admin::routes),
     (openai::ENDPOINTS, openai::routes),
+    (ops::ENDPOINTS, ops::routes),
     (feedback::ENDPOINTS, feedback::routes),
+    (admin::ENDPOINTS, admin::routes),
     (analytics::ENDPOINTS, analytics::routes),
     (events::ENDPOINTS, events::routes),
     (workflows::ENDPOINTS, workflows::routes),
@@ -112,6 +115,7 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         admin::router::reset_routing,
         admin::router::promote_split,
         admin::router::roll_back_split,
+        admin::audit::audit_log,
         openai::list_models,
         openai::chat_completions,
         openai::embeddings,

@@ -38,3 +38,25 @@ fn every_registered_route_is_documented_and_every_documented_one_registered() {
          in /openapi.json but not registered: {unserved:?}"
     );
 }
+
+/// actix tries routes in registration order and matches a path with a `{segment}` by regex:
+/// no such route may come before the hot path's routes, or every completion pays for the
+/// regexes (the flame graphs of issue 14 showed `regex_lite` at 2% of the CPU).
+#[test]
+fn the_hot_path_is_routed_by_static_paths_alone() {
+    let routes: Vec<_> = registered().collect();
+    let hot = ["/v1/chat/completions", "/v1/embeddings", "/v1/feedback"];
+    let last_hot = routes
+        .iter()
+        .rposition(|e| hot.contains(&e.path))
+        .expect("the hot routes are registered");
+    let dynamic_before: Vec<_> = routes[..last_hot]
+        .iter()
+        .filter(|e| e.path.contains('{'))
+        .map(|e| e.path)
+        .collect();
+    assert!(
+        dynamic_before.is_empty(),
+        "routes with path parameters registered before the hot path: {dynamic_before:?}"
+    );
+}

@@ -165,6 +165,20 @@ impl ReadDb {
         })
     }
 
+    /// A read-only transaction over every tenant's rows, for the platform's own views (the
+    /// audit log): in PostgreSQL it runs as the owner, whom row-level security does not
+    /// filter, so its queries must say which tenants they read.
+    pub(crate) async fn begin_platform(&self) -> Result<Tx> {
+        let mut tx = match &self.backend {
+            Backend::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Backend::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
+        };
+        if tx.is_postgres() {
+            tx.exec("SET TRANSACTION READ ONLY", &[]).await?;
+        }
+        Ok(tx)
+    }
+
     /// A read-only transaction scoped to one tenant. In PostgreSQL it runs as the analytics
     /// role with `switchyard.tenant` set for this transaction only, so row-level security hides
     /// every other tenant's rows even from a query that forgets its `WHERE tenant_id`.

@@ -4,6 +4,8 @@
 //!
 //! [`ReadDb::begin_tenant`]: crate::db::ReadDb::begin_tenant
 
+/// The audit log of admin commands.
+mod audit;
 /// Billed usage and invoices.
 mod billing;
 /// One page of the inference log, with its filters and keyset paging.
@@ -16,6 +18,7 @@ mod workflows;
 use crate::error::{Error, Result};
 use crate::model::Val;
 
+pub use audit::{AuditActor, AuditQuery, AuditRow, MAX_AUDIT_PAGE};
 pub use billing::{BillingRow, InvoiceRow};
 pub use inferences::{InferenceQuery, InferenceRow};
 pub use usage::{LatencyRow, RouterRow, UsageRow};

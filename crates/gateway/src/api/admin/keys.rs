@@ -24,8 +24,7 @@ pub(crate) async fn issue_key(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
-    let tenant = tenant_id(&path)?;
+    let tenant = admit(&req, &admin, &path, Access::Write).await?;
     idempotent(
         admin.store.as_ref(),
         &req,
@@ -94,9 +93,8 @@ pub(crate) async fn revoke_key(
     admin: web::Data<Admin>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
     let (tenant, key_id) = path.into_inner();
-    let tenant = tenant_id(&tenant)?;
+    let tenant = admit(&req, &admin, &tenant, Access::Write).await?;
     let key_id: Uuid = key_id
         .parse()
         .map_err(|_| ApiError::not_found("no such API key"))?;
@@ -131,9 +129,8 @@ pub(crate) async fn rotate_key(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
     let (tenant, key_id) = path.into_inner();
-    let tenant = tenant_id(&tenant)?;
+    let tenant = admit(&req, &admin, &tenant, Access::Write).await?;
     let key_id: Uuid = key_id
         .parse()
         .map_err(|_| ApiError::not_found("no such API key"))?;

@@ -29,8 +29,7 @@ pub(crate) async fn set_limits(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
-    let tenant = tenant_id(&path)?;
+    let tenant = admit(&req, &admin, &path, Access::Write).await?;
     idempotent(
         admin.store.as_ref(),
         &req,
@@ -84,9 +83,8 @@ pub(crate) async fn set_key_limits(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
     let (tenant, key_id) = path.into_inner();
-    let tenant = tenant_id(&tenant)?;
+    let tenant = admit(&req, &admin, &tenant, Access::Write).await?;
     let key_id: Uuid = key_id
         .parse()
         .map_err(|_| ApiError::not_found("no such API key"))?;
@@ -106,9 +104,8 @@ pub(crate) async fn set_model_limits(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
     let (tenant, model) = path.into_inner();
-    let tenant = tenant_id(&tenant)?;
+    let tenant = admit(&req, &admin, &tenant, Access::Write).await?;
     // A limit on a model this server does not serve would never apply.
     if pipeline.config.model(&model).is_none() {
         let known: Vec<&str> = pipeline
@@ -176,9 +173,8 @@ pub(crate) async fn set_setting(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
     let (tenant, key) = path.into_inner();
-    let tenant = tenant_id(&tenant)?;
+    let tenant = admit(&req, &admin, &tenant, Access::Write).await?;
     idempotent(
         admin.store.as_ref(),
         &req,
@@ -226,9 +222,8 @@ pub(crate) async fn set_flag(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
     let (tenant, flag) = path.into_inner();
-    let tenant = tenant_id(&tenant)?;
+    let tenant = admit(&req, &admin, &tenant, Access::Write).await?;
     idempotent(
         admin.store.as_ref(),
         &req,

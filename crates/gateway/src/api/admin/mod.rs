@@ -1,4 +1,5 @@
-//! The admin API: tenants and their API keys (`/v1/admin/...`, bearer admin token).
+//! The admin API: tenants and their API keys (`/v1/admin/...`; an OIDC bearer token with a
+//! role, or the static break-glass token: see [`access`]).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -18,6 +19,10 @@ use crate::http::idempotency::idempotent;
 use crate::http::{ApiError, ErrorBody, RequestId, parse_json};
 use crate::state::Admin;
 
+/// Who may call: OIDC or break-glass credentials, and the role each request needs.
+pub(crate) mod access;
+/// The audit log of admin commands.
+pub(crate) mod audit;
 /// Issuing and revoking API keys.
 pub(crate) mod keys;
 /// Limits of tenants, keys and models; settings; feature flags.
@@ -27,6 +32,8 @@ pub(crate) mod router;
 /// Creating, listing and reading tenants.
 pub(crate) mod tenants;
 
+use access::{Access, Need, admit, admit_platform};
+use audit::audit_log;
 use keys::{issue_key, revoke_key, rotate_key};
 use limits::{set_flag, set_key_limits, set_limits, set_model_limits, set_setting};
 use router::{get_routing, promote_split, reset_routing, roll_back_split, set_routing};
@@ -54,38 +61,17 @@ crate::api::endpoints! {
     delete "/v1/admin/tenants/{id}/router" => reset_routing,
     post "/v1/admin/tenants/{id}/router/splits/{split}/promote" => promote_split,
     post "/v1/admin/tenants/{id}/router/splits/{split}/rollback" => roll_back_split,
+    get "/v1/admin/audit" => audit_log,
 }
 
-/// Constant-time comparison of the presented admin token.
-fn authorized(req: &HttpRequest, admin: &Admin) -> Result<(), ApiError> {
-    let presented = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let expected = admin.token.as_bytes();
-    let same = presented.len() == expected.len()
-        && presented
-            .bytes()
-            .zip(expected)
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid admin token is required",
-        ))
-    }
-}
-
+/// The metadata of the events an admin request appends: its request id and the caller that
+/// [`access`] allowed (the audit log's who).
 fn metadata(req: &HttpRequest) -> Metadata {
     use actix_web::HttpMessage;
+    let extensions = req.extensions();
     Metadata {
-        correlation_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        correlation_id: extensions.get::<RequestId>().map(|r| r.0.clone()),
+        actor: extensions.get::<switchyard_events::Actor>().cloned(),
         ..Metadata::default()
     }
 }

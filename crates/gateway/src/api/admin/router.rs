@@ -224,7 +224,7 @@ pub(crate) async fn get_routing(
     pipeline: web::Data<Pipeline>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
+    admit(&req, &admin, &path, Access::Read).await?;
     let tenant = live_tenant(&admin, &path).await?;
     let state = head(&pipeline, tenant).await?;
     Ok(with_etag(routing_view(tenant, &pipeline, &state)))
@@ -248,7 +248,7 @@ pub(crate) async fn set_routing(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
+    admit(&req, &admin, &path, Access::Write).await?;
     let tenant = live_tenant(&admin, &path).await?;
     let expected = if_match(&req)?;
     let routing: Routing = parse_json(&body)?;
@@ -281,7 +281,7 @@ pub(crate) async fn reset_routing(
     pipeline: web::Data<Pipeline>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
+    admit(&req, &admin, &path, Access::Write).await?;
     let tenant = live_tenant(&admin, &path).await?;
     let expected = if_match(&req)?;
     let state = configure(&req, &pipeline, tenant, None, expected, "reset".into())
@@ -304,8 +304,8 @@ async fn on_split(
     path: web::Path<(String, String)>,
     action: SplitAction,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
     let (tenant, split) = path.into_inner();
+    admit(&req, &admin, &tenant, Access::Write).await?;
     let tenant = live_tenant(&admin, &tenant).await?;
     let expected = if_match(&req)?;
     idempotent_with(

@@ -24,7 +24,7 @@ pub(crate) async fn create_tenant(
     admin: web::Data<Admin>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
+    admit_platform(&req, &admin, Need::Create).await?;
     idempotent(admin.store.as_ref(), &req, TenantId::SYSTEM, &body, keep, || async {
         let input: CreateTenant = parse_json(&body)?;
         let tenant = TenantId::new();
@@ -65,7 +65,7 @@ pub(crate) async fn list_tenants(
     req: HttpRequest,
     admin: web::Data<Admin>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
+    let (caller, role) = admit_platform(&req, &admin, Need::List).await?;
     let query: ListQuery = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()))?
         .into_inner();
@@ -80,7 +80,7 @@ pub(crate) async fn list_tenants(
         })?),
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let page = admin.directory.page(after, limit);
+    let page = admin.directory.page(after, limit, caller.visible(role));
     let next = if page.len() == limit {
         page.last().map(|e| e.id)
     } else {
@@ -101,8 +101,7 @@ pub(crate) async fn get_tenant(
     admin: web::Data<Admin>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
-    let tenant = tenant_id(&path)?;
+    let tenant = admit(&req, &admin, &path, Access::Read).await?;
     let (state, _version) = admin.tenants.read(&tenant).await.map_err(rejected)?;
     if !state.created || state.deleted {
         return Err(ApiError::not_found("no such tenant"));
@@ -143,8 +142,7 @@ pub(crate) async fn suspend_tenant(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
-    let tenant = tenant_id(&path)?;
+    let tenant = admit(&req, &admin, &path, Access::Write).await?;
     let input: Suspend = parse_json(&body)?;
     let applied = run_command(
         &admin,
@@ -170,8 +168,7 @@ pub(crate) async fn resume_tenant(
     admin: web::Data<Admin>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
-    let tenant = tenant_id(&path)?;
+    let tenant = admit(&req, &admin, &path, Access::Write).await?;
     let applied = run_command(&admin, &req, tenant, TenantCommand::Resume).await?;
     tracing::info!(%tenant, "tenant resumed");
     let created = created_at(&admin, tenant).await?;
@@ -199,8 +196,7 @@ pub(crate) async fn delete_tenant(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&req, &admin)?;
-    let tenant = tenant_id(&path)?;
+    let tenant = admit(&req, &admin, &path, Access::Delete).await?;
     let input: Delete = if body.is_empty() {
         Delete::default()
     } else {

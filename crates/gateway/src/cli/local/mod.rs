@@ -45,7 +45,7 @@ impl Local {
         } = stack;
         let tenant = match admin
             .directory
-            .page(None, usize::MAX)
+            .page(None, usize::MAX, None)
             .into_iter()
             .find(|t| t.name == LOCAL_TENANT)
         {
