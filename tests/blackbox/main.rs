@@ -7,6 +7,7 @@
 
 mod admin;
 mod admin_identity;
+mod backing_tls;
 mod budgets;
 mod cli;
 mod cluster;

@@ -63,6 +63,8 @@ pub struct ServeArgs {
     pub shutdown_timeout: u64,
     #[command(flatten)]
     pub oidc: crate::oidc::OidcArgs,
+    #[command(flatten)]
+    pub tls: crate::stack::BackingTls,
 }
 
 /// Builds everything and serves until SIGINT/SIGTERM.
@@ -75,7 +77,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &args.store,
         args.config.as_deref(),
         args.admin_token,
-        args.redis_url.as_deref(),
+        args.redis_url.as_deref().map(|url| (url, args.tls.redis())),
         Some(&args.oidc),
     )
     .await?;
@@ -90,7 +92,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             switchyard_projections::relay::run(
                 store.clone(),
                 read_db,
-                switchyard_projections::relay::RelayConfig::new(url),
+                switchyard_projections::relay::RelayConfig {
+                    security: args.tls.nats(),
+                    ..switchyard_projections::relay::RelayConfig::new(url)
+                },
             ),
             tracing::info_span!("nats_relay"),
         ));

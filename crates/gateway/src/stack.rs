@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::oidc::{OidcArgs, Verifier};
 use actix_web::web;
 use anyhow::Context;
 use clap::Args;
@@ -15,6 +14,7 @@ use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore}
 use switchyard_inference::Pipeline;
 use switchyard_inference::admission::meter::Meter;
 use switchyard_inference::admission::ratelimit::{Limiter, RedisLimiter};
+use switchyard_inference::admission::redis_link::RedisTls;
 use switchyard_inference::admission::shared::SharedBudgets;
 use switchyard_inference::billing_feed::BillingFeed;
 use switchyard_inference::config::Config;
@@ -23,6 +23,9 @@ use switchyard_inference::pipeline::{Durability, Recording};
 use switchyard_inference::providers::Providers;
 use switchyard_inference::resilience::{BreakerSettings, Resilience};
 use switchyard_inference::router::RouterHub;
+use switchyard_projections::relay::NatsSecurity;
+
+use crate::oidc::{OidcArgs, Verifier};
 
 use crate::auth::{self, AccountView, KeyIndex, KeySecret, TenantDirectory};
 use crate::state::Admin;
@@ -107,6 +110,50 @@ impl std::fmt::Debug for Stack {
     }
 }
 
+/// TLS and credentials for Redis and NATS. PostgreSQL's are in its URL, as libpq has them:
+/// `sslmode` (`require`, `verify-ca`, `verify-full`), `sslrootcert`, `sslcert`, `sslkey`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BackingTls {
+    /// PEM CA to trust for a `rediss://` Redis URL (instead of the system's roots).
+    #[arg(long, env = "SWITCHYARD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate for Redis (with `--redis-client-key`), when Redis verifies clients.
+    #[arg(long, env = "SWITCHYARD_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+    #[arg(long, env = "SWITCHYARD_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
+    /// PEM CA to trust for NATS; setting it requires TLS (as does a `tls://` URL).
+    #[arg(long, env = "SWITCHYARD_NATS_CA_FILE")]
+    pub nats_ca_file: Option<PathBuf>,
+    /// PEM client certificate for NATS (with `--nats-client-key`).
+    #[arg(long, env = "SWITCHYARD_NATS_CLIENT_CERT")]
+    pub nats_client_cert: Option<PathBuf>,
+    #[arg(long, env = "SWITCHYARD_NATS_CLIENT_KEY")]
+    pub nats_client_key: Option<PathBuf>,
+    /// A NATS `.creds` file (user JWT and seed); user and password can go in the URL instead.
+    #[arg(long, env = "SWITCHYARD_NATS_CREDS_FILE")]
+    pub nats_creds_file: Option<PathBuf>,
+}
+
+impl BackingTls {
+    pub fn redis(&self) -> RedisTls {
+        RedisTls {
+            ca_file: self.redis_ca_file.clone(),
+            client_cert: self.redis_client_cert.clone(),
+            client_key: self.redis_client_key.clone(),
+        }
+    }
+
+    pub fn nats(&self) -> NatsSecurity {
+        NatsSecurity {
+            ca_file: self.nats_ca_file.clone(),
+            client_cert: self.nats_client_cert.clone(),
+            client_key: self.nats_client_key.clone(),
+            creds_file: self.nats_creds_file.clone(),
+        }
+    }
+}
+
 /// Reads the config file, or the built-in one (the simulated models).
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(match path {
@@ -120,7 +167,7 @@ pub async fn stack(
     args: &StoreArgs,
     config: Option<&Path>,
     admin_token: Option<String>,
-    redis_url: Option<&str>,
+    redis: Option<(&str, RedisTls)>,
     oidc: Option<&OidcArgs>,
 ) -> anyhow::Result<Stack> {
     let config = load_config(config)?;
@@ -164,18 +211,18 @@ pub async fn stack(
         billing,
     ];
     let follower = follow(store.clone(), folders).await?;
-    let limiter = Arc::new(match redis_url {
-        Some(url) => Limiter::Redis(
-            RedisLimiter::connect(url)
+    let limiter = Arc::new(match &redis {
+        Some((url, tls)) => Limiter::Redis(
+            RedisLimiter::connect_with(url, tls)
                 .await
                 .context("cannot reach Redis (SWITCHYARD_REDIS_URL)")?,
         ),
         None => Limiter::local(),
     });
     // Several nodes share one Redis: their budgets are checked there, exactly, for all of them.
-    let shared_budgets = match redis_url {
-        Some(url) => Some(
-            SharedBudgets::connect(url)
+    let shared_budgets = match &redis {
+        Some((url, tls)) => Some(
+            SharedBudgets::connect(url, tls)
                 .await
                 .context("cannot reach Redis (SWITCHYARD_REDIS_URL)")?,
         ),

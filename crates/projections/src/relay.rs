@@ -37,6 +37,62 @@ pub struct RelayConfig {
     /// How long JetStream keeps events (the log keeps them for ever; subscribers that fall
     /// further behind re-read the log).
     pub max_age: Duration,
+    /// TLS and credentials beyond what the URL says.
+    pub security: NatsSecurity,
+}
+
+/// How the relay proves who it is to NATS and checks who NATS is. A `tls://` URL or a CA
+/// requires TLS; `nats://user:password@host` in the URL, or a `.creds` file, authenticate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsSecurity {
+    /// PEM root certificate(s) to trust (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients.
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+    /// A NATS `.creds` file (user JWT and NKey seed).
+    pub creds_file: Option<std::path::PathBuf>,
+}
+
+impl NatsSecurity {
+    /// The connect options these settings ask for.
+    pub async fn options(&self, url: &str) -> Result<async_nats::ConnectOptions> {
+        let mut options =
+            async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                options = options
+                    .add_client_certificate(cert.clone(), key.clone())
+                    .require_tls(true);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Nats(
+                    "a NATS client certificate needs its key, and a key its certificate".into(),
+                ));
+            }
+        }
+        if url.starts_with("tls://") {
+            options = options.require_tls(true);
+        }
+        // `nats://user:password@host`: the URL's credentials, which the client does not take
+        // from the URL by itself.
+        if let Ok(address) = url.parse::<async_nats::ServerAddr>()
+            && let (Some(user), Some(password)) = (address.username(), address.password())
+        {
+            options = options.user_and_password(user.to_owned(), password.to_owned());
+        }
+        if let Some(creds) = &self.creds_file {
+            options = options
+                .credentials_file(creds)
+                .await
+                .map_err(|e| Error::Nats(format!("{}: {e}", creds.display())))?;
+        }
+        Ok(options)
+    }
 }
 
 impl RelayConfig {
@@ -49,6 +105,7 @@ impl RelayConfig {
             ack_timeout: Duration::from_secs(10),
             duplicate_window: Duration::from_secs(120),
             max_age: Duration::from_secs(7 * 86_400),
+            security: NatsSecurity::default(),
         }
     }
 
@@ -131,8 +188,10 @@ async fn relay(store: &dyn EventStore, db: &ReadDb, config: &RelayConfig) -> Res
         tokio::time::sleep(Duration::from_secs(1)).await;
         return Ok(());
     };
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
+    let client = config
+        .security
+        .options(&config.url)
+        .await?
         .connect(config.url.as_str())
         .await
         .map_err(|error| Error::Nats(error.to_string()))?;
@@ -225,5 +284,28 @@ mod tests {
     fn subject_tokens_cannot_escape_their_level() {
         assert_eq!(token("a.b*c>d e"), "a_b_c_d_e");
         assert_eq!(token(""), "_");
+    }
+
+    #[tokio::test]
+    async fn half_a_client_key_pair_or_a_missing_creds_file_is_refused() {
+        let half = NatsSecurity {
+            client_key: Some("/nonexistent/client.key".into()),
+            ..NatsSecurity::default()
+        };
+        let error = half.options("tls://127.0.0.1:4222").await.unwrap_err();
+        assert!(error.to_string().contains("needs its key"), "{error}");
+        let creds = NatsSecurity {
+            creds_file: Some("/nonexistent/relay.creds".into()),
+            ..NatsSecurity::default()
+        };
+        let error = creds.options("nats://127.0.0.1:4222").await.unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/relay.creds"),
+            "{error}"
+        );
+        NatsSecurity::default()
+            .options("nats://user:pw@127.0.0.1:4222")
+            .await
+            .unwrap();
     }
 }

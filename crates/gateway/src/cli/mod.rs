@@ -36,7 +36,7 @@ pub struct Cli {
 pub enum Command {
     /// Open the event log and serve the HTTP API: the admin API (tenants, API keys, limits),
     /// /v1/tenant, /healthz, /readyz, /metrics.
-    Serve(crate::server::ServeArgs),
+    Serve(Box<crate::server::ServeArgs>),
     /// Create or upgrade the event log's schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -172,7 +172,7 @@ impl Cli {
 /// Runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => crate::server::run(args).await,
+        Command::Serve(args) => crate::server::run(*args).await,
         Command::Run {
             store,
             config,

@@ -183,8 +183,13 @@ impl std::fmt::Debug for RedisLimiter {
 impl RedisLimiter {
     /// Connects (the connection reconnects by itself after Redis restarts).
     pub async fn connect(url: &str) -> crate::Result<Self> {
+        Self::connect_with(url, &super::redis_link::RedisTls::default()).await
+    }
+
+    /// Connects with TLS material for a `rediss://` URL.
+    pub async fn connect_with(url: &str, tls: &super::redis_link::RedisTls) -> crate::Result<Self> {
         Ok(RedisLimiter {
-            connection: super::redis_link::RedisLink::connect(url).await?,
+            connection: super::redis_link::RedisLink::connect(url, tls).await?,
             script: std::sync::Arc::new(redis::Script::new(GCRA_LUA)),
         })
     }

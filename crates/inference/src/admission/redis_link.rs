@@ -6,6 +6,7 @@
 //! falls back: rate limits let the request through, budgets use this node's meter). The manager
 //! reconnects by itself once Redis is back.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,60 @@ use crate::error::{Error, Result};
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long Redis is left alone after a failed call.
 pub const COOL_OFF: Duration = Duration::from_secs(1);
+
+/// TLS material for a `rediss://` URL beyond the system's trust store: a private CA, and a
+/// client certificate for servers that ask for one (`tls-auth-clients yes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM root certificate(s) to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key (both or neither).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl RedisTls {
+    fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.client_cert.is_some() || self.client_key.is_some()
+    }
+
+    /// The client for `url` with this material; a plain URL with TLS material is a mistake
+    /// (the material would be silently unused), and so is half a client key pair.
+    fn client(&self, url: &str) -> Result<redis::Client> {
+        if !self.is_set() {
+            return Ok(redis::Client::open(url)?);
+        }
+        if !url.starts_with("rediss://") {
+            return Err(Error::Config(
+                "Redis TLS files are set but the Redis URL is not rediss://".into(),
+            ));
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
+        };
+        let client_tls = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "a Redis client certificate needs its key, and a key its certificate".into(),
+                ));
+            }
+        };
+        let root_cert = self.ca_file.as_ref().map(read).transpose()?;
+        Ok(redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )?)
+    }
+}
 
 /// A connection manager with a time bound on each call and a cool-off after a failure.
 #[derive(Clone)]
@@ -40,8 +95,9 @@ impl std::fmt::Debug for RedisLink {
 
 impl RedisLink {
     /// Connects; fails when Redis cannot be reached now (a server starts only with its Redis).
-    pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url)?;
+    /// A `rediss://` URL is TLS, verified against the system's roots or `tls.ca_file`.
+    pub async fn connect(url: &str, tls: &RedisTls) -> Result<Self> {
+        let client = tls.client(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
@@ -81,5 +137,35 @@ impl RedisLink {
         let until = self.now_ms() + u64::try_from(COOL_OFF.as_millis()).unwrap_or(1_000);
         self.state.down_until_ms.store(until, Ordering::Relaxed);
         Err(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_files_need_a_rediss_url_and_whole_key_pairs() {
+        let ca = RedisTls {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..RedisTls::default()
+        };
+        let plain = ca.client("redis://127.0.0.1:6379").unwrap_err();
+        assert!(plain.to_string().contains("not rediss://"), "{plain}");
+        let unreadable = ca.client("rediss://127.0.0.1:6379").unwrap_err();
+        assert!(
+            unreadable.to_string().contains("/nonexistent/ca.pem"),
+            "{unreadable}"
+        );
+        let half = RedisTls {
+            client_cert: Some("/nonexistent/client.pem".into()),
+            ..RedisTls::default()
+        };
+        let half = half.client("rediss://127.0.0.1:6379").unwrap_err();
+        assert!(half.to_string().contains("needs its key"), "{half}");
+        // Nothing set: the URL alone decides, plain or TLS.
+        RedisTls::default()
+            .client("redis://127.0.0.1:6379")
+            .unwrap();
     }
 }

@@ -175,9 +175,9 @@ fn seeds(seed: &SpendView) -> [u64; 4] {
 
 impl SharedBudgets {
     /// Connects (the connection reconnects by itself after Redis restarts).
-    pub async fn connect(url: &str) -> crate::Result<Self> {
+    pub async fn connect(url: &str, tls: &super::redis_link::RedisTls) -> crate::Result<Self> {
         Ok(SharedBudgets {
-            connection: super::redis_link::RedisLink::connect(url).await?,
+            connection: super::redis_link::RedisLink::connect(url, tls).await?,
             reserve: std::sync::Arc::new(redis::Script::new(RESERVE_LUA)),
             settle: std::sync::Arc::new(redis::Script::new(SETTLE_LUA)),
         })
