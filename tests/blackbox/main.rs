@@ -30,4 +30,5 @@ mod routing;
 mod secrets;
 mod serve;
 mod server;
+mod traces;
 mod workflows;

@@ -190,7 +190,10 @@ catalog! {
 
 impl Event {
     /// Wraps the event for appending, with a fresh event id.
-    pub fn to_new_event(&self, metadata: Metadata) -> Result<NewEvent> {
+    pub fn to_new_event(&self, mut metadata: Metadata) -> Result<NewEvent> {
+        if metadata.traceparent.is_none() {
+            metadata.traceparent = crate::trace::current();
+        }
         Ok(NewEvent {
             event_id: EventId::new(),
             event_type: self.event_type().to_owned(),

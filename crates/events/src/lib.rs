@@ -12,6 +12,7 @@ mod fuzz; // fuzz target: event payload decoding
 pub mod fuzzing; // the fuzz targets' seed corpus and input mutator
 mod ids; // tenant, stream, event ids; stream versions; global positions
 pub mod store; // the EventStore port, group commit, subscriptions and the backends
+pub mod trace; // the trace context events carry: hooks the binary installs when it exports traces
 
 pub use catalog::{
     ApiKeyIssued, ApiKeyRevoked, ApiKeyRotated, CircuitChanged, Event, FragmentRegistered,

@@ -19,6 +19,8 @@ mod fuzz; // fuzz target: tool URLs and the addresses they reach
 mod http;
 /// Admin identity: OIDC/JWT tokens checked against the IdP's JWKS, and the roles they grant.
 mod oidc;
+/// Traces over OTLP (when the `OTEL_*` variables ask for them).
+mod otel;
 /// `switchyard serve`: read side, engine, HTTP server.
 mod server;
 /// The composition root: stores, folds, the admin side and the inference pipeline.
@@ -32,17 +34,25 @@ mod views;
 
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
-    telemetry::init(cli.is_server());
     // HTTPS to providers: rustls with ring's primitives (pure Rust and assembly, no CMake), and
-    // the system's certificate store through rustls-platform-verifier.
-    if rustls::crypto::ring::default_provider()
+    // the system's certificate store through rustls-platform-verifier. Installed first: the
+    // OTLP exporter's client needs it too.
+    let installed = rustls::crypto::ring::default_provider()
         .install_default()
-        .is_err()
-    {
-        tracing::debug!("a TLS crypto provider was already installed");
-    }
+        .is_ok();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(cli::run(cli))
+    let traces = telemetry::init(cli.is_server(), &runtime);
+    if !installed {
+        tracing::debug!("a TLS crypto provider was already installed");
+    }
+    let outcome = runtime.block_on(cli::run(cli));
+    // Export the spans still buffered.
+    if let Some(provider) = traces
+        && let Err(error) = provider.shutdown()
+    {
+        tracing::warn!(%error, "traces not all exported at exit");
+    }
+    outcome
 }

@@ -10,17 +10,53 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the log subscriber (once): JSON lines for the server or when `RUST_LOG` is set,
-/// otherwise plain warnings and errors only.
-pub fn init(server: bool) {
+/// otherwise plain warnings and errors only. For the server, traces are exported over OTLP
+/// when the `OTEL_*` variables ask for it ([`crate::otel`]); the returned provider flushes
+/// them at exit.
+pub fn init(
+    server: bool,
+    runtime: &tokio::runtime::Runtime,
+) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let asked = std::env::var_os("RUST_LOG").is_some();
     if server || asked {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
+        let logs = tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
-            .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_filter(filter);
+        let (provider, problem) = match server && crate::otel::wanted() {
+            true => match crate::otel::provider(runtime) {
+                Ok(provider) => (Some(provider), None),
+                Err(problem) => (None, Some(problem)),
+            },
+            false => (None, None),
+        };
+        // Spans only (logs stay in the JSON lines), ours only, `debug` and up: the hot path's
+        // spans are `debug`, so without an exporter nothing enables them.
+        let traces = provider.as_ref().map(|provider| {
+            crate::otel::layer(provider).with_filter(tracing_subscriber::filter::filter_fn(
+                |meta| {
+                    meta.is_span()
+                        && meta.target().starts_with("switchyard")
+                        && *meta.level() <= tracing::Level::DEBUG
+                },
+            ))
+        });
+        let _ = tracing_subscriber::registry()
+            .with(logs)
+            .with(traces)
             .try_init();
+        if let Some(problem) = problem {
+            tracing::error!(%problem, "traces are not exported");
+        } else if provider.is_some() {
+            tracing::info!("exporting traces over OTLP");
+        }
+        provider
     } else {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(EnvFilter::new("warn"))
@@ -28,6 +64,7 @@ pub fn init(server: bool) {
             .without_time()
             .with_writer(std::io::stderr)
             .try_init();
+        None
     }
 }
 

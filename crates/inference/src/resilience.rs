@@ -230,6 +230,7 @@ impl Resilience {
     /// model that answered (or failed last).
     pub async fn call<'a, T, F, Fut>(
         &self,
+        operation: &'static str,
         config: &'a Config,
         providers: &Providers,
         first: &'a ModelConfig,
@@ -288,7 +289,28 @@ impl Resilience {
                 };
                 attempt += 1;
                 attempts += 1;
-                match op(model, provider.clone()).await {
+                // One span per attempt, named and labelled by the OpenTelemetry GenAI
+                // conventions (the caller records the token counts it learns).
+                let span = tracing::debug_span!(
+                    "provider call",
+                    otel.name = %format_args!("{operation} {}", model.name),
+                    otel.kind = "client",
+                    gen_ai.operation.name = operation,
+                    gen_ai.request.model = %model.name,
+                    gen_ai.provider.name = %model.provider,
+                    gen_ai.usage.input_tokens = tracing::field::Empty,
+                    gen_ai.usage.output_tokens = tracing::field::Empty,
+                    error.type = tracing::field::Empty,
+                    switchyard.attempt = attempt,
+                    switchyard.circuit = ?self.circuits.get(&model.name).map(|s| *s),
+                );
+                let called =
+                    tracing::Instrument::instrument(op(model, provider.clone()), span.clone())
+                        .await;
+                if let Err(error) = &called {
+                    span.record("error.type", error.code);
+                }
+                match called {
                     Ok(value) => {
                         self.outcome(&model.name, false);
                         return (Ok(value), attempts, model);
@@ -460,7 +482,7 @@ mod tests {
         .unwrap();
         for _ in 0..calls {
             let (outcome, _, _) = r
-                .call(&config, &providers, model, |model, provider| {
+                .call("chat", &config, &providers, model, |model, provider| {
                     let request = &request;
                     async move { provider.chat(model, request).await }
                 })

@@ -220,27 +220,52 @@ async fn relay(store: &dyn EventStore, db: &ReadDb, config: &RelayConfig) -> Res
             .into_iter()
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let Some(last) = batch.last() else { continue };
-        let mut acks = Vec::with_capacity(batch.len());
-        for event in &batch {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                event.event_id.to_string().as_str(),
-            );
-            headers.insert(
-                "Switchyard-Position",
-                event.global_position.0.to_string().as_str(),
-            );
-            let ack = js
-                .publish_with_headers(
-                    subject(&config.prefix, event),
-                    headers,
-                    payload(event).into(),
+        // The batch continues the trace of its first traced event; each message carries its
+        // own event's trace context, so subscribers continue the request's trace.
+        let spans = switchyard_events::trace::batch_spans(
+            || {
+                tracing::debug_span!(
+                    "nats publish",
+                    otel.kind = "producer",
+                    messaging.system = "nats",
+                    messaging.destination.name = %config.stream,
+                    messaging.batch.message_count = batch.len(),
                 )
-                .await
-                .map_err(|error| Error::Nats(error.to_string()))?;
-            acks.push(ack);
-        }
+            },
+            batch.iter().map(|e| e.metadata.traceparent.as_deref()),
+        );
+        let publish = async {
+            let mut acks = Vec::with_capacity(batch.len());
+            for event in &batch {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    event.event_id.to_string().as_str(),
+                );
+                headers.insert(
+                    "Switchyard-Position",
+                    event.global_position.0.to_string().as_str(),
+                );
+                if let Some(parent) = &event.metadata.traceparent {
+                    headers.insert("traceparent", parent.as_str());
+                }
+                if let Some(state) = &event.metadata.tracestate {
+                    headers.insert("tracestate", state.as_str());
+                }
+                let ack = js
+                    .publish_with_headers(
+                        subject(&config.prefix, event),
+                        headers,
+                        payload(event).into(),
+                    )
+                    .await
+                    .map_err(|error| Error::Nats(error.to_string()))?;
+                acks.push(ack);
+            }
+            Ok::<_, Error>(acks)
+        };
+        let acks = tracing::Instrument::instrument(publish, spans[0].clone()).await?;
+        drop(spans);
         let acknowledged = tokio::time::timeout(config.ack_timeout, async {
             for ack in acks {
                 ack.await.map_err(|error| Error::Nats(error.to_string()))?;

@@ -152,19 +152,27 @@ impl<A: Actor> Runtime<A> {
         command: A::Command,
         metadata: Metadata,
     ) -> Result<Applied<A::State>, A::Rejection> {
-        let (reply, answer) = oneshot::channel();
-        self.deliver(
-            id,
-            Box::new(Message::Command {
-                command,
-                metadata,
-                reply,
-            }),
-        )
-        .await?;
-        let outcome = answer.await.map_err(|_| Error::Stopped)?;
-        self.shared.metrics.observe_command(&outcome);
-        outcome
+        let span = tracing::debug_span!(
+            "actor command",
+            otel.name = %format_args!("{} command", A::KIND),
+            switchyard.actor = A::KIND,
+        );
+        let command = async {
+            let (reply, answer) = oneshot::channel();
+            self.deliver(
+                id,
+                Box::new(Message::Command {
+                    command,
+                    metadata,
+                    reply,
+                }),
+            )
+            .await?;
+            let outcome = answer.await.map_err(|_| Error::Stopped)?;
+            self.shared.metrics.observe_command(&outcome);
+            outcome
+        };
+        tracing::Instrument::instrument(command, span).await
     }
 
     /// The actor's current state and version (activating it if needed).

@@ -147,6 +147,7 @@ pub(crate) async fn feedback(
     };
     let metadata = Metadata {
         correlation_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        traceparent: switchyard_events::trace::current(),
         ..Metadata::default()
     };
     let applied = pipeline

@@ -19,6 +19,7 @@ use crate::telemetry::HTTP;
 use switchyard_inference::Principal;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Request ids, RED metrics, one log line per request, and the JSON error shape for every error
 /// (including the ones actix-web answers itself: 404, 405, 413, malformed requests).
@@ -52,7 +53,7 @@ pub async fn observe(
             ))
             .insert_header((
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                "authorization, content-type, idempotency-key, x-request-id",
+                "authorization, content-type, idempotency-key, x-request-id, traceparent, tracestate",
             ))
             .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
             .insert_header((header::VARY, "Origin"))
@@ -62,7 +63,21 @@ pub async fn observe(
     let cors_admin = origin
         .as_ref()
         .and_then(|_| req.app_data::<web::Data<Admin>>().cloned());
-    let response = next.call(req).await?;
+    // The request's span (exported when traces are on; a `debug` span no layer enables
+    // otherwise): a child of the caller's W3C `traceparent` when it sends one.
+    let span = tracing::debug_span!(
+        "http request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        switchyard.request_id = %request_id,
+    );
+    if let Some(parent) = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+        switchyard_events::trace::continue_from(&span, parent);
+    }
+    let response = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
     let cors = match (&origin, &cors_admin) {
         (Some(origin), Some(admin)) if tenant_api => response
             .request()
@@ -119,13 +134,20 @@ pub async fn observe(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
+    span.record("http.response.status_code", status.as_u16());
+    if let Some(value) = span
+        .in_scope(switchyard_events::trace::current)
+        .and_then(|parent| HeaderValue::from_str(&parent).ok())
+    {
+        response.headers_mut().insert(TRACEPARENT, value);
+    }
     if let Some(origin) = cors {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("x-request-id, x-switchyard-inference-id, x-switchyard-route, x-switchyard-position, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"),
+            HeaderValue::from_static("x-request-id, traceparent, x-switchyard-inference-id, x-switchyard-route, x-switchyard-position, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"),
         );
     }
     Ok(response)

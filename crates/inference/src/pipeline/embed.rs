@@ -48,6 +48,7 @@ impl Pipeline {
         let (outcome, attempts, served) = self
             .resilience
             .call(
+                "embeddings",
                 &self.config,
                 &self.providers,
                 routed,

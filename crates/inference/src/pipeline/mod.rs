@@ -177,10 +177,19 @@ impl Pipeline {
         let (outcome, attempts, served) = self
             .resilience
             .call(
+                "chat",
                 &self.config,
                 &self.providers,
                 routed,
-                |model, provider| async move { provider.chat(model, request).await },
+                |model, provider| async move {
+                    let answer = provider.chat(model, request).await;
+                    if let Ok(done) = &answer {
+                        let span = tracing::Span::current();
+                        span.record("gen_ai.usage.input_tokens", done.usage.prompt_tokens);
+                        span.record("gen_ai.usage.output_tokens", done.usage.completion_tokens);
+                    }
+                    answer
+                },
             )
             .await;
         ticket.serve(served);

@@ -80,6 +80,7 @@ impl Pipeline {
         let (outcome, _, served) = self
             .resilience
             .call(
+                "chat",
                 &self.config,
                 &self.providers,
                 model,

@@ -84,9 +84,23 @@ impl Pipeline {
             .user
             .clone()
             .unwrap_or_else(|| principal.key_id.to_string());
-        let choice = self
-            .router
-            .choose(&state, &sticky, &features, &candidates, policy);
+        let span = tracing::debug_span!(
+            "route",
+            switchyard.route.policy = tracing::field::Empty,
+            switchyard.route.model = tracing::field::Empty,
+            switchyard.route.propensity = tracing::field::Empty,
+            switchyard.route.candidates = candidates.len(),
+        );
+        let choice = span.in_scope(|| {
+            self.router
+                .choose(&state, &sticky, &features, &candidates, policy)
+        });
+        span.record("switchyard.route.policy", choice.policy.as_str());
+        span.record("switchyard.route.model", choice.model.as_str());
+        span.record(
+            "switchyard.route.propensity",
+            f64::from(choice.propensity_ppb) / 1e9,
+        );
         let model = config.model(&choice.model).ok_or(Error::NoModels)?;
         Ok(Route {
             model,

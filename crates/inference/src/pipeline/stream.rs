@@ -60,6 +60,7 @@ impl Pipeline {
         let (opened, attempts, served) = self
             .resilience
             .call(
+                "chat",
                 &self.config,
                 &self.providers,
                 routed,

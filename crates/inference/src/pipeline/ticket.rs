@@ -345,8 +345,11 @@ impl Pipeline {
                 });
             }
         };
+        // The request's trace, when traces are exported: the events continue it (even those a
+        // `batched` node appends after the answer has gone).
         let metadata = Metadata {
             correlation_id,
+            traceparent: switchyard_events::trace::current(),
             ..Metadata::default()
         };
         let provider = self
@@ -416,6 +419,8 @@ impl Pipeline {
             chat: Some(request),
             id,
         };
-        self.admit(correlation_id, principal, ask, policy).await
+        let span = tracing::debug_span!("admission", switchyard.endpoint = "chat");
+        tracing::Instrument::instrument(self.admit(correlation_id, principal, ask, policy), span)
+            .await
     }
 }

@@ -122,7 +122,22 @@ impl Group {
                     _ = demand.changed() => {}
                 }
             }
-            self.apply(&mut at, &batch).await?;
+            // The batch continues the trace of its first traced event (the request that wrote
+            // it), so a trace runs from the HTTP request to the read-model rows.
+            let spans = switchyard_events::trace::batch_spans(
+                || {
+                    tracing::debug_span!(
+                        "projector batch",
+                        switchyard.events = batch.len(),
+                        switchyard.from = batch.first().map_or(0, |e| e.global_position.0),
+                        switchyard.to = batch.last().map_or(0, |e| e.global_position.0),
+                    )
+                },
+                batch.iter().map(|e| e.metadata.traceparent.as_deref()),
+            );
+            let work = self.apply(&mut at, &batch);
+            tracing::Instrument::instrument(work, spans[0].clone()).await?;
+            drop(spans);
             if checked.elapsed() > Duration::from_secs(5) {
                 for lease in &mut leases {
                     if !lease.alive().await {

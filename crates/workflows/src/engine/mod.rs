@@ -137,6 +137,7 @@ fn system_clock() -> u64 {
 fn metadata(run: Uuid) -> Metadata {
     Metadata {
         correlation_id: Some(run.to_string()),
+        traceparent: switchyard_events::trace::current(),
         ..Metadata::default()
     }
 }

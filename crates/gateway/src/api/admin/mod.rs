@@ -72,6 +72,7 @@ fn metadata(req: &HttpRequest) -> Metadata {
     Metadata {
         correlation_id: extensions.get::<RequestId>().map(|r| r.0.clone()),
         actor: extensions.get::<switchyard_events::Actor>().cloned(),
+        traceparent: switchyard_events::trace::current(),
         ..Metadata::default()
     }
 }
