@@ -61,36 +61,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
                     let mut body = vec![0; length];
                     reader.read_exact(&mut body).await.unwrap();
                     assert_eq!(path, "/v1/traces");
-                    let request = ExportTraceServiceRequest::decode(&body[..]).unwrap();
-                    let mut decoded = Vec::new();
-                    for resource in request.resource_spans {
-                        for scope in resource.scope_spans {
-                            for span in scope.spans {
-                                let attributes = span
-                                    .attributes
-                                    .iter()
-                                    .map(|kv| {
-                                        let value =
-                                            match kv.value.as_ref().and_then(|v| v.value.clone()) {
-                                                Some(AnyValue::StringValue(s)) => s,
-                                                Some(AnyValue::IntValue(i)) => i.to_string(),
-                                                Some(AnyValue::DoubleValue(d)) => d.to_string(),
-                                                Some(AnyValue::BoolValue(b)) => b.to_string(),
-                                                other => format!("{other:?}"),
-                                            };
-                                        (kv.key.clone(), value)
-                                    })
-                                    .collect();
-                                decoded.push(Span {
-                                    name: span.name,
-                                    trace_id: hex(&span.trace_id),
-                                    span_id: hex(&span.span_id),
-                                    parent_span_id: hex(&span.parent_span_id),
-                                    attributes,
-                                });
-                            }
-                        }
-                    }
+                    let decoded = decode(&body);
                     sink.lock().unwrap().extend(decoded);
                     let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
                     write.write_all(answer.as_bytes()).await.unwrap();
@@ -107,6 +78,87 @@ fn named(span: &Span, name: &str) -> bool {
         Some(prefix) => span.name.starts_with(prefix),
         None => span.name == name,
     }
+}
+
+/// The spans of one OTLP export request.
+fn decode(body: &[u8]) -> Vec<Span> {
+    let request = ExportTraceServiceRequest::decode(body).unwrap();
+    let mut decoded = Vec::new();
+    for resource in request.resource_spans {
+        for scope in resource.scope_spans {
+            for span in scope.spans {
+                let attributes = span
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        let value = match kv.value.as_ref().and_then(|v| v.value.clone()) {
+                            Some(AnyValue::StringValue(s)) => s,
+                            Some(AnyValue::IntValue(i)) => i.to_string(),
+                            Some(AnyValue::DoubleValue(d)) => d.to_string(),
+                            Some(AnyValue::BoolValue(b)) => b.to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        (kv.key.clone(), value)
+                    })
+                    .collect();
+                decoded.push(Span {
+                    name: span.name,
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    attributes,
+                });
+            }
+        }
+    }
+    decoded
+}
+
+/// An OTLP/gRPC receiver (`TraceService/Export` over HTTP/2, by hand with `h2`: the gRPC frame
+/// is a flag byte, a 4-byte length and the protobuf message) on a random loopback port.
+async fn grpc_receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let sink = spans.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    assert_eq!(
+                        request.uri().path(),
+                        "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+                    );
+                    let mut body = request.into_body();
+                    let mut bytes = Vec::new();
+                    while let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    assert_eq!(bytes[0], 0, "a compressed gRPC frame");
+                    let length = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+                    sink.lock().unwrap().extend(decode(&bytes[5..5 + length]));
+                    let response = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .unwrap();
+                    let mut send = respond.send_response(response, false).unwrap();
+                    // An empty ExportTraceServiceResponse, then grpc-status 0.
+                    send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), false)
+                        .unwrap();
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    send.send_trailers(trailers).unwrap();
+                }
+            });
+        }
+    });
+    (endpoint, spans)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -294,4 +346,118 @@ async fn one_trace_runs_from_the_request_through_the_log_to_the_read_model_and_n
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn a_workflow_run_continues_the_trace_of_the_request_that_started_it() {
+    let (endpoint, spans) = receiver().await;
+    let dir = data_dir();
+    let server = Server::start_with(
+        &dir,
+        &[
+            ("SWITCHYARD_ADMIN_TOKEN", crate::server::TOKEN),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let (_, key, _) = tenant_with_key(&server).await;
+    let client = reqwest::Client::new();
+    let spec = "name: traced\ninputs:\n  topic: {type: string}\noutputs:\n  answer: {value: steps.write.output, type: string}\nnodes:\n  - id: write\n    kind: llm\n    model: sim-small\n    prompt: \"Write about {{ input.topic }}\"\n";
+    let registered = client
+        .post(server.url("/v1/workflows"))
+        .bearer_auth(&key)
+        .body(spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.status(),
+        201,
+        "{}",
+        registered.text().await.unwrap()
+    );
+    let trace = format!("{:032x}", uuid::Uuid::now_v7().as_u128());
+    let started = client
+        .post(server.url("/v1/workflows/traced/runs"))
+        .bearer_auth(&key)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&json!({"input": {"topic": "tracing"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let found = trace_with(
+        &spans,
+        &trace,
+        &[
+            "POST /v1/workflows/{name}/runs",
+            "workflow.step",
+            "chat sim-small",
+            "projector batch",
+        ],
+    )
+    .await;
+    let ids: HashMap<&str, &Span> = found.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let step = found.iter().find(|s| s.name == "workflow.step").unwrap();
+    assert!(
+        ids.contains_key(step.parent_span_id.as_str()),
+        "the step's parent is not in the trace: {found:#?}"
+    );
+    // The model call of the step is under the step.
+    let call = found.iter().find(|s| s.name == "chat sim-small").unwrap();
+    let mut at = call;
+    let mut under_step = false;
+    for _ in 0..32 {
+        if at.span_id == step.span_id {
+            under_step = true;
+            break;
+        }
+        match ids.get(at.parent_span_id.as_str()) {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    assert!(
+        under_step,
+        "the model call is not under the step: {found:#?}"
+    );
+}
+
+#[tokio::test]
+async fn traces_also_go_out_over_grpc() {
+    let (endpoint, spans) = grpc_receiver().await;
+    let dir = data_dir();
+    let server = Server::start_with(
+        &dir,
+        &[
+            ("SWITCHYARD_ADMIN_TOKEN", crate::server::TOKEN),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let (_, key, _) = tenant_with_key(&server).await;
+    let trace = format!("{:032x}", uuid::Uuid::now_v7().as_u128());
+    let answer = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(
+            &json!({"model": "sim-small", "messages": [{"role": "user", "content": "over gRPC"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let found = trace_with(
+        &spans,
+        &trace,
+        &["POST /v1/chat/completions", "chat sim-small", "append"],
+    )
+    .await;
+    let request = found
+        .iter()
+        .find(|s| s.name == "POST /v1/chat/completions")
+        .unwrap();
+    assert_eq!(request.parent_span_id, "00f067aa0ba902b7");
 }

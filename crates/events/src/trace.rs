@@ -24,6 +24,11 @@ pub fn install(hooks: Hooks) {
     let _ = HOOKS.set(hooks);
 }
 
+/// Whether traces are exported (the hooks are installed).
+pub fn enabled() -> bool {
+    HOOKS.get().is_some()
+}
+
 /// The W3C `traceparent` of the current span, when traces are exported.
 pub fn current() -> Option<String> {
     HOOKS.get().and_then(|hooks| (hooks.current)())

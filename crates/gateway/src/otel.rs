@@ -34,32 +34,44 @@ pub fn provider(runtime: &tokio::runtime::Runtime) -> Result<SdkTracerProvider, 
     let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_else(|_| "http/protobuf".into());
-    let exporter = match protocol.as_str() {
+    let built =
+        |e: opentelemetry_otlp::ExporterBuildError| format!("cannot build the OTLP exporter: {e}");
+    let builder = SdkTracerProvider::builder();
+    let builder = match protocol.as_str() {
+        // tonic needs the tokio runtime for its connection and for each export: the batch
+        // processor runs as a task on it.
         "grpc" => {
             let _runtime = runtime.enter();
-            opentelemetry_otlp::SpanExporter::builder()
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .build()
+                .map_err(built)?;
+            builder.with_span_processor(
+                opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                    exporter,
+                    opentelemetry_sdk::runtime::Tokio,
+                )
+                .build(),
+            )
         }
-        "http/protobuf" => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build(),
+        "http/protobuf" => builder.with_batch_exporter(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build()
+                .map_err(built)?,
+        ),
         other => {
             return Err(format!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL {other:?} is not supported: use http/protobuf or grpc"
             ));
         }
-    }
-    .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    };
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(
             std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "switchyard".into()),
         )
         .build();
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource)
-        .build())
+    Ok(builder.with_resource(resource).build())
 }
 
 /// The `tracing` layer that turns spans into OpenTelemetry spans of `provider`, and the hooks

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_events::{Event, TenantId};
+use switchyard_events::{Event, Scope, StreamVersion, TenantId};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -156,6 +156,7 @@ impl Engine {
             let key = key.clone();
             let step = step.clone();
             let state_replay_of = state.replay_of;
+            let segment = state.segment;
             let span = tracing::info_span!(
                 "workflow.step",
                 %run_id,
@@ -163,7 +164,27 @@ impl Engine {
                 attempt = step.attempt,
                 kind = step.request.get("kind").and_then(serde_json::Value::as_str).unwrap_or(""),
             );
-            tokio::spawn(
+            tokio::spawn(async move {
+                // When traces are exported, the step continues the trace of its segment's
+                // first event (for the first segment, the request that started the run).
+                if switchyard_events::trace::enabled() {
+                    let stream = RunKey {
+                        tenant,
+                        run: run_id,
+                        segment,
+                    }
+                    .stream();
+                    if let Ok(first) = engine
+                        .store
+                        .read_stream(Scope::Tenant(tenant), &stream, StreamVersion(0), 1)
+                        .await
+                        && let Some(parent) = first
+                            .first()
+                            .and_then(|e| e.metadata.traceparent.as_deref())
+                    {
+                        switchyard_events::trace::continue_from(&span, parent);
+                    }
+                }
                 async move {
                     let event = engine
                         .carry_out(tenant, run_id, &key, &step, state_replay_of)
@@ -175,8 +196,9 @@ impl Engine {
                     }
                     engine.tasks.remove(&task);
                 }
-                .instrument(span),
-            );
+                .instrument(span)
+                .await;
+            });
         }
         for (key, fire_at) in state.timers() {
             let timer = (run_id, key.clone());
