@@ -128,32 +128,38 @@ async fn grpc_receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
                 let Ok(mut connection) = h2::server::handshake(socket).await else {
                     return;
                 };
+                // Each request is answered on a task of its own: h2 moves a request's body
+                // only while the connection is polled, so reading it inside this loop could
+                // wait forever for bytes that arrive in a later read.
                 while let Some(Ok((request, mut respond))) = connection.accept().await {
-                    assert_eq!(
-                        request.uri().path(),
-                        "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-                    );
-                    let mut body = request.into_body();
-                    let mut bytes = Vec::new();
-                    while let Some(Ok(chunk)) = body.data().await {
-                        let _ = body.flow_control().release_capacity(chunk.len());
-                        bytes.extend_from_slice(&chunk);
-                    }
-                    assert_eq!(bytes[0], 0, "a compressed gRPC frame");
-                    let length = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
-                    sink.lock().unwrap().extend(decode(&bytes[5..5 + length]));
-                    let response = http::Response::builder()
-                        .status(200)
-                        .header("content-type", "application/grpc")
-                        .body(())
-                        .unwrap();
-                    let mut send = respond.send_response(response, false).unwrap();
-                    // An empty ExportTraceServiceResponse, then grpc-status 0.
-                    send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), false)
-                        .unwrap();
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                    send.send_trailers(trailers).unwrap();
+                    let sink = sink.clone();
+                    tokio::spawn(async move {
+                        assert_eq!(
+                            request.uri().path(),
+                            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+                        );
+                        let mut body = request.into_body();
+                        let mut bytes = Vec::new();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            bytes.extend_from_slice(&chunk);
+                        }
+                        assert_eq!(bytes[0], 0, "a compressed gRPC frame");
+                        let length = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+                        sink.lock().unwrap().extend(decode(&bytes[5..5 + length]));
+                        let response = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        let mut send = respond.send_response(response, false).unwrap();
+                        // An empty ExportTraceServiceResponse, then grpc-status 0.
+                        send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), false)
+                            .unwrap();
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        send.send_trailers(trailers).unwrap();
+                    });
                 }
             });
         }
