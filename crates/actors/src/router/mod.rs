@@ -28,8 +28,23 @@ mod tests;
 /// Rewards remembered per tenant to refuse a second reward for the same inference and metric
 /// (the oldest ids are forgotten first: UUIDv7 sort by time).
 pub const REMEMBERED_REWARDS: usize = 100_000;
-/// Dimensions of the request context LinUCB sees (the first features of feature set 1).
-pub const CONTEXT_DIM: usize = 23;
+/// The logged request features LinUCB reads: the first ones of feature set 1 (the gateway's
+/// `REQUEST_FEATURES`, from `bias` to `weekend`).
+pub const REQUEST_DIM: usize = 23;
+/// Where feature set 1 keeps ln(1 + prompt tokens) / 10, and the code and math task classes.
+const LOG_PROMPT_TOKENS: usize = 1;
+const TASK_CODE: usize = 11;
+const TASK_MATH: usize = 12;
+/// The length feature's value at about 24 prompt tokens, a short plain request: the centre of
+/// LinUCB's length terms.
+const LENGTH_CENTRE: f64 = 0.32;
+/// Dimensions of LinUCB's context: the request features, then three terms derived from them —
+/// the centred length squared, and the centred length times each task class. The chance of a
+/// right answer falls along a logistic curve in the prompt's length whose position depends on
+/// the task, so a reward model linear in the raw features alone misfits long prompts; these
+/// terms let each arm's ridge regression bend with length, per task class. They are computed
+/// here, not logged, so logged decisions (feature set 1) keep their layout.
+pub const CONTEXT_DIM: usize = REQUEST_DIM + 3;
 
 /// The router actor kind.
 #[derive(Debug, Clone, Copy)]
@@ -114,10 +129,17 @@ impl ArmStats {
     }
 }
 
-/// The context cut or padded to `CONTEXT_DIM`.
+/// LinUCB's context: the logged request features cut or padded to `REQUEST_DIM`, then the
+/// derived length terms (see [`CONTEXT_DIM`]).
 fn fit(context: &[f64]) -> Vec<f64> {
-    let mut x: Vec<f64> = context.iter().take(CONTEXT_DIM).copied().collect();
-    x.resize(CONTEXT_DIM, 0.0);
+    let mut x = Vec::with_capacity(CONTEXT_DIM);
+    x.extend(context.iter().take(REQUEST_DIM).copied());
+    x.resize(REQUEST_DIM, 0.0);
+    // Scaled so the terms span about as much as the flags do (a long padded prompt: ~1).
+    let length = (x[LOG_PROMPT_TOKENS] - LENGTH_CENTRE) * 5.0;
+    x.push(length * length);
+    x.push(length * x[TASK_CODE]);
+    x.push(length * x[TASK_MATH]);
     x
 }
 
@@ -204,7 +226,7 @@ impl Actor for Router {
     const KIND: &'static str = "router";
     // 2: arms keep the sum of feedback values (a version 1 snapshot is rebuilt from the log).
     // 3: the tenant's routing and its revision.
-    const SNAPSHOT_VERSION: u16 = 3;
+    const SNAPSHOT_VERSION: u16 = 4;
     type Id = TenantId;
     type State = RouterState;
     type Command = RouterCommand;

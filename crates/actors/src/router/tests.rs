@@ -448,3 +448,62 @@ fn off_policy_intervals_cover_the_truth_in_nine_of_ten_logs() {
         }
     }
 }
+
+/// Feature set 1's request features for a prompt of `tokens` tokens of one task class (bias,
+/// length, the class flags; the rest 0).
+fn context_of(tokens: f64, math: bool) -> Vec<f64> {
+    let mut x = vec![0.0; REQUEST_DIM];
+    x[0] = 1.0;
+    x[LOG_PROMPT_TOKENS] = (1.0 + tokens).ln() / 10.0;
+    x[TASK_MATH] = f64::from(u8::from(math));
+    x
+}
+
+/// The strong model's gain over the weak one is a bump in the prompt's length: on short
+/// prompts both are right, on very long ones both are wrong, and only in between does the
+/// strong one earn its price. A reward model linear in the length cannot fit that (it prefers
+/// one model at one end of the range at most); LinUCB's derived length terms can, per task
+/// class.
+#[test]
+fn linucb_bends_with_the_prompt_length() {
+    let logistic = |x: f64| 1.0 / (1.0 + (-x).exp());
+    // The simulator's shape: difficulty 2·ln(tokens / 24), plus 1 for the harder class.
+    let expected = |strong: bool, tokens: f64, math: bool| {
+        let difficulty = 2.0 * (tokens / 24.0).ln() + if math { 1.0 } else { 0.0 };
+        let ability = if strong { 5.5 } else { 4.0 };
+        logistic(ability - difficulty) - if strong { 0.15 } else { 0.0 }
+    };
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut state = RouterState::default();
+    for _ in 0..4_000 {
+        let tokens = (rng.random_range((8f64).ln()..(4_000f64).ln())).exp();
+        let math = rng.random_bool(0.5);
+        let strong = rng.random_bool(0.5);
+        let reward = expected(strong, tokens, math) + rng.random_range(-0.1..0.1);
+        let arm = if strong { "large" } else { "small" };
+        state
+            .arms
+            .entry(arm.into())
+            .or_default()
+            .learn(reward, reward, &context_of(tokens, math));
+    }
+    let mut checked = 0;
+    for math in [false, true] {
+        for tokens in [10.0, 25.0, 150.0, 400.0, 3_000.0] {
+            let truth = expected(true, tokens, math) - expected(false, tokens, math);
+            if truth.abs() < 0.05 {
+                continue; // too close to call for any model
+            }
+            let x = context_of(tokens, math);
+            let estimate = state.arms["large"].linucb(&x).0 - state.arms["small"].linucb(&x).0;
+            assert_eq!(
+                estimate > 0.0,
+                truth > 0.0,
+                "{tokens} tokens, math {math}: gain {truth:.3}, estimated {estimate:.3}"
+            );
+            checked += 1;
+        }
+    }
+    // Both ends of the bump and its middle were judged, in both classes.
+    assert!(checked >= 8, "{checked}");
+}
