@@ -5,6 +5,7 @@
 //! batch and to the NATS message's `traceparent` header.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -167,6 +168,18 @@ async fn grpc_receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
     (endpoint, spans)
 }
 
+/// A server that exports its spans to `endpoint` over `protocol`, a batch every 100 ms.
+fn traced_server(dir: &Path, endpoint: &str, protocol: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("SWITCHYARD_ADMIN_TOKEN", crate::server::TOKEN),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_with(dir, &env)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -200,13 +213,11 @@ async fn one_trace_runs_from_the_request_through_the_log_to_the_read_model_and_n
     let nats = std::env::var("SWITCHYARD_TEST_NATS_URL")
         .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let dir = data_dir();
-    let server = Server::start_with(
+    let server = traced_server(
         &dir,
+        &endpoint,
+        "http/protobuf",
         &[
-            ("SWITCHYARD_ADMIN_TOKEN", crate::server::TOKEN),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("OTEL_SERVICE_NAME", "switchyard-test"),
             ("SWITCHYARD_NATS_URL", nats.as_str()),
         ],
@@ -358,14 +369,7 @@ async fn one_trace_runs_from_the_request_through_the_log_to_the_read_model_and_n
 async fn a_workflow_run_continues_the_trace_of_the_request_that_started_it() {
     let (endpoint, spans) = receiver().await;
     let dir = data_dir();
-    let server = Server::start_with(
-        &dir,
-        &[
-            ("SWITCHYARD_ADMIN_TOKEN", crate::server::TOKEN),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    );
+    let server = traced_server(&dir, &endpoint, "http/protobuf", &[]);
     let (_, key, _) = tenant_with_key(&server).await;
     let client = reqwest::Client::new();
     let spec = "name: traced\ninputs:\n  topic: {type: string}\noutputs:\n  answer: {value: steps.write.output, type: string}\nnodes:\n  - id: write\n    kind: llm\n    model: sim-small\n    prompt: \"Write about {{ input.topic }}\"\n";
@@ -433,15 +437,7 @@ async fn a_workflow_run_continues_the_trace_of_the_request_that_started_it() {
 async fn traces_also_go_out_over_grpc() {
     let (endpoint, spans) = grpc_receiver().await;
     let dir = data_dir();
-    let server = Server::start_with(
-        &dir,
-        &[
-            ("SWITCHYARD_ADMIN_TOKEN", crate::server::TOKEN),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    );
+    let server = traced_server(&dir, &endpoint, "grpc", &[]);
     let (_, key, _) = tenant_with_key(&server).await;
     let trace = format!("{:032x}", uuid::Uuid::now_v7().as_u128());
     let answer = reqwest::Client::new()
