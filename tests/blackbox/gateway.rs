@@ -414,6 +414,14 @@ async fn hostile_inference_requests_get_clear_errors_and_cost_nothing() {
         (format!(r#"{{"model":"{}","messages":[{{"role":"user","content":"x"}}]}}"#, "m".repeat(300)), 400, "invalid_request"),
         (r#"{"model":"sim-small\u0000","messages":[{"role":"user","content":"x"}]}"#.to_owned(), 404, "model_not_found"),
         (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#.to_owned(), 422, "invalid_request"),
+        // Tools, tool choices and response formats OpenAI would refuse (issue 19, item 6).
+        (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{}}]}"#.to_owned(), 400, "invalid_request"),
+        (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"rm -rf"}}]}"#.to_owned(), 400, "invalid_request"),
+        (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":[]}}]}"#.to_owned(), 400, "invalid_request"),
+        (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}}"#.to_owned(), 400, "invalid_request"),
+        (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"tool_choice":"sometimes"}"#.to_owned(), 400, "invalid_request"),
+        (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"response_format":{"type":"yaml"}}"#.to_owned(), 400, "invalid_request"),
+        (r#"{"model":"sim-small","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":7}}}"#.to_owned(), 400, "invalid_request"),
     ] {
         let response = post(body.clone()).await;
         assert_eq!(response.status(), status, "{}", &body[..body.len().min(80)]);
@@ -447,6 +455,29 @@ async fn hostile_inference_requests_get_clear_errors_and_cost_nothing() {
         logged(&dir).await.is_empty(),
         "refused requests are not inferences"
     );
+}
+
+/// A JSON Schema the simulator can make no value for (issue 19, item 6) is refused with a 400
+/// that names the reason, whole and streamed, and no inference completes.
+#[tokio::test]
+async fn a_schema_no_value_fits_is_refused_with_the_reason() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (_, key, _) = tenant_with_key(&server).await;
+    for stream in [false, true] {
+        let body = json!({
+            "model": "sim-small", "stream": stream,
+            "messages": [{"role": "user", "content": "list them all"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "all",
+                "schema": {"type": "array", "minItems": 1_000_000_000u64}}},
+        });
+        let response = chat(&server, &key, &body).await;
+        assert_eq!(response.status(), 400, "stream {stream}");
+        let error: Value = response.json().await.unwrap();
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("minItems 1000000000"), "{error}");
+    }
+    assert_eq!(completed(&dir).await, 0);
 }
 
 /// Every tenant endpoint checks the key's scopes, and a key cannot be given a scope that does
