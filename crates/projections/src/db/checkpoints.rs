@@ -5,7 +5,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 
 use super::dlq::DeadLetter;
-use super::render::{max_params, render_batch};
+use super::render::{Placeholders, max_params, render_batch};
 use super::{Backend, ReadDb, first_int, now_us};
 use crate::error::{Error, Result};
 use crate::model::{Col, Op, Val};
@@ -179,8 +179,9 @@ impl ReadDb {
                     return Err(Error::Fenced(projector.name.into()));
                 }
             }
-            let limit = max_params(tx.is_postgres());
-            for (sql, params) in render_batch(part.ops, part.suffix, limit)? {
+            let postgres = tx.is_postgres();
+            let marks = Placeholders::of(postgres);
+            for (sql, params) in render_batch(part.ops, part.suffix, max_params(postgres), marks)? {
                 tx.exec(&sql, &params).await?;
             }
             for letter in part.dead {

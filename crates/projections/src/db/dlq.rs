@@ -1,7 +1,7 @@
 //! The dead-letter queue: poison events recorded with their error and skipped, listed for an
 //! operator, and marked resolved in the same transaction as the ops of their retry.
 
-use super::render::render;
+use super::render::{Placeholders, render};
 use super::{ReadDb, now_us};
 use crate::error::Result;
 use crate::model::{Col, Op, Val};
@@ -95,7 +95,7 @@ impl ReadDb {
             return Ok(false);
         }
         for op in ops {
-            let (sql, params) = render(op, "")?;
+            let (sql, params) = render(op, "", Placeholders::of(tx.is_postgres()))?;
             tx.exec(&sql, &params).await?;
         }
         tx.commit().await?;

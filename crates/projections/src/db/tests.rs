@@ -2,7 +2,7 @@
 
 use super::SHADOW;
 use super::partitions::{month_partition, partition_end};
-use super::render::{render, render_batch};
+use super::render::{Placeholders, render, render_batch};
 use crate::error::Error;
 use crate::model::{INFERENCE_LOG, Op, USAGE_HOURLY, Val};
 
@@ -11,7 +11,7 @@ fn renders_a_guarded_upsert() {
     let op = Op::upsert(&INFERENCE_LOG, vec![("tenant_id", Val::Int(1))])
         .set("status", "completed")
         .version(3);
-    let (sql, params) = render(&op, "").unwrap_or_default();
+    let (sql, params) = render(&op, "", Placeholders::Numbered).unwrap_or_default();
     assert_eq!(
         sql,
         "INSERT INTO inference_log (tenant_id, status, version) VALUES ($1, $2, $3) \
@@ -37,7 +37,8 @@ fn batches_ops_of_one_shape_into_one_statement() {
     let other = Op::upsert(&INFERENCE_LOG, vec![("tenant_id", Val::Int(1))])
         .set("status", "failed")
         .version(2);
-    let statements = render_batch(&[row(1), other, row(2), row(3)], "", 400).unwrap_or_default();
+    let ops = [row(1), other, row(2), row(3)];
+    let statements = render_batch(&ops, "", 400, Placeholders::Numbered).unwrap_or_default();
     assert_eq!(statements.len(), 2);
     assert!(
         statements[0]
@@ -69,17 +70,29 @@ fn splits_a_shape_into_statements_under_the_parameter_limit() {
             .add("requests", 1)
         })
         .collect();
-    let statements = render_batch(&rows, "", 8).unwrap_or_default();
+    let statements = render_batch(&rows, "", 8, Placeholders::Anonymous).unwrap_or_default();
     assert_eq!(
         statements.iter().map(|(_, p)| p.len()).collect::<Vec<_>>(),
         [8, 8, 4]
     );
+    // SQLite's statements name no parameter: they are bound in order.
+    assert!(
+        statements[0]
+            .0
+            .contains("VALUES (?, ?, ?, ?), (?, ?, ?, ?) ON CONFLICT"),
+        "{}",
+        statements[0].0
+    );
+    assert!(!statements[0].0.contains('$'));
 }
 
 #[test]
 fn refuses_an_unknown_column() {
     let op = Op::upsert(&USAGE_HOURLY, vec![]).add("tokens; DROP TABLE x", 1);
-    assert!(matches!(render(&op, ""), Err(Error::Invalid(_))));
+    assert!(matches!(
+        render(&op, "", Placeholders::Anonymous),
+        Err(Error::Invalid(_))
+    ));
 }
 
 #[test]
