@@ -133,12 +133,13 @@ def start_mock(bins):
     return proc, proc.stdout.readline().strip().split(" on ", 1)[1]
 
 
-def start_switchyard(bins, work, mock_base, durability, database_url=None):
+def start_switchyard(bins, work, mock_base, durability, database_url=None, extra_config=""):
     data = os.path.join(work, f"data-{uuid.uuid4().hex[:8]}")
     config = os.path.join(work, "switchyard.toml")
     with open(config, "w") as f:
         f.write(f'[[providers]]\nname = "mock"\nkind = "openai"\nbase_url = "{mock_base}/v1"\n'
-                '[[models]]\nname = "mock"\nprovider = "mock"\ninput_usd_per_million = "1"\noutput_usd_per_million = "2"\n')
+                '[[models]]\nname = "mock"\nprovider = "mock"\ninput_usd_per_million = "1"\noutput_usd_per_million = "2"\n'
+                + extra_config)
     env = {"SWITCHYARD_LISTEN": "127.0.0.1:0", "SWITCHYARD_DATA_DIR": data, "SWITCHYARD_CONFIG": config,
            "SWITCHYARD_ADMIN_TOKEN": TOKEN, "SWITCHYARD_DURABILITY": durability, "RUST_LOG": "warn"}
     schema = None

@@ -990,7 +990,7 @@ async fn browsers_read_answers_only_from_the_origins_their_tenant_allows() {
 }
 
 /// Events of one inference stream, decoded.
-async fn inference_events(dir: &Path, inference: &str) -> Vec<switchyard_events::Event> {
+pub(crate) async fn inference_events(dir: &Path, inference: &str) -> Vec<switchyard_events::Event> {
     let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
     let stream = switchyard_events::StreamId::parse(format!("inference-{inference}")).unwrap();
     store
@@ -1007,7 +1007,7 @@ async fn inference_events(dir: &Path, inference: &str) -> Vec<switchyard_events:
         .collect()
 }
 
-fn sse_data(text: &str) -> Vec<String> {
+pub(crate) fn sse_data(text: &str) -> Vec<String> {
     text.split("\n\n")
         .filter_map(|e| e.strip_prefix("data: "))
         .map(str::to_owned)

@@ -9,6 +9,7 @@ mod admin;
 mod admin_identity;
 mod backing_tls;
 mod budgets;
+mod cache;
 mod cli;
 mod cluster;
 mod drain;

@@ -17,6 +17,7 @@ use switchyard_inference::admission::ratelimit::{Limiter, RedisLimiter};
 use switchyard_inference::admission::redis_link::RedisTls;
 use switchyard_inference::admission::shared::SharedBudgets;
 use switchyard_inference::billing_feed::BillingFeed;
+use switchyard_inference::cache::ResponseCache;
 use switchyard_inference::config::Config;
 use switchyard_inference::follow::{Folder, follow};
 use switchyard_inference::pipeline::{Durability, Recording};
@@ -228,6 +229,19 @@ pub async fn stack(
         ),
         None => None,
     };
+    // The response cache: in Redis when the nodes share one (a hit on any node), else here.
+    let cache = match (config.cache.enabled, &redis) {
+        (false, _) => None,
+        (true, Some((url, tls))) => Some(Arc::new(
+            ResponseCache::redis(config.cache.clone(), url, tls)
+                .await
+                .context("cannot reach Redis (SWITCHYARD_REDIS_URL) for the response cache")?,
+        )),
+        (true, None) => Some(Arc::new(ResponseCache::memory(config.cache.clone()))),
+    };
+    if let Some(cache) = &cache {
+        tracing::info!(?cache, "response cache on");
+    }
     let tenants = Runtime::<Tenant>::new(store.clone(), RuntimeConfig::default());
     let resilience = Resilience::new(
         &config,
@@ -249,6 +263,7 @@ pub async fn stack(
             directory: directory.clone(),
         }),
         recording: Recording::new(args.durability),
+        cache,
     };
     tracing::info!(durability = %args.durability, "inference recording");
     let admin = Admin {

@@ -9,6 +9,8 @@
 pub mod admission;
 /// Every inference outcome with a cost, billed to its tenant's billing actor in batches.
 pub mod billing_feed;
+/// The exact response cache: per tenant, in this process or in the shared Redis.
+pub mod cache;
 /// The TOML configuration: providers, models, exact prices, simulator knobs.
 pub mod config;
 /// The crate's error type (a stable code, a status and a message for every refusal).
@@ -32,4 +34,4 @@ pub mod router;
 
 pub use admission::{Accounts, Principal, RateStatus};
 pub use error::{Error, Result};
-pub use pipeline::{ChatStream, Completed, Frame, Pipeline};
+pub use pipeline::{CacheStatus, ChatStream, Completed, Frame, Pipeline};

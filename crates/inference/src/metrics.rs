@@ -84,3 +84,44 @@ pub static INFERENCE: LazyLock<InferenceMetrics> = LazyLock::new(|| InferenceMet
         .expect("valid metric"),
     ),
 });
+
+/// The response cache's lookups and stores.
+pub struct CacheMetrics {
+    pub lookups: IntCounterVec,
+    pub stores: IntCounterVec,
+}
+
+impl std::fmt::Debug for CacheMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheMetrics").finish_non_exhaustive()
+    }
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "static metric definitions; a bad one fails every test"
+)]
+pub static CACHE: LazyLock<CacheMetrics> = LazyLock::new(|| {
+    CacheMetrics {
+    lookups: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_cache_lookups_total",
+                "Response cache lookups by result (hit, miss, expired, error: Redis failed, a miss)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric"),
+    ),
+    stores: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_cache_stores_total",
+                "Answers offered to the response cache by result (stored, too_large, error)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric"),
+    ),
+}
+});

@@ -62,6 +62,7 @@ fn pipeline(store: Arc<dyn EventStore>, limits: Limits) -> Pipeline {
         shared_budgets: None,
         accounts: Arc::new(Fixed(limits)),
         recording: switchyard_inference::pipeline::Recording::default(),
+        cache: None,
     }
 }
 

@@ -110,6 +110,13 @@ pub(crate) async fn feedback(
     };
     // A request that named its model was not routed: its feedback says nothing about a
     // routing decision, and folding it in would bias the bandit toward what clients pick.
+    if route.policy == "cache" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_rewardable",
+            "the answer came from the response cache, so no policy routed it",
+        ));
+    }
     if route.policy == "named" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -14,7 +14,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use switchyard_inference::openai::{ChatRequest, EmbeddingsRequest};
-use switchyard_inference::{Frame, Pipeline, Principal};
+use switchyard_inference::{CacheStatus, Frame, Pipeline, Principal};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::http::idempotency::{Reply, idempotent_with};
@@ -35,6 +35,32 @@ fn route_header(route: &str) -> Option<(HeaderName, HeaderValue)> {
         .flatten()
         .map(|value| (ROUTE, value))
 }
+/// `x-switchyard-cache`: `hit` (answered from the response cache) or `miss` (looked up, not
+/// found); absent when the cache is off.
+pub const CACHE: HeaderName = HeaderName::from_static("x-switchyard-cache");
+
+fn cache_header(status: Option<CacheStatus>) -> Option<(HeaderName, HeaderValue)> {
+    status.map(|s| (CACHE, HeaderValue::from_static(s.as_str())))
+}
+
+/// The request's `Cache-Control: no-cache` / `no-store` folded into its `cache` option.
+fn cache_control(req: &HttpRequest, request: &mut ChatRequest) {
+    let Some(value) = req
+        .headers()
+        .get(actix_web::http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let directives: Vec<String> = value
+        .split(',')
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect();
+    let options = request.cache.get_or_insert_with(Default::default);
+    options.no_cache |= directives.iter().any(|d| d == "no-cache");
+    options.no_store |= directives.iter().any(|d| d == "no-store");
+}
+
 /// The scope a key needs for the inference endpoints (a key with no scopes may do anything).
 pub const SCOPE: &str = "inference";
 /// `x-switchyard-position`: the log position of what this request appended, for
@@ -120,8 +146,9 @@ pub(crate) async fn chat_completions(
     pipeline: web::Data<Pipeline>,
 ) -> Result<HttpResponse, ApiError> {
     let (principal, _) = principal(&req, &admin).await?;
-    let request: ChatRequest = parse_json(&body)?;
+    let mut request: ChatRequest = parse_json(&body)?;
     request.validate()?;
+    cache_control(&req, &mut request);
     let slot = pipeline.tenant_slot(principal.tenant)?;
     if request.stream {
         return chat_stream(req, pipeline, principal, request, slot).await;
@@ -139,6 +166,7 @@ pub(crate) async fn chat_completions(
                 .await?;
             let mut headers = rate_headers(&done.rate);
             headers.extend(route_header(&done.route));
+            headers.extend(cache_header(done.cache));
             if done.position > 0 {
                 headers.extend(position_header(done.position));
             }
@@ -180,6 +208,7 @@ async fn chat_stream(
     for header in rate_headers(&stream.rate)
         .into_iter()
         .chain(route_header(&stream.route))
+        .chain(cache_header(stream.cache))
     {
         response.insert_header(header);
     }

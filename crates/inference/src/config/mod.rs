@@ -28,8 +28,10 @@ use serde::Deserialize;
 use switchyard_actors::billing::ModelPrice;
 use switchyard_actors::router::policy::Policy;
 
+mod cache;
 mod router;
 
+pub use cache::CacheConfig;
 pub use router::{RewardWeights, RouterConfig, Routing, Split};
 
 /// The whole file.
@@ -53,6 +55,9 @@ pub struct Config {
     /// that outgrows it extends its reservation as it goes).
     #[serde(default = "default_output_reservation")]
     pub default_output_reservation: u64,
+    /// The exact response cache (`[cache]`; off unless enabled).
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 fn default_output_reservation() -> u64 {
@@ -281,6 +286,7 @@ impl Default for Config {
             router: RouterConfig::default(),
             tenant_max_concurrency: default_tenant_concurrency(),
             default_output_reservation: default_output_reservation(),
+            cache: CacheConfig::default(),
         })
     }
 }
@@ -297,6 +303,7 @@ impl Config {
     /// exact decimals, simulator knobs in range.
     pub fn parse(text: &str) -> Result<Self> {
         let mut config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.cache.validate().map_err(Error::Config)?;
         let mut providers = BTreeMap::new();
         for provider in &config.providers {
             check_name("provider", &provider.name)?;

@@ -110,6 +110,7 @@ impl Pipeline {
             cost_micros: ticket.cost(usage),
             rate: ticket.rate,
             route: ticket.route.policy.clone(),
+            cache: None,
         })
     }
 }

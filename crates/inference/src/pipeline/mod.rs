@@ -10,6 +10,7 @@
 //! group-committed append ([`ticket`]). The HTTP handlers and the workflow executor both come
 //! through here, so both are routed, limited and billed alike.
 
+mod cached;
 mod durability;
 mod embed;
 mod recorded;
@@ -26,6 +27,7 @@ use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
+pub use cached::CacheStatus;
 pub use durability::{Durability, IN_FLIGHT, Recording};
 pub use stream::{ChatStream, Frame};
 
@@ -59,6 +61,8 @@ pub struct Pipeline {
     pub accounts: Arc<dyn Accounts>,
     /// Whether an answer waits for its events' fsync ([`Durability`]).
     pub recording: Recording,
+    /// The exact response cache, when `[cache]` enables it.
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -83,6 +87,8 @@ pub struct Completed {
     /// What routed it: `named`, the serving policy, `<split>:<policy>` or `override:<policy>`
     /// (empty for an answer given again).
     pub route: String,
+    /// Whether the response cache answered it (`None`: the cache was not consulted).
+    pub cache: Option<CacheStatus>,
 }
 
 /// Where a reservation was taken (its settlement goes to the same place).
@@ -167,6 +173,18 @@ impl Pipeline {
         {
             return self.answer_again(id, request, recorded).await;
         }
+        let cached = if policy.is_none() {
+            self.cache_lookup(principal.tenant, request, inference_id)
+                .await
+        } else {
+            None
+        };
+        if let Some((_, Some(entry))) = &cached {
+            return self
+                .answer_cached(correlation_id, principal, request, entry)
+                .await;
+        }
+        let plan = cached.map(|(plan, _)| plan);
         let mut ticket = self
             .admit_chat(correlation_id, principal, request, policy, inference_id)
             .await?;
@@ -205,25 +223,18 @@ impl Pipeline {
                 let position = ticket
                     .finish(self, Ok((usage, ttft, finish, attempts)))
                     .await?;
+                if let Some(plan) = &plan {
+                    plan.keep(&ticket.served_model, choices.clone(), usage)
+                        .await;
+                }
                 Ok(Completed {
-                    body: json!({
-                        "id": format!("chatcmpl-{}", ticket.id),
-                        "object": "chat.completion",
-                        "created": OffsetDateTime::now_utc().unix_timestamp(),
-                        "model": ticket.served_model,
-                        "choices": choices,
-                        "usage": {
-                            "prompt_tokens": usage.prompt_tokens,
-                            "completion_tokens": usage.completion_tokens,
-                            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-                        },
-                        "system_fingerprint": null,
-                    }),
+                    body: chat_body(ticket.id, &ticket.served_model, choices, usage),
                     position,
                     inference_id: ticket.id,
                     cost_micros: ticket.cost(usage),
                     rate: ticket.rate,
                     route: ticket.route.policy.clone(),
+                    cache: plan.map(|_| CacheStatus::Miss),
                 })
             }
             Err(error) => {
@@ -234,4 +245,21 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// A whole answer's `chat.completion` body.
+fn chat_body(id: Uuid, model: &str, choices: Vec<Value>, usage: Usage) -> Value {
+    json!({
+        "id": format!("chatcmpl-{id}"),
+        "object": "chat.completion",
+        "created": OffsetDateTime::now_utc().unix_timestamp(),
+        "model": model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        },
+        "system_fingerprint": null,
+    })
 }

@@ -108,6 +108,7 @@ impl Pipeline {
             cost_micros: cost,
             rate: RateStatus::default(),
             route: String::new(),
+            cache: None,
         })
     }
 }

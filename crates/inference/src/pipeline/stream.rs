@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::Pipeline;
+use super::cached::{Assembly, CacheStatus, Plan, replay};
 use super::ticket::Ticket;
 use crate::admission::{Principal, RateStatus};
 use crate::error::Error;
@@ -36,6 +37,8 @@ pub struct ChatStream {
     pub rate: RateStatus,
     /// What routed it (as in [`super::Completed::route`]).
     pub route: String,
+    /// Whether the response cache answered it (`None`: not consulted).
+    pub cache: Option<CacheStatus>,
     pub frames: mpsc::Receiver<Frame>,
 }
 
@@ -49,6 +52,29 @@ impl Pipeline {
         request: ChatRequest,
         slot: OwnedSemaphorePermit,
     ) -> Result<ChatStream, Error> {
+        let (plan, entry) = match self.cache_lookup(principal.tenant, &request, None).await {
+            Some((plan, entry)) => (Some(plan), entry),
+            None => (None, None),
+        };
+        if let Some(entry) = entry {
+            // A hit replays the kept answer through the same relay, settlement and events.
+            let ticket = self
+                .admit_cached(correlation_id, principal, &request, &entry)
+                .await?;
+            let relayed = Relayed {
+                attempts: 0,
+                keep: None,
+            };
+            let upstream = replay(&entry);
+            return Ok(self.relay(
+                ticket,
+                request,
+                upstream,
+                relayed,
+                Some(CacheStatus::Hit),
+                slot,
+            ));
+        }
         let mut ticket = self
             .admit_chat(correlation_id, principal, &request, None, None)
             .await?;
@@ -77,20 +103,46 @@ impl Pipeline {
                 return Err(Error::Provider(error));
             }
         };
+        let status = plan.as_ref().map(|_| CacheStatus::Miss);
+        let relayed = Relayed {
+            attempts,
+            keep: plan,
+        };
+        Ok(self.relay(ticket, request, upstream, relayed, status, slot))
+    }
+
+    /// Starts relaying `upstream`'s chunks on a task of its own.
+    fn relay(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        request: ChatRequest,
+        upstream: ChunkStream,
+        relayed: Relayed,
+        cache: Option<CacheStatus>,
+        slot: OwnedSemaphorePermit,
+    ) -> ChatStream {
         let (sender, frames) = mpsc::channel::<Frame>(64);
         let answer = ChatStream {
             inference_id: ticket.id,
             rate: ticket.rate,
             route: ticket.route.policy.clone(),
+            cache,
             frames,
         };
         let pipeline = self.clone();
         tokio::spawn(async move {
             let _slot = slot; // the tenant's bulkhead slot, held until the stream ends
-            pass_through(&pipeline, ticket, &request, attempts, upstream, sender).await;
+            pass_through(&pipeline, ticket, &request, relayed, upstream, sender).await;
         });
-        Ok(answer)
+        answer
     }
+}
+
+/// What a relay knows beside the ticket: the provider calls it took, and where a miss's answer
+/// is kept.
+struct Relayed {
+    attempts: u32,
+    keep: Option<Plan>,
 }
 
 /// Relays the provider's chunks, extends the budget reservation as the answer grows, then logs
@@ -99,10 +151,12 @@ async fn pass_through(
     pipeline: &Pipeline,
     mut ticket: Ticket,
     request: &ChatRequest,
-    attempts: u32,
+    relayed: Relayed,
     mut upstream: ChunkStream,
     sender: mpsc::Sender<Frame>,
 ) {
+    let Relayed { attempts, keep } = relayed;
+    let mut assembly = keep.as_ref().map(|_| Assembly::default());
     let prompt = request.estimate_prompt_tokens();
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
     let id = ticket.id;
@@ -142,6 +196,9 @@ async fn pass_through(
                     failure = Some(exhausted);
                     break;
                 }
+                if let Some(assembly) = &mut assembly {
+                    assembly.add(&choices);
+                }
                 let out = chunk(Value::Array(choices), Value::Null);
                 if sender.send(Frame::Data(out)).await.is_err() {
                     failure = Some(ProviderError::fatal(
@@ -180,6 +237,10 @@ async fn pass_through(
     };
     match (failure, logged) {
         (None, Ok(_)) => {
+            if let (Some(plan), Some(assembly)) = (&keep, assembly) {
+                plan.keep(&ticket.served_model, assembly.choices(), usage)
+                    .await;
+            }
             if include_usage {
                 let last = chunk(
                     json!([]),

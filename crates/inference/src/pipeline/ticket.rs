@@ -56,6 +56,9 @@ pub(super) struct Ticket {
     pub served_model: String,
     served_provider: String,
     pub price: ModelPrice,
+    /// The share of the price billed, parts per million (below a million: an answer from the
+    /// cache).
+    price_share_ppm: u64,
     pub reserved: u64,
     pub reserved_tokens: u64,
     /// Output tokens the reservation covers (a stream that outgrows it must extend it).
@@ -77,8 +80,34 @@ impl Ticket {
     }
 
     pub fn cost(&self, usage: Usage) -> u64 {
-        self.price
-            .cost(1, usage.prompt_tokens, usage.completion_tokens)
+        let full = self
+            .price
+            .cost(1, usage.prompt_tokens, usage.completion_tokens);
+        if self.price_share_ppm >= 1_000_000 {
+            return full;
+        }
+        u64::try_from((u128::from(full) * u128::from(self.price_share_ppm)).div_ceil(1_000_000))
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Marks the inference as answered from the response cache: served by `model`'s earlier
+    /// answer (provider and route policy `cache`), billed at `share` of its price, for a
+    /// request that named `requested`.
+    pub fn serve_from_cache(&mut self, model: &ModelConfig, share: f64, requested: &str) {
+        self.serve(model);
+        "cache".clone_into(&mut self.served_provider);
+        self.price_share_ppm = (share.clamp(0.0, 1.0) * 1e6).round() as u64;
+        requested.clone_into(&mut self.requested.model_requested);
+        self.route = RouteChosen {
+            policy: "cache".into(),
+            model: model.name.clone(),
+            provider: "cache".into(),
+            candidates: vec![model.name.clone()],
+            propensity_ppb: 1_000_000_000,
+            feature_set: 0,
+            features_milli: Vec::new(),
+            shadow: Vec::new(),
+        };
     }
 
     /// Microseconds since admission.
@@ -384,6 +413,7 @@ impl Pipeline {
             served_model: model.name.clone(),
             served_provider: model.provider.clone(),
             price,
+            price_share_ppm: 1_000_000,
             reserved,
             reserved_tokens,
             reserved_output: ask.output_reservation,
