@@ -105,6 +105,29 @@ as_json = client.chat.completions.create(
 )
 check("answer" in json.loads(as_json.choices[0].message.content), as_json.choices[0].message.content)
 
+# The legacy text completion API: the same answer as the chat of one user message, whole and
+# streamed, with `echo`.
+chat_answer = client.chat.completions.create(
+    model="sim-small", messages=[{"role": "user", "content": "complete me"}], max_tokens=16
+)
+legacy = client.completions.create(model="sim-small", prompt="complete me")
+check(legacy.object == "text_completion" and legacy.id.startswith("cmpl-"), legacy)
+check(legacy.choices[0].text == chat_answer.choices[0].message.content, (legacy, chat_answer))
+check(legacy.usage.completion_tokens == chat_answer.usage.completion_tokens, legacy.usage)
+echoed = client.completions.create(model="sim-small", prompt="complete me", echo=True)
+check(echoed.choices[0].text == "complete me" + legacy.choices[0].text, echoed)
+streamed, finish = "", None
+for chunk in client.completions.create(model="sim-small", prompt="complete me", stream=True):
+    if chunk.choices:
+        streamed += chunk.choices[0].text
+        finish = chunk.choices[0].finish_reason or finish
+check(streamed == legacy.choices[0].text and finish == legacy.choices[0].finish_reason, (streamed, finish))
+try:
+    client.completions.create(model="sim-small", prompt=["one", "two"])
+    check(False, "two prompts were served")
+except openai.BadRequestError as error:
+    check("one prompt per request" in str(error), error)
+
 # Embeddings.
 embedded = client.embeddings.create(model="sim-small", input=["a", "b"])
 check(len(embedded.data) == 2 and len(embedded.data[0].embedding) > 0, embedded)

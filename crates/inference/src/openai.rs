@@ -14,7 +14,7 @@ pub const MAX_MESSAGES: usize = 2_048;
 pub const MAX_CHOICES: u32 = 8;
 
 /// `POST /v1/chat/completions`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// A model from `GET /v1/models`, or `auto` to let the router choose.
@@ -166,6 +166,9 @@ impl Message {
 }
 
 mod checks;
+mod legacy;
+
+pub use legacy::{CompletionRequest, text_chunk, text_completion};
 
 fn invalid(message: String) -> Error {
     Error::invalid(message)

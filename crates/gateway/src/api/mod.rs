@@ -9,7 +9,8 @@ pub mod analytics;
 pub mod events;
 /// `/v1/feedback`, `/v1/router/arms`, `/v1/router/evaluate`: the router's rewards and reports.
 pub mod feedback;
-/// `/v1/models`, `/v1/chat/completions`, `/v1/embeddings`: the OpenAI-compatible API.
+/// `/v1/models`, `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: the
+/// OpenAI-compatible API.
 pub mod openai;
 /// `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/v1/tenant`.
 pub mod ops;
@@ -118,6 +119,7 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         admin::audit::audit_log,
         openai::list_models,
         openai::chat_completions,
+        openai::completions,
         openai::embeddings,
         feedback::feedback,
         feedback::evaluate_policy,
@@ -158,6 +160,8 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         admin::router::SplitSchema,
         admin::router::RewardSchema,
         switchyard_inference::openai::ChatRequest,
+        switchyard_inference::openai::CompletionRequest,
+        switchyard_inference::openai::CacheOptions,
         switchyard_inference::openai::Message,
         switchyard_inference::openai::Role,
         switchyard_inference::openai::StreamOptions,

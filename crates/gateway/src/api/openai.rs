@@ -13,7 +13,9 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use switchyard_inference::openai::{ChatRequest, EmbeddingsRequest};
+use switchyard_inference::openai::{
+    ChatRequest, CompletionRequest, EmbeddingsRequest, text_chunk, text_completion,
+};
 use switchyard_inference::{CacheStatus, Frame, Pipeline, Principal};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -70,6 +72,7 @@ pub const POSITION: HeaderName = HeaderName::from_static("x-switchyard-position"
 crate::api::endpoints! {
     get "/v1/models" => list_models,
     post "/v1/chat/completions" => chat_completions,
+    post "/v1/completions" => completions,
     post "/v1/embeddings" => embeddings,
 }
 
@@ -119,6 +122,7 @@ fn inference_headers(body: &Value) -> Vec<(HeaderName, HeaderValue)> {
         .and_then(Value::as_str)
         .and_then(|id| {
             id.strip_prefix("chatcmpl-")
+                .or_else(|| id.strip_prefix("cmpl-"))
                 .or_else(|| id.strip_prefix("embd-"))
         })
         .and_then(|id| HeaderValue::from_str(id).ok())
@@ -151,7 +155,7 @@ pub(crate) async fn chat_completions(
     cache_control(&req, &mut request);
     let slot = pipeline.tenant_slot(principal.tenant)?;
     if request.stream {
-        return chat_stream(req, pipeline, principal, request, slot).await;
+        return chat_stream(req, pipeline, principal, request, slot, Surface::Chat).await;
     }
     idempotent_with(
         pipeline.store.as_ref(),
@@ -180,6 +184,71 @@ pub(crate) async fn chat_completions(
     .await
 }
 
+/// The legacy text completion API: the prompt is served as a chat request of one user message
+/// (routed, limited, billed, cached and logged as one), and the answer's choices come back as
+/// `text` choices, whole or streamed.
+#[utoipa::path(post, path = "/v1/completions", tag = "inference",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"),
+        ("Idempotency-Key" = Option<String>, Header, description = "same key and body: the same answer, billed once (not for streams)")),
+    request_body = CompletionRequest,
+    responses((status = 200, description = "text_completion, or text/event-stream of text_completion chunks; headers as for chat completions"),
+        (status = 400, description = "invalid request (several prompts, token prompts, suffix, logprobs: the message says which)", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 402, description = "monthly budget spent", body = ErrorBody),
+        (status = 404, description = "no such model", body = ErrorBody),
+        (status = 429, description = "over a request or token limit (Retry-After)", body = ErrorBody),
+        (status = 502, description = "the provider failed after retries", body = ErrorBody),
+        (status = 504, description = "the provider timed out", body = ErrorBody)))]
+pub(crate) async fn completions(
+    req: HttpRequest,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+) -> Result<HttpResponse, ApiError> {
+    let (principal, _) = principal(&req, &admin).await?;
+    let legacy: CompletionRequest = parse_json(&body)?;
+    let mut request = legacy.to_chat()?;
+    cache_control(&req, &mut request);
+    let echo = legacy.echoed();
+    let slot = pipeline.tenant_slot(principal.tenant)?;
+    if request.stream {
+        return chat_stream(req, pipeline, principal, request, slot, Surface::Text).await;
+    }
+    idempotent_with(
+        pipeline.store.as_ref(),
+        &req,
+        principal.tenant,
+        &body,
+        |_| {},
+        inference_headers,
+        || async {
+            let done = pipeline
+                .complete(correlation(&req), &principal, &request, None, None)
+                .await?;
+            let mut headers = rate_headers(&done.rate);
+            headers.extend(route_header(&done.route));
+            headers.extend(cache_header(done.cache));
+            if done.position > 0 {
+                headers.extend(position_header(done.position));
+            }
+            Ok(Reply {
+                status: StatusCode::OK,
+                body: text_completion(&done.body, echo.as_deref()),
+                headers,
+            })
+        },
+    )
+    .await
+}
+
+/// Which API a stream answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Chat,
+    /// `/v1/completions`: chunks translated to `text_completion` ones.
+    Text,
+}
+
 /// The streamed form: the provider is called (with retries) before the response starts; from
 /// then on chunks pass through as they arrive, as server-sent events.
 async fn chat_stream(
@@ -188,17 +257,24 @@ async fn chat_stream(
     principal: Principal,
     request: ChatRequest,
     slot: OwnedSemaphorePermit,
+    surface: Surface,
 ) -> Result<HttpResponse, ApiError> {
     let stream = pipeline
         .stream(correlation(&req), &principal, request, slot)
         .await?;
-    let body = futures_util::stream::unfold(stream.frames, |mut frames| async move {
-        let frame = frames.recv().await?;
-        let bytes = match frame {
-            Frame::Data(value) => Bytes::from(format!("data: {value}\n\n")),
-            Frame::Done => Bytes::from_static(b"data: [DONE]\n\n"),
-        };
-        Some((Ok::<_, std::convert::Infallible>(bytes), frames))
+    let body = futures_util::stream::unfold(stream.frames, move |mut frames| async move {
+        loop {
+            let frame = frames.recv().await?;
+            let bytes = match frame {
+                Frame::Data(value) if surface == Surface::Text => match text_chunk(&value) {
+                    Some(chunk) => Bytes::from(format!("data: {chunk}\n\n")),
+                    None => continue,
+                },
+                Frame::Data(value) => Bytes::from(format!("data: {value}\n\n")),
+                Frame::Done => Bytes::from_static(b"data: [DONE]\n\n"),
+            };
+            return Some((Ok::<_, std::convert::Infallible>(bytes), frames));
+        }
     });
     let mut response = HttpResponse::Ok();
     response
