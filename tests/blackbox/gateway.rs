@@ -457,6 +457,79 @@ async fn hostile_inference_requests_get_clear_errors_and_cost_nothing() {
     );
 }
 
+/// A tenant's `allowed_models` setting (issue 19, item 3): `GET /v1/models` lists only those
+/// models, a named other model is answered as one that does not exist, `auto` routes among the
+/// allowed ones only, and an unknown name is refused when it is set. Cleared, everything is back.
+#[tokio::test]
+async fn a_tenants_model_allow_list_limits_what_it_lists_and_calls() {
+    let dir = data_dir();
+    let server = start(&dir, SIM_CONFIG);
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    let (_, other, _) = tenant_with_key(&server).await;
+    let setting = format!("/v1/admin/tenants/{tenant}/settings/allowed_models");
+    let set = |value: Value| {
+        reqwest::Client::new()
+            .put(server.url(&setting))
+            .bearer_auth(TOKEN)
+            .json(&json!({"value": value}))
+            .send()
+    };
+    for bad in ["sim-small, gpt-17", "auto", " , "] {
+        let response = set(json!(bad)).await.unwrap();
+        assert_eq!(response.status(), 422, "{bad}");
+    }
+    assert_eq!(set(json!("sim-small")).await.unwrap().status(), 200);
+    let models = |key: String| {
+        let request = reqwest::Client::new()
+            .get(server.url("/v1/models"))
+            .bearer_auth(key)
+            .send();
+        async move {
+            let body: Value = request.await.unwrap().json().await.unwrap();
+            body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(models(key.clone()).await, ["sim-small", "auto"]);
+    assert!(
+        models(other.clone())
+            .await
+            .contains(&"sim-large".to_owned()),
+        "other tenants keep every model"
+    );
+    let refused = chat(&server, &key, &hello("sim-large")).await;
+    assert_eq!(refused.status(), 404);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "model_not_found");
+    for _ in 0..20 {
+        let answer: Value = chat(&server, &key, &hello("auto"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["model"], "sim-small");
+    }
+    let embed = reqwest::Client::new()
+        .post(server.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "sim-large", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(embed.status(), 404);
+    assert_eq!(
+        chat(&server, &other, &hello("sim-large")).await.status(),
+        200
+    );
+    assert_eq!(set(Value::Null).await.unwrap().status(), 200);
+    assert!(models(key.clone()).await.contains(&"sim-large".to_owned()));
+    assert_eq!(chat(&server, &key, &hello("sim-large")).await.status(), 200);
+}
+
 /// A JSON Schema the simulator can make no value for (issue 19, item 6) is refused with a 400
 /// that names the reason, whole and streamed, and no inference completes.
 #[tokio::test]

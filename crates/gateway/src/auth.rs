@@ -15,6 +15,7 @@ use rand::Rng;
 use switchyard_actors::tenant::{Limits, RateLimits};
 use switchyard_events::{Event, LimitScope, RecordedEvent, TenantId};
 use switchyard_inference::Accounts;
+use switchyard_inference::admission::{ALLOWED_MODELS_SETTING, parse_allowed_models};
 use switchyard_inference::follow::Folder;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -154,6 +155,8 @@ pub struct KeyIndex {
     model_limits: DashMap<(TenantId, String), RateLimits>,
     /// Origins whose browsers may read each tenant's answers (setting `cors_origins`).
     cors: DashMap<TenantId, Vec<String>>,
+    /// The models each tenant may use, where it is limited (setting `allowed_models`).
+    allowed: DashMap<TenantId, Vec<String>>,
 }
 
 /// The tenant setting that lists the origins allowed by CORS.
@@ -236,6 +239,21 @@ impl KeyIndex {
                         daily_token_budget: e.daily_token_budget,
                     },
                 );
+            }
+            Event::TenantSettingSet(e) if e.key == ALLOWED_MODELS_SETTING => {
+                // Checked against the config when it was set; read back as written.
+                match e
+                    .value
+                    .as_deref()
+                    .map(|v| parse_allowed_models(v, &|_| true))
+                {
+                    Some(Ok(Some(models))) => {
+                        self.allowed.insert(tenant, models);
+                    }
+                    _ => {
+                        self.allowed.remove(&tenant);
+                    }
+                }
             }
             Event::TenantSettingSet(e) if e.key == CORS_SETTING => {
                 match e.value.as_deref().map(parse_origins) {
@@ -417,6 +435,10 @@ impl Accounts for AccountView {
 
     fn plan(&self, tenant: TenantId) -> Option<String> {
         self.directory.plan(tenant)
+    }
+
+    fn allowed_models(&self, tenant: TenantId) -> Option<Vec<String>> {
+        self.keys.allowed.get(&tenant).map(|m| m.clone())
     }
 }
 

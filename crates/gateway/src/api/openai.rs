@@ -90,7 +90,8 @@ fn position_header(position: u64) -> Option<(HeaderName, HeaderValue)> {
         .map(|value| (POSITION, value))
 }
 
-/// The models this server serves, and `auto` (the router chooses).
+/// The models this server serves that the tenant may use, and `auto` (the router chooses
+/// among them).
 #[utoipa::path(get, path = "/v1/models", tag = "inference",
     params(("Authorization" = String, Header, description = "Bearer <tenant API key>")),
     responses((status = 200, description = "OpenAI model list"),
@@ -101,16 +102,21 @@ pub(crate) async fn list_models(
     admin: web::Data<Admin>,
     pipeline: web::Data<Pipeline>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, headers) = principal(&req, &admin).await?;
+    let (principal, headers) = principal(&req, &admin).await?;
+    // Only the models the tenant may use (its `allowed_models` setting), and `auto` when any.
+    let allowed = pipeline.accounts.allowed_models(principal.tenant);
     let mut data: Vec<Value> = pipeline
         .config
         .models
         .iter()
+        .filter(|m| allowed.as_ref().is_none_or(|a| a.contains(&m.name)))
         .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}))
         .collect();
-    data.push(
-        json!({"id": "auto", "object": "model", "created": 0, "owned_by": "switchyard-router"}),
-    );
+    if !data.is_empty() {
+        data.push(
+            json!({"id": "auto", "object": "model", "created": 0, "owned_by": "switchyard-router"}),
+        );
+    }
     Ok(with_headers(
         HttpResponse::Ok().json(json!({"object": "list", "data": data})),
         headers,

@@ -50,6 +50,43 @@ pub trait Accounts: Send + Sync {
     fn model_limits(&self, tenant: TenantId, model: &str) -> RateLimits;
     /// The tenant's plan (a router signal).
     fn plan(&self, tenant: TenantId) -> Option<String>;
+    /// The models the tenant may use (setting [`ALLOWED_MODELS_SETTING`]); `None`: every one.
+    fn allowed_models(&self, _tenant: TenantId) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// The tenant setting that limits the models a tenant may list and call: model names separated
+/// by commas, or `*` (the default: every configured model).
+pub const ALLOWED_MODELS_SETTING: &str = "allowed_models";
+
+/// Parses [`ALLOWED_MODELS_SETTING`]: `*` is every model (`None`), else 1–256 names, each a
+/// configured model (`known`), never `auto` (the router chooses among the allowed ones).
+pub fn parse_allowed_models(
+    value: &str,
+    known: &dyn Fn(&str) -> bool,
+) -> Result<Option<Vec<String>>, String> {
+    if value.trim() == "*" {
+        return Ok(None);
+    }
+    let names: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() || names.len() > 256 {
+        return Err("allowed_models must list 1-256 model names separated by commas, or *".into());
+    }
+    for name in &names {
+        if name == "auto" {
+            return Err("allowed_models lists models; `auto` routes among the allowed ones".into());
+        }
+        if !known(name) {
+            return Err(format!("allowed_models: no model {name:?} is configured"));
+        }
+    }
+    Ok(Some(names))
 }
 
 /// What a limit counts.

@@ -96,8 +96,15 @@ impl Pipeline {
             let span = tracing::debug_span!("cache_lookup");
             tracing::Instrument::instrument(cache.get(&plan.key), span)
                 .await
-                // An entry of a model no longer served is not answered.
-                .filter(|e| self.config.model(&e.model).is_some())
+                // An entry of a model no longer served, or no longer allowed to the tenant, is
+                // not answered.
+                .filter(|e| {
+                    self.config.model(&e.model).is_some()
+                        && self
+                            .accounts
+                            .allowed_models(tenant)
+                            .is_none_or(|allowed| allowed.contains(&e.model))
+                })
         } else {
             None
         };

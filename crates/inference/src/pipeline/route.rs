@@ -48,15 +48,20 @@ impl Pipeline {
         policy: Option<&Policy>,
     ) -> Result<Route<'_>, Error> {
         let config = &self.config;
+        let tenant = principal.tenant;
+        // A model the tenant may not use is, for it, a model that does not exist.
+        let allowed = self.accounts.allowed_models(tenant);
+        let may_use = |name: &str| allowed.as_ref().is_none_or(|a| a.iter().any(|m| m == name));
         if requested != "auto" {
             let model = config
                 .model(requested)
+                .filter(|m| may_use(&m.name))
                 .ok_or_else(|| Error::ModelNotFound(requested.to_owned()))?;
             return Ok(Route::fixed(model, "named"));
         }
-        let tenant = principal.tenant;
         let state = self.router.state(tenant);
-        let candidates = config.candidates_of(self.router.routing(&state));
+        let mut candidates = config.candidates_of(self.router.routing(&state));
+        candidates.retain(|m| may_use(&m.name));
         let Some(request) = chat else {
             let model = candidates.first().copied().ok_or(Error::NoModels)?;
             return Ok(Route::fixed(model, "static"));

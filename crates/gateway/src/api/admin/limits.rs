@@ -1,6 +1,7 @@
 //! Limits of tenants, keys and models; tenant settings; feature flags.
 
 use super::*;
+use switchyard_inference::admission::{ALLOWED_MODELS_SETTING, parse_allowed_models};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -162,7 +163,8 @@ pub(crate) struct SetSetting {
 
 /// `PUT /v1/admin/tenants/{id}/settings/{key}`: sets or removes one tenant setting. The
 /// setting `cors_origins` (origins separated by commas, or `*`) lets browsers on those origins
-/// read the tenant's API answers.
+/// read the tenant's API answers; `allowed_models` (configured model names separated by commas,
+/// or `*`) limits the models the tenant lists and may call.
 #[utoipa::path(put, path = "/v1/admin/tenants/{id}/settings/{key}", tag = "admin", request_body = SetSetting,
     params(("id" = String, Path, description = "tenant id"), ("key" = String, Path, description = "setting name")),
     responses((status = 200, description = "the tenant's settings"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
@@ -170,6 +172,7 @@ pub(crate) struct SetSetting {
 pub(crate) async fn set_setting(
     req: HttpRequest,
     admin: web::Data<Admin>,
+    pipeline: web::Data<switchyard_inference::Pipeline>,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -183,6 +186,18 @@ pub(crate) async fn set_setting(
         keep,
         || async {
             let input: SetSetting = parse_json(&body)?;
+            if key == ALLOWED_MODELS_SETTING
+                && let Some(value) = &input.value
+            {
+                parse_allowed_models(value, &|name| pipeline.config.model(name).is_some())
+                    .map_err(|message| {
+                        ApiError::owned(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid_request".into(),
+                            message,
+                        )
+                    })?;
+            }
             if key == crate::auth::CORS_SETTING
                 && let Some(value) = &input.value
             {
