@@ -14,6 +14,8 @@
 //! | `mock-cut` | a stream that stops after two chunks, without `[DONE]` |
 //! | `mock-stall` | a stream that sends one chunk and then nothing for a minute |
 //! | `mock-401-echo` | 401 whose message quotes the `Authorization` header it was sent (as some providers do) |
+//! | `mock-context` | 400 `context_length_exceeded`, as OpenAI refuses a prompt over the model's window |
+//! | `mock-filtered` | 400 `content_filter`, as Azure OpenAI refuses a prompt its content policy flags |
 //!
 //! `POST /v1/messages` answers in Anthropic's Messages format (JSON, or its SSE events when
 //! `stream` is true), with a `tool_use` block when the request offers tools; it refuses a request
@@ -128,6 +130,16 @@ async fn chat(request: actix_web::HttpRequest, body: web::Json<Value>) -> HttpRe
                 json!({"error": {"message": format!("Incorrect API key provided: {sent}"),
                                  "type": "invalid_request_error", "code": "invalid_api_key"}}),
             );
+        }
+        "mock-context" => {
+            return HttpResponse::BadRequest().json(json!({"error": {
+                "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+                "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}));
+        }
+        "mock-filtered" => {
+            return HttpResponse::BadRequest().json(json!({"error": {
+                "message": "The response was filtered due to the prompt triggering content management policy.",
+                "type": null, "param": "prompt", "code": "content_filter"}}));
         }
         "mock-500" => {
             return HttpResponse::InternalServerError()

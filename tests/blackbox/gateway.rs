@@ -1281,6 +1281,85 @@ input_usd_per_million = "1"
     );
 }
 
+/// A prompt over a model's context window or flagged by its content policy (issue 19, item 3) is
+/// not retried on that model but tried on its fallback at once; with no fallback the client
+/// gets the refusal with OpenAI's code, and the circuit does not count it as a failure.
+#[tokio::test]
+async fn context_length_and_content_policy_refusals_fall_back() {
+    let mock = crate::server::Mock::start();
+    let dir = data_dir();
+    let config = format!(
+        r#"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "{}/v1"
+[[models]]
+name = "mock-context"
+provider = "mock"
+fallbacks = ["mock"]
+[[models]]
+name = "mock-filtered"
+provider = "mock"
+fallbacks = ["mock"]
+[[models]]
+name = "small-window"
+provider = "mock"
+upstream = "mock-context"
+[[models]]
+name = "mock"
+provider = "mock"
+"#,
+        mock.base
+    );
+    let server = start(&dir, &config);
+    let (_, key, _) = tenant_with_key(&server).await;
+    for model in ["mock-context", "mock-filtered"] {
+        for _ in 0..6 {
+            let response = chat(&server, &key, &hello(model)).await;
+            assert_eq!(response.status(), 200, "{model}");
+            let id = response.headers()["x-switchyard-inference-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["model"], "mock", "{model}: served by the fallback");
+            match inference_events(&dir, &id).await.last().unwrap() {
+                switchyard_events::Event::InferenceCompleted(e) => {
+                    assert_eq!(
+                        e.attempts, 2,
+                        "{model}: one refusal, no retry, then the fallback"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    for (expected, body) in [
+        ("context_length_exceeded", hello("small-window")),
+        ("context_length_exceeded", {
+            let mut streamed = hello("small-window");
+            streamed["stream"] = json!(true);
+            streamed
+        }),
+    ] {
+        let response = chat(&server, &key, &body).await;
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], expected, "{error}");
+    }
+    // Refusals are not failures of the model: no circuit opened after 12 of them.
+    let store = SqliteStore::open(&dir.join("events.db")).await.unwrap();
+    let opened = store
+        .read_all(Scope::All, GlobalPosition::START, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "CircuitChanged")
+        .count();
+    assert_eq!(opened, 0);
+}
+
 #[tokio::test]
 async fn daily_and_token_budgets_answer_402_naming_the_budget() {
     let dir = data_dir();

@@ -317,6 +317,12 @@ impl Resilience {
                     }
                     Err(error) => {
                         self.outcome(&model.name, error.retryable);
+                        if error.falls_back() {
+                            // This model refuses the request; a fallback may take it.
+                            tracing::info!(model = %model.name, code = error.code, "refused by the model; trying its fallback");
+                            last_error = error;
+                            break;
+                        }
                         if !error.retryable {
                             return (Err(error), attempts, model);
                         }

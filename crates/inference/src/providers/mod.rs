@@ -82,6 +82,12 @@ impl ProviderError {
                 .boxed(),
         }
     }
+    /// A refusal by this model that another may not make (a prompt over its context window, a
+    /// prompt its content policy flags): not retried, but the fallback chain is tried.
+    pub fn falls_back(&self) -> bool {
+        matches!(self.code, "context_length_exceeded" | "content_policy")
+    }
+
     pub fn retryable(code: &'static str, message: impl Into<String>) -> Self {
         ProviderError {
             code,

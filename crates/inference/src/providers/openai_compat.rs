@@ -137,7 +137,7 @@ pub async fn send_checked(
             )
         },
         400 | 404 | 413 | 422 => ProviderError::fatal(
-            "upstream_rejected",
+            refusal_code(&text),
             400,
             format!("the provider refused the request ({status}): {detail}"),
         ),
@@ -147,6 +147,28 @@ pub async fn send_checked(
             format!("the provider answered {status}: {detail}"),
         ),
     })
+}
+
+/// The code of a 4xx refusal: `context_length_exceeded` and `content_policy` are refusals of
+/// this model that another may not make (its window is larger, its policy differs), so a
+/// fallback is tried ([`ProviderError::falls_back`]); anything else is `upstream_rejected`.
+fn refusal_code(body: &str) -> &'static str {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let error = parsed.get("error").unwrap_or(&parsed);
+    let field = |name: &str| error.get(name).and_then(Value::as_str).unwrap_or("");
+    let message = field("message").to_ascii_lowercase();
+    if field("code") == "context_length_exceeded"
+        || message.contains("maximum context length")
+        || message.contains("prompt is too long")
+    {
+        "context_length_exceeded"
+    } else if ["content_filter", "content_policy_violation"].contains(&field("code"))
+        || field("type") == "content_policy_violation"
+    {
+        "content_policy"
+    } else {
+        "upstream_rejected"
+    }
 }
 
 pub fn malformed(what: impl std::fmt::Display) -> ProviderError {
@@ -439,6 +461,35 @@ fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn refusals_another_model_may_accept_are_told_apart() {
+        for (body, code) in [
+            (
+                r#"{"error":{"code":"context_length_exceeded","message":"too long"}}"#,
+                "context_length_exceeded",
+            ),
+            (
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+                "context_length_exceeded",
+            ),
+            (
+                r#"{"error":{"code":"content_filter","message":"filtered"}}"#,
+                "content_policy",
+            ),
+            (
+                r#"{"error":{"type":"content_policy_violation"}}"#,
+                "content_policy",
+            ),
+            (
+                r#"{"error":{"code":"invalid_value","message":"bad temperature"}}"#,
+                "upstream_rejected",
+            ),
+            ("not json", "upstream_rejected"),
+        ] {
+            assert_eq!(refusal_code(body), code, "{body}");
+        }
+    }
+
     use super::*;
 
     fn bytes_of(
