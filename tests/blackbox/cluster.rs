@@ -179,6 +179,57 @@ async fn admin_writes_on_any_node_are_what_every_node_reads_and_decides_on() {
     }
 }
 
+/// A tenant's `allowed_models` written through one node is what every node lists and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_allow_list_set_on_one_node_holds_on_every_node() {
+    let nodes = cluster(2);
+    let client = reqwest::Client::new();
+    let (tenant, key, _) = tenant_with_key(&nodes[0]).await;
+    until_key(&nodes[1], &key, 200).await;
+    let (status, body) = admin(
+        &client,
+        reqwest::Method::PUT,
+        &nodes[1],
+        &format!("/v1/admin/tenants/{tenant}/settings/allowed_models"),
+        Some(json!({"value": "sim-small"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for node in &nodes {
+        let mut listed = Vec::new();
+        for _ in 0..200 {
+            let body: Value = client
+                .get(node.url("/v1/models"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            listed = body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>();
+            if listed == ["sim-small", "auto"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(listed, ["sim-small", "auto"], "{}", node.base);
+        let refused = client
+            .post(node.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "sim-large", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 404, "{}", node.base);
+    }
+}
+
 const SPEC: &str =
     "name: hello\nnodes:\n  - id: greet\n    kind: llm\n    model: sim-small\n    prompt: hi\n";
 

@@ -163,16 +163,32 @@ pub(crate) async fn chat_completions(
     if request.stream {
         return chat_stream(req, pipeline, principal, request, slot, Surface::Chat).await;
     }
+    answer_whole(&req, &body, &pipeline, &principal, &request, |answer| {
+        answer
+    })
+    .await
+}
+
+/// A whole answer through the pipeline, with its headers, under the request's
+/// `Idempotency-Key`; `shape` turns the `chat.completion` body into the surface's.
+async fn answer_whole(
+    req: &HttpRequest,
+    body: &web::Bytes,
+    pipeline: &Pipeline,
+    principal: &Principal,
+    request: &ChatRequest,
+    shape: impl FnOnce(Value) -> Value,
+) -> Result<HttpResponse, ApiError> {
     idempotent_with(
         pipeline.store.as_ref(),
-        &req,
+        req,
         principal.tenant,
-        &body,
+        body,
         |_| {},
         inference_headers,
         || async {
             let done = pipeline
-                .complete(correlation(&req), &principal, &request, None, None)
+                .complete(correlation(req), principal, request, None, None)
                 .await?;
             let mut headers = rate_headers(&done.rate);
             headers.extend(route_header(&done.route));
@@ -182,7 +198,7 @@ pub(crate) async fn chat_completions(
             }
             Ok(Reply {
                 status: StatusCode::OK,
-                body: done.body,
+                body: shape(done.body),
                 headers,
             })
         },
@@ -220,30 +236,9 @@ pub(crate) async fn completions(
     if request.stream {
         return chat_stream(req, pipeline, principal, request, slot, Surface::Text).await;
     }
-    idempotent_with(
-        pipeline.store.as_ref(),
-        &req,
-        principal.tenant,
-        &body,
-        |_| {},
-        inference_headers,
-        || async {
-            let done = pipeline
-                .complete(correlation(&req), &principal, &request, None, None)
-                .await?;
-            let mut headers = rate_headers(&done.rate);
-            headers.extend(route_header(&done.route));
-            headers.extend(cache_header(done.cache));
-            if done.position > 0 {
-                headers.extend(position_header(done.position));
-            }
-            Ok(Reply {
-                status: StatusCode::OK,
-                body: text_completion(&done.body, echo.as_deref()),
-                headers,
-            })
-        },
-    )
+    answer_whole(&req, &body, &pipeline, &principal, &request, |answer| {
+        text_completion(&answer, echo.as_deref())
+    })
     .await
 }
 

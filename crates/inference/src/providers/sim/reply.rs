@@ -159,19 +159,8 @@ pub fn reply(
     if let Some(text) = tools::summary(request) {
         let all: Vec<&str> = text.split(' ').collect();
         let count = all.len().min(usize::try_from(cap).unwrap_or(usize::MAX));
-        let pieces = all[..count]
-            .iter()
-            .enumerate()
-            .map(|(at, word)| {
-                if at == 0 {
-                    (*word).to_owned()
-                } else {
-                    format!(" {word}")
-                }
-            })
-            .collect();
         return Ok(Reply::Text {
-            pieces,
+            pieces: spaced(&all[..count]),
             tokens: count as u64,
             cut: count < all.len(),
         });
@@ -199,7 +188,16 @@ pub fn reply(
         let text = json!({ "answer": words.join(" ") }).to_string();
         return Ok(Reply::whole(text, words.len() as u64, cut));
     }
-    let pieces = words
+    Ok(Reply::Text {
+        pieces: spaced(&words),
+        tokens: words.len() as u64,
+        cut,
+    })
+}
+
+/// `words` as the pieces of a stream: each after a space but the first.
+fn spaced(words: &[&str]) -> Vec<String> {
+    words
         .iter()
         .enumerate()
         .map(|(at, word)| {
@@ -209,12 +207,7 @@ pub fn reply(
                 format!(" {word}")
             }
         })
-        .collect();
-    Ok(Reply::Text {
-        pieces,
-        tokens: words.len() as u64,
-        cut,
-    })
+        .collect()
 }
 
 /// The JSON Schema of `response_format: {"type": "json_schema", "json_schema": {"schema": …}}`.
