@@ -135,7 +135,7 @@ def start_mock(bins):
     return proc, proc.stdout.readline().strip().split(" on ", 1)[1]
 
 
-def start_switchyard(bins, work, mock_base, durability, database_url=None, extra_config=""):
+def start_switchyard(bins, work, mock_base, durability, database_url=None, extra_config="", settings=None):
     data = os.path.join(work, f"data-{uuid.uuid4().hex[:8]}")
     config = os.path.join(work, "switchyard.toml")
     with open(config, "w") as f:
@@ -161,6 +161,8 @@ def start_switchyard(bins, work, mock_base, durability, database_url=None, extra
     request("PUT", f"{base}/v1/admin/tenants/{tenant}/limits",
             {"requests_per_minute": 100_000_000, "tokens_per_minute": 10_000_000_000,
              "monthly_budget_usd": "1000000"}, TOKEN)
+    for name, value in (settings or {}).items():
+        request("PUT", f"{base}/v1/admin/tenants/{tenant}/settings/{name}", {"value": value}, TOKEN)
     return proc, base, key, data, schema
 
 

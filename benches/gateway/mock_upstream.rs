@@ -16,6 +16,8 @@
 //! | `mock-401-echo` | 401 whose message quotes the `Authorization` header it was sent (as some providers do) |
 //! | `mock-context` | 400 `context_length_exceeded`, as OpenAI refuses a prompt over the model's window |
 //! | `mock-filtered` | 400 `content_filter`, as Azure OpenAI refuses a prompt its content policy flags |
+//! | `mock-echo` | the last message's text (streamed: word by word) |
+//! | `mock-json-late` | `not json` to a conversation without an assistant turn, `{"answer": "fixed"}` to one with (a model that gets a schema right when asked again) |
 //!
 //! `POST /v1/messages` answers in Anthropic's Messages format (JSON, or its SSE events when
 //! `stream` is true), with a `tool_use` block when the request offers tools; it refuses a request
@@ -95,6 +97,40 @@ fn stream_body(model: &str) -> Vec<String> {
     events
 }
 
+/// The text of the scripted models (`mock-echo`, `mock-json-late`).
+fn scripted(model: &str, body: &Value) -> Option<String> {
+    let messages = body["messages"].as_array()?;
+    match model {
+        "mock-echo" => Some(
+            messages
+                .last()
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        "mock-json-late" if messages.iter().any(|m| m["role"] == "assistant") => {
+            Some("{\"answer\": \"fixed\"}".to_owned())
+        }
+        "mock-json-late" => Some("not json".to_owned()),
+        _ => None,
+    }
+}
+
+/// `text` streamed a word (and its following space) at a time.
+fn text_stream(model: &str, text: &str) -> Vec<String> {
+    let mut events = vec![chunk(
+        model,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    )];
+    for word in text.split_inclusive(' ') {
+        events.push(chunk(model, json!({"content": word}), None));
+    }
+    events.push(chunk(model, json!({}), Some("stop")));
+    events.push("data: [DONE]\n\n".to_owned());
+    events
+}
+
 fn sse(events: Vec<String>, stall_after: Option<usize>) -> HttpResponse {
     let stream = futures_util::stream::unfold(
         (events.into_iter(), 0usize),
@@ -156,6 +192,15 @@ async fn chat(request: actix_web::HttpRequest, body: web::Json<Value>) -> HttpRe
         }
         "mock-slow" => tokio::time::sleep(Duration::from_millis(300)).await,
         _ => {}
+    }
+    if let Some(text) = scripted(&model, &body) {
+        return if stream {
+            sse(text_stream(&model, &text), None)
+        } else {
+            let mut answer = completion(&model);
+            answer["choices"][0]["message"]["content"] = json!(text);
+            HttpResponse::Ok().json(answer)
+        };
     }
     if let Some(tool) = body["tools"][0]["function"]["name"].as_str() {
         return if stream {

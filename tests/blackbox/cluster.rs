@@ -179,6 +179,45 @@ async fn admin_writes_on_any_node_are_what_every_node_reads_and_decides_on() {
     }
 }
 
+/// A tenant's guardrails written through one node block and redact on every node (each node
+/// compiles the policy from the log, none keeps it to itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guardrails_set_on_one_node_hold_on_every_node() {
+    let nodes = cluster(2);
+    let client = reqwest::Client::new();
+    let (tenant, key, _) = tenant_with_key(&nodes[0]).await;
+    until_key(&nodes[1], &key, 200).await;
+    let policy = json!({"topics": [{"name": "secret", "keywords": ["bluebird"]}]});
+    let (status, body) = admin(
+        &client,
+        reqwest::Method::PUT,
+        &nodes[0],
+        &format!("/v1/admin/tenants/{tenant}/settings/guardrails"),
+        Some(json!({"value": policy.to_string()})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for node in &nodes {
+        let mut answer = (0, Value::Null);
+        for _ in 0..200 {
+            let response = client
+                .post(node.url("/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&json!({"model": "sim-small", "messages": [{"role": "user", "content": "about bluebird"}]}))
+                .send()
+                .await
+                .unwrap();
+            answer = (response.status().as_u16(), response.json().await.unwrap());
+            if answer.0 == 400 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(answer.0, 400, "{}: {}", node.base, answer.1);
+        assert_eq!(answer.1["error"]["code"], "content_blocked");
+    }
+}
+
 /// A tenant's `allowed_models` written through one node is what every node lists and serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_model_allow_list_set_on_one_node_holds_on_every_node() {

@@ -17,6 +17,7 @@ mod durability;
 mod embeddings;
 mod fsync;
 mod gateway;
+mod guardrails;
 mod hostile;
 mod idp;
 mod openai_sdk;

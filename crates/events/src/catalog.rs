@@ -166,6 +166,7 @@ catalog! {
         RouteChosen(RouteChosen);
         InferenceCompleted(InferenceCompleted);
         InferenceFailed(InferenceFailed);
+        GuardrailChecked(GuardrailChecked);
         RewardRecorded(RewardRecorded);
         RouterConfigured(RouterConfigured);
         CircuitChanged(CircuitChanged);
@@ -654,6 +655,28 @@ pub struct InferenceFailed {
     pub attempts: u32,
 }
 payload!(InferenceFailed, 1);
+
+/// A tenant's guardrails checked an inference's prompt (`stage` input) or answer (output):
+/// the verdict (`pass`, `redact`, `block`) and each rule that fired, with how often. Never the
+/// text that matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailChecked {
+    pub stage: String,
+    pub action: String,
+    pub rules: Vec<GuardrailHit>,
+}
+payload!(GuardrailChecked, 1);
+
+/// One rule that fired: `pii.<kind>`, `topic.<name>`, `max_prompt_chars`, `max_prompt_tokens`
+/// or `output_schema`; what it did and how many times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailHit {
+    pub rule: String,
+    pub action: String,
+    pub count: u32,
+}
 
 /// A model's circuit breaker changed state (stream `circuit-<model>`, system tenant):
 /// `closed`, `open` or `half_open`.

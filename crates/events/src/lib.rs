@@ -16,14 +16,14 @@ pub mod trace; // the trace context events carry: hooks the binary installs when
 
 pub use catalog::{
     ApiKeyIssued, ApiKeyRevoked, ApiKeyRotated, CircuitChanged, Event, FragmentRegistered,
-    IdempotencyKeyClaimed, IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCompleted,
-    InferenceFailed, InferenceRequested, InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope,
-    QuotaReleased, QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen,
-    RouterConfigured, RunCancelRequested, RunCancelled, RunCompleted, RunContinued, RunFailed,
-    RunStarted, SegmentStarted, ShadowChoice, SignalReceived, StepCompleted, StepFailed,
-    StepStarted, TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet, TenantRenamed,
-    TenantResumed, TenantSettingSet, TenantSuspended, TimerFired, TimerStarted, ToolRegistered,
-    UsageRecorded, WorkflowRegistered,
+    GuardrailChecked, GuardrailHit, IdempotencyKeyClaimed, IdempotencyKeyReleased,
+    IdempotentResponseRecorded, InferenceCompleted, InferenceFailed, InferenceRequested,
+    InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope, QuotaReleased, QuotaReserved,
+    QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen, RouterConfigured, RunCancelRequested,
+    RunCancelled, RunCompleted, RunContinued, RunFailed, RunStarted, SegmentStarted, ShadowChoice,
+    SignalReceived, StepCompleted, StepFailed, StepStarted, TenantCreated, TenantDeleted,
+    TenantFlagSet, TenantLimitsSet, TenantRenamed, TenantResumed, TenantSettingSet,
+    TenantSuspended, TimerFired, TimerStarted, ToolRegistered, UsageRecorded, WorkflowRegistered,
 };
 pub use codec::EventPayload;
 pub use envelope::{Actor, MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

@@ -15,10 +15,12 @@ use rand::Rng;
 use switchyard_actors::tenant::{Limits, RateLimits};
 use switchyard_events::{Event, LimitScope, RecordedEvent, TenantId};
 use switchyard_inference::Accounts;
-use switchyard_inference::admission::{ALLOWED_MODELS_SETTING, parse_allowed_models};
 use switchyard_inference::follow::Folder;
+use switchyard_inference::guard::Guard;
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::settings::TenantSettings;
 
 pub use switchyard_inference::Principal;
 
@@ -153,39 +155,8 @@ pub struct KeyIndex {
     limits: DashMap<TenantId, Limits>,
     key_limits: DashMap<Uuid, RateLimits>,
     model_limits: DashMap<(TenantId, String), RateLimits>,
-    /// Origins whose browsers may read each tenant's answers (setting `cors_origins`).
-    cors: DashMap<TenantId, Vec<String>>,
-    /// The models each tenant may use, where it is limited (setting `allowed_models`).
-    allowed: DashMap<TenantId, Vec<String>>,
-}
-
-/// The tenant setting that lists the origins allowed by CORS.
-pub const CORS_SETTING: &str = "cors_origins";
-
-/// Parses `cors_origins`: `*`, or origins (`scheme://host[:port]`) separated by commas.
-pub fn parse_origins(value: &str) -> Result<Vec<String>, String> {
-    let origins: Vec<String> = value
-        .split(',')
-        .map(|o| o.trim().trim_end_matches('/').to_owned())
-        .filter(|o| !o.is_empty())
-        .collect();
-    if origins.is_empty() || origins.len() > 50 {
-        return Err("cors_origins must list 1-50 origins, or *".into());
-    }
-    for origin in &origins {
-        let valid = origin == "*"
-            || ((origin.starts_with("https://") || origin.starts_with("http://"))
-                && !origin
-                    .split_once("://")
-                    .is_some_and(|(_, rest)| rest.is_empty() || rest.contains('/'))
-                && origin.bytes().all(|b| b.is_ascii_graphic()));
-        if !valid {
-            return Err(format!(
-                "{origin:?} is not an origin (scheme://host[:port], no path)"
-            ));
-        }
-    }
-    Ok(origins)
+    /// The tenant settings read on the request path.
+    pub settings: TenantSettings,
 }
 
 impl KeyIndex {
@@ -240,30 +211,8 @@ impl KeyIndex {
                     },
                 );
             }
-            Event::TenantSettingSet(e) if e.key == ALLOWED_MODELS_SETTING => {
-                // Checked against the config when it was set; read back as written.
-                match e
-                    .value
-                    .as_deref()
-                    .map(|v| parse_allowed_models(v, &|_| true))
-                {
-                    Some(Ok(Some(models))) => {
-                        self.allowed.insert(tenant, models);
-                    }
-                    _ => {
-                        self.allowed.remove(&tenant);
-                    }
-                }
-            }
-            Event::TenantSettingSet(e) if e.key == CORS_SETTING => {
-                match e.value.as_deref().map(parse_origins) {
-                    Some(Ok(origins)) => {
-                        self.cors.insert(tenant, origins);
-                    }
-                    _ => {
-                        self.cors.remove(&tenant);
-                    }
-                }
+            Event::TenantSettingSet(e) => {
+                self.settings.apply(tenant, &e.key, e.value.as_deref());
             }
             Event::RateLimitSet(e) => {
                 let limits = RateLimits {
@@ -302,9 +251,7 @@ impl KeyIndex {
 
     /// Whether a browser on `origin` may read `tenant`'s answers.
     pub fn cors_allows(&self, tenant: TenantId, origin: &str) -> bool {
-        self.cors
-            .get(&tenant)
-            .is_some_and(|origins| origins.iter().any(|o| o == "*" || o == origin))
+        self.settings.cors_allows(tenant, origin)
     }
 
     /// One key's rate limits (none set: no limit at the key tier).
@@ -438,7 +385,11 @@ impl Accounts for AccountView {
     }
 
     fn allowed_models(&self, tenant: TenantId) -> Option<Vec<String>> {
-        self.keys.allowed.get(&tenant).map(|m| m.clone())
+        self.keys.settings.allowed_models(tenant)
+    }
+
+    fn guardrails(&self, tenant: TenantId) -> Option<Arc<Guard>> {
+        self.keys.settings.guardrails(tenant)
     }
 }
 

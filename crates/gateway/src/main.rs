@@ -23,6 +23,8 @@ mod oidc;
 mod otel;
 /// `switchyard serve`: read side, engine, HTTP server.
 mod server;
+/// The tenant settings read on the request path: CORS origins, allowed models, guardrails.
+mod settings;
 /// The composition root: stores, folds, the admin side and the inference pipeline.
 mod stack;
 /// What the admin side's handlers share.

@@ -232,7 +232,9 @@ fn redis_key(key: &Key) -> String {
 }
 
 /// The cache key of `request` for `tenant` (see the module docs for what is left out).
-pub fn key(tenant: TenantId, request: &ChatRequest) -> Key {
+/// `salt` is the tenant's guardrail policy's fingerprint: an answer kept under one policy is
+/// not served under another.
+pub fn key(tenant: TenantId, request: &ChatRequest, salt: Option<&[u8; 32]>) -> Key {
     let mut normal = request.clone();
     normal.stream = false;
     normal.stream_options = None;
@@ -247,6 +249,10 @@ pub fn key(tenant: TenantId, request: &ChatRequest) -> Key {
     hasher.update(b"switchyard-cache-v1\0");
     hasher.update(tenant.to_string().as_bytes());
     hasher.update(&[0]);
+    if let Some(salt) = salt {
+        hasher.update(b"guardrails\0");
+        hasher.update(salt);
+    }
     // serde_json writes a struct's fields in their order and a Value's maps sorted: the same
     // request is the same bytes.
     if let Ok(bytes) = serde_json::to_vec(&normal) {
@@ -272,9 +278,14 @@ mod tests {
     #[test]
     fn the_key_is_the_tenant_and_what_the_model_sees() {
         let (a, b) = (TenantId::new(), TenantId::new());
-        let base = key(a, &request(hello()));
-        assert_eq!(base, key(a, &request(hello())));
-        assert_ne!(base, key(b, &request(hello())), "per tenant");
+        let base = key(a, &request(hello()), None);
+        assert_eq!(base, key(a, &request(hello()), None));
+        assert_ne!(base, key(b, &request(hello()), None), "per tenant");
+        assert_ne!(
+            base,
+            key(a, &request(hello()), Some(&[7; 32])),
+            "per guardrail policy"
+        );
         for unseen in [
             json!({"stream": true, "stream_options": {"include_usage": true}}),
             json!({"user": "u1", "metadata": {"k": "v"}, "store": true}),
@@ -284,7 +295,7 @@ mod tests {
             body.as_object_mut()
                 .unwrap()
                 .extend(unseen.as_object().unwrap().clone());
-            assert_eq!(base, key(a, &request(body.clone())), "{unseen}");
+            assert_eq!(base, key(a, &request(body.clone()), None), "{unseen}");
         }
         for seen in [
             json!({"temperature": 0.1}),
@@ -297,7 +308,7 @@ mod tests {
             body.as_object_mut()
                 .unwrap()
                 .extend(seen.as_object().unwrap().clone());
-            assert_ne!(base, key(a, &request(body.clone())), "{seen}");
+            assert_ne!(base, key(a, &request(body.clone()), None), "{seen}");
         }
     }
 
@@ -318,7 +329,7 @@ mod tests {
             max_entry_bytes: 512,
             ..CacheConfig::default()
         });
-        let k = key(TenantId::new(), &request(hello()));
+        let k = key(TenantId::new(), &request(hello()), None);
         assert!(cache.get(&k).await.is_none());
         cache.put(&k, entry("hi"), Duration::from_millis(50)).await;
         assert_eq!(cache.get(&k).await.unwrap().choices, entry("hi").choices);

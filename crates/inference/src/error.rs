@@ -45,6 +45,10 @@ pub enum Error {
         retry_after_secs: u64,
     },
 
+    /// A tenant's guardrail blocked the prompt or the answer (`rule` names it).
+    #[error("{message}")]
+    ContentBlocked { rule: String, message: String },
+
     /// A money or token budget cannot cover the request.
     #[error("{message}")]
     BudgetExhausted {
@@ -102,6 +106,7 @@ impl Error {
             Error::ContextLength { .. } => "context_length_exceeded",
             Error::RateLimited { .. } => "rate_limited",
             Error::BudgetExhausted { .. } => "budget_exhausted",
+            Error::ContentBlocked { .. } => "content_blocked",
             Error::TooManyConcurrent => "too_many_concurrent_requests",
             Error::Provider(error) => error.code,
             Error::Unavailable | Error::Store(_) | Error::Redis(_) | Error::RedisDown(_) => {
@@ -114,7 +119,9 @@ impl Error {
     /// The HTTP status an OpenAI-compatible client expects for it.
     pub fn status(&self) -> u16 {
         match self {
-            Error::Invalid { .. } | Error::ContextLength { .. } => 400,
+            Error::Invalid { .. } | Error::ContextLength { .. } | Error::ContentBlocked { .. } => {
+                400
+            }
             Error::ModelNotFound(_) => 404,
             Error::RateLimited { .. } | Error::TooManyConcurrent => 429,
             Error::BudgetExhausted { .. } => 402,

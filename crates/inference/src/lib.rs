@@ -19,6 +19,8 @@ pub mod error;
 pub mod follow;
 #[cfg(test)]
 mod fuzz; // fuzz targets: the OpenAI request parser and the SSE reader
+/// Guardrails: PII redaction, blocked topics, prompt size and output schema, per tenant.
+pub mod guard;
 /// Prometheus metrics of inferences and circuit breakers.
 pub mod metrics;
 /// The OpenAI wire format of chat completions and embeddings, and its checks.

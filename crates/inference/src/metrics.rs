@@ -125,3 +125,44 @@ pub static CACHE: LazyLock<CacheMetrics> = LazyLock::new(|| {
     ),
 }
 });
+
+/// Guardrail decisions and matches.
+pub struct GuardrailMetrics {
+    /// One per checked stage: `stage` (input, output) and the verdict (pass, redact, block).
+    pub decisions: IntCounterVec,
+    /// PII found, by kind and what was done with it.
+    pub matches: IntCounterVec,
+}
+
+impl std::fmt::Debug for GuardrailMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardrailMetrics").finish_non_exhaustive()
+    }
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "static metric definitions; a bad one fails every test"
+)]
+pub static GUARDRAILS: LazyLock<GuardrailMetrics> = LazyLock::new(|| GuardrailMetrics {
+    decisions: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_guardrail_decisions_total",
+                "Guardrail verdicts by stage (input, output) and action (pass, redact, block)",
+            ),
+            &["stage", "action"],
+        )
+        .expect("valid metric"),
+    ),
+    matches: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_guardrail_pii_total",
+                "Personal data found by the guardrails, by kind and action (redact, block)",
+            ),
+            &["kind", "action"],
+        )
+        .expect("valid metric"),
+    ),
+});

@@ -362,6 +362,7 @@ impl Actor for Billing {
             | Event::RouteChosen(_)
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
+            | Event::GuardrailChecked(_)
             | Event::RewardRecorded(_)
             | Event::RouterConfigured(_)
             | Event::CircuitChanged(_)

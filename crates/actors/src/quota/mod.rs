@@ -218,6 +218,7 @@ impl Actor for Quota {
             | Event::RouteChosen(_)
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
+            | Event::GuardrailChecked(_)
             | Event::RewardRecorded(_)
             | Event::RouterConfigured(_)
             | Event::CircuitChanged(_)

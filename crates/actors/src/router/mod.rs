@@ -337,6 +337,7 @@ impl Actor for Router {
             | Event::RouteChosen(_)
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
+            | Event::GuardrailChecked(_)
             | Event::CircuitChanged(_)
             | Event::WorkflowRegistered(_)
             | Event::FragmentRegistered(_)

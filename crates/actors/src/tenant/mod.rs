@@ -524,6 +524,7 @@ impl Actor for Tenant {
             | Event::RouteChosen(_)
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
+            | Event::GuardrailChecked(_)
             | Event::RewardRecorded(_)
             | Event::RouterConfigured(_)
             | Event::CircuitChanged(_)

@@ -54,6 +54,10 @@ pub trait Accounts: Send + Sync {
     fn allowed_models(&self, _tenant: TenantId) -> Option<Vec<String>> {
         None
     }
+    /// The tenant's guardrails (setting [`crate::guard::GUARDRAILS_SETTING`]); `None`: none.
+    fn guardrails(&self, _tenant: TenantId) -> Option<std::sync::Arc<crate::guard::Guard>> {
+        None
+    }
 }
 
 /// The tenant setting that limits the models a tenant may list and call: model names separated

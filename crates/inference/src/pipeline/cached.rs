@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard_events::TenantId;
+use switchyard_events::{GuardrailChecked, TenantId};
 use uuid::Uuid;
 
 use super::ticket::Ticket;
@@ -79,6 +79,7 @@ impl Pipeline {
         tenant: TenantId,
         request: &ChatRequest,
         inference_id: Option<Uuid>,
+        salt: Option<&[u8; 32]>,
     ) -> Option<(Plan, Option<Arc<Entry>>)> {
         let cache = self.cache.as_ref()?;
         if inference_id.is_some() {
@@ -87,7 +88,7 @@ impl Pipeline {
         let control = cache.control(request);
         let plan = Plan {
             cache: cache.clone(),
-            key: cache::key(tenant, request),
+            key: cache::key(tenant, request, salt),
             read: control.read,
             write: control.write,
             ttl: control.ttl,
@@ -140,10 +141,14 @@ impl Pipeline {
         principal: &Principal,
         request: &ChatRequest,
         entry: &Entry,
+        input: Option<&GuardrailChecked>,
     ) -> Result<Completed, Error> {
-        let ticket = self
+        let mut ticket = self
             .admit_cached(correlation_id, principal, request, entry)
             .await?;
+        if let Some(input) = input {
+            ticket.guarded(input.clone());
+        }
         let usage = Usage {
             prompt_tokens: entry.prompt_tokens,
             completion_tokens: entry.completion_tokens,

@@ -13,6 +13,7 @@
 mod cached;
 mod durability;
 mod embed;
+mod guarded;
 mod recorded;
 mod route;
 mod stream;
@@ -173,21 +174,30 @@ impl Pipeline {
         {
             return self.answer_again(id, request, recorded).await;
         }
+        let guarded = self
+            .guard_input(correlation_id.as_deref(), principal, request, "chat")
+            .await?;
+        let request = guarded.as_ref().map_or(request, |g| &g.request);
+        let input = guarded.as_ref().map(|g| &g.input);
         let cached = if policy.is_none() {
-            self.cache_lookup(principal.tenant, request, inference_id)
+            let salt = guarded.as_ref().map(|g| g.guard.fingerprint());
+            self.cache_lookup(principal.tenant, request, inference_id, salt)
                 .await
         } else {
             None
         };
         if let Some((_, Some(entry))) = &cached {
             return self
-                .answer_cached(correlation_id, principal, request, entry)
+                .answer_cached(correlation_id, principal, request, entry, input)
                 .await;
         }
         let plan = cached.map(|(plan, _)| plan);
         let mut ticket = self
             .admit_chat(correlation_id, principal, request, policy, inference_id)
             .await?;
+        if let Some(input) = input {
+            ticket.guarded(input.clone());
+        }
         let routed = self
             .config
             .model(&ticket.route.model)
@@ -212,7 +222,14 @@ impl Pipeline {
             .await;
         ticket.serve(served);
         match outcome {
-            Ok(Completion { choices, usage }) => {
+            Ok(completion) => {
+                let (Completion { choices, usage }, attempts) = match &guarded {
+                    Some(guarded) => {
+                        self.guard_output(guarded, &mut ticket, completion, attempts)
+                            .await?
+                    }
+                    None => (completion, attempts),
+                };
                 let ttft = ticket.elapsed_us();
                 let finish = choices
                     .first()

@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 use super::Pipeline;
 use super::cached::{Assembly, CacheStatus, Plan, replay};
+use super::guarded::blocked;
 use super::ticket::Ticket;
 use crate::admission::{Principal, RateStatus};
 use crate::error::Error;
+use crate::guard::{Action, StreamGuard};
 use crate::openai::ChatRequest;
 use crate::providers::{ChunkStream, ProviderError, StreamEvent, Usage};
 
@@ -52,18 +54,34 @@ impl Pipeline {
         request: ChatRequest,
         slot: OwnedSemaphorePermit,
     ) -> Result<ChatStream, Error> {
-        let (plan, entry) = match self.cache_lookup(principal.tenant, &request, None).await {
+        let (request, guard) = match self
+            .guard_input(correlation_id.as_deref(), principal, &request, "chat")
+            .await?
+        {
+            Some(guarded) => (guarded.request, Some((guarded.guard, guarded.input))),
+            None => (request, None),
+        };
+        let salt = guard.as_ref().map(|(g, _)| *g.fingerprint());
+        let (plan, entry) = match self
+            .cache_lookup(principal.tenant, &request, None, salt.as_ref())
+            .await
+        {
             Some((plan, entry)) => (Some(plan), entry),
             None => (None, None),
         };
         if let Some(entry) = entry {
-            // A hit replays the kept answer through the same relay, settlement and events.
-            let ticket = self
+            // A hit replays the kept answer through the same relay, settlement and events (it
+            // passed the same policy's output rules when it was kept).
+            let mut ticket = self
                 .admit_cached(correlation_id, principal, &request, &entry)
                 .await?;
+            if let Some((_, input)) = &guard {
+                ticket.guarded(input.clone());
+            }
             let relayed = Relayed {
                 attempts: 0,
                 keep: None,
+                guard: None,
             };
             let upstream = replay(&entry);
             return Ok(self.relay(
@@ -78,6 +96,10 @@ impl Pipeline {
         let mut ticket = self
             .admit_chat(correlation_id, principal, &request, None, None)
             .await?;
+        let guard = guard.map(|(guard, input)| {
+            ticket.guarded(input);
+            StreamGuard::new(guard)
+        });
         let routed = self
             .config
             .model(&ticket.route.model)
@@ -107,6 +129,7 @@ impl Pipeline {
         let relayed = Relayed {
             attempts,
             keep: plan,
+            guard,
         };
         Ok(self.relay(ticket, request, upstream, relayed, status, slot))
     }
@@ -138,11 +161,12 @@ impl Pipeline {
     }
 }
 
-/// What a relay knows beside the ticket: the provider calls it took, and where a miss's answer
-/// is kept.
+/// What a relay knows beside the ticket: the provider calls it took, where a miss's answer is
+/// kept, and the tenant's output rules.
 struct Relayed {
     attempts: u32,
     keep: Option<Plan>,
+    guard: Option<StreamGuard>,
 }
 
 /// Relays the provider's chunks, extends the budget reservation as the answer grows, then logs
@@ -155,7 +179,11 @@ async fn pass_through(
     mut upstream: ChunkStream,
     sender: mpsc::Sender<Frame>,
 ) {
-    let Relayed { attempts, keep } = relayed;
+    let Relayed {
+        attempts,
+        keep,
+        mut guard,
+    } = relayed;
     let mut assembly = keep.as_ref().map(|_| Assembly::default());
     let prompt = request.estimate_prompt_tokens();
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
@@ -174,7 +202,7 @@ async fn pass_through(
     let mut failure: Option<ProviderError> = None;
     while let Some(item) = upstream.next().await {
         match item {
-            Ok(StreamEvent::Choices(choices)) => {
+            Ok(StreamEvent::Choices(mut choices)) => {
                 ttft_us.get_or_insert_with(|| ticket.elapsed_us());
                 for choice in &choices {
                     if choice
@@ -196,6 +224,12 @@ async fn pass_through(
                     failure = Some(exhausted);
                     break;
                 }
+                if let Some(guard) = &mut guard
+                    && guard.filter(&mut choices).is_err()
+                {
+                    failure = Some(block(guard));
+                    break;
+                }
                 if let Some(assembly) = &mut assembly {
                     assembly.add(&choices);
                 }
@@ -215,6 +249,28 @@ async fn pass_through(
                 break;
             }
         }
+    }
+    if let Some(guard) = &mut guard {
+        if failure.is_none() {
+            // What is still held goes out (redacted) now; then the whole answer's schema.
+            match guard.flush() {
+                Ok(rest) if !rest.is_empty() => {
+                    if let Some(assembly) = &mut assembly {
+                        assembly.add(&rest);
+                    }
+                    let _ = sender
+                        .send(Frame::Data(chunk(Value::Array(rest), Value::Null)))
+                        .await;
+                }
+                Ok(_) => {}
+                Err(_) => failure = Some(block(guard)),
+            }
+        }
+        if failure.is_none() && guard.check_schema().is_err() {
+            guard.verdict.hit("output_schema", Action::Block, 1);
+            failure = Some(block(guard));
+        }
+        ticket.guarded(guard.verdict.event());
     }
     // A stream without a usage count (cut, or a provider that sends none) is billed for the
     // prompt estimate and the pieces delivered.
@@ -263,6 +319,16 @@ async fn pass_through(
             let _ = sender.send(Frame::Data(event)).await;
         }
     }
+}
+
+/// The failure of a stream its output rules blocked.
+fn block(guard: &StreamGuard) -> ProviderError {
+    blocked(
+        &guard
+            .verdict
+            .block_message()
+            .unwrap_or_else(|| "the tenant's guardrails blocked this answer".into()),
+    )
 }
 
 /// Extends a stream's reservation by as much again (at least 16 tokens), where it was taken,

@@ -6,8 +6,8 @@ use std::time::Instant;
 use switchyard_actors::billing::ModelPrice;
 use switchyard_actors::router::policy::Policy;
 use switchyard_events::{
-    Event, ExpectedVersion, InferenceCompleted, InferenceFailed, InferenceRequested, Metadata,
-    RouteChosen, StreamId, TenantId,
+    Event, ExpectedVersion, GuardrailChecked, InferenceCompleted, InferenceFailed,
+    InferenceRequested, Metadata, RouteChosen, StreamId, TenantId,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -69,6 +69,8 @@ pub(super) struct Ticket {
     token_checks: Vec<Check>,
     /// The tightest rate-limit tier of each unit at admission.
     pub rate: RateStatus,
+    /// The guardrails' decisions, logged before the outcome.
+    guardrails: Vec<GuardrailChecked>,
 }
 
 impl Ticket {
@@ -108,6 +110,11 @@ impl Ticket {
             features_milli: Vec::new(),
             shadow: Vec::new(),
         };
+    }
+
+    /// Adds a guardrail decision to the inference's events.
+    pub fn guarded(&mut self, checked: GuardrailChecked) {
+        self.guardrails.push(checked);
     }
 
     /// Microseconds since admission.
@@ -166,16 +173,16 @@ impl Ticket {
                 .settle(&check.key, check.limit, check.cost, tokens)
                 .await;
         }
-        let events = [
+        let encoded = [
             Event::InferenceRequested(self.requested.clone()),
             Event::RouteChosen(self.route.clone()),
-            last,
-        ];
-        let encoded = events
-            .iter()
-            .map(|e| e.to_new_event(self.metadata.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| Error::Unavailable)?;
+        ]
+        .into_iter()
+        .chain(self.guardrails.iter().cloned().map(Event::GuardrailChecked))
+        .chain([last])
+        .map(|e| e.to_new_event(self.metadata.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| Error::Unavailable)?;
         let stream = StreamId::of("inference", self.id).map_err(|_| Error::Unavailable)?;
         let outcome_label = if outcome.is_ok() {
             "completed"
@@ -421,6 +428,7 @@ impl Pipeline {
             started: Instant::now(),
             token_checks,
             rate,
+            guardrails: Vec::new(),
         })
     }
 

@@ -1,7 +1,6 @@
 //! Limits of tenants, keys and models; tenant settings; feature flags.
 
 use super::*;
-use switchyard_inference::admission::{ALLOWED_MODELS_SETTING, parse_allowed_models};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -164,7 +163,8 @@ pub(crate) struct SetSetting {
 /// `PUT /v1/admin/tenants/{id}/settings/{key}`: sets or removes one tenant setting. The
 /// setting `cors_origins` (origins separated by commas, or `*`) lets browsers on those origins
 /// read the tenant's API answers; `allowed_models` (configured model names separated by commas,
-/// or `*`) limits the models the tenant lists and may call.
+/// or `*`) limits the models the tenant lists and may call; `guardrails` (a JSON policy, see
+/// the README) sets the checks before and after the model.
 #[utoipa::path(put, path = "/v1/admin/tenants/{id}/settings/{key}", tag = "admin", request_body = SetSetting,
     params(("id" = String, Path, description = "tenant id"), ("key" = String, Path, description = "setting name")),
     responses((status = 200, description = "the tenant's settings"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),
@@ -186,10 +186,8 @@ pub(crate) async fn set_setting(
         keep,
         || async {
             let input: SetSetting = parse_json(&body)?;
-            if key == ALLOWED_MODELS_SETTING
-                && let Some(value) = &input.value
-            {
-                parse_allowed_models(value, &|name| pipeline.config.model(name).is_some())
+            if let Some(value) = &input.value {
+                crate::settings::check(&key, value, &|name| pipeline.config.model(name).is_some())
                     .map_err(|message| {
                         ApiError::owned(
                             StatusCode::UNPROCESSABLE_ENTITY,
@@ -197,17 +195,6 @@ pub(crate) async fn set_setting(
                             message,
                         )
                     })?;
-            }
-            if key == crate::auth::CORS_SETTING
-                && let Some(value) = &input.value
-            {
-                crate::auth::parse_origins(value).map_err(|message| {
-                    ApiError::owned(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_request".into(),
-                        message,
-                    )
-                })?;
             }
             let command = TenantCommand::SetSetting {
                 key,
