@@ -36,6 +36,8 @@ async fn the_official_openai_sdk_works_unchanged() {
     );
     let (_, key, _) = tenant_with_key(&server).await;
     run_script("openai_sdk.py", &server.base, &key).await;
+    // The Responses API (issue 19, item 3), whole and streamed, against the same server.
+    run_script("responses.py", &server.base, &key).await;
 }
 
 /// Issue 19, item 6: LangChain's `ChatOpenAI` (`with_structured_output`, `bind_tools` and an

@@ -167,8 +167,10 @@ impl Message {
 
 mod checks;
 mod legacy;
+mod responses;
 
 pub use legacy::{CompletionRequest, text_chunk, text_completion};
+pub use responses::{ResponseEvents, ResponsesRequest, response_body, response_id};
 
 fn invalid(message: String) -> Error {
     Error::invalid(message)

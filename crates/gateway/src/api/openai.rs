@@ -12,9 +12,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchyard_inference::openai::{
-    ChatRequest, CompletionRequest, EmbeddingsRequest, text_chunk, text_completion,
+    ChatRequest, CompletionRequest, EmbeddingsRequest, ResponseEvents, ResponsesRequest,
+    response_body, text_chunk, text_completion,
 };
 use switchyard_inference::{CacheStatus, Frame, Pipeline, Principal};
 use tokio::sync::OwnedSemaphorePermit;
@@ -73,6 +75,7 @@ crate::api::endpoints! {
     get "/v1/models" => list_models,
     post "/v1/chat/completions" => chat_completions,
     post "/v1/completions" => completions,
+    post "/v1/responses" => responses,
     post "/v1/embeddings" => embeddings,
 }
 
@@ -129,6 +132,7 @@ fn inference_headers(body: &Value) -> Vec<(HeaderName, HeaderValue)> {
         .and_then(|id| {
             id.strip_prefix("chatcmpl-")
                 .or_else(|| id.strip_prefix("cmpl-"))
+                .or_else(|| id.strip_prefix("resp_"))
                 .or_else(|| id.strip_prefix("embd-"))
         })
         .and_then(|id| HeaderValue::from_str(id).ok())
@@ -242,6 +246,89 @@ pub(crate) async fn completions(
     .await
 }
 
+/// The Responses API over the chat pipeline: `input` and `instructions` become the chat's
+/// messages (routed, limited, billed, cached, guarded and logged as one), the answer a
+/// `response` object, whole or as the Responses stream's typed events.
+#[utoipa::path(post, path = "/v1/responses", tag = "inference",
+    params(("Authorization" = String, Header, description = "Bearer <tenant API key>"),
+        ("Idempotency-Key" = Option<String>, Header, description = "same key and body: the same answer, billed once (not for streams)")),
+    request_body = ResponsesRequest,
+    responses((status = 200, description = "response, or text/event-stream of response events; headers as for chat completions"),
+        (status = 400, description = "invalid request (previous_response_id, background, other tools than functions: the message says which)", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 402, description = "monthly budget spent", body = ErrorBody),
+        (status = 404, description = "no such model", body = ErrorBody),
+        (status = 429, description = "over a request or token limit (Retry-After)", body = ErrorBody),
+        (status = 502, description = "the provider failed after retries", body = ErrorBody),
+        (status = 504, description = "the provider timed out", body = ErrorBody)))]
+pub(crate) async fn responses(
+    req: HttpRequest,
+    body: web::Bytes,
+    admin: web::Data<Admin>,
+    pipeline: web::Data<Pipeline>,
+) -> Result<HttpResponse, ApiError> {
+    let (principal, _) = principal(&req, &admin).await?;
+    let asked: ResponsesRequest = parse_json(&body)?;
+    let mut request = asked.to_chat()?;
+    cache_control(&req, &mut request);
+    let slot = pipeline.tenant_slot(principal.tenant)?;
+    if request.stream {
+        let stream = pipeline
+            .stream(correlation(&req), &principal, request, slot)
+            .await?;
+        let mut events = ResponseEvents::new(asked, &stream.inference_id.to_string());
+        let first = sse_events(events.start());
+        let frames = futures_util::stream::unfold(
+            (stream.frames, events, false),
+            |(mut frames, mut events, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let (out, ended) = match frames.recv().await? {
+                    Frame::Data(value) => {
+                        let failed = value.get("error").is_some();
+                        (events.chunk(&value), failed)
+                    }
+                    Frame::Done => (events.done(), true),
+                };
+                Some((
+                    Ok::<_, std::convert::Infallible>(sse_events(out)),
+                    (frames, events, ended),
+                ))
+            },
+        );
+        let body = futures_util::stream::once(async move { Ok(first) }).chain(frames);
+        return Ok(stream_response(
+            stream.inference_id,
+            &stream.rate,
+            &stream.route,
+            stream.cache,
+            body,
+        ));
+    }
+    answer_whole(&req, &body, &pipeline, &principal, &request, |answer| {
+        response_body(&answer, &asked)
+    })
+    .await
+}
+
+/// Server-sent events with their `event:` names (the Responses stream's form).
+fn sse_events(events: Vec<Value>) -> Bytes {
+    let mut out = String::new();
+    for event in events {
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("message");
+        out.push_str("event: ");
+        out.push_str(kind);
+        out.push_str("\ndata: ");
+        out.push_str(&event.to_string());
+        out.push_str("\n\n");
+    }
+    Bytes::from(out)
+}
+
 /// Which API a stream answers in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Surface {
@@ -277,19 +364,39 @@ async fn chat_stream(
             return Some((Ok::<_, std::convert::Infallible>(bytes), frames));
         }
     });
+    Ok(stream_response(
+        stream.inference_id,
+        &stream.rate,
+        &stream.route,
+        stream.cache,
+        body,
+    ))
+}
+
+/// A streamed answer with its headers (inference id, rate limits, route, cache).
+fn stream_response<S>(
+    inference_id: uuid::Uuid,
+    rate: &switchyard_inference::RateStatus,
+    route: &str,
+    cache: Option<CacheStatus>,
+    body: S,
+) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + 'static,
+{
     let mut response = HttpResponse::Ok();
     response
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
-        .insert_header((INFERENCE_ID, stream.inference_id.to_string()));
-    for header in rate_headers(&stream.rate)
+        .insert_header((INFERENCE_ID, inference_id.to_string()));
+    for header in rate_headers(rate)
         .into_iter()
-        .chain(route_header(&stream.route))
-        .chain(cache_header(stream.cache))
+        .chain(route_header(route))
+        .chain(cache_header(cache))
     {
         response.insert_header(header);
     }
-    Ok(response.streaming(body))
+    response.streaming(body)
 }
 
 /// OpenAI-compatible embeddings.
