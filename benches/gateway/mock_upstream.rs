@@ -23,6 +23,8 @@
 //! `stream` is true), with a `tool_use` block when the request offers tools; it refuses a request
 //! without `anthropic-version`.
 //!
+//! Azure OpenAI, Mistral and Gemini are served in their own wire formats (`mock_providers.rs`).
+//!
 //! `MOCK_LISTEN` (default `127.0.0.1:0`) and `MOCK_WORKERS` (default 1); the first line on
 //! stdout is `mock-upstream listening on http://ADDR`.
 
@@ -30,6 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+
+#[path = "mock_providers.rs"]
+mod providers; // Azure OpenAI, Mistral and Gemini wire formats
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -311,6 +316,7 @@ fn main() -> std::io::Result<()> {
                 .route("/v1/embeddings", web::post().to(embeddings))
                 .route("/v1/messages", web::post().to(messages))
                 .route("/v1/models", web::get().to(models))
+                .configure(providers::routes)
         })
         .workers(workers)
         .backlog(4096)

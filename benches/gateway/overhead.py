@@ -8,7 +8,11 @@ alternate in one run:
   - hit: the cache on and every request the same, so all but the first are answered from it
     (still admitted, limited, settled and logged as an inference of provider `cache`);
   - miss + store: the cache on, every request says `"cache": {"no-cache": true}`, so it goes to
-    the mock and its answer is stored (the cost of keeping answers).
+    the mock and its answer is stored (the cost of keeping answers);
+  - guardrails (clean): the tenant's policy (every PII kind with a names list, three blocked
+    topics, a prompt-size limit) checks the prompt and the answer and finds nothing;
+  - guardrails (redacting): the same policy, and a prompt with an e-mail, a card number, an IP
+    and a name that are redacted before the model (two GuardrailChecked events per inference).
 
 Per arm: the gateway's CPU per completed request at a fixed rate (its process tree, from /proc),
 the added p50 / p99 latency oha measures there (latency-corrected, over the same load sent
@@ -46,8 +50,8 @@ ARMS = {
     "pass-through": ("", BODY, None),
     "hit": (CACHE_ON, BODY, None),
     "miss + store": (CACHE_ON, NO_CACHE_BODY, None),
-    "guardrails, clean": ("", BODY, GUARDRAILS),
-    "guardrails, redacting": ("", PII_BODY, GUARDRAILS),
+    "guardrails (clean)": ("", BODY, GUARDRAILS),
+    "guardrails (redacting)": ("", PII_BODY, GUARDRAILS),
 }
 
 

@@ -24,6 +24,7 @@ mod openai_sdk;
 mod operators;
 mod pg_restart;
 mod prometheus;
+mod providers;
 mod read_side;
 mod redis_down;
 mod router;

@@ -7,7 +7,7 @@
 //!
 //! [[providers]]
 //! name = "local"
-//! kind = "openai"                         # openai | anthropic | sim
+//! kind = "openai"                         # openai | azure | mistral | gemini | anthropic | sim
 //! base_url = "http://127.0.0.1:11434/v1"  # any OpenAI-compatible server
 //! api_key_env = "LOCAL_LLM_KEY"           # or api_key_file = "/run/secrets/local"
 //!
@@ -74,6 +74,12 @@ fn default_tenant_concurrency() -> usize {
 pub enum ProviderKind {
     /// Any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, Ollama, llama.cpp server, ...).
     Openai,
+    /// Azure OpenAI: a model's `upstream` is its deployment; `api_version`, the `api-key` header.
+    Azure,
+    /// Mistral's API (OpenAI-shaped, with its own field names).
+    Mistral,
+    /// Google Gemini's generateContent API.
+    Gemini,
     /// Anthropic's Messages API.
     Anthropic,
     /// The built-in simulator (deterministic text; for demos, tests and benchmarks).
@@ -92,6 +98,9 @@ pub struct ProviderConfig {
     /// Environment variable holding the API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Azure OpenAI's `api-version` (only for `azure`; 2024-10-21 when unset).
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// File holding the API key (a mounted secret).
     #[serde(default)]
     pub api_key_file: Option<String>,
@@ -315,6 +324,12 @@ impl Config {
             }
             if provider.kind != ProviderKind::Sim && provider.base_url.is_none() {
                 bail!("provider {} needs a base_url", provider.name);
+            }
+            if provider.api_version.is_some() && provider.kind != ProviderKind::Azure {
+                bail!(
+                    "provider {}: api_version is for kind = \"azure\"",
+                    provider.name
+                );
             }
             if provider.first_token_timeout_ms == 0 || provider.timeout_ms == 0 {
                 bail!("provider {}: timeouts must be above 0 ms", provider.name);

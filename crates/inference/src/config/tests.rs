@@ -56,6 +56,11 @@ fn hostile_configs_are_refused_with_the_reason() {
             "not declared",
         ),
         ("[[providers]]\nname = \"p\"\nkind = \"openai\"", "base_url"),
+        ("[[providers]]\nname = \"g\"\nkind = \"gemini\"", "base_url"),
+        (
+            "[[providers]]\nname = \"p\"\nkind = \"mistral\"\nbase_url = \"http://x\"\napi_version = \"1\"",
+            "api_version is for kind = \"azure\"",
+        ),
         (
             "[[providers]]\nname = \"p\"\nkind = \"mystery\"",
             "unknown variant",

@@ -1,4 +1,6 @@
-//! Providers behind one trait: the simulator and any OpenAI-compatible HTTP endpoint. A provider
+//! Providers behind one trait: the simulator, any OpenAI-compatible HTTP endpoint (Azure
+//! OpenAI and Mistral in their dialects), Anthropic's Messages API and Gemini's
+//! generateContent. A provider
 //! answers in OpenAI's shape (choices as JSON, usage counted), whole or as a stream of chunks;
 //! the gateway adds ids, events, billing and the client-facing framing.
 
@@ -15,6 +17,8 @@ use crate::config::{Config, ModelConfig, ProviderKind};
 use crate::openai::ChatRequest;
 
 pub mod anthropic;
+pub mod dialect;
+pub mod gemini;
 pub mod openai_compat;
 pub mod sim;
 pub mod verifiable;
@@ -167,7 +171,10 @@ impl Providers {
         for provider in &config.providers {
             let built: Arc<dyn Provider> = match provider.kind {
                 ProviderKind::Sim => Arc::new(sim::Simulator),
-                ProviderKind::Openai => Arc::new(openai_compat::OpenAiCompatible::new(provider)?),
+                ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Mistral => {
+                    Arc::new(openai_compat::OpenAiCompatible::new(provider)?)
+                }
+                ProviderKind::Gemini => Arc::new(gemini::Gemini::new(provider)?),
                 ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(provider)?),
             };
             by_name.insert(provider.name.clone(), built);

@@ -1,5 +1,6 @@
-//! Any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, Ollama, llama.cpp server, LiteLLM, ...):
-//! the request is sent as the client wrote it with the model renamed to the upstream's name;
+//! Any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, Ollama, llama.cpp server, LiteLLM, ...,
+//! and Azure OpenAI and Mistral in their [`Dialect`]s): the request is sent as the client wrote
+//! it with the model renamed to the upstream's name;
 //! streams are read as SSE with a first-token timeout and an inter-chunk timeout, and a stream
 //! that ends without `[DONE]` is an error, never a clean end.
 
@@ -10,6 +11,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
+use super::dialect::Dialect;
 use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
 use crate::config::{ModelConfig, ProviderConfig};
 use crate::openai::ChatRequest;
@@ -25,6 +27,7 @@ pub struct OpenAiCompatible {
     api_key: Option<String>,
     first_token_timeout: Duration,
     timeout: Duration,
+    dialect: Dialect,
 }
 
 impl OpenAiCompatible {
@@ -43,32 +46,28 @@ impl OpenAiCompatible {
             api_key: config.api_key()?,
             first_token_timeout: config.first_token_timeout(),
             timeout: config.timeout(),
+            dialect: Dialect::of(config),
         })
     }
 
-    fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
-        let request = self
-            .client
-            .post(format!("{}{path}", self.base_url))
-            .json(body);
-        match &self.api_key {
-            Some(key) => request.bearer_auth(key),
-            None => request,
-        }
-    }
-
     /// Sends and waits for the response head within the first-token timeout; maps refusals.
-    async fn send(&self, path: &str, body: &Value) -> Result<reqwest::Response, ProviderError> {
-        send_checked(
-            self.post(path, body),
-            self.first_token_timeout,
-            self.timeout,
-        )
-        .await
-        .map_err(|e| e.redact(self.api_key.as_deref()))
+    async fn send(
+        &self,
+        model: &ModelConfig,
+        path: &str,
+        body: &Value,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let url = self.dialect.url(&self.base_url, path, model);
+        let request = self
+            .dialect
+            .authorize(self.client.post(url).json(body), self.api_key.as_deref());
+        send_checked(request, self.first_token_timeout, self.timeout)
+            .await
+            .map_err(|e| e.redact(self.api_key.as_deref()))
     }
 
     fn body(
+        &self,
         model: &ModelConfig,
         request: &ChatRequest,
         stream: bool,
@@ -84,6 +83,7 @@ impl OpenAiCompatible {
             object.remove("stream");
             object.remove("stream_options");
         }
+        self.dialect.shape(&mut body);
         Ok(body)
     }
 }
@@ -160,6 +160,7 @@ fn refusal_code(body: &str) -> &'static str {
     if field("code") == "context_length_exceeded"
         || message.contains("maximum context length")
         || message.contains("prompt is too long")
+        || message.contains("exceeds the maximum number of tokens")
     {
         "context_length_exceeded"
     } else if ["content_filter", "content_policy_violation"].contains(&field("code"))
@@ -199,8 +200,8 @@ impl Provider for OpenAiCompatible {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
         Box::pin(async move {
-            let body = Self::body(model, request, false)?;
-            let response = self.send("/chat/completions", &body).await?;
+            let body = self.body(model, request, false)?;
+            let response = self.send(model, "/chat/completions", &body).await?;
             let bytes = tokio::time::timeout(self.timeout, response.bytes())
                 .await
                 .map_err(|_| {
@@ -227,8 +228,8 @@ impl Provider for OpenAiCompatible {
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChunkStream, ProviderError>> {
         Box::pin(async move {
-            let body = Self::body(model, request, true)?;
-            let response = self.send("/chat/completions", &body).await?;
+            let body = self.body(model, request, true)?;
+            let response = self.send(model, "/chat/completions", &body).await?;
             let bytes = response.bytes_stream().map_err(|e| {
                 ProviderError::retryable(
                     "upstream_stream_cut",
@@ -253,7 +254,8 @@ impl Provider for OpenAiCompatible {
             if let Some(d) = dimensions {
                 body["dimensions"] = json!(d);
             }
-            let response = self.send("/embeddings", &body).await?;
+            self.dialect.shape_embeddings(&mut body);
+            let response = self.send(model, "/embeddings", &body).await?;
             let value: Value = tokio::time::timeout(self.timeout, response.json())
                 .await
                 .map_err(|_| {
