@@ -175,3 +175,74 @@ async fn azure_mistral_and_gemini_are_spoken_to_in_their_own_wire_formats() {
     let (_, body) = whole(&server, &key, ask("gemini-blocked")).await;
     assert_eq!(body["model"], "mock");
 }
+
+/// Load balancing across deployments of one model (issue 19, item 3): a weighted model's
+/// traffic follows the weights, and a failing deployment is passed over at once its circuit
+/// opens, while the client sees one model throughout.
+#[tokio::test]
+async fn a_models_deployments_share_its_traffic_and_a_failing_one_is_passed_over() {
+    let mock = Mock::start();
+    let dir = data_dir();
+    let base = &mock.base;
+    let config = format!(
+        r#"
+[[providers]]
+name = "east"
+kind = "openai"
+base_url = "{base}/v1"
+[[providers]]
+name = "west"
+kind = "openai"
+base_url = "{base}/v1"
+[[models]]
+name = "gpt"
+provider = "east"
+upstream = "mock"
+weight = 3
+deployments = [{{provider = "west", upstream = "mock"}}]
+[[models]]
+name = "flaky"
+provider = "east"
+upstream = "mock-500"
+deployments = [{{provider = "west", upstream = "mock"}}]
+"#
+    );
+    let server = start(&dir, &config);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let hello =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let served = |events: Vec<switchyard_events::Event>| match events.last().unwrap() {
+        switchyard_events::Event::InferenceCompleted(done) => {
+            (done.model.clone(), done.provider.clone(), done.attempts)
+        }
+        other => panic!("{other:?}"),
+    };
+
+    let mut east = 0;
+    for _ in 0..200 {
+        let (id, body) = whole(&server, &key, hello("gpt")).await;
+        assert_eq!(body["model"], "gpt");
+        let (model, provider, _) = served(inference_events(&dir, &id).await);
+        assert_eq!(model, "gpt");
+        east += usize::from(provider == "east");
+    }
+    // Weight 3 against 1: about 150 of 200 go east (a binomial's 4.9 standard deviations
+    // either way).
+    assert!((120..=180).contains(&east), "{east} of 200 went east");
+
+    let mut attempts = Vec::new();
+    for _ in 0..20 {
+        let (id, _) = whole(&server, &key, hello("flaky")).await;
+        let (_, provider, tried) = served(inference_events(&dir, &id).await);
+        assert_eq!(provider, "west", "only the working deployment answers");
+        attempts.push(tried);
+    }
+    assert!(
+        attempts.iter().any(|&a| a > 1),
+        "{attempts:?}: east was tried and failed"
+    );
+    assert!(
+        attempts[10..].iter().all(|&a| a == 1),
+        "{attempts:?}: once east's circuit is open, it is not called"
+    );
+}

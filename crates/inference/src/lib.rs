@@ -7,6 +7,8 @@
 /// Who asks and what they may still take: principals, request and token limits (GCRA, local
 /// or Redis), the budget meter.
 pub mod admission;
+/// The order a request tries a model's deployments in: weighted, least busy, lowest latency.
+pub mod balance;
 /// Every inference outcome with a cost, billed to its tenant's billing actor in batches.
 pub mod billing_feed;
 /// The exact response cache: per tenant, in this process or in the shared Redis.

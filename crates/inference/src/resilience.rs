@@ -16,6 +16,7 @@ use switchyard_events::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::balance::Balancer;
 use crate::config::{Config, ModelConfig};
 use crate::metrics::INFERENCE;
 use crate::providers::{Provider, ProviderError, Providers};
@@ -66,6 +67,8 @@ pub struct Resilience {
     tenant_limit: usize,
     store: Arc<dyn EventStore>,
     router: Arc<RouterHub>,
+    /// The order of a model's deployments, and their load and latency.
+    balancer: Balancer,
 }
 
 impl std::fmt::Debug for Resilience {
@@ -101,6 +104,7 @@ impl Resilience {
             tenant_limit: config.tenant_max_concurrency,
             store,
             router,
+            balancer: Balancer::default(),
         }
     }
 
@@ -240,8 +244,10 @@ impl Resilience {
         F: Fn(&'a ModelConfig, Arc<dyn Provider>) -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
+        // Each model of the chain, or its deployments in its balance's order.
         let chain = std::iter::once(first)
-            .chain(first.fallbacks.iter().filter_map(|name| config.model(name)));
+            .chain(first.fallbacks.iter().filter_map(|name| config.model(name)))
+            .flat_map(|model| self.balancer.order(model));
         let mut attempts = 0;
         let mut last_error = ProviderError {
             status: 503,
@@ -256,7 +262,7 @@ impl Resilience {
             let bulkhead = self.providers.get(&model.provider).map(|s| s.clone());
             let mut attempt = 0;
             loop {
-                if !self.allow(&model.name) {
+                if !self.allow(model.circuit()) {
                     last_error = ProviderError {
                         status: 503,
                         ..ProviderError::retryable(
@@ -271,7 +277,7 @@ impl Resilience {
                         Ok(permit) => Some(permit),
                         Err(_) => {
                             // A probe that could not run must not keep the circuit half-open.
-                            self.release_probe(&model.name);
+                            self.release_probe(model.circuit());
                             last_error = ProviderError {
                                 status: 503,
                                 ..ProviderError::retryable(
@@ -302,21 +308,28 @@ impl Resilience {
                     gen_ai.usage.output_tokens = tracing::field::Empty,
                     error.type = tracing::field::Empty,
                     switchyard.attempt = attempt,
-                    switchyard.circuit = ?self.circuits.get(&model.name).map(|s| *s),
+                    switchyard.circuit = ?self.circuits.get(model.circuit()).map(|s| *s),
+                    switchyard.deployment = model.circuit(),
                 );
+                let busy = self.balancer.start(model.circuit());
+                let started = Instant::now();
                 let called =
                     tracing::Instrument::instrument(op(model, provider.clone()), span.clone())
                         .await;
+                drop(busy);
+                if called.is_ok() {
+                    self.balancer.observe(model.circuit(), started.elapsed());
+                }
                 if let Err(error) = &called {
                     span.record("error.type", error.code);
                 }
                 match called {
                     Ok(value) => {
-                        self.outcome(&model.name, false);
+                        self.outcome(model.circuit(), false);
                         return (Ok(value), attempts, model);
                     }
                     Err(error) => {
-                        self.outcome(&model.name, error.retryable);
+                        self.outcome(model.circuit(), error.retryable);
                         if error.falls_back() {
                             // This model refuses the request; a fallback may take it.
                             tracing::info!(model = %model.name, code = error.code, "refused by the model; trying its fallback");

@@ -29,9 +29,11 @@ use switchyard_actors::billing::ModelPrice;
 use switchyard_actors::router::policy::Policy;
 
 mod cache;
+mod deployments;
 mod router;
 
 pub use cache::CacheConfig;
+pub use deployments::{Balance, Deployment};
 pub use router::{RewardWeights, RouterConfig, Routing, Split};
 
 /// The whole file.
@@ -187,8 +189,23 @@ pub struct ModelConfig {
     /// and gets these when it asks for none. Unset: up to 4096, 64 by default.
     #[serde(default)]
     pub embedding_dimensions: Option<u32>,
+    /// More deployments of this model; its own `provider` and `upstream` are the first.
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
+    /// How a request picks among the deployments (`weighted`, `least_busy`, `latency`).
+    #[serde(default)]
+    pub balance: Balance,
+    /// The own deployment's share of `weighted` traffic.
+    #[serde(default = "deployments::one")]
+    pub weight: u32,
     #[serde(skip)]
     pub price: ModelPrice,
+    /// One model per deployment, built from `deployments` (empty without them).
+    #[serde(skip)]
+    pub variants: Vec<ModelConfig>,
+    /// A deployment variant's circuit-breaker key (`None`: the model's name).
+    #[serde(skip)]
+    pub circuit: Option<String>,
 }
 
 fn zero() -> String {
@@ -202,6 +219,11 @@ fn default_context() -> u64 {
 impl ModelConfig {
     pub fn upstream_name(&self) -> &str {
         self.upstream.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The key of this model's (or deployment's) circuit breaker.
+    pub fn circuit(&self) -> &str {
+        self.circuit.as_deref().unwrap_or(&self.name)
     }
 }
 
@@ -406,6 +428,7 @@ impl Config {
                 ),
                 (_, None) => {}
             }
+            deployments::expand(model, &providers)?;
         }
         for model in &config.models {
             for fallback in &model.fallbacks {
