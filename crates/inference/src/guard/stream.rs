@@ -1,6 +1,6 @@
 //! Output rules on a stream, chunk by chunk.
 //!
-//! A stream's text is released with a hold-back: the last [`HOLD`] bytes of each choice wait
+//! A stream's text (and each tool call's arguments) is released with a hold-back: the last [`HOLD`] bytes of each choice wait
 //! for the next chunk, and a cut falls only after whitespace and never inside a PII span found
 //! in what is held, so a card number or an e-mail split across chunks is still found whole
 //! and redacted before any of it goes out. Blocked topics are looked for in what is held plus
@@ -19,7 +19,10 @@ pub const HOLD: usize = 64;
 
 #[derive(Debug, Default)]
 struct Held {
+    /// The choice.
     index: u64,
+    /// The tool call within the choice whose arguments these are (`None`: its text).
+    call: Option<u64>,
     /// Received, not yet released.
     pending: String,
     /// The last [`HOLD`] bytes released (for phrases across the cut).
@@ -48,33 +51,80 @@ impl StreamGuard {
         }
     }
 
-    /// Filters one chunk's choices in place: each `delta.content` becomes the text released
-    /// now (redacted). `Err` names the rule that blocked.
+    /// Filters one chunk's choices in place: each `delta.content`, and each tool call's
+    /// `function.arguments`, becomes the text released now (redacted). `Err` names the rule
+    /// that blocked.
     pub fn filter(&mut self, choices: &mut [Value]) -> Result<(), String> {
         for choice in choices {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
             let finished = choice
                 .get("finish_reason")
                 .is_some_and(|reason| !reason.is_null());
-            let content = choice.pointer("/delta/content").and_then(Value::as_str);
-            if content.is_none() && !finished {
-                continue;
+            let content = choice
+                .pointer("/delta/content")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if content.is_some() || finished {
+                let position = self.position(index, None);
+                if let Some(content) = &content {
+                    self.held[position].pending.push_str(content);
+                }
+                let released = self.release(position, finished)?;
+                if content.is_some() || !released.is_empty() {
+                    delta(choice).insert("content".into(), Value::String(released));
+                }
             }
-            let had_content = content.is_some();
-            let position = self.position(index);
-            if let Some(content) = content {
-                self.held[position].pending.push_str(content);
+            if let Some(Value::Array(calls)) = choice.pointer_mut("/delta/tool_calls") {
+                for call in calls.iter_mut() {
+                    let at = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let Some(piece) = call
+                        .pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                    else {
+                        continue;
+                    };
+                    let position = self.position(index, Some(at));
+                    self.held[position].pending.push_str(&piece);
+                    let released = self.release(position, false)?;
+                    if let Some(function) = call.get_mut("function").and_then(Value::as_object_mut)
+                    {
+                        function.insert("arguments".into(), Value::String(released));
+                    }
+                }
             }
-            let released = self.release(position, finished)?;
-            if had_content || !released.is_empty() {
-                if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
-                    delta.insert("content".into(), Value::String(released));
-                } else if let Some(object) = choice.as_object_mut() {
-                    object.insert("delta".into(), json!({"content": released}));
+            if finished {
+                // The choice's held arguments go out with its last chunk.
+                let rest = self.release_calls(index)?;
+                if !rest.is_empty() {
+                    let delta = delta(choice);
+                    match delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                        Some(calls) => calls.extend(rest),
+                        None => {
+                            delta.insert("tool_calls".into(), Value::Array(rest));
+                        }
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Every held tool-call argument of choice `index`, released whole.
+    fn release_calls(&mut self, index: u64) -> Result<Vec<Value>, String> {
+        let mut rest = Vec::new();
+        for position in 0..self.held.len() {
+            let held = &self.held[position];
+            let Some(call) = held.call.filter(|_| held.index == index) else {
+                continue;
+            };
+            if held.pending.is_empty() {
+                continue;
+            }
+            let released = self.release(position, true)?;
+            rest.push(json!({"index": call, "function": {"arguments": released}}));
+        }
+        Ok(rest)
     }
 
     /// What is still held when the upstream ended without a finish reason, as choices to send.
@@ -84,11 +134,15 @@ impl StreamGuard {
             if self.held[position].pending.is_empty() {
                 continue;
             }
-            let index = self.held[position].index;
+            let (index, call) = (self.held[position].index, self.held[position].call);
             let released = self.release(position, true)?;
-            choices.push(
-                json!({"index": index, "delta": {"content": released}, "finish_reason": null}),
-            );
+            let delta = match call {
+                None => json!({"content": released}),
+                Some(at) => {
+                    json!({"tool_calls": [{"index": at, "function": {"arguments": released}}]})
+                }
+            };
+            choices.push(json!({"index": index, "delta": delta, "finish_reason": null}));
         }
         Ok(choices)
     }
@@ -101,12 +155,17 @@ impl StreamGuard {
         }
     }
 
-    fn position(&mut self, index: u64) -> usize {
-        if let Some(position) = self.held.iter().position(|h| h.index == index) {
+    fn position(&mut self, index: u64, call: Option<u64>) -> usize {
+        if let Some(position) = self
+            .held
+            .iter()
+            .position(|h| h.index == index && h.call == call)
+        {
             return position;
         }
         self.held.push(Held {
             index,
+            call,
             ..Held::default()
         });
         self.held.len() - 1
@@ -149,12 +208,22 @@ impl StreamGuard {
             held.tail.drain(..from);
         }
         if held.index == 0
+            && held.call.is_none()
             && let Some(text) = &mut self.text
         {
             text.push_str(&released);
         }
         Ok(released)
     }
+}
+
+/// A choice's `delta` object (made when it has none).
+fn delta(choice: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !choice.get("delta").is_some_and(Value::is_object) {
+        choice["delta"] = json!({});
+    }
+    #[allow(clippy::expect_used, reason = "made an object just above")]
+    choice["delta"].as_object_mut().expect("an object")
 }
 
 /// The latest place to cut `pending`: just after whitespace, at least [`HOLD`] bytes before

@@ -271,3 +271,43 @@ proptest! {
         prop_assert_eq!(streamed(&g, &pieces).unwrap(), whole);
     }
 }
+
+#[test]
+fn streamed_tool_arguments_are_checked_like_text() {
+    let g = Arc::new(guard(json!({"pii": {"kinds": ["email"]}})));
+    let mut stream = StreamGuard::new(g);
+    let pieces = [
+        "{\"to\": \"amy@exa",
+        "mple.com\", \"body\": \"",
+        "hello there\"}",
+    ];
+    let mut arguments = String::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let mut call = json!({"index": 0, "function": {"arguments": piece}});
+        if i == 0 {
+            call["id"] = json!("call_1");
+            call["function"]["name"] = json!("send");
+        }
+        let mut choices =
+            vec![json!({"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null})];
+        stream.filter(&mut choices).unwrap();
+        for call in choices[0]["delta"]["tool_calls"].as_array().unwrap() {
+            arguments.push_str(call["function"]["arguments"].as_str().unwrap());
+        }
+    }
+    let mut last = vec![json!({"index": 0, "delta": {}, "finish_reason": "tool_calls"})];
+    stream.filter(&mut last).unwrap();
+    for call in last[0]["delta"]["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(call["index"], 0);
+        arguments.push_str(call["function"]["arguments"].as_str().unwrap());
+    }
+    assert_eq!(
+        arguments,
+        "{\"to\": \"[REDACTED:EMAIL]\", \"body\": \"hello there\"}"
+    );
+    assert_eq!(stream.verdict.hits[0].rule, "pii.email");
+}
