@@ -24,6 +24,12 @@ provider = "mock"
 [[models]]
 name = "mock-json-late"
 provider = "mock"
+[[providers]]
+name = "sim"
+kind = "sim"
+[[models]]
+name = "sim-small"
+provider = "sim"
 "#,
         mock.base
     )
@@ -344,4 +350,54 @@ async fn answers_are_checked_whole_and_streamed_and_asked_again_for_their_schema
             .unwrap()
             .contains("output_schema")
     );
+}
+
+/// Embeddings inputs go through the same input rules: redacted before the model (the
+/// simulator's vectors are a function of the text, so the guarded tenant's vector for a text
+/// with an address equals another tenant's for the redacted text) and blocked by topic.
+#[tokio::test]
+async fn embeddings_inputs_are_redacted_and_blocked_like_prompts() {
+    let mock = Mock::start();
+    let dir = data_dir();
+    let server = start(&dir, &config(&mock));
+    let (tenant, key, _) = tenant_with_key(&server).await;
+    let (_, other, _) = tenant_with_key(&server).await;
+    let policy = json!({"pii": {"kinds": ["email"]},
+        "topics": [{"name": "secret", "keywords": ["bluebird"]}]});
+    assert_eq!(
+        set_policy(&server, &tenant, Some(policy)).await.status(),
+        200
+    );
+    let embed = |key: String, input: Value| {
+        let request = reqwest::Client::new()
+            .post(server.url("/v1/embeddings"))
+            .bearer_auth(key)
+            .json(&json!({"model": "sim-small", "input": input}))
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            let status = response.status().as_u16();
+            let id = response
+                .headers()
+                .get("x-switchyard-inference-id")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, id, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, id, guarded) = embed(key.clone(), json!(["mail amy@example.com", "hi"])).await;
+    assert_eq!(status, 200, "{guarded}");
+    let (_, _, plain) = embed(other.clone(), json!(["mail [REDACTED:EMAIL]", "hi"])).await;
+    assert_eq!(guarded["data"], plain["data"]);
+    let found = checks(&inference_events(&dir, &id).await);
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].0.as_str(), found[0].1.as_str()),
+        ("input", "redact")
+    );
+
+    let (status, _, body) = embed(key, json!("all about bluebird")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "content_blocked");
+    assert_eq!(blocked_streams(&dir).await.len(), 1);
 }

@@ -265,6 +265,25 @@ impl Guard {
         verdict
     }
 
+    /// Checks (and redacts, in place) embeddings inputs, as a prompt's messages are.
+    pub fn check_texts(&self, texts: &mut [String]) -> Verdict {
+        let mut verdict = Verdict::new(Stage::Input);
+        let chars: u64 = texts.iter().map(|t| t.chars().count() as u64).sum();
+        if self.max_prompt_chars.is_some_and(|max| chars > max) {
+            verdict.hit("max_prompt_chars", Action::Block, 1);
+        }
+        if self
+            .max_prompt_tokens
+            .is_some_and(|max| chars.div_ceil(4) > max)
+        {
+            verdict.hit("max_prompt_tokens", Action::Block, 1);
+        }
+        for text in texts {
+            self.scan_in_place(Stage::Input, text, &mut verdict);
+        }
+        verdict
+    }
+
     /// Checks (and redacts, in place) the choices of a whole answer: each message's content and
     /// tool-call arguments.
     pub fn check_output(&self, choices: &mut [Value]) -> Verdict {

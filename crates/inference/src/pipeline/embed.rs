@@ -18,7 +18,7 @@ impl Pipeline {
         principal: &Principal,
         request: &EmbeddingsRequest,
     ) -> Result<Completed, Error> {
-        let inputs = request.inputs()?;
+        let mut inputs = request.inputs()?;
         // The model's own dimensions bound the answer, before anything is reserved or billed.
         let named = self.config.model(&request.model);
         if let Some(model) = named {
@@ -39,7 +39,18 @@ impl Pipeline {
             chat: None,
             id: None,
         };
+        let checked = self
+            .guard_embeddings(
+                correlation_id.as_deref(),
+                principal,
+                &request.model,
+                &mut inputs,
+            )
+            .await?;
         let mut ticket = self.admit(correlation_id, principal, ask, None).await?;
+        if let Some(checked) = checked {
+            ticket.guarded(checked);
+        }
         let routed = self
             .config
             .model(&ticket.route.model)

@@ -52,15 +52,17 @@ impl Pipeline {
         let verdict = guard.check_input(&mut checked);
         if let (Some(rule), Some(message)) = (verdict.blocked_by(), verdict.block_message()) {
             let rule = rule.to_owned();
-            self.record_blocked(
-                correlation_id,
-                principal,
-                &checked,
-                endpoint,
-                &verdict,
-                &message,
-            )
-            .await?;
+            let requested = InferenceRequested {
+                endpoint: endpoint.to_owned(),
+                model_requested: checked.model.clone(),
+                key_id: principal.key_id,
+                stream: checked.stream,
+                messages: u32::try_from(checked.messages.len()).unwrap_or(u32::MAX),
+                prompt_tokens_estimate: checked.estimate_prompt_tokens(),
+                max_tokens: checked.output_cap(),
+            };
+            self.record_blocked(correlation_id, principal, requested, &verdict, &message)
+                .await?;
             return Err(Error::ContentBlocked { rule, message });
         }
         Ok(Some(Guarded {
@@ -70,27 +72,51 @@ impl Pipeline {
         }))
     }
 
+    /// Runs the tenant's input rules on embeddings `inputs` (redacted in place); the input
+    /// stage's decision, or `None` when the tenant has no guardrails. A block is logged and
+    /// refused.
+    pub(super) async fn guard_embeddings(
+        &self,
+        correlation_id: Option<&str>,
+        principal: &Principal,
+        model: &str,
+        inputs: &mut [String],
+    ) -> Result<Option<GuardrailChecked>, Error> {
+        let Some(guard) = self.accounts.guardrails(principal.tenant) else {
+            return Ok(None);
+        };
+        let verdict = guard.check_texts(inputs);
+        if let (Some(rule), Some(message)) = (verdict.blocked_by(), verdict.block_message()) {
+            let rule = rule.to_owned();
+            let chars: usize = inputs.iter().map(|i| i.chars().count()).sum();
+            let requested = InferenceRequested {
+                endpoint: "embeddings".to_owned(),
+                model_requested: model.to_owned(),
+                key_id: principal.key_id,
+                stream: false,
+                messages: u32::try_from(inputs.len()).unwrap_or(u32::MAX),
+                prompt_tokens_estimate: (chars as u64).div_ceil(4),
+                max_tokens: None,
+            };
+            self.record_blocked(correlation_id, principal, requested, &verdict, &message)
+                .await?;
+            return Err(Error::ContentBlocked { rule, message });
+        }
+        Ok(Some(verdict.event()))
+    }
+
     /// Logs a prompt the guardrails blocked: an inference that cost nothing and failed.
     async fn record_blocked(
         &self,
         correlation_id: Option<&str>,
         principal: &Principal,
-        request: &ChatRequest,
-        endpoint: &'static str,
+        requested: InferenceRequested,
         verdict: &Verdict,
         message: &str,
     ) -> Result<(), Error> {
         let id = Uuid::now_v7();
         let events = [
-            Event::InferenceRequested(InferenceRequested {
-                endpoint: endpoint.to_owned(),
-                model_requested: request.model.clone(),
-                key_id: principal.key_id,
-                stream: request.stream,
-                messages: u32::try_from(request.messages.len()).unwrap_or(u32::MAX),
-                prompt_tokens_estimate: request.estimate_prompt_tokens(),
-                max_tokens: request.output_cap(),
-            }),
+            Event::InferenceRequested(requested),
             Event::GuardrailChecked(verdict.event()),
             Event::InferenceFailed(InferenceFailed {
                 model: String::new(),
