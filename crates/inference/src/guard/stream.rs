@@ -174,6 +174,11 @@ impl StreamGuard {
     /// Releases what of choice `position`'s held text can go (all of it when `last`).
     fn release(&mut self, position: usize, last: bool) -> Result<String, String> {
         let held = &mut self.held[position];
+        // Nothing can go before HOLD bytes wait: no scan yet (what is held has not left, so a
+        // blocked phrase in it is found when it would).
+        if !last && held.pending.len() <= HOLD {
+            return Ok(String::new());
+        }
         let context = format!("{}{}", held.tail, held.pending);
         self.guard
             .scan_topics(Stage::Output, &context, &mut self.verdict);
