@@ -4,13 +4,12 @@
 //! with `tool_calls`, stop reasons to finish reasons, usage), whole and streamed (`message_start`
 //! … `message_stop` events to chat-completion chunks).
 
-use std::time::Duration;
-
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 
-use super::openai_compat::{Step, malformed, send_checked, sse_stream};
+use super::http::{Endpoint, malformed};
+use super::openai_compat::{Step, send_checked, sse_stream};
 use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
 use crate::config::{ModelConfig, ProviderConfig};
 use crate::openai::{ChatRequest, Role};
@@ -23,42 +22,29 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4_096;
 /// One Anthropic endpoint.
 #[derive(Debug)]
 pub struct Anthropic {
-    client: reqwest::Client,
-    base_url: String,
-    api_key: Option<String>,
-    first_token_timeout: Duration,
-    timeout: Duration,
+    http: Endpoint,
 }
 
 impl Anthropic {
     pub fn new(config: &ProviderConfig) -> crate::Result<Self> {
-        let base_url = config.base_url.clone().ok_or_else(|| {
-            crate::Error::Config(format!("provider {} needs a base_url", config.name))
-        })?;
         Ok(Anthropic {
-            client: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| crate::Error::Config(format!("provider {}: {e}", config.name)))?,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: config.api_key()?,
-            first_token_timeout: config.first_token_timeout(),
-            timeout: config.timeout(),
+            http: Endpoint::new(config)?,
         })
     }
 
     async fn send(&self, body: &Value) -> Result<reqwest::Response, ProviderError> {
         let mut request = self
+            .http
             .client
-            .post(format!("{}/messages", self.base_url))
+            .post(format!("{}/messages", self.http.base_url))
             .header("anthropic-version", API_VERSION)
             .json(body);
-        if let Some(key) = &self.api_key {
+        if let Some(key) = &self.http.api_key {
             request = request.header("x-api-key", key);
         }
-        send_checked(request, self.first_token_timeout, self.timeout)
+        send_checked(request, self.http.first_token_timeout, self.http.timeout)
             .await
-            .map_err(|e| e.redact(self.api_key.as_deref()))
+            .map_err(|e| e.redact(self.http.api_key.as_deref()))
     }
 }
 
@@ -358,12 +344,7 @@ impl Provider for Anthropic {
         Box::pin(async move {
             let body = to_messages(model, request, false)?;
             let response = self.send(&body).await?;
-            let value: Value = tokio::time::timeout(self.timeout, response.json())
-                .await
-                .map_err(|_| {
-                    ProviderError::timeout("the provider's answer did not finish in time")
-                })?
-                .map_err(malformed)?;
+            let value = self.http.json(response).await?;
             from_message(&value)
         })
     }
@@ -386,11 +367,11 @@ impl Provider for Anthropic {
             Ok(ProviderError::redact_stream(
                 sse_stream(
                     bytes.boxed(),
-                    self.first_token_timeout,
-                    self.timeout,
+                    self.http.first_token_timeout,
+                    self.http.timeout,
                     move |data| mapper.step(data),
                 ),
-                self.api_key.as_deref().map(std::sync::Arc::from),
+                self.http.api_key.as_deref().map(std::sync::Arc::from),
             ))
         })
     }

@@ -8,14 +8,13 @@
 //! (`:streamGenerateContent?alt=sse`, one chunk per event, usage from `usageMetadata`). A
 //! prompt Gemini blocks is a `content_policy` refusal, so the fallback is tried.
 
-use std::time::Duration;
-
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 
 use super::dialect::segment;
-use super::openai_compat::{Step, malformed, send_checked, sse_stream};
+use super::http::{Endpoint, malformed};
+use super::openai_compat::{Step, send_checked, sse_stream};
 use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
 use crate::config::{ModelConfig, ProviderConfig};
 use crate::openai::{ChatRequest, Role};
@@ -23,27 +22,13 @@ use crate::openai::{ChatRequest, Role};
 /// One Gemini endpoint (`base_url` such as `https://generativelanguage.googleapis.com`).
 #[derive(Debug)]
 pub struct Gemini {
-    client: reqwest::Client,
-    base_url: String,
-    api_key: Option<String>,
-    first_token_timeout: Duration,
-    timeout: Duration,
+    http: Endpoint,
 }
 
 impl Gemini {
     pub fn new(config: &ProviderConfig) -> crate::Result<Self> {
-        let base_url = config.base_url.clone().ok_or_else(|| {
-            crate::Error::Config(format!("provider {} needs a base_url", config.name))
-        })?;
         Ok(Gemini {
-            client: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| crate::Error::Config(format!("provider {}: {e}", config.name)))?,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: config.api_key()?,
-            first_token_timeout: config.first_token_timeout(),
-            timeout: config.timeout(),
+            http: Endpoint::new(config)?,
         })
     }
 
@@ -60,16 +45,16 @@ impl Gemini {
         };
         let url = format!(
             "{}/v1beta/models/{}:{method}{sse}",
-            self.base_url,
+            self.http.base_url,
             segment(model.upstream_name())
         );
-        let mut request = self.client.post(url).json(body);
-        if let Some(key) = &self.api_key {
+        let mut request = self.http.client.post(url).json(body);
+        if let Some(key) = &self.http.api_key {
             request = request.header("x-goog-api-key", key);
         }
-        send_checked(request, self.first_token_timeout, self.timeout)
+        send_checked(request, self.http.first_token_timeout, self.http.timeout)
             .await
-            .map_err(|e| e.redact(self.api_key.as_deref()))
+            .map_err(|e| e.redact(self.http.api_key.as_deref()))
     }
 }
 
@@ -398,12 +383,7 @@ impl Provider for Gemini {
         Box::pin(async move {
             let body = request_body(request)?;
             let response = self.send(model, "generateContent", &body).await?;
-            let value: Value = tokio::time::timeout(self.timeout, response.json())
-                .await
-                .map_err(|_| {
-                    ProviderError::timeout("the provider's answer did not finish in time")
-                })?
-                .map_err(malformed)?;
+            let value = self.http.json(response).await?;
             let choices = choices(&value)?;
             let usage = usage(&value).ok_or_else(|| malformed("no usageMetadata"))?;
             Ok(Completion { choices, usage })
@@ -427,13 +407,13 @@ impl Provider for Gemini {
             let mut started = false;
             let stream = sse_stream(
                 bytes.boxed(),
-                self.first_token_timeout,
-                self.timeout,
+                self.http.first_token_timeout,
+                self.http.timeout,
                 move |data| stream_step(data, &mut started),
             );
             Ok(ProviderError::redact_stream(
                 stream,
-                self.api_key.as_deref().map(std::sync::Arc::from),
+                self.http.api_key.as_deref().map(std::sync::Arc::from),
             ))
         })
     }
@@ -458,12 +438,7 @@ impl Provider for Gemini {
                 .collect();
             let body = json!({"requests": requests});
             let response = self.send(model, "batchEmbedContents", &body).await?;
-            let value: Value = tokio::time::timeout(self.timeout, response.json())
-                .await
-                .map_err(|_| {
-                    ProviderError::timeout("the provider's answer did not finish in time")
-                })?
-                .map_err(malformed)?;
+            let value = self.http.json(response).await?;
             let vectors = value
                 .get("embeddings")
                 .and_then(Value::as_array)

@@ -19,6 +19,7 @@ use crate::openai::ChatRequest;
 pub mod anthropic;
 pub mod dialect;
 pub mod gemini;
+pub mod http;
 pub mod openai_compat;
 pub mod sim;
 pub mod verifiable;

@@ -12,40 +12,22 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use super::dialect::Dialect;
+use super::http::{Endpoint, MAX_UPSTREAM_BODY, malformed};
 use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
 use crate::config::{ModelConfig, ProviderConfig};
 use crate::openai::ChatRequest;
 
-/// Largest upstream answer read whole (non-streaming), and largest single SSE event.
-const MAX_UPSTREAM_BODY: usize = 16 * 1024 * 1024;
-
 /// One OpenAI-compatible endpoint.
 #[derive(Debug)]
 pub struct OpenAiCompatible {
-    client: reqwest::Client,
-    base_url: String,
-    api_key: Option<String>,
-    first_token_timeout: Duration,
-    timeout: Duration,
+    http: Endpoint,
     dialect: Dialect,
 }
 
 impl OpenAiCompatible {
     pub fn new(config: &ProviderConfig) -> crate::Result<Self> {
-        let base_url = config.base_url.clone().ok_or_else(|| {
-            crate::Error::Config(format!("provider {} needs a base_url", config.name))
-        })?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(256)
-            .build()
-            .map_err(|e| crate::Error::Config(format!("provider {}: {e}", config.name)))?;
         Ok(OpenAiCompatible {
-            client,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: config.api_key()?,
-            first_token_timeout: config.first_token_timeout(),
-            timeout: config.timeout(),
+            http: Endpoint::new(config)?,
             dialect: Dialect::of(config),
         })
     }
@@ -57,13 +39,14 @@ impl OpenAiCompatible {
         path: &str,
         body: &Value,
     ) -> Result<reqwest::Response, ProviderError> {
-        let url = self.dialect.url(&self.base_url, path, model);
-        let request = self
-            .dialect
-            .authorize(self.client.post(url).json(body), self.api_key.as_deref());
-        send_checked(request, self.first_token_timeout, self.timeout)
+        let url = self.dialect.url(&self.http.base_url, path, model);
+        let request = self.dialect.authorize(
+            self.http.client.post(url).json(body),
+            self.http.api_key.as_deref(),
+        );
+        send_checked(request, self.http.first_token_timeout, self.http.timeout)
             .await
-            .map_err(|e| e.redact(self.api_key.as_deref()))
+            .map_err(|e| e.redact(self.http.api_key.as_deref()))
     }
 
     fn body(
@@ -172,13 +155,6 @@ fn refusal_code(body: &str) -> &'static str {
     }
 }
 
-pub fn malformed(what: impl std::fmt::Display) -> ProviderError {
-    ProviderError::retryable(
-        "upstream_malformed",
-        format!("the provider's answer is not valid: {what}"),
-    )
-}
-
 fn usage_of(value: &Value) -> Option<Usage> {
     let usage = value.get("usage").filter(|u| !u.is_null())?;
     Some(Usage {
@@ -202,16 +178,7 @@ impl Provider for OpenAiCompatible {
         Box::pin(async move {
             let body = self.body(model, request, false)?;
             let response = self.send(model, "/chat/completions", &body).await?;
-            let bytes = tokio::time::timeout(self.timeout, response.bytes())
-                .await
-                .map_err(|_| {
-                    ProviderError::timeout("the provider's answer did not finish in time")
-                })?
-                .map_err(|e| ProviderError::retryable("upstream_unavailable", e.to_string()))?;
-            if bytes.len() > MAX_UPSTREAM_BODY {
-                return Err(malformed("the answer is too large"));
-            }
-            let value: Value = serde_json::from_slice(&bytes).map_err(malformed)?;
+            let value = self.http.json(response).await?;
             let choices = value
                 .get("choices")
                 .and_then(Value::as_array)
@@ -237,8 +204,12 @@ impl Provider for OpenAiCompatible {
                 )
             });
             Ok(ProviderError::redact_stream(
-                sse_events(bytes.boxed(), self.first_token_timeout, self.timeout),
-                self.api_key.as_deref().map(std::sync::Arc::from),
+                sse_events(
+                    bytes.boxed(),
+                    self.http.first_token_timeout,
+                    self.http.timeout,
+                ),
+                self.http.api_key.as_deref().map(std::sync::Arc::from),
             ))
         })
     }
@@ -256,12 +227,7 @@ impl Provider for OpenAiCompatible {
             }
             self.dialect.shape_embeddings(&mut body);
             let response = self.send(model, "/embeddings", &body).await?;
-            let value: Value = tokio::time::timeout(self.timeout, response.json())
-                .await
-                .map_err(|_| {
-                    ProviderError::timeout("the provider's answer did not finish in time")
-                })?
-                .map_err(malformed)?;
+            let value = self.http.json(response).await?;
             let data = value
                 .get("data")
                 .and_then(Value::as_array)
