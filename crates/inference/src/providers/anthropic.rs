@@ -5,11 +5,10 @@
 //! … `message_stop` events to chat-completion chunks).
 
 use futures_util::future::BoxFuture;
-use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 
 use super::http::{Endpoint, malformed};
-use super::openai_compat::{Step, send_checked, sse_stream};
+use super::openai_compat::{Step, relay, send_checked};
 use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
 use crate::config::{ModelConfig, ProviderConfig};
 use crate::openai::{ChatRequest, Role};
@@ -357,22 +356,8 @@ impl Provider for Anthropic {
         Box::pin(async move {
             let body = to_messages(model, request, true)?;
             let response = self.send(&body).await?;
-            let bytes = response.bytes_stream().map_err(|e| {
-                ProviderError::retryable(
-                    "upstream_stream_cut",
-                    format!("the provider's stream broke: {e}"),
-                )
-            });
             let mut mapper = StreamMapper::default();
-            Ok(ProviderError::redact_stream(
-                sse_stream(
-                    bytes.boxed(),
-                    self.http.first_token_timeout,
-                    self.http.timeout,
-                    move |data| mapper.step(data),
-                ),
-                self.http.api_key.as_deref().map(std::sync::Arc::from),
-            ))
+            Ok(relay(&self.http, response, move |data| mapper.step(data)))
         })
     }
 

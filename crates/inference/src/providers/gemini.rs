@@ -9,12 +9,11 @@
 //! prompt Gemini blocks is a `content_policy` refusal, so the fallback is tried.
 
 use futures_util::future::BoxFuture;
-use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 
 use super::dialect::segment;
 use super::http::{Endpoint, malformed};
-use super::openai_compat::{Step, send_checked, sse_stream};
+use super::openai_compat::{Step, relay, send_checked};
 use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
 use crate::config::{ModelConfig, ProviderConfig};
 use crate::openai::{ChatRequest, Role};
@@ -398,23 +397,10 @@ impl Provider for Gemini {
         Box::pin(async move {
             let body = request_body(request)?;
             let response = self.send(model, "streamGenerateContent", &body).await?;
-            let bytes = response.bytes_stream().map_err(|e| {
-                ProviderError::retryable(
-                    "upstream_stream_cut",
-                    format!("the provider's stream broke: {e}"),
-                )
-            });
             let mut started = false;
-            let stream = sse_stream(
-                bytes.boxed(),
-                self.http.first_token_timeout,
-                self.http.timeout,
-                move |data| stream_step(data, &mut started),
-            );
-            Ok(ProviderError::redact_stream(
-                stream,
-                self.http.api_key.as_deref().map(std::sync::Arc::from),
-            ))
+            Ok(relay(&self.http, response, move |data| {
+                stream_step(data, &mut started)
+            }))
         })
     }
 

@@ -197,20 +197,7 @@ impl Provider for OpenAiCompatible {
         Box::pin(async move {
             let body = self.body(model, request, true)?;
             let response = self.send(model, "/chat/completions", &body).await?;
-            let bytes = response.bytes_stream().map_err(|e| {
-                ProviderError::retryable(
-                    "upstream_stream_cut",
-                    format!("the provider's stream broke: {e}"),
-                )
-            });
-            Ok(ProviderError::redact_stream(
-                sse_events(
-                    bytes.boxed(),
-                    self.http.first_token_timeout,
-                    self.http.timeout,
-                ),
-                self.http.api_key.as_deref().map(std::sync::Arc::from),
-            ))
+            Ok(relay(&self.http, response, openai_step))
         })
     }
 
@@ -390,28 +377,54 @@ pub fn sse_events(
     first: Duration,
     between: Duration,
 ) -> ChunkStream {
-    sse_stream(bytes, first, between, |data| {
-        if data == "[DONE]" {
-            return Ok(Step::Done(Vec::new()));
-        }
-        let value: Value = serde_json::from_str(data).map_err(malformed)?;
-        if let Some(error) = value.get("error") {
-            return Err(ProviderError::retryable(
-                "upstream_stream_error",
-                format!("the provider sent an error mid-stream: {error}"),
-            ));
-        }
-        let mut events = Vec::with_capacity(2);
-        if let Some(choices) = value.get("choices").and_then(Value::as_array)
-            && !choices.is_empty()
-        {
-            events.push(StreamEvent::Choices(choices.clone()));
-        }
-        if let Some(usage) = usage_of(&value) {
-            events.push(StreamEvent::Usage(usage));
-        }
-        Ok(Step::Emit(events))
-    })
+    sse_stream(bytes, first, between, openai_step)
+}
+
+/// One OpenAI-style event: a chunk's choices and usage, `[DONE]` the clean end.
+fn openai_step(data: &str) -> Result<Step, ProviderError> {
+    if data == "[DONE]" {
+        return Ok(Step::Done(Vec::new()));
+    }
+    let value: Value = serde_json::from_str(data).map_err(malformed)?;
+    if let Some(error) = value.get("error") {
+        return Err(ProviderError::retryable(
+            "upstream_stream_error",
+            format!("the provider sent an error mid-stream: {error}"),
+        ));
+    }
+    let mut events = Vec::with_capacity(2);
+    if let Some(choices) = value.get("choices").and_then(Value::as_array)
+        && !choices.is_empty()
+    {
+        events.push(StreamEvent::Choices(choices.clone()));
+    }
+    if let Some(usage) = usage_of(&value) {
+        events.push(StreamEvent::Usage(usage));
+    }
+    Ok(Step::Emit(events))
+}
+
+/// A streamed answer's SSE events through `handle`, within `http`'s timeouts, with its key
+/// cut out of any error (what every HTTP adapter does with a stream it opened).
+pub fn relay<H>(http: &Endpoint, response: reqwest::Response, handle: H) -> ChunkStream
+where
+    H: FnMut(&str) -> Result<Step, ProviderError> + Send + 'static,
+{
+    let bytes = response.bytes_stream().map_err(|e| {
+        ProviderError::retryable(
+            "upstream_stream_cut",
+            format!("the provider's stream broke: {e}"),
+        )
+    });
+    ProviderError::redact_stream(
+        sse_stream(
+            bytes.boxed(),
+            http.first_token_timeout,
+            http.timeout,
+            handle,
+        ),
+        http.api_key.as_deref().map(std::sync::Arc::from),
+    )
 }
 
 /// Where the first whole SSE event ends: (length of the event, length of the separator).
