@@ -69,11 +69,14 @@ impl Balancer {
 
     /// Counts a call to deployment `key` until the guard drops.
     pub fn start(&self, key: &str) -> Busy {
-        let counter = self
-            .busy
-            .entry(key.to_owned())
-            .or_insert_with(|| Arc::new(AtomicUsize::new(0)))
-            .clone();
+        let counter = match self.busy.get(key) {
+            Some(counter) => counter.clone(),
+            None => self
+                .busy
+                .entry(key.to_owned())
+                .or_insert_with(|| Arc::new(AtomicUsize::new(0)))
+                .clone(),
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         Busy(counter)
     }
@@ -81,10 +84,11 @@ impl Balancer {
     /// Folds a successful call's latency into deployment `key`'s mean.
     pub fn observe(&self, key: &str, elapsed: Duration) {
         let micros = elapsed.as_secs_f64() * 1e6;
-        self.latency_us
-            .entry(key.to_owned())
-            .and_modify(|mean| *mean += ALPHA * (micros - *mean))
-            .or_insert(micros);
+        if let Some(mut mean) = self.latency_us.get_mut(key) {
+            *mean += ALPHA * (micros - *mean);
+            return;
+        }
+        self.latency_us.insert(key.to_owned(), micros);
     }
 
     fn in_flight(&self, key: &str) -> usize {

@@ -311,14 +311,18 @@ impl Resilience {
                     switchyard.circuit = ?self.circuits.get(model.circuit()).map(|s| *s),
                     switchyard.deployment = model.circuit(),
                 );
-                let busy = self.balancer.start(model.circuit());
+                // Load and latency are kept for deployments only (what their balance reads).
+                let deployment = model.circuit.as_deref();
+                let busy = deployment.map(|key| self.balancer.start(key));
                 let started = Instant::now();
                 let called =
                     tracing::Instrument::instrument(op(model, provider.clone()), span.clone())
                         .await;
                 drop(busy);
-                if called.is_ok() {
-                    self.balancer.observe(model.circuit(), started.elapsed());
+                if let Some(key) = deployment
+                    && called.is_ok()
+                {
+                    self.balancer.observe(key, started.elapsed());
                 }
                 if let Err(error) = &called {
                     span.record("error.type", error.code);
