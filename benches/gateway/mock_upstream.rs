@@ -23,7 +23,8 @@
 //! `stream` is true), with a `tool_use` block when the request offers tools; it refuses a request
 //! without `anthropic-version`.
 //!
-//! Azure OpenAI, Mistral and Gemini are served in their own wire formats (`mock_providers.rs`).
+//! Azure OpenAI, Mistral and Gemini are served in their own wire formats (`mock_providers.rs`),
+//! AWS Bedrock's Converse with SigV4 checks (`mock_bedrock.rs`).
 //!
 //! `MOCK_LISTEN` (default `127.0.0.1:0`) and `MOCK_WORKERS` (default 1); the first line on
 //! stdout is `mock-upstream listening on http://ADDR`.
@@ -33,6 +34,8 @@ use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 
+#[path = "mock_bedrock.rs"]
+mod bedrock; // AWS Bedrock's Converse, SigV4-checked
 #[path = "mock_providers.rs"]
 mod providers; // Azure OpenAI, Mistral and Gemini wire formats
 use bytes::Bytes;
@@ -317,6 +320,7 @@ fn main() -> std::io::Result<()> {
                 .route("/v1/messages", web::post().to(messages))
                 .route("/v1/models", web::get().to(models))
                 .configure(providers::routes)
+                .configure(bedrock::routes)
         })
         .workers(workers)
         .backlog(4096)

@@ -8,6 +8,7 @@
 mod admin;
 mod admin_identity;
 mod backing_tls;
+mod bedrock;
 mod budgets;
 mod cache;
 mod cli;

@@ -57,7 +57,11 @@ provider = "mock"
     )
 }
 
-async fn whole(server: &crate::server::Server, key: &str, body: Value) -> (String, Value) {
+pub(crate) async fn whole(
+    server: &crate::server::Server,
+    key: &str,
+    body: Value,
+) -> (String, Value) {
     let response = chat(server, key, &body).await;
     let status = response.status();
     let id = response
@@ -71,7 +75,11 @@ async fn whole(server: &crate::server::Server, key: &str, body: Value) -> (Strin
 }
 
 /// A stream's text and its inference id.
-async fn streamed(server: &crate::server::Server, key: &str, mut body: Value) -> (String, String) {
+pub(crate) async fn streamed(
+    server: &crate::server::Server,
+    key: &str,
+    mut body: Value,
+) -> (String, String) {
     body["stream"] = json!(true);
     let response = chat(server, key, &body).await;
     assert_eq!(response.status(), 200);
@@ -90,7 +98,7 @@ async fn streamed(server: &crate::server::Server, key: &str, mut body: Value) ->
     (text, id)
 }
 
-fn tokens(events: &[switchyard_events::Event]) -> (u64, u64) {
+pub(crate) fn tokens(events: &[switchyard_events::Event]) -> (u64, u64) {
     match events.last().unwrap() {
         switchyard_events::Event::InferenceCompleted(done) => (done.tokens_in, done.tokens_out),
         other => panic!("{other:?}"),

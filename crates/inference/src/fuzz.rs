@@ -2,7 +2,8 @@
 //!
 //! - `openai-request`: a client's chat-completion body. Parsing and validating never panic,
 //!   and what parses re-serializes to a fixed point.
-//! - `sse-reader`: a provider's event stream (OpenAI and Anthropic forms), cut into chunks at
+//! - `sse-reader`: a provider's event stream (OpenAI and Anthropic SSE, Bedrock's binary
+//!   event-stream messages), cut into chunks at
 //!   generated places. Reading never panics, and the events and errors read do not depend on
 //!   where the bytes were cut.
 
@@ -14,6 +15,8 @@ use switchyard_events::fuzzing::{JSON_TOKENS, Mutated, Target};
 use crate::openai::ChatRequest;
 use crate::providers::ProviderError;
 use crate::providers::anthropic::StreamMapper;
+use crate::providers::bedrock;
+use crate::providers::framed::framed_stream;
 use crate::providers::openai_compat::{sse_events, sse_stream};
 
 fn request_dictionary() -> Vec<&'static str> {
@@ -100,6 +103,11 @@ async fn read(name: &str, chunks: Vec<Vec<u8>>) -> Vec<String> {
     let stream = if name.starts_with("anthropic.") {
         let mut mapper = StreamMapper::default();
         sse_stream(bytes, long, long, move |data| mapper.step(data))
+    } else if name.starts_with("bedrock.") {
+        let mut mapper = bedrock::stream::StreamMapper::new(false);
+        framed_stream(bytes, long, long, bedrock::stream::EventStream, move |m| {
+            mapper.step(m)
+        })
     } else {
         sse_events(bytes, long, long)
     };
@@ -152,6 +160,10 @@ fn sse_reader() {
         "\"type\":\"message_stop\"",
         "\"type\":\"content_block_delta\"",
         "\"index\":18446744073709551615",
+        "\"contentBlockIndex\":1",
+        ":event-type",
+        "messageStop",
+        "\u{0}\u{0}\u{0}\u{10}",
         "\u{fffd}",
         "\u{0}",
     ];

@@ -7,7 +7,7 @@
 //!
 //! [[providers]]
 //! name = "local"
-//! kind = "openai"                         # openai | azure | mistral | gemini | anthropic | sim
+//! kind = "openai"                         # openai | azure | mistral | gemini | anthropic | bedrock | sim
 //! base_url = "http://127.0.0.1:11434/v1"  # any OpenAI-compatible server
 //! api_key_env = "LOCAL_LLM_KEY"           # or api_key_file = "/run/secrets/local"
 //!
@@ -84,6 +84,8 @@ pub enum ProviderKind {
     Gemini,
     /// Anthropic's Messages API.
     Anthropic,
+    /// AWS Bedrock's Converse API, signed with SigV4 (or a Bedrock API key); needs `region`.
+    Bedrock,
     /// The built-in simulator (deterministic text; for demos, tests and benchmarks).
     Sim,
 }
@@ -103,6 +105,10 @@ pub struct ProviderConfig {
     /// Azure OpenAI's `api-version` (only for `azure`; 2024-10-21 when unset).
     #[serde(default)]
     pub api_version: Option<String>,
+    /// The AWS region of a `bedrock` provider (`us-east-1`); its `base_url` defaults to
+    /// `https://bedrock-runtime.{region}.amazonaws.com`.
+    #[serde(default)]
+    pub region: Option<String>,
     /// File holding the API key (a mounted secret).
     #[serde(default)]
     pub api_key_file: Option<String>,
@@ -344,7 +350,26 @@ impl Config {
             {
                 bail!("provider {} is declared twice", provider.name);
             }
-            if provider.kind != ProviderKind::Sim && provider.base_url.is_none() {
+            if provider.region.is_some() != (provider.kind == ProviderKind::Bedrock) {
+                bail!(
+                    "provider {}: region is for kind = \"bedrock\", and needed there",
+                    provider.name
+                );
+            }
+            if let Some(region) = &provider.region
+                && (region.is_empty()
+                    || !region
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+            {
+                bail!(
+                    "provider {}: region {region:?} is not an AWS region name",
+                    provider.name
+                );
+            }
+            if !matches!(provider.kind, ProviderKind::Sim | ProviderKind::Bedrock)
+                && provider.base_url.is_none()
+            {
                 bail!("provider {} needs a base_url", provider.name);
             }
             if provider.api_version.is_some() && provider.kind != ProviderKind::Azure {

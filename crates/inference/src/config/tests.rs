@@ -57,6 +57,15 @@ fn hostile_configs_are_refused_with_the_reason() {
         ),
         ("[[providers]]\nname = \"p\"\nkind = \"openai\"", "base_url"),
         ("[[providers]]\nname = \"g\"\nkind = \"gemini\"", "base_url"),
+        ("[[providers]]\nname = \"b\"\nkind = \"bedrock\"", "region"),
+        (
+            "[[providers]]\nname = \"b\"\nkind = \"bedrock\"\nregion = \"us-east-1/../x\"",
+            "not an AWS region",
+        ),
+        (
+            "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"http://x\"\nregion = \"us-east-1\"",
+            "region is for kind = \"bedrock\"",
+        ),
         (
             "[[providers]]\nname = \"p\"\nkind = \"mistral\"\nbase_url = \"http://x\"\napi_version = \"1\"",
             "api_version is for kind = \"azure\"",

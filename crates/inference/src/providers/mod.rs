@@ -1,6 +1,6 @@
 //! Providers behind one trait: the simulator, any OpenAI-compatible HTTP endpoint (Azure
-//! OpenAI and Mistral in their dialects), Anthropic's Messages API and Gemini's
-//! generateContent. A provider
+//! OpenAI and Mistral in their dialects), Anthropic's Messages API, Gemini's generateContent
+//! and AWS Bedrock's Converse. A provider
 //! answers in OpenAI's shape (choices as JSON, usage counted), whole or as a stream of chunks;
 //! the gateway adds ids, events, billing and the client-facing framing.
 
@@ -17,7 +17,9 @@ use crate::config::{Config, ModelConfig, ProviderKind};
 use crate::openai::ChatRequest;
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod dialect;
+pub mod framed;
 pub mod gemini;
 pub mod http;
 pub mod openai_compat;
@@ -177,6 +179,7 @@ impl Providers {
                 }
                 ProviderKind::Gemini => Arc::new(gemini::Gemini::new(provider)?),
                 ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(provider)?),
+                ProviderKind::Bedrock => Arc::new(bedrock::Bedrock::new(provider)?),
             };
             by_name.insert(provider.name.clone(), built);
         }

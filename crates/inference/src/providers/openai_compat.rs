@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use futures_util::future::BoxFuture;
-use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use super::dialect::Dialect;
-use super::http::{Endpoint, MAX_UPSTREAM_BODY, malformed};
+use super::framed::Bytes;
+pub use super::framed::{Step, relay, sse_stream};
+use super::http::{Endpoint, malformed};
 use super::{ChunkStream, Completion, Embeddings, Provider, ProviderError, StreamEvent, Usage};
 use crate::config::{ModelConfig, ProviderConfig};
 use crate::openai::ChatRequest;
@@ -78,7 +78,19 @@ pub async fn send_checked(
     first: Duration,
     timeout: Duration,
 ) -> Result<reqwest::Response, ProviderError> {
-    let response = tokio::time::timeout(first, request.send())
+    let response = send_within(request, first).await?;
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    Err(refusal(response, timeout).await)
+}
+
+/// Sends a request and waits for the response head (of any status) within `first`.
+pub async fn send_within(
+    request: reqwest::RequestBuilder,
+    first: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    tokio::time::timeout(first, request.send())
         .await
         .map_err(|_| ProviderError::timeout("no response from the provider in time"))?
         .map_err(|e| {
@@ -86,11 +98,12 @@ pub async fn send_checked(
                 "upstream_unavailable",
                 format!("cannot reach the provider: {e}"),
             )
-        })?;
+        })
+}
+
+/// The error of a response whose status is not a success, its body read within `timeout`.
+pub async fn refusal(response: reqwest::Response, timeout: Duration) -> ProviderError {
     let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -103,7 +116,7 @@ pub async fn send_checked(
         .and_then(Result::ok)
         .unwrap_or_default();
     let detail: String = text.chars().take(500).collect();
-    Err(match status.as_u16() {
+    match status.as_u16() {
         429 => ProviderError {
             retry_after,
             status: 429,
@@ -129,7 +142,7 @@ pub async fn send_checked(
             502,
             format!("the provider answered {status}: {detail}"),
         ),
-    })
+    }
 }
 
 /// The code of a 4xx refusal: `context_length_exceeded` and `content_policy` are refusals of
@@ -144,6 +157,8 @@ fn refusal_code(body: &str) -> &'static str {
         || message.contains("maximum context length")
         || message.contains("prompt is too long")
         || message.contains("exceeds the maximum number of tokens")
+        || message.contains("input is too long")
+        || message.contains("context window")
     {
         "context_length_exceeded"
     } else if ["content_filter", "content_policy_violation"].contains(&field("code"))
@@ -244,139 +259,8 @@ impl Provider for OpenAiCompatible {
     }
 }
 
-/// What an SSE handler makes of one event's data.
-#[derive(Debug)]
-pub enum Step {
-    /// Chunks to pass on (maybe none).
-    Emit(Vec<StreamEvent>),
-    /// The stream ended cleanly (after these chunks).
-    Done(Vec<StreamEvent>),
-}
-
-/// Turns an SSE byte stream into chunk events, one `data:` payload at a time through `handle`
-/// (which says when the stream has ended cleanly). The first event must come within `first`,
-/// each later one within `between`; an end before `handle` said so is `upstream_stream_cut`.
-pub fn sse_stream<H>(
-    bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
-    first: Duration,
-    between: Duration,
-    handle: H,
-) -> ChunkStream
-where
-    H: FnMut(&str) -> Result<Step, ProviderError> + Send + 'static,
-{
-    struct State<H> {
-        bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
-        buffer: BytesMut,
-        pending: std::collections::VecDeque<StreamEvent>,
-        /// An error read after `pending`: it goes out once they have.
-        failed: Option<ProviderError>,
-        started: bool,
-        done: bool,
-        handle: H,
-    }
-    let state = State {
-        bytes,
-        buffer: BytesMut::new(),
-        pending: std::collections::VecDeque::new(),
-        failed: None,
-        started: false,
-        done: false,
-        handle,
-    };
-    futures_util::stream::unfold(state, move |mut state| async move {
-        loop {
-            if let Some(event) = state.pending.pop_front() {
-                return Some((Ok(event), state));
-            }
-            if let Some(error) = state.failed.take() {
-                return Some((Err(error), state));
-            }
-            if state.done {
-                return None;
-            }
-            // Handle every whole event already buffered.
-            while let Some(end) = find_event_end(&state.buffer) {
-                let raw = state.buffer.split_to(end.0);
-                state.buffer.advance(end.1);
-                let Ok(text) = std::str::from_utf8(&raw) else {
-                    state.done = true;
-                    state.failed = Some(malformed("an SSE event is not UTF-8"));
-                    break;
-                };
-                let data: String = text
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("data:"))
-                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                if data.is_empty() {
-                    continue; // a comment, a keep-alive, or an event name alone
-                }
-                match (state.handle)(&data) {
-                    Ok(Step::Emit(events)) => state.pending.extend(events),
-                    Ok(Step::Done(events)) => {
-                        state.pending.extend(events);
-                        state.done = true;
-                        break;
-                    }
-                    Err(error) => {
-                        // The events read before it in the same buffer still go out first,
-                        // as they would have had the bytes arrived in smaller pieces.
-                        state.done = true;
-                        state.failed = Some(error);
-                        break;
-                    }
-                }
-            }
-            if !state.pending.is_empty() || state.done {
-                continue;
-            }
-            if state.buffer.len() > MAX_UPSTREAM_BODY {
-                state.done = true;
-                return Some((Err(malformed("an SSE event is too large")), state));
-            }
-            let wait = if state.started { between } else { first };
-            match tokio::time::timeout(wait, state.bytes.next()).await {
-                Err(_) => {
-                    state.done = true;
-                    let what = if state.started {
-                        "the provider's stream stalled"
-                    } else {
-                        "no first token from the provider in time"
-                    };
-                    return Some((Err(ProviderError::timeout(what)), state));
-                }
-                Ok(None) => {
-                    state.done = true;
-                    return Some((
-                        Err(ProviderError::retryable(
-                            "upstream_stream_cut",
-                            "the provider's stream ended before its last event",
-                        )),
-                        state,
-                    ));
-                }
-                Ok(Some(Err(error))) => {
-                    state.done = true;
-                    return Some((Err(error), state));
-                }
-                Ok(Some(Ok(chunk))) => {
-                    state.started = true;
-                    state.buffer.extend_from_slice(&chunk);
-                }
-            }
-        }
-    })
-    .boxed()
-}
-
 /// An OpenAI-style stream: `data: {json}` chunks until `data: [DONE]`.
-pub fn sse_events(
-    bytes: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, ProviderError>>,
-    first: Duration,
-    between: Duration,
-) -> ChunkStream {
+pub fn sse_events(bytes: Bytes, first: Duration, between: Duration) -> ChunkStream {
     sse_stream(bytes, first, between, openai_step)
 }
 
@@ -402,42 +286,6 @@ fn openai_step(data: &str) -> Result<Step, ProviderError> {
         events.push(StreamEvent::Usage(usage));
     }
     Ok(Step::Emit(events))
-}
-
-/// A streamed answer's SSE events through `handle`, within `http`'s timeouts, with its key
-/// cut out of any error (what every HTTP adapter does with a stream it opened).
-pub fn relay<H>(http: &Endpoint, response: reqwest::Response, handle: H) -> ChunkStream
-where
-    H: FnMut(&str) -> Result<Step, ProviderError> + Send + 'static,
-{
-    let bytes = response.bytes_stream().map_err(|e| {
-        ProviderError::retryable(
-            "upstream_stream_cut",
-            format!("the provider's stream broke: {e}"),
-        )
-    });
-    ProviderError::redact_stream(
-        sse_stream(
-            bytes.boxed(),
-            http.first_token_timeout,
-            http.timeout,
-            handle,
-        ),
-        http.api_key.as_deref().map(std::sync::Arc::from),
-    )
-}
-
-/// Where the first whole SSE event ends: (length of the event, length of the separator).
-fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
 }
 
 #[cfg(test)]
@@ -472,6 +320,7 @@ mod tests {
     }
 
     use super::*;
+    use futures_util::StreamExt;
 
     fn bytes_of(
         parts: Vec<&'static str>,
