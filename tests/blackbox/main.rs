@@ -11,6 +11,7 @@ mod backing_tls;
 mod bedrock;
 mod budgets;
 mod cache;
+mod captures;
 mod cli;
 mod cluster;
 mod drain;

@@ -167,6 +167,8 @@ catalog! {
         InferenceCompleted(InferenceCompleted);
         InferenceFailed(InferenceFailed);
         GuardrailChecked(GuardrailChecked);
+        InferenceCaptured(InferenceCaptured);
+        CapturesDeleted(CapturesDeleted);
         RewardRecorded(RewardRecorded);
         RouterConfigured(RouterConfigured);
         CircuitChanged(CircuitChanged);
@@ -667,6 +669,32 @@ pub struct GuardrailChecked {
     pub rules: Vec<GuardrailHit>,
 }
 payload!(GuardrailChecked, 1);
+
+/// A tenant's capture kept one inference's prompt and answer (as its guardrails redacted
+/// them) in a blob beside the log: the blob's content hash (BLAKE3, hex), its size, the model
+/// that answered and when retention deletes it. Stream `captures-<tenant>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceCaptured {
+    pub inference_id: uuid::Uuid,
+    pub blob: String,
+    pub bytes: u64,
+    pub model: String,
+    pub expires_at_ms: u64,
+}
+payload!(InferenceCaptured, 1);
+
+/// A tenant's captured payloads were deleted: on request (`reason` `request`: every capture
+/// from before `before_ms`, or all of them without it) or by retention (`retention`: those
+/// past their expiry, `before_ms` the sweep's time). `count` blobs went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapturesDeleted {
+    pub reason: String,
+    pub before_ms: Option<u64>,
+    pub count: u64,
+}
+payload!(CapturesDeleted, 1);
 
 /// One rule that fired: `pii.<kind>`, `topic.<name>`, `max_prompt_chars`, `max_prompt_tokens`
 /// or `output_schema`; what it did and how many times.

@@ -391,6 +391,10 @@ impl Accounts for AccountView {
     fn guardrails(&self, tenant: TenantId) -> Option<Arc<Guard>> {
         self.keys.settings.guardrails(tenant)
     }
+
+    fn capture(&self, tenant: TenantId) -> Option<switchyard_inference::capture::CapturePolicy> {
+        self.keys.settings.capture(tenant)
+    }
 }
 
 /// One line of the tenant directory.

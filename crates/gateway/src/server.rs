@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// `batched` durability is written to the log).
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// How often captures past their retention are deleted, in ms (one node sweeps at a
+    /// time).
+    #[arg(long, env = "SWITCHYARD_CAPTURE_SWEEP_MS", default_value_t = 60_000)]
+    pub capture_sweep_ms: u64,
     #[command(flatten)]
     pub oidc: crate::oidc::OidcArgs,
     #[command(flatten)]
@@ -107,6 +111,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     let read = ReadSide { projections };
+    tokio::spawn(tracing::Instrument::instrument(
+        switchyard_inference::capture::sweep(
+            store.clone(),
+            std::time::Duration::from_millis(args.capture_sweep_ms.max(10)),
+        ),
+        tracing::info_span!("capture_retention"),
+    ));
     let engine = crate::executor::start_engine(
         store.clone(),
         admin.clone(),

@@ -1,13 +1,15 @@
 //! The tenant settings read on the request path, folded from the log with the key index:
 //! `cors_origins` (browsers that may read a tenant's answers), `allowed_models` (the models it
-//! may list and call) and `guardrails` (its checks before and after the model, compiled once
-//! here, not per request). [`check`] is what the admin API runs before it writes one.
+//! may list and call), `guardrails` (its checks before and after the model, compiled once
+//! here, not per request) and `capture` (whether its prompts and answers are kept, and how
+//! long). [`check`] is what the admin API runs before it writes one.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use switchyard_events::TenantId;
 use switchyard_inference::admission::{ALLOWED_MODELS_SETTING, parse_allowed_models};
+use switchyard_inference::capture::{CAPTURE_SETTING, CapturePolicy};
 use switchyard_inference::guard::{GUARDRAILS_SETTING, Guard};
 
 /// The tenant setting that lists the origins allowed by CORS.
@@ -22,6 +24,8 @@ pub struct TenantSettings {
     allowed: DashMap<TenantId, Vec<String>>,
     /// Each tenant's compiled guardrail policy (setting `guardrails`).
     guards: DashMap<TenantId, Arc<Guard>>,
+    /// Each capturing tenant's policy (setting `capture`).
+    captures: DashMap<TenantId, CapturePolicy>,
 }
 
 impl TenantSettings {
@@ -57,8 +61,21 @@ impl TenantSettings {
                     self.guards.remove(&tenant);
                 }
             },
+            CAPTURE_SETTING => match value.map(CapturePolicy::parse) {
+                Some(Ok(policy)) => {
+                    self.captures.insert(tenant, policy);
+                }
+                _ => {
+                    self.captures.remove(&tenant);
+                }
+            },
             _ => {}
         }
+    }
+
+    /// The tenant's capture policy, if it captures.
+    pub fn capture(&self, tenant: TenantId) -> Option<CapturePolicy> {
+        self.captures.get(&tenant).map(|p| *p)
     }
 
     /// Whether a browser on `origin` may read `tenant`'s answers.
@@ -86,6 +103,7 @@ pub fn check(key: &str, value: &str, known_model: &dyn Fn(&str) -> bool) -> Resu
         ALLOWED_MODELS_SETTING => parse_allowed_models(value, known_model).map(|_| ()),
         CORS_SETTING => parse_origins(value).map(|_| ()),
         GUARDRAILS_SETTING => Guard::compile(value).map(|_| ()),
+        CAPTURE_SETTING => CapturePolicy::parse(value).map(|_| ()),
         _ => Ok(()),
     }
 }

@@ -13,6 +13,8 @@ pub mod balance;
 pub mod billing_feed;
 /// The exact response cache: per tenant, in this process or in the shared Redis.
 pub mod cache;
+/// Request capture: opted-in tenants' prompts and answers kept beside the log for replay.
+pub mod capture;
 /// The TOML configuration: providers, models, exact prices, simulator knobs.
 pub mod config;
 /// The crate's error type (a stable code, a status and a message for every refusal).

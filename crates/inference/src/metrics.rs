@@ -12,6 +12,8 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(collector: T) -> T
 
 /// Inference metrics by served model: outcomes, duration (to the last byte) and tokens.
 pub struct InferenceMetrics {
+    /// Captures of tenants that opt in, by outcome (stored, too_large, failed).
+    pub captures: IntCounterVec,
     pub circuit_changes: IntCounterVec,
     /// Calls to shared state (Redis) that failed, and what was done instead.
     pub degraded: IntCounterVec,
@@ -31,6 +33,16 @@ impl std::fmt::Debug for InferenceMetrics {
     reason = "static metric definitions; a bad one fails every test"
 )]
 pub static INFERENCE: LazyLock<InferenceMetrics> = LazyLock::new(|| InferenceMetrics {
+    captures: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_captures_total",
+                "Inference captures by outcome (stored, too_large, failed)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric"),
+    ),
     circuit_changes: register(
         IntCounterVec::new(
             Opts::new(

@@ -363,6 +363,8 @@ impl Actor for Billing {
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
             | Event::GuardrailChecked(_)
+            | Event::InferenceCaptured(_)
+            | Event::CapturesDeleted(_)
             | Event::RewardRecorded(_)
             | Event::RouterConfigured(_)
             | Event::CircuitChanged(_)

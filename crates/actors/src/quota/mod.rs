@@ -219,6 +219,8 @@ impl Actor for Quota {
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
             | Event::GuardrailChecked(_)
+            | Event::InferenceCaptured(_)
+            | Event::CapturesDeleted(_)
             | Event::RewardRecorded(_)
             | Event::RouterConfigured(_)
             | Event::CircuitChanged(_)

@@ -338,6 +338,8 @@ impl Actor for Router {
             | Event::InferenceCompleted(_)
             | Event::InferenceFailed(_)
             | Event::GuardrailChecked(_)
+            | Event::InferenceCaptured(_)
+            | Event::CapturesDeleted(_)
             | Event::CircuitChanged(_)
             | Event::WorkflowRegistered(_)
             | Event::FragmentRegistered(_)

@@ -54,6 +54,7 @@ macro_rules! conformance_suite {
             missing_streams_read_as_empty,
             a_lease_has_one_holder_until_it_is_dropped,
             a_live_subscription_yields_exactly_what_a_read_returns,
+            blobs_are_per_tenant_and_go_on_request_or_at_expiry,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -947,4 +948,55 @@ pub async fn a_live_subscription_yields_exactly_what_a_read_returns(store: Store
         seen.push(event);
     }
     assert_eq!(seen, read);
+}
+
+pub async fn blobs_are_per_tenant_and_go_on_request_or_at_expiry(store: Store) {
+    use crate::store::Blob;
+    let (a, b) = (TenantId::new(), TenantId::new());
+    let blob = |tenant, hash: &str, created_at_us, expires_at_us| Blob {
+        tenant,
+        hash: hash.into(),
+        body: format!("body of {hash}").into_bytes(),
+        created_at_us,
+        expires_at_us,
+    };
+    store
+        .put_blob(blob(a, "h1", 100, Some(1_000)))
+        .await
+        .unwrap();
+    store.put_blob(blob(a, "h2", 200, None)).await.unwrap();
+    store
+        .put_blob(blob(a, "h3", 300, Some(5_000)))
+        .await
+        .unwrap();
+    store
+        .put_blob(blob(b, "h1", 100, Some(1_000)))
+        .await
+        .unwrap();
+    // The same tenant and hash again keeps the first.
+    let mut again = blob(a, "h1", 999, None);
+    again.body = b"other".to_vec();
+    store.put_blob(again).await.unwrap();
+    assert_eq!(
+        store.get_blob(a, "h1").await.unwrap().as_deref(),
+        Some(&b"body of h1"[..])
+    );
+    // Another tenant never reads a tenant's blob, even under the same hash.
+    assert_eq!(store.get_blob(b, "h2").await.unwrap(), None);
+    // Expiry: only what is due, counted per tenant.
+    let mut expired = store.expire_blobs(1_000).await.unwrap();
+    expired.sort();
+    let mut want = vec![(a, 1), (b, 1)];
+    want.sort();
+    assert_eq!(expired, want);
+    assert_eq!(store.get_blob(a, "h1").await.unwrap(), None);
+    assert!(store.get_blob(a, "h3").await.unwrap().is_some());
+    assert_eq!(store.expire_blobs(1_000).await.unwrap(), Vec::new());
+    // On request: before a time, then all; another tenant's stay.
+    store.put_blob(blob(b, "h9", 100, None)).await.unwrap();
+    assert_eq!(store.delete_blobs(a, Some(250)).await.unwrap(), 1);
+    assert!(store.get_blob(a, "h2").await.unwrap().is_none());
+    assert_eq!(store.delete_blobs(a, None).await.unwrap(), 1);
+    assert_eq!(store.delete_blobs(a, None).await.unwrap(), 0);
+    assert!(store.get_blob(b, "h9").await.unwrap().is_some());
 }

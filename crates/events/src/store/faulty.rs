@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
-use super::{AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, lease};
+use super::{
+    AppendResult, Blob, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, lease,
+};
 use crate::envelope::{NewEvent, RecordedEvent, Snapshot};
 use crate::error::{Error, Result};
 use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
@@ -227,5 +229,22 @@ impl EventStore for FaultyStore {
     async fn load_snapshot(&self, scope: Scope, stream: &StreamId) -> Result<Option<Snapshot>> {
         self.read_fault()?;
         self.inner.load_snapshot(scope, stream).await
+    }
+
+    async fn put_blob(&self, blob: Blob) -> Result<()> {
+        self.inner.put_blob(blob).await
+    }
+
+    async fn get_blob(&self, tenant: TenantId, hash: &str) -> Result<Option<Vec<u8>>> {
+        self.read_fault()?;
+        self.inner.get_blob(tenant, hash).await
+    }
+
+    async fn delete_blobs(&self, tenant: TenantId, before_us: Option<i64>) -> Result<u64> {
+        self.inner.delete_blobs(tenant, before_us).await
+    }
+
+    async fn expire_blobs(&self, now_us: i64) -> Result<Vec<(TenantId, u64)>> {
+        self.inner.expire_blobs(now_us).await
     }
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
 use crate::store::plan::{self, Known, Pending, StoredAt};
 use crate::store::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, subscribe,
+    AppendResult, Blob, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, subscribe,
 };
 
 #[derive(Debug, Default)]
@@ -31,6 +31,7 @@ pub struct MemoryStore {
     head: Arc<watch::Sender<GlobalPosition>>,
     metrics: StoreMetrics,
     leases: Arc<Mutex<std::collections::HashSet<String>>>,
+    blobs: Arc<Mutex<std::collections::BTreeMap<(TenantId, String), Blob>>>,
 }
 
 impl Default for MemoryStore {
@@ -47,6 +48,7 @@ impl MemoryStore {
             head: Arc::new(watch::channel(GlobalPosition::START).0),
             metrics: metrics::store("memory"),
             leases: Arc::default(),
+            blobs: Arc::default(),
         }
     }
 
@@ -230,5 +232,42 @@ impl EventStore for MemoryStore {
         } else {
             None
         })
+    }
+
+    async fn put_blob(&self, blob: Blob) -> Result<()> {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        blobs
+            .entry((blob.tenant, blob.hash.clone()))
+            .or_insert(blob);
+        Ok(())
+    }
+
+    async fn get_blob(&self, tenant: TenantId, hash: &str) -> Result<Option<Vec<u8>>> {
+        let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(blobs
+            .get(&(tenant, hash.to_owned()))
+            .map(|b| b.body.clone()))
+    }
+
+    async fn delete_blobs(&self, tenant: TenantId, before_us: Option<i64>) -> Result<u64> {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let before = blobs.len();
+        blobs.retain(|(owner, _), b| {
+            *owner != tenant || before_us.is_some_and(|t| b.created_at_us >= t)
+        });
+        Ok(u64::try_from(before - blobs.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn expire_blobs(&self, now_us: i64) -> Result<Vec<(TenantId, u64)>> {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = std::collections::BTreeMap::<TenantId, u64>::new();
+        blobs.retain(|(tenant, _), b| {
+            let expired = b.expires_at_us.is_some_and(|t| t <= now_us);
+            if expired {
+                *counts.entry(*tenant).or_default() += 1;
+            }
+            !expired
+        });
+        Ok(counts.into_iter().collect())
     }
 }

@@ -43,6 +43,7 @@ use crate::envelope::{NewEvent, RecordedEvent, Snapshot};
 use crate::error::Result;
 use crate::ids::{GlobalPosition, StreamId, StreamVersion, TenantId};
 
+mod blobs; // the SQL backends' blob statements
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 #[cfg(any(test, feature = "test-util"))]
@@ -207,6 +208,43 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// The latest snapshot of the stream, if any and if the scope admits the stream.
     async fn load_snapshot(&self, scope: Scope, stream: &StreamId) -> Result<Option<Snapshot>>;
+
+    /// Keeps a blob beside the log ([`Blob`]); the same tenant and hash again keeps the first.
+    async fn put_blob(&self, _blob: Blob) -> Result<()> {
+        Err(crate::Error::Unavailable(
+            "this store keeps no blobs".into(),
+        ))
+    }
+
+    /// One of `tenant`'s blobs, if it is (still) kept.
+    async fn get_blob(&self, _tenant: TenantId, _hash: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Deletes `tenant`'s blobs created before `before_us` (every one without it); how many.
+    async fn delete_blobs(&self, _tenant: TenantId, _before_us: Option<i64>) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// Deletes every blob whose expiry is at or before `now_us`; how many, per tenant.
+    async fn expire_blobs(&self, _now_us: i64) -> Result<Vec<(TenantId, u64)>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Bytes kept beside the log rather than in it, so that they can be deleted: the log is
+/// append-only, and a tenant's captured prompts and answers must go when it asks or when their
+/// retention ends. Keyed by the tenant and the body's content hash (never shared across
+/// tenants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub tenant: TenantId,
+    /// The body's content hash, as the caller computed it (BLAKE3, hex).
+    pub hash: String,
+    pub body: Vec<u8>,
+    pub created_at_us: i64,
+    /// When retention deletes it (`None`: kept until deleted).
+    pub expires_at_us: Option<i64>,
 }
 
 /// Converts a store integer (signed in SQL) to an unsigned position or version.

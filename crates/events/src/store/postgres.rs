@@ -29,7 +29,7 @@ use crate::store::sql::{
     EVENT_COLUMNS, decode_event, decode_snapshot, decode_stored_at, decode_stream_metadata,
 };
 use crate::store::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, from_sql,
+    AppendResult, Blob, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, from_sql,
     sql_limit, subscribe, to_sql,
 };
 
@@ -139,7 +139,7 @@ impl PostgresStore {
             .await?;
         MIGRATOR.run(&pool).await?;
 
-        let key = fnv1a(format!("switchyard.events.{schema}").as_bytes());
+        let key = super::sql::fnv1a(format!("switchyard.events.{schema}").as_bytes());
         let lock_key = i64::from_ne_bytes(key.to_ne_bytes());
         let channel = format!("switchyard_events_{key:016x}");
         let head = GlobalPosition(from_sql(
@@ -225,13 +225,6 @@ impl PostgresStore {
         .await?;
         outcomes.pop().unwrap_or(Err(Error::Closed))
     }
-}
-
-/// 64-bit FNV-1a: a stable hash for lock keys and channel names (the same on every node and build).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Follows commits made by any node (`NOTIFY` is sent inside each append transaction and
@@ -587,5 +580,21 @@ impl EventStore for PostgresStore {
         .fetch_optional(&self.inner.pool)
         .await?;
         row.map(|row| decode_snapshot(&row)).transpose()
+    }
+
+    async fn put_blob(&self, blob: Blob) -> Result<()> {
+        super::blobs::pg_put(&self.inner.pool, &blob).await
+    }
+
+    async fn get_blob(&self, tenant: TenantId, hash: &str) -> Result<Option<Vec<u8>>> {
+        super::blobs::pg_get(&self.inner.pool, tenant, hash).await
+    }
+
+    async fn delete_blobs(&self, tenant: TenantId, before_us: Option<i64>) -> Result<u64> {
+        super::blobs::pg_delete(&self.inner.pool, tenant, before_us).await
+    }
+
+    async fn expire_blobs(&self, now_us: i64) -> Result<Vec<(TenantId, u64)>> {
+        super::blobs::pg_expire(&self.inner.pool, now_us).await
     }
 }

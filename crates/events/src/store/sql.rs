@@ -108,3 +108,11 @@ where
         payload: Bytes::copy_from_slice(row.try_get::<&[u8], _>(2)?),
     })
 }
+
+/// 64-bit FNV-1a: a stable hash for PostgreSQL's lock keys and channel names (the same on every
+/// node and build).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

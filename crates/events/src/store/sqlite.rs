@@ -22,7 +22,7 @@ use crate::store::plan::{self, Known, Pending};
 use crate::store::sql::EVENT_COLUMNS;
 use crate::store::sqlite_read::{self as read, Readers};
 use crate::store::{
-    AppendResult, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, subscribe,
+    AppendResult, Blob, EventStore, EventStream, ExpectedVersion, Scope, StreamMetadata, subscribe,
     to_sql,
 };
 
@@ -333,6 +333,29 @@ impl EventStore for SqliteStore {
         self.inner
             .readers
             .run(move |conn| read::load_snapshot(conn, scope, &stream))
+            .await
+    }
+
+    async fn put_blob(&self, blob: Blob) -> Result<()> {
+        self.with_writer(move |conn| super::blobs::sqlite_put(conn, &blob))
+            .await
+    }
+
+    async fn get_blob(&self, tenant: TenantId, hash: &str) -> Result<Option<Vec<u8>>> {
+        let hash = hash.to_owned();
+        self.inner
+            .readers
+            .run(move |conn| super::blobs::sqlite_get(conn, tenant, &hash))
+            .await
+    }
+
+    async fn delete_blobs(&self, tenant: TenantId, before_us: Option<i64>) -> Result<u64> {
+        self.with_writer(move |conn| super::blobs::sqlite_delete(conn, tenant, before_us))
+            .await
+    }
+
+    async fn expire_blobs(&self, now_us: i64) -> Result<Vec<(TenantId, u64)>> {
+        self.with_writer(move |conn| super::blobs::sqlite_expire(conn, now_us))
             .await
     }
 }

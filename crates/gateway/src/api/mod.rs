@@ -117,6 +117,8 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         admin::router::promote_split,
         admin::router::roll_back_split,
         admin::audit::audit_log,
+        admin::captures::export_captures,
+        admin::captures::delete_captures,
         openai::list_models,
         openai::chat_completions,
         openai::completions,

@@ -66,6 +66,35 @@ pub enum KeyCommand {
     Revoke { tenant: String, key_id: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Print a tenant's captured inferences as JSON lines: an eval task set
+    /// (`{id, input, expected, scorer, tags}`, for `switchyard eval` and `switchyard replay`),
+    /// or with `--raw` each capture as kept.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// Captured at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Captured before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// The captures as kept (redacted request, choices, usage), not task lines.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Delete a tenant's captured payloads (all, or those from before `--before`); recorded in
+    /// the log as `CapturesDeleted`. Prints how many went.
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        /// Only captures from before this time (RFC 3339).
+        #[arg(long)]
+        before: Option<String>,
+    },
+}
+
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -237,4 +266,70 @@ pub fn print_report(
         println!("{out}");
     }
     Ok(())
+}
+
+/// A query string's value, percent-encoded (an RFC 3339 time's `+` and `:`).
+fn encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn dataset(args: &ServerArgs, command: DatasetCommand) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    match command {
+        DatasetCommand::Export {
+            tenant,
+            since,
+            until,
+            raw,
+        } => {
+            let mut query = vec![format!("format={}", if raw { "raw" } else { "dataset" })];
+            if let Some(since) = since {
+                query.push(format!("since={}", encoded(&since)));
+            }
+            if let Some(until) = until {
+                query.push(format!("until={}", encoded(&until)));
+            }
+            let url = format!(
+                "{}/v1/admin/tenants/{tenant}/captures?{}",
+                client.base,
+                query.join("&")
+            );
+            let response = client
+                .http
+                .get(&url)
+                .bearer_auth(&client.token)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the server at {url}"))?;
+            let status = response.status();
+            let text = response.text().await?;
+            if !status.is_success() {
+                anyhow::bail!("{status}: {text}");
+            }
+            use std::io::Write;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            Ok(())
+        }
+        DatasetCommand::Delete { tenant, before } => {
+            let query = before
+                .map(|b| format!("?before={}", encoded(&b)))
+                .unwrap_or_default();
+            let value = client
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/admin/tenants/{tenant}/captures{query}"),
+                    None,
+                )
+                .await?;
+            print(&value)
+        }
+    }
 }

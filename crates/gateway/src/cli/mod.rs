@@ -75,7 +75,9 @@ pub enum Command {
     },
     /// Replay a recorded run: exactly (rebuild its state with the current code and report any
     /// divergence; exit status 1), or re-executed with another model or prompt (`--model`,
-    /// `--node-model`, `--prompt`), tool calls answered from the recording.
+    /// `--node-model`, `--prompt`), tool calls answered from the recording. Or re-run a
+    /// captured dataset (`switchyard dataset export`) against `--model` or `--policy`, each
+    /// answer beside the recorded one.
     Replay {
         #[command(flatten)]
         store: StoreArgs,
@@ -98,6 +100,14 @@ pub enum Command {
     Sim {
         #[command(subcommand)]
         command: SimCommand,
+    },
+    /// A tenant's captured inferences through a running server: export them as an eval task
+    /// set, or delete them.
+    Dataset {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: client::DatasetCommand,
     },
     /// Issue and revoke tenants' API keys through a running server (prints JSON).
     Key {
@@ -236,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: RouterCommand::Bench(args),
         } => bench::bench(args).await,
         Command::Key { server, command } => client::key(&server, command).await,
+        Command::Dataset { server, command } => client::dataset(&server, command).await,
         Command::Projections { store, command } => {
             let (log, _) = store.open().await?;
             let read = store.open_read().await?;

@@ -58,6 +58,11 @@ pub trait Accounts: Send + Sync {
     fn guardrails(&self, _tenant: TenantId) -> Option<std::sync::Arc<crate::guard::Guard>> {
         None
     }
+    /// The tenant's capture policy (setting [`crate::capture::CAPTURE_SETTING`]); `None`: its
+    /// inferences are not captured.
+    fn capture(&self, _tenant: TenantId) -> Option<crate::capture::CapturePolicy> {
+        None
+    }
 }
 
 /// The tenant setting that limits the models a tenant may list and call: model names separated

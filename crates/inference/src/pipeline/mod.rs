@@ -244,6 +244,20 @@ impl Pipeline {
                     plan.keep(&ticket.served_model, choices.clone(), usage)
                         .await;
                 }
+                if let Some(policy) = self.accounts.capture(principal.tenant) {
+                    crate::capture::spawn(
+                        self.store.clone(),
+                        policy,
+                        crate::capture::Captured {
+                            tenant: principal.tenant,
+                            inference_id: ticket.id,
+                            request,
+                            model: &ticket.served_model,
+                            choices: choices.clone(),
+                            usage,
+                        },
+                    );
+                }
                 Ok(Completed {
                     body: chat_body(ticket.id, &ticket.served_model, choices, usage),
                     position,

@@ -184,7 +184,8 @@ async fn pass_through(
         keep,
         mut guard,
     } = relayed;
-    let mut assembly = keep.as_ref().map(|_| Assembly::default());
+    let capture = pipeline.accounts.capture(ticket.tenant);
+    let mut assembly = (keep.is_some() || capture.is_some()).then(Assembly::default);
     let prompt = request.estimate_prompt_tokens();
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
     let id = ticket.id;
@@ -293,9 +294,25 @@ async fn pass_through(
     };
     match (failure, logged) {
         (None, Ok(_)) => {
-            if let (Some(plan), Some(assembly)) = (&keep, assembly) {
-                plan.keep(&ticket.served_model, assembly.choices(), usage)
-                    .await;
+            if let Some(assembly) = assembly {
+                let choices = assembly.choices();
+                if let Some(policy) = capture {
+                    crate::capture::spawn(
+                        pipeline.store.clone(),
+                        policy,
+                        crate::capture::Captured {
+                            tenant: ticket.tenant,
+                            inference_id: id,
+                            request,
+                            model: &ticket.served_model,
+                            choices: choices.clone(),
+                            usage,
+                        },
+                    );
+                }
+                if let Some(plan) = &keep {
+                    plan.keep(&ticket.served_model, choices, usage).await;
+                }
             }
             if include_usage {
                 let last = chunk(

@@ -164,7 +164,9 @@ pub(crate) struct SetSetting {
 /// setting `cors_origins` (origins separated by commas, or `*`) lets browsers on those origins
 /// read the tenant's API answers; `allowed_models` (configured model names separated by commas,
 /// or `*`) limits the models the tenant lists and may call; `guardrails` (a JSON policy, see
-/// the README) sets the checks before and after the model.
+/// the README) sets the checks before and after the model; `capture`
+/// (`{"retention": "30d", "max_bytes": 1048576}`) keeps its prompts and answers for export and
+/// replay.
 #[utoipa::path(put, path = "/v1/admin/tenants/{id}/settings/{key}", tag = "admin", request_body = SetSetting,
     params(("id" = String, Path, description = "tenant id"), ("key" = String, Path, description = "setting name")),
     responses((status = 200, description = "the tenant's settings"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),

@@ -23,6 +23,8 @@ use crate::state::Admin;
 pub(crate) mod access;
 /// The audit log of admin commands.
 pub(crate) mod audit;
+/// A tenant's captured inferences: export and deletion.
+pub(crate) mod captures;
 /// Issuing and revoking API keys.
 pub(crate) mod keys;
 /// Limits of tenants, keys and models; settings; feature flags.
@@ -34,6 +36,7 @@ pub(crate) mod tenants;
 
 use access::{Access, Need, admit, admit_platform};
 use audit::audit_log;
+use captures::{delete_captures, export_captures};
 use keys::{issue_key, revoke_key, rotate_key};
 use limits::{set_flag, set_key_limits, set_limits, set_model_limits, set_setting};
 use router::{get_routing, promote_split, reset_routing, roll_back_split, set_routing};
@@ -56,6 +59,8 @@ crate::api::endpoints! {
     put "/v1/admin/tenants/{id}/models/{model}/limits" => set_model_limits,
     put "/v1/admin/tenants/{id}/settings/{key}" => set_setting,
     put "/v1/admin/tenants/{id}/flags/{flag}" => set_flag,
+    get "/v1/admin/tenants/{id}/captures" => export_captures,
+    delete "/v1/admin/tenants/{id}/captures" => delete_captures,
     get "/v1/admin/tenants/{id}/router" => get_routing,
     put "/v1/admin/tenants/{id}/router" => set_routing,
     delete "/v1/admin/tenants/{id}/router" => reset_routing,

@@ -3,6 +3,7 @@
 //! (routing, limits, budget, billing, events), and every run is recorded in the log like a run
 //! started over HTTP, so it can be inspected and replayed.
 
+mod dataset;
 mod eval;
 mod replay;
 mod run;

@@ -109,6 +109,23 @@ pub async fn replay(
 ) -> anyhow::Result<bool> {
     let overrides = args.overrides()?;
     let path = Path::new(&args.target);
+    if path.exists() {
+        let text = read(path)?;
+        if super::dataset::is_dataset(&text) {
+            let policy = match &args.policy {
+                Some(file) => Some(
+                    toml::from_str(&read(file)?)
+                        .with_context(|| format!("{} is not a routing policy", file.display()))?,
+                ),
+                None => None,
+            };
+            let local = open().await?;
+            let (report, answered) =
+                super::dataset::replay(&local, &text, args.model.as_deref(), policy).await?;
+            print_json(&report)?;
+            return Ok(answered);
+        }
+    }
     if overrides.is_none() && path.exists() {
         let events = parse_episode(&read(path)?)?;
         return report_exact(&replay_exact(&events), args.json);
