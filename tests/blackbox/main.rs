@@ -35,5 +35,6 @@ mod routing;
 mod secrets;
 mod serve;
 mod server;
+mod spend;
 mod traces;
 mod workflows;

@@ -162,7 +162,7 @@ catalog! {
         InvoiceFinalized(InvoiceFinalized);
         InvoicePaid(InvoicePaid);
         RateLimitSet(RateLimitSet);
-        InferenceRequested(InferenceRequested);
+        InferenceRequested(InferenceRequested), older { 1 => InferenceRequestedV1 };
         RouteChosen(RouteChosen);
         InferenceCompleted(InferenceCompleted);
         InferenceFailed(InferenceFailed);
@@ -551,8 +551,49 @@ pub struct InferenceRequested {
     /// Prompt tokens as estimated before the call (the provider's count is in the outcome).
     pub prompt_tokens_estimate: u64,
     pub max_tokens: Option<u64>,
+    /// The end user the request was made for (OpenAI's `user`), for spend below the tenant.
+    pub user: Option<String>,
+    /// The request's tags (`metadata.tags` or `x-switchyard-tags`), for spend below the tenant.
+    pub tags: Vec<String>,
 }
-payload!(InferenceRequested, 1);
+payload!(InferenceRequested, 2);
+
+/// `InferenceRequested` v1, before `user` and `tags`: read and upcast, never written. Its
+/// schema keeps the title and text it was published with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "InferenceRequested",
+    description = "A chat completion or embedding request was accepted (stream `inference-<id>`, whose id is\nthe `x-switchyard-inference-id` of the response)."
+)]
+pub struct InferenceRequestedV1 {
+    /// `chat` or `embeddings`.
+    pub endpoint: String,
+    /// The model the client named (`auto` lets the router choose).
+    pub model_requested: String,
+    pub key_id: uuid::Uuid,
+    pub stream: bool,
+    pub messages: u32,
+    /// Prompt tokens as estimated before the call (the provider's count is in the outcome).
+    pub prompt_tokens_estimate: u64,
+    pub max_tokens: Option<u64>,
+}
+
+impl From<InferenceRequestedV1> for InferenceRequested {
+    fn from(old: InferenceRequestedV1) -> Self {
+        InferenceRequested {
+            endpoint: old.endpoint,
+            model_requested: old.model_requested,
+            key_id: old.key_id,
+            stream: old.stream,
+            messages: old.messages,
+            prompt_tokens_estimate: old.prompt_tokens_estimate,
+            max_tokens: old.max_tokens,
+            user: None,
+            tags: Vec::new(),
+        }
+    }
+}
 
 /// The model that served an inference and how it was chosen. `propensity_ppb` is the
 /// probability (parts per billion) with which the policy chose it: what off-policy evaluation

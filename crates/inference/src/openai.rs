@@ -165,6 +165,8 @@ impl Message {
     }
 }
 
+/// `user` and tags: who and what a request's spend is attributed to.
+pub mod attribution;
 mod checks;
 mod legacy;
 mod responses;
@@ -241,8 +243,15 @@ impl ChatRequest {
                 "stream_options is only allowed when stream is true".into(),
             ));
         }
+        attribution::check_user(self.user.as_deref()).map_err(invalid)?;
+        attribution::tags(self.metadata.as_ref(), None).map_err(invalid)?;
         self.validate_tools()?;
         self.validate_response_format()
+    }
+
+    /// The request's tags (`metadata.tags`; checked by [`ChatRequest::validate`]).
+    pub fn tags(&self) -> Vec<String> {
+        attribution::tags(self.metadata.as_ref(), None).unwrap_or_default()
     }
 
     /// Prompt tokens before the provider counts them: about four characters a token, plus the
@@ -275,6 +284,10 @@ pub struct EmbeddingsRequest {
     pub dimensions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// `{"tags": ...}`: the request's tags, as a chat request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub metadata: Option<Value>,
 }
 
 /// Most inputs one embeddings request may carry.
@@ -318,6 +331,12 @@ impl EmbeddingsRequest {
             .unwrap_or(DEFAULT_EMBEDDING_DIMENSIONS);
         check_embedding_size(inputs, dimensions)?;
         Ok(dimensions)
+    }
+
+    /// The request's tags (`metadata.tags`), checked.
+    pub fn tags(&self) -> Result<Vec<String>, Error> {
+        attribution::check_user(self.user.as_deref()).map_err(invalid)?;
+        attribution::tags(self.metadata.as_ref(), None).map_err(invalid)
     }
 
     /// The inputs as strings, checked.
@@ -469,6 +488,7 @@ mod tests {
             encoding_format: None,
             dimensions,
             user: None,
+            metadata: None,
         };
         let many = Value::Array(vec![Value::String("a".into()); 2_048]);
         let error = request(many.clone(), Some(4_096)).inputs().unwrap_err();
@@ -487,6 +507,7 @@ mod tests {
             encoding_format: None,
             dimensions,
             user: None,
+            metadata: None,
         };
         let model = |own: Option<u32>| {
             let mut config: crate::config::Config = toml::from_str(

@@ -134,6 +134,45 @@ pub const INFERENCE_LOG: Table = Table {
     ],
 };
 
+/// Each inference's attribution below the tenant (its key and end user) with its outcome:
+/// what spend is grouped by.
+pub const INFERENCE_SPEND: Table = Table {
+    name: "inference_spend",
+    columns: &[
+        ("tenant_id", Col::Uuid),
+        ("started_ms", Col::Int),
+        ("inference_id", Col::Uuid),
+        ("key_id", Col::Text),
+        ("user_id", Col::Text),
+        ("status", Col::Text),
+        ("tokens_in", Col::Int),
+        ("tokens_out", Col::Int),
+        ("cost_micros", Col::Int),
+    ],
+    key: &["tenant_id", "started_ms", "inference_id"],
+    versioned: true,
+    partition: Some(("started_ms", 1000)),
+    indexes: &[
+        &["tenant_id", "key_id", "started_ms"],
+        &["tenant_id", "user_id", "started_ms"],
+    ],
+};
+
+/// Each tag of each inference (a row per tag).
+pub const INFERENCE_TAGS: Table = Table {
+    name: "inference_tags",
+    columns: &[
+        ("tenant_id", Col::Uuid),
+        ("started_ms", Col::Int),
+        ("inference_id", Col::Uuid),
+        ("tag", Col::Text),
+    ],
+    key: &["tenant_id", "started_ms", "inference_id", "tag"],
+    versioned: false,
+    partition: Some(("started_ms", 1000)),
+    indexes: &[&["tenant_id", "tag", "started_ms"]],
+};
+
 pub const BILLING_USAGE: Table = Table {
     name: "billing_usage",
     columns: &[

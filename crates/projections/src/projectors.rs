@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `usage` | `InferenceCompleted`, `InferenceFailed`, `RouteChosen`, `RewardRecorded` | `usage_hourly`, `latency_hist`, `router_stats` |
 //! | `inferences` | `InferenceRequested`, `RouteChosen`, `InferenceCompleted`, `InferenceFailed` | `inference_log` |
+//! | `spend` | `InferenceRequested`, `InferenceCompleted`, `InferenceFailed` | `inference_spend`, `inference_tags` |
 //! | `billing` | `UsageRecorded`, `InvoiceFinalized`, `InvoicePaid` | `billing_usage`, `invoices`, `ledger` |
 //! | `directory` | tenant lifecycle, `ApiKeyIssued`, `ApiKeyRevoked`, `ApiKeyRotated` | `tenants`, `api_keys` |
 //! | `workflows` | a run's start, steps, end and segments | `workflow_runs` |
@@ -12,8 +13,8 @@
 use switchyard_events::{Event, RecordedEvent};
 
 use crate::model::{
-    ADMIN_AUDIT, API_KEYS, BILLING_USAGE, INFERENCE_LOG, INVOICES, LATENCY_HIST, LEDGER, Op,
-    ROUTER_STATS, TENANTS, Table, USAGE_HOURLY, Val, WORKFLOW_RUNS, sat,
+    ADMIN_AUDIT, API_KEYS, BILLING_USAGE, INFERENCE_LOG, INFERENCE_SPEND, INFERENCE_TAGS, INVOICES,
+    LATENCY_HIST, LEDGER, Op, ROUTER_STATS, TENANTS, Table, USAGE_HOURLY, Val, WORKFLOW_RUNS, sat,
 };
 
 /// A projector: which events it reads, which tables it owns, and what each event writes.
@@ -63,6 +64,17 @@ pub static INFERENCES: Projector = Projector {
     ],
     tables: &[&INFERENCE_LOG],
     apply: inferences,
+};
+
+pub static SPEND: Projector = Projector {
+    name: "spend",
+    handles: &[
+        "InferenceRequested",
+        "InferenceCompleted",
+        "InferenceFailed",
+    ],
+    tables: &[&INFERENCE_SPEND, &INFERENCE_TAGS],
+    apply: spend,
 };
 
 pub static BILLING: Projector = Projector {
@@ -129,9 +141,10 @@ pub static AUDIT: Projector = Projector {
 };
 
 /// Every projector, in the order they are started and listed.
-pub static ALL: [&Projector; 6] = [
+pub static ALL: [&Projector; 7] = [
     &USAGE,
     &INFERENCES,
+    &SPEND,
     &BILLING,
     &DIRECTORY,
     &WORKFLOWS,
@@ -250,6 +263,50 @@ fn started_ms(event: &RecordedEvent) -> (uuid::Uuid, i64) {
         None => i64::try_from(event.recorded_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
     };
     (id, ms)
+}
+
+/// Spend below the tenant: each inference's key, user and tags with its outcome.
+fn spend(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
+    let (id, started) = started_ms(event);
+    let key = |tag: Option<String>| {
+        let mut key = vec![
+            ("tenant_id", tenant(event)),
+            ("started_ms", Val::Int(started)),
+            ("inference_id", Val::Uuid(id)),
+        ];
+        key.extend(tag.map(|tag| ("tag", Val::Text(tag))));
+        key
+    };
+    let row = Op::upsert(&INFERENCE_SPEND, key(None)).version(event.stream_version.0);
+    match decoded {
+        Event::InferenceRequested(requested) => {
+            let mut ops = vec![
+                row.set("key_id", requested.key_id.to_string())
+                    .set("user_id", requested.user.unwrap_or_default())
+                    .set("status", "pending"),
+            ];
+            ops.extend(
+                requested
+                    .tags
+                    .into_iter()
+                    .map(|tag| Op::upsert(&INFERENCE_TAGS, key(Some(tag)))),
+            );
+            ops
+        }
+        Event::InferenceCompleted(done) => vec![
+            row.set("status", "completed")
+                .set("tokens_in", done.tokens_in)
+                .set("tokens_out", done.tokens_out)
+                .set("cost_micros", done.cost_micros),
+        ],
+        Event::InferenceFailed(failed) => vec![
+            row.set("status", "failed")
+                .set("tokens_in", failed.tokens_in)
+                .set("tokens_out", failed.tokens_out)
+                .set("cost_micros", failed.cost_micros),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 fn inferences(event: &RecordedEvent, decoded: Event) -> Vec<Op> {

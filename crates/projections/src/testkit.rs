@@ -29,6 +29,8 @@ pub fn inference_events(model: &str, n: u64, failed: bool) -> Vec<NewEvent> {
         messages: 1,
         prompt_tokens_estimate: 10 + n % 7,
         max_tokens: None,
+        user: Some(format!("user-{}", n % 3)),
+        tags: vec![format!("tag-{}", n % 2)],
     });
     let route = Event::RouteChosen(RouteChosen {
         policy: "thompson".into(),

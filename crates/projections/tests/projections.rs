@@ -681,7 +681,8 @@ async fn poison_events_go_to_the_dlq(backend: Backend) {
             .await
             .is_err()
     );
-    assert_eq!(env.db.dead_letters(None, false, 10).await.unwrap().len(), 2);
+    // One entry per projector that reads the event: usage, inferences and spend.
+    assert_eq!(env.db.dead_letters(None, false, 10).await.unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -1120,6 +1121,7 @@ fn every_projector_is_listed() {
         [
             "usage",
             "inferences",
+            "spend",
             "billing",
             "directory",
             "workflows",

@@ -34,6 +34,7 @@ pub struct ReadSide {
 crate::api::endpoints! {
     get "/v1/analytics/usage" => usage,
     get "/v1/analytics/latency" => latency,
+    get "/v1/analytics/spend" => spend,
     get "/v1/analytics/router" => router,
     get "/v1/billing/usage" => billing_usage,
     get "/v1/billing/invoices" => invoices,
@@ -50,7 +51,7 @@ pub(crate) struct Params {
     from: Option<String>,
     /// End of the window, exclusive (default: none).
     to: Option<String>,
-    /// Usage only: comma-separated `hour`, `day`, `model`.
+    /// Usage: comma-separated `hour`, `day`, `model`. Spend: one of `key`, `user`, `tag`.
     group_by: Option<String>,
     /// Only this model.
     model: Option<String>,
@@ -213,6 +214,37 @@ pub(crate) async fn usage(
                 &groups,
                 params.model.as_deref(),
             )
+            .await,
+    )
+}
+
+/// Spend below the tenant: requests, failures, tokens and cost per API key, end user
+/// (`user` of the request) or tag (`metadata.tags`, `x-switchyard-tags`), the largest first.
+#[utoipa::path(get, path = "/v1/analytics/spend", tag = "analytics", params(Params,
+        ("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    responses((status = 200, description = "{data: [{key_id | user | tag, requests, failures, tokens_in, tokens_out, cost_micros}], position}"),
+        (status = 400, description = "bad parameters (group_by must be key, user or tag)", body = ErrorBody),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 503, description = "projection_lag: min_position not reached in time", body = ErrorBody)))]
+pub(crate) async fn spend(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    read: web::Data<ReadSide>,
+) -> Result<HttpResponse, ApiError> {
+    let params: Params = crate::http::parse_query(&req)?;
+    let window = window(&params)?;
+    let group: switchyard_projections::query::SpendGroup = params
+        .group_by
+        .as_deref()
+        .ok_or_else(|| bad("group_by is key, user or tag".into()))?
+        .parse()
+        .map_err(|e: switchyard_projections::Error| bad(e.to_string()))?;
+    let (principal, position) = prepare(&req, &admin, &read, "spend", &params).await?;
+    data(
+        position,
+        read.projections
+            .db()
+            .spend(*principal.tenant.as_uuid(), window, group)
             .await,
     )
 }

@@ -129,6 +129,7 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         feedback::arms,
         analytics::usage,
         analytics::latency,
+        analytics::spend,
         analytics::router,
         analytics::billing_usage,
         analytics::invoices,

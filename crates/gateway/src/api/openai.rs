@@ -47,6 +47,36 @@ fn cache_header(status: Option<CacheStatus>) -> Option<(HeaderName, HeaderValue)
     status.map(|s| (CACHE, HeaderValue::from_static(s.as_str())))
 }
 
+/// Adds the `x-switchyard-tags` header's tags to the body's `metadata.tags` (checked, each
+/// once): the pipeline reads a request's tags from there alone.
+fn header_tags(req: &HttpRequest, metadata: &mut Option<Value>) -> Result<(), ApiError> {
+    let header = match req.headers().get("x-switchyard-tags") {
+        None => return Ok(()),
+        Some(value) => value.to_str().map_err(|_| {
+            ApiError::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "x-switchyard-tags must be ASCII",
+            )
+        })?,
+    };
+    let tags = switchyard_inference::openai::attribution::tags(metadata.as_ref(), Some(header))
+        .map_err(|message| {
+            ApiError::owned(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "invalid_request".into(),
+                message,
+            )
+        })?;
+    match metadata {
+        Some(Value::Object(map)) => {
+            map.insert("tags".into(), serde_json::json!(tags));
+        }
+        _ => *metadata = Some(serde_json::json!({"tags": tags})),
+    }
+    Ok(())
+}
+
 /// The request's `Cache-Control: no-cache` / `no-store` folded into its `cache` option.
 fn cache_control(req: &HttpRequest, request: &mut ChatRequest) {
     let Some(value) = req
@@ -163,6 +193,7 @@ pub(crate) async fn chat_completions(
     let mut request: ChatRequest = parse_json(&body)?;
     request.validate()?;
     cache_control(&req, &mut request);
+    header_tags(&req, &mut request.metadata)?;
     let slot = pipeline.tenant_slot(principal.tenant)?;
     if request.stream {
         return chat_stream(req, pipeline, principal, request, slot, Surface::Chat).await;
@@ -235,6 +266,7 @@ pub(crate) async fn completions(
     let legacy: CompletionRequest = parse_json(&body)?;
     let mut request = legacy.to_chat()?;
     cache_control(&req, &mut request);
+    header_tags(&req, &mut request.metadata)?;
     let echo = legacy.echoed();
     let slot = pipeline.tenant_slot(principal.tenant)?;
     if request.stream {
@@ -271,6 +303,7 @@ pub(crate) async fn responses(
     let asked: ResponsesRequest = parse_json(&body)?;
     let mut request = asked.to_chat()?;
     cache_control(&req, &mut request);
+    header_tags(&req, &mut request.metadata)?;
     let slot = pipeline.tenant_slot(principal.tenant)?;
     if request.stream {
         let stream = pipeline
@@ -416,7 +449,8 @@ pub(crate) async fn embeddings(
 ) -> Result<HttpResponse, ApiError> {
     let (principal, _) = principal(&req, &admin).await?;
     let _slot = pipeline.tenant_slot(principal.tenant)?;
-    let request: EmbeddingsRequest = parse_json(&body)?;
+    let mut request: EmbeddingsRequest = parse_json(&body)?;
+    header_tags(&req, &mut request.metadata)?;
     // With an `Idempotency-Key`, a retry gets the first answer (and its headers) and is not
     // billed again.
     idempotent_with(

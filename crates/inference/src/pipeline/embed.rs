@@ -37,6 +37,8 @@ impl Pipeline {
             max_tokens: None,
             output_reservation: 0,
             chat: None,
+            user: request.user.as_deref(),
+            tags: request.tags()?,
             id: None,
         };
         let checked = self

@@ -60,6 +60,8 @@ impl Pipeline {
                 messages: u32::try_from(checked.messages.len()).unwrap_or(u32::MAX),
                 prompt_tokens_estimate: checked.estimate_prompt_tokens(),
                 max_tokens: checked.output_cap(),
+                user: checked.user.clone(),
+                tags: checked.tags(),
             };
             self.record_blocked(correlation_id, principal, requested, &verdict, &message)
                 .await?;
@@ -97,6 +99,8 @@ impl Pipeline {
                 messages: u32::try_from(inputs.len()).unwrap_or(u32::MAX),
                 prompt_tokens_estimate: (chars as u64).div_ceil(4),
                 max_tokens: None,
+                user: None,
+                tags: Vec::new(),
             };
             self.record_blocked(correlation_id, principal, requested, &verdict, &message)
                 .await?;

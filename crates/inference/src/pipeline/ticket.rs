@@ -37,6 +37,9 @@ pub(super) struct Ask<'r> {
     /// Output tokens reserved from the budget.
     pub output_reservation: u64,
     pub chat: Option<&'r ChatRequest>,
+    /// The end user the spend is for, and the request's tags.
+    pub user: Option<&'r str>,
+    pub tags: Vec<String>,
     /// The inference's id when the caller chose it (a workflow step's, derived from its run,
     /// step and attempt); a fresh UUIDv7 otherwise.
     pub id: Option<Uuid>,
@@ -406,6 +409,8 @@ impl Pipeline {
                 messages: ask.messages,
                 prompt_tokens_estimate: prompt_estimate,
                 max_tokens: ask.max_tokens,
+                user: ask.user.map(str::to_owned),
+                tags: ask.tags,
             },
             route: RouteChosen {
                 policy: route.policy,
@@ -455,6 +460,8 @@ impl Pipeline {
             max_tokens: request.output_cap(),
             output_reservation: reservation,
             chat: Some(request),
+            user: request.user.as_deref(),
+            tags: request.tags(),
             id,
         };
         let span = tracing::debug_span!("admission", switchyard.endpoint = "chat");

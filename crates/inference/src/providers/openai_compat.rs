@@ -58,6 +58,20 @@ impl OpenAiCompatible {
         let mut body = serde_json::to_value(request)
             .map_err(|e| ProviderError::fatal("internal", 500, e.to_string()))?;
         body["model"] = json!(model.upstream_name());
+        // `metadata.tags` is Switchyard's attribution, not the provider's (OpenAI's metadata
+        // values must be strings): it stays here.
+        if let Some(object) = body.as_object_mut() {
+            let emptied = object
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut)
+                .map(|metadata| {
+                    metadata.remove("tags");
+                    metadata.is_empty()
+                });
+            if emptied == Some(true) {
+                object.remove("metadata");
+            }
+        }
         if stream {
             body["stream"] = json!(true);
             // Usage is always asked for: billing needs it even when the client did not.
@@ -336,6 +350,31 @@ mod tests {
         )
         .collect()
         .await
+    }
+
+    #[test]
+    fn switchyard_tags_never_reach_the_provider() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = crate::config::Config::parse(
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n\
+             [[models]]\nname = \"m\"\nprovider = \"p\"",
+        )
+        .unwrap();
+        let adapter = OpenAiCompatible::new(&config.providers[0]).unwrap();
+        let model = config.model("m").unwrap();
+        let request = |metadata: Value| -> ChatRequest {
+            serde_json::from_value(json!({"model": "m", "metadata": metadata,
+                "messages": [{"role": "user", "content": "x"}]}))
+            .unwrap()
+        };
+        let only_tags = adapter
+            .body(model, &request(json!({"tags": ["a"]})), false)
+            .unwrap();
+        assert!(only_tags.get("metadata").is_none(), "{only_tags}");
+        let more = adapter
+            .body(model, &request(json!({"tags": "a", "k": "v"})), true)
+            .unwrap();
+        assert_eq!(more["metadata"], json!({"k": "v"}));
     }
 
     #[tokio::test]

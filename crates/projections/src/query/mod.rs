@@ -10,6 +10,8 @@ mod audit;
 mod billing;
 /// One page of the inference log, with its filters and keyset paging.
 mod inferences;
+/// Spend grouped by key, user or tag.
+mod spend;
 /// Usage totals, latency percentiles and router statistics from the hourly rollups.
 mod usage;
 /// Workflow runs per workflow.
@@ -21,6 +23,7 @@ use crate::model::Val;
 pub use audit::{AuditActor, AuditQuery, AuditRow, MAX_AUDIT_PAGE};
 pub use billing::{BillingRow, InvoiceRow};
 pub use inferences::{InferenceQuery, InferenceRow};
+pub use spend::{SpendGroup, SpendRow};
 pub use usage::{LatencyRow, RouterRow, UsageRow};
 pub use workflows::WorkflowSummary;
 
