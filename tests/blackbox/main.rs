@@ -10,6 +10,7 @@ mod admin_identity;
 mod backing_tls;
 mod bedrock;
 mod budgets;
+mod budgets_below;
 mod cache;
 mod captures;
 mod cli;

@@ -395,6 +395,13 @@ impl Accounts for AccountView {
     fn capture(&self, tenant: TenantId) -> Option<switchyard_inference::capture::CapturePolicy> {
         self.keys.settings.capture(tenant)
     }
+
+    fn spend_limits(
+        &self,
+        tenant: TenantId,
+    ) -> Option<Arc<switchyard_inference::admission::below::SpendLimits>> {
+        self.keys.settings.spend_limits(tenant)
+    }
 }
 
 /// One line of the tenant directory.

@@ -1,13 +1,14 @@
 //! The tenant settings read on the request path, folded from the log with the key index:
 //! `cors_origins` (browsers that may read a tenant's answers), `allowed_models` (the models it
 //! may list and call), `guardrails` (its checks before and after the model, compiled once
-//! here, not per request) and `capture` (whether its prompts and answers are kept, and how
-//! long). [`check`] is what the admin API runs before it writes one.
+//! here, not per request), `capture` (whether its prompts and answers are kept, and how
+//! long) and `spend_limits` (budgets per key, user and tag). [`check`] is what the admin API runs before it writes one.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use switchyard_events::TenantId;
+use switchyard_inference::admission::below::{SPEND_LIMITS_SETTING, SpendLimits};
 use switchyard_inference::admission::{ALLOWED_MODELS_SETTING, parse_allowed_models};
 use switchyard_inference::capture::{CAPTURE_SETTING, CapturePolicy};
 use switchyard_inference::guard::{GUARDRAILS_SETTING, Guard};
@@ -26,6 +27,8 @@ pub struct TenantSettings {
     guards: DashMap<TenantId, Arc<Guard>>,
     /// Each capturing tenant's policy (setting `capture`).
     captures: DashMap<TenantId, CapturePolicy>,
+    /// Budgets below each tenant (setting `spend_limits`).
+    spend: DashMap<TenantId, Arc<SpendLimits>>,
 }
 
 impl TenantSettings {
@@ -61,6 +64,14 @@ impl TenantSettings {
                     self.guards.remove(&tenant);
                 }
             },
+            SPEND_LIMITS_SETTING => match value.map(SpendLimits::parse) {
+                Some(Ok(limits)) => {
+                    self.spend.insert(tenant, Arc::new(limits));
+                }
+                _ => {
+                    self.spend.remove(&tenant);
+                }
+            },
             CAPTURE_SETTING => match value.map(CapturePolicy::parse) {
                 Some(Ok(policy)) => {
                     self.captures.insert(tenant, policy);
@@ -71,6 +82,11 @@ impl TenantSettings {
             },
             _ => {}
         }
+    }
+
+    /// The tenant's budgets below it, if it set any.
+    pub fn spend_limits(&self, tenant: TenantId) -> Option<Arc<SpendLimits>> {
+        self.spend.get(&tenant).map(|l| l.clone())
     }
 
     /// The tenant's capture policy, if it captures.
@@ -104,6 +120,7 @@ pub fn check(key: &str, value: &str, known_model: &dyn Fn(&str) -> bool) -> Resu
         CORS_SETTING => parse_origins(value).map(|_| ()),
         GUARDRAILS_SETTING => Guard::compile(value).map(|_| ()),
         CAPTURE_SETTING => CapturePolicy::parse(value).map(|_| ()),
+        SPEND_LIMITS_SETTING => SpendLimits::parse(value).map(|_| ()),
         _ => Ok(()),
     }
 }

@@ -69,9 +69,14 @@ fn parse_duration(text: &str) -> Option<Duration> {
 impl CapturePolicy {
     /// Reads the setting's JSON, naming every problem.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let raw: Raw = serde_json::from_str(value).map_err(|e| {
+        let shape = |e: &dyn std::fmt::Display| {
             format!("capture must be {{\"retention\": \"30d\", \"max_bytes\": N}}: {e}")
-        })?;
+        };
+        let object: Value = serde_json::from_str(value).map_err(|e| shape(&e))?;
+        if !object.is_object() {
+            return Err(shape(&"not an object"));
+        }
+        let raw: Raw = serde_json::from_value(object).map_err(|e| shape(&e))?;
         let retention = match raw.retention.as_deref() {
             None => Duration::from_secs(30 * 86_400),
             Some(text) => parse_duration(text)
@@ -314,5 +319,69 @@ pub async fn sweep(store: Arc<dyn EventStore>, every: Duration) {
             Err(error) => tracing::warn!(%error, "capture retention: the sweep failed"),
         }
         drop(lease);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_reads_its_retention_and_size_and_refuses_the_rest() {
+        let policy = CapturePolicy::parse(r#"{"retention": "12h", "max_bytes": 4096}"#).unwrap();
+        assert_eq!(policy.retention, Duration::from_secs(12 * 3_600));
+        assert_eq!(policy.max_bytes, 4_096);
+        let default = CapturePolicy::parse("{}").unwrap();
+        assert_eq!(default.retention, Duration::from_secs(30 * 86_400));
+        for bad in [
+            "[]",
+            "\"30d\"",
+            r#"{"retention": "0s"}"#,
+            r#"{"retention": "3651d"}"#,
+            r#"{"retention": "30 days"}"#,
+            r#"{"retention": "é"}"#,
+            r#"{"retention": "99999999999999999999d"}"#,
+            r#"{"max_bytes": 0}"#,
+            r#"{"max_bytes": 16777217}"#,
+            r#"{"retention": "1d", "extra": 1}"#,
+        ] {
+            let error = CapturePolicy::parse(bad).unwrap_err();
+            assert!(error.contains("capture"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_capture_becomes_an_eval_task_line() {
+        let request: ChatRequest = serde_json::from_value(json!({"model": "m",
+            "messages": [{"role": "user", "content": "hi [REDACTED:EMAIL]"}]}))
+        .unwrap();
+        let captured = Captured {
+            tenant: TenantId::new(),
+            inference_id: Uuid::now_v7(),
+            request: &request,
+            model: "sim-small",
+            choices: vec![
+                json!({"index": 0, "message": {"role": "assistant", "content": "hello"}}),
+            ],
+            usage: Usage::default(),
+        };
+        let line = dataset_line(&captured.body(OffsetDateTime::now_utc())).unwrap();
+        assert_eq!(line["input"], "hi [REDACTED:EMAIL]");
+        assert_eq!(line["expected"], "hello");
+        assert_eq!(line["tags"], json!(["model:sim-small"]));
+        // A conversation stays a conversation.
+        let conversation: ChatRequest = serde_json::from_value(json!({"model": "m", "messages": [
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}))
+        .unwrap();
+        let line = dataset_line(
+            &Captured {
+                request: &conversation,
+                ..captured
+            }
+            .body(OffsetDateTime::now_utc()),
+        )
+        .unwrap();
+        assert_eq!(line["input"]["messages"][0]["role"], "system");
+        assert!(dataset_line(&json!({"model": "m"})).is_none());
     }
 }

@@ -12,6 +12,8 @@
 
 use dashmap::DashMap;
 use switchyard_actors::quota::period_of;
+
+use super::below::Account;
 use switchyard_actors::tenant::Limits;
 use switchyard_events::TenantId;
 use time::OffsetDateTime;
@@ -96,26 +98,29 @@ pub struct SpendView {
     pub day_tokens: u64,
 }
 
-/// Every tenant's spend.
+/// Every tenant's spend, and that of its keys, users and tags.
 #[derive(Debug, Default)]
 pub struct Meter {
-    tenants: DashMap<TenantId, Spend>,
+    tenants: DashMap<Account, Spend>,
     /// Inference ids settled here whose events the fold has not yet seen.
     counted: DashMap<Uuid, ()>,
+    /// The accounts below the tenant of inferences whose outcome the fold has not yet seen
+    /// (from their `InferenceRequested`).
+    pending: DashMap<Uuid, Vec<Account>>,
 }
 
 impl Meter {
     /// Reserves `micros` and `tokens` within every budget of `limits` that is set.
     pub fn reserve(
         &self,
-        tenant: TenantId,
+        account: impl Into<Account>,
         limits: &Limits,
         micros: u64,
         tokens: u64,
         now: OffsetDateTime,
     ) -> Result<(), Exhausted> {
         let (month, day) = (period_of(now), day_of(now));
-        let mut spend = self.tenants.entry(tenant).or_default();
+        let mut spend = self.tenants.entry(account.into()).or_default();
         spend.month.roll(&month);
         spend.day.roll(&day);
         let checks = [
@@ -181,11 +186,40 @@ impl Meter {
         now: OffsetDateTime,
     ) {
         self.counted.insert(id, ());
-        let mut spend = self.tenants.entry(tenant).or_default();
+        self.settle_below(
+            &tenant.into(),
+            reserved_micros,
+            reserved_tokens,
+            cost,
+            tokens,
+            now,
+        );
+    }
+
+    /// [`Meter::settle`] of an account below the tenant (the tenant's settlement marks the
+    /// inference as counted for all of them).
+    pub fn settle_below(
+        &self,
+        account: &Account,
+        reserved_micros: u64,
+        reserved_tokens: u64,
+        cost: u64,
+        tokens: u64,
+        now: OffsetDateTime,
+    ) {
+        let mut spend = self.tenants.entry(account.clone()).or_default();
         spend.reserved_micros = spend.reserved_micros.saturating_sub(reserved_micros);
         spend.reserved_tokens = spend.reserved_tokens.saturating_sub(reserved_tokens);
         spend.month.add(&period_of(now), cost, tokens);
         spend.day.add(&day_of(now), cost, tokens);
+    }
+
+    /// Gives back a reservation whose request was refused before it ran.
+    pub fn release(&self, account: &Account, micros: u64, tokens: u64) {
+        if let Some(mut spend) = self.tenants.get_mut(account) {
+            spend.reserved_micros = spend.reserved_micros.saturating_sub(micros);
+            spend.reserved_tokens = spend.reserved_tokens.saturating_sub(tokens);
+        }
     }
 
     /// Takes back a settlement whose event could not be written.
@@ -198,26 +232,42 @@ impl Meter {
         now: OffsetDateTime,
     ) {
         self.counted.remove(&id);
-        if let Some(mut spend) = self.tenants.get_mut(&tenant) {
+        self.unsettle_below(&tenant.into(), cost, tokens, now);
+    }
+
+    /// [`Meter::unsettle`] of an account below the tenant.
+    pub fn unsettle_below(&self, account: &Account, cost: u64, tokens: u64, now: OffsetDateTime) {
+        if let Some(mut spend) = self.tenants.get_mut(account) {
             spend.month.sub(&period_of(now), cost, tokens);
             spend.day.sub(&day_of(now), cost, tokens);
         }
     }
 
-    /// Folds a logged inference outcome (from the log, at start and live).
-    pub fn fold(&self, tenant: TenantId, id: Uuid, cost: u64, tokens: u64, at: OffsetDateTime) {
+    /// Folds a logged inference outcome (from the log, at start and live), into the tenant
+    /// and the accounts `below` it.
+    pub fn fold(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        below: &[Account],
+        cost: u64,
+        tokens: u64,
+        at: OffsetDateTime,
+    ) {
         if self.counted.remove(&id).is_some() {
             return; // settled by this process already
         }
-        let mut spend = self.tenants.entry(tenant).or_default();
-        spend.month.add(&period_of(at), cost, tokens);
-        spend.day.add(&day_of(at), cost, tokens);
+        for account in std::iter::once(&Account::from(tenant)).chain(below) {
+            let mut spend = self.tenants.entry(account.clone()).or_default();
+            spend.month.add(&period_of(at), cost, tokens);
+            spend.day.add(&day_of(at), cost, tokens);
+        }
     }
 
-    /// A tenant's figures for the current month and day.
-    pub fn view(&self, tenant: TenantId, now: OffsetDateTime) -> SpendView {
+    /// An account's figures for the current month and day.
+    pub fn view(&self, account: impl Into<Account>, now: OffsetDateTime) -> SpendView {
         let (month, day) = (period_of(now), day_of(now));
-        let spend = self.tenants.get(&tenant);
+        let spend = self.tenants.get(&account.into());
         let pick = |p: Option<&Period>, key: &str| {
             p.filter(|p| p.key == key)
                 .map_or((0, 0), |p| (p.micros, p.tokens))
@@ -240,12 +290,37 @@ impl Meter {
 /// [`Meter::fold`]).
 impl crate::follow::Folder for Meter {
     fn fold(&self, recorded: &switchyard_events::RecordedEvent) {
+        // The accounts below the tenant come with the request, the cost with the outcome.
+        if recorded.event_type == "InferenceRequested"
+            && let Ok(switchyard_events::Event::InferenceRequested(requested)) =
+                switchyard_events::Event::from_recorded(recorded)
+            && let Some(id) = recorded
+                .stream_id
+                .as_str()
+                .strip_prefix("inference-")
+                .and_then(|id| Uuid::parse_str(id).ok())
+        {
+            let below = Account::of_inference(
+                recorded.tenant_id,
+                requested.key_id,
+                requested.user.as_deref(),
+                &requested.tags,
+            );
+            self.pending.insert(id, below);
+            return;
+        }
         // Stream `inference-<id>`: the id is what the settling request marked.
         if let Some(outcome) = crate::follow::InferenceOutcome::of(recorded) {
+            let below = self
+                .pending
+                .remove(&outcome.id)
+                .map(|(_, below)| below)
+                .unwrap_or_default();
             Meter::fold(
                 self,
                 recorded.tenant_id,
                 outcome.id,
+                &below,
                 outcome.cost_micros,
                 outcome.tokens_in + outcome.tokens_out,
                 recorded.recorded_at,
@@ -355,9 +430,9 @@ mod tests {
             .reserve(tenant, &Limits::default(), 100, 10, now)
             .unwrap();
         meter.settle(tenant, settled_here, 100, 10, 70, 7, now);
-        meter.fold(tenant, settled_here, 70, 7, now); // its event comes back from the log
+        meter.fold(tenant, settled_here, &[], 70, 7, now); // its event comes back from the log
         let from_elsewhere = Uuid::now_v7();
-        meter.fold(tenant, from_elsewhere, 30, 3, now); // another node's inference
+        meter.fold(tenant, from_elsewhere, &[], 30, 3, now); // another node's inference
         let view = meter.view(tenant, now);
         assert_eq!((view.spent_micros, view.tokens), (100, 10));
         assert_eq!((view.day_spent_micros, view.day_tokens), (100, 10));
@@ -369,12 +444,53 @@ mod tests {
     }
 
     #[test]
+    fn accounts_below_the_tenant_are_reserved_settled_and_folded_once() {
+        use crate::admission::below::Below;
+        let meter = Meter::default();
+        let tenant = TenantId::new();
+        let now = at(3, 15);
+        let user = Account::below(tenant, Below::User("alice".into()));
+        meter
+            .reserve(user.clone(), &monthly(100), 60, 0, now)
+            .unwrap();
+        let id = Uuid::now_v7();
+        meter.settle(tenant, id, 0, 0, 50, 5, now);
+        meter.settle_below(&user, 60, 0, 50, 5, now);
+        meter.fold(tenant, id, std::slice::from_ref(&user), 50, 5, now); // settled here: skipped
+        assert_eq!(meter.view(user.clone(), now).spent_micros, 50);
+        meter.fold(
+            tenant,
+            Uuid::now_v7(),
+            std::slice::from_ref(&user),
+            30,
+            3,
+            now,
+        );
+        assert_eq!(meter.view(user.clone(), now).spent_micros, 80);
+        assert_eq!(meter.view(tenant, now).spent_micros, 80);
+        assert_eq!(
+            meter.reserve(user, &monthly(100), 30, 0, now),
+            Err(Exhausted {
+                budget: "monthly_budget_usd",
+                left: 20
+            })
+        );
+        // Another user's budget is untouched; a released reservation holds nothing.
+        let bob = Account::below(tenant, Below::User("bob".into()));
+        meter
+            .reserve(bob.clone(), &monthly(100), 100, 0, now)
+            .unwrap();
+        meter.release(&bob, 100, 0);
+        meter.reserve(bob, &monthly(100), 100, 0, now).unwrap();
+    }
+
+    #[test]
     fn a_new_month_starts_from_zero_and_late_old_events_do_not_count() {
         let meter = Meter::default();
         let tenant = TenantId::new();
-        meter.fold(tenant, Uuid::now_v7(), 500, 5, at(3, 15));
-        meter.fold(tenant, Uuid::now_v7(), 20, 2, at(4, 15));
-        meter.fold(tenant, Uuid::now_v7(), 999, 9, at(3, 15));
+        meter.fold(tenant, Uuid::now_v7(), &[], 500, 5, at(3, 15));
+        meter.fold(tenant, Uuid::now_v7(), &[], 20, 2, at(4, 15));
+        meter.fold(tenant, Uuid::now_v7(), &[], 999, 9, at(3, 15));
         assert_eq!(meter.view(tenant, at(4, 15)).spent_micros, 20);
         assert_eq!(
             meter

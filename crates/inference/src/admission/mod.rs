@@ -6,6 +6,7 @@
 //! [`shared`] budgets in Redis when several nodes serve. The tenant's limits come through
 //! [`Accounts`], which the composition root keeps current from the log.
 
+pub mod below; // budgets per key, user and tag: the accounts below a tenant
 pub mod meter;
 pub mod ratelimit;
 pub mod redis_link; // the Redis connection: a time bound per call, a cool-off after a failure
@@ -61,6 +62,10 @@ pub trait Accounts: Send + Sync {
     /// The tenant's capture policy (setting [`crate::capture::CAPTURE_SETTING`]); `None`: its
     /// inferences are not captured.
     fn capture(&self, _tenant: TenantId) -> Option<crate::capture::CapturePolicy> {
+        None
+    }
+    /// The tenant's budgets below it (setting [`below::SPEND_LIMITS_SETTING`]).
+    fn spend_limits(&self, _tenant: TenantId) -> Option<std::sync::Arc<below::SpendLimits>> {
         None
     }
 }

@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use switchyard_actors::quota::period_of;
 use switchyard_actors::tenant::Limits;
-use switchyard_events::TenantId;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::below::Account;
 use super::meter::{Exhausted, SpendView, day_of};
 
 /// How long a reservation holds without its request settling it (the longest request: a
@@ -148,8 +148,12 @@ struct Keys {
 }
 
 impl Keys {
-    fn of(tenant: TenantId, now: OffsetDateTime) -> Self {
-        let base = format!("switchyard:budget:{{{tenant}}}");
+    fn of(account: &Account, now: OffsetDateTime) -> Self {
+        let base = format!(
+            "switchyard:budget:{{{}}}{}",
+            account.tenant,
+            account.redis_suffix()
+        );
         Keys {
             month: format!("{base}:m:{}", period_of(now)),
             day: format!("{base}:d:{}", day_of(now)),
@@ -192,7 +196,7 @@ impl SharedBudgets {
     )]
     pub async fn reserve(
         &self,
-        tenant: TenantId,
+        account: impl Into<Account>,
         id: Uuid,
         limits: &Limits,
         micros: u64,
@@ -200,7 +204,7 @@ impl SharedBudgets {
         seed: &SpendView,
         now: OffsetDateTime,
     ) -> crate::Result<Result<(), Exhausted>> {
-        let keys = Keys::of(tenant, now);
+        let keys = Keys::of(&account.into(), now);
         let now_ms = now.unix_timestamp_nanos() / 1_000_000;
         let mut invocation = self.reserve.prepare_invoke();
         invocation
@@ -241,7 +245,7 @@ impl SharedBudgets {
     )]
     pub async fn settle(
         &self,
-        tenant: TenantId,
+        account: impl Into<Account>,
         id: Uuid,
         cost: u64,
         tokens: u64,
@@ -249,7 +253,7 @@ impl SharedBudgets {
         now: OffsetDateTime,
         take_back: bool,
     ) -> crate::Result<()> {
-        let keys = Keys::of(tenant, now);
+        let keys = Keys::of(&account.into(), now);
         let mut invocation = self.settle.prepare_invoke();
         invocation
             .key(&keys.month)

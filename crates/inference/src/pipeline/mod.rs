@@ -32,6 +32,7 @@ pub use cached::CacheStatus;
 pub use durability::{Durability, IN_FLIGHT, Recording};
 pub use stream::{ChatStream, Frame};
 
+use crate::admission::below::Account;
 use crate::admission::meter::{Exhausted, Meter};
 use crate::admission::ratelimit::Limiter;
 use crate::admission::shared::SharedBudgets;
@@ -106,7 +107,7 @@ impl Pipeline {
     /// Redis outage falls back to this node's meter, logged), else in this node's meter.
     pub(super) async fn reserve_budget(
         &self,
-        tenant: switchyard_events::TenantId,
+        account: &Account,
         id: Uuid,
         limits: &switchyard_actors::tenant::Limits,
         micros: u64,
@@ -114,12 +115,13 @@ impl Pipeline {
         gate: Option<Gate>,
     ) -> Result<Gate, Exhausted> {
         let now = OffsetDateTime::now_utc();
+        let tenant = account.tenant;
         if let Some(shared) = &self.shared_budgets
             && gate != Some(Gate::Local)
         {
-            let seed = self.meter.view(tenant, now);
+            let seed = self.meter.view(account.clone(), now);
             match shared
-                .reserve(tenant, id, limits, micros, tokens, &seed, now)
+                .reserve(account.clone(), id, limits, micros, tokens, &seed, now)
                 .await
             {
                 Ok(outcome) => return outcome.map(|()| Gate::Shared),
@@ -141,8 +143,57 @@ impl Pipeline {
             }
         }
         self.meter
-            .reserve(tenant, limits, micros, tokens, now)
+            .reserve(account.clone(), limits, micros, tokens, now)
             .map(|()| Gate::Local)
+    }
+
+    /// Reserves the same amounts from each budget below the tenant, where the tenant's was
+    /// taken; a refusal gives back what this call reserved and names the account.
+    pub(super) async fn reserve_below(
+        &self,
+        id: Uuid,
+        below: &[(Account, switchyard_actors::tenant::Limits)],
+        micros: u64,
+        tokens: u64,
+        gate: Gate,
+    ) -> Result<(), (Account, Exhausted)> {
+        for (at, (account, limits)) in below.iter().enumerate() {
+            if let Err(exhausted) = self
+                .reserve_budget(account, id, limits, micros, tokens, Some(gate))
+                .await
+            {
+                let taken: Vec<Account> = below[..at].iter().map(|(a, _)| a.clone()).collect();
+                self.release_budget(&taken, id, micros, tokens, gate).await;
+                return Err((account.clone(), exhausted));
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back reservations of a request refused before it ran.
+    pub(super) async fn release_budget(
+        &self,
+        accounts: &[Account],
+        id: Uuid,
+        micros: u64,
+        tokens: u64,
+        gate: Gate,
+    ) {
+        let now = OffsetDateTime::now_utc();
+        for account in accounts {
+            match (gate, &self.shared_budgets) {
+                (Gate::Shared, Some(shared)) => {
+                    let seed = self.meter.view(account.clone(), now);
+                    if let Err(error) = shared
+                        .settle(account.clone(), id, 0, 0, &seed, now, false)
+                        .await
+                    {
+                        tracing::warn!(%error, inference_id = %id, "cannot give back a shared reservation; its lease will");
+                    }
+                }
+                _ => self.meter.release(account, micros, tokens),
+            }
+        }
     }
 
     /// A place in the tenant's bulkhead, or [`Error::TooManyConcurrent`] when it already has

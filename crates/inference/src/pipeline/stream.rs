@@ -16,6 +16,7 @@ use super::Pipeline;
 use super::cached::{Assembly, CacheStatus, Plan, replay};
 use super::guarded::blocked;
 use super::ticket::Ticket;
+use crate::admission::below::Account;
 use crate::admission::{Principal, RateStatus};
 use crate::error::Error;
 use crate::guard::{Action, StreamGuard};
@@ -354,9 +355,10 @@ async fn extend(pipeline: &Pipeline, ticket: &mut Ticket) -> Result<(), Provider
     let extra = ticket.reserved_output.max(16);
     let micros = ticket.price.cost(0, 0, extra);
     let limits = pipeline.accounts.tenant_limits(ticket.tenant);
-    match pipeline
+    let tenant = Account::from(ticket.tenant);
+    let reserved = match pipeline
         .reserve_budget(
-            ticket.tenant,
+            &tenant,
             ticket.id,
             &limits,
             micros,
@@ -366,15 +368,33 @@ async fn extend(pipeline: &Pipeline, ticket: &mut Ticket) -> Result<(), Provider
         .await
     {
         Ok(_) => {
+            let below = ticket.below_limits();
+            match pipeline
+                .reserve_below(ticket.id, &below, micros, extra, ticket.gate)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err((account, exhausted)) => {
+                    pipeline
+                        .release_budget(&[tenant], ticket.id, micros, extra, ticket.gate)
+                        .await;
+                    Err(format!("the {}'s {}", account.label(), exhausted.budget))
+                }
+            }
+        }
+        Err(exhausted) => Err(format!("the tenant's {}", exhausted.budget)),
+    };
+    match reserved {
+        Ok(()) => {
             ticket.reserved_output += extra;
             ticket.reserved += micros;
             ticket.reserved_tokens += extra;
             Ok(())
         }
-        Err(exhausted) => Err(ProviderError::fatal(
+        Err(which) => Err(ProviderError::fatal(
             "budget_exhausted",
             402,
-            format!("the tenant's {} ran out mid-stream", exhausted.budget),
+            format!("{which} ran out mid-stream"),
         )),
     }
 }

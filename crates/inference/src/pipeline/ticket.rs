@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use switchyard_actors::billing::ModelPrice;
 use switchyard_actors::router::policy::Policy;
+use switchyard_actors::tenant::Limits;
 use switchyard_events::{
     Event, ExpectedVersion, GuardrailChecked, InferenceCompleted, InferenceFailed,
     InferenceRequested, Metadata, RouteChosen, StreamId, TenantId,
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use super::durability::{Durability, Later};
 use super::{Gate, Pipeline};
+use crate::admission::below::Account;
 use crate::admission::{Check, Principal, RateStatus, enforce};
 use crate::config::ModelConfig;
 use crate::error::Error;
@@ -68,6 +70,8 @@ pub(super) struct Ticket {
     pub reserved_output: u64,
     /// Where the reservation was taken: this node's meter or the shared budgets.
     pub gate: Gate,
+    /// The budgets below the tenant that hold the same reservation (key, user, tags).
+    below: Vec<(Account, Limits)>,
     started: Instant,
     token_checks: Vec<Check>,
     /// The tightest rate-limit tier of each unit at admission.
@@ -293,6 +297,38 @@ impl Ticket {
                 now,
             );
         }
+        for (account, _) in &self.below {
+            if take_back {
+                pipeline.meter.unsettle_below(account, cost, tokens, now);
+            } else {
+                let (micros, reserved_tokens) = match self.gate {
+                    Gate::Local => (self.reserved, self.reserved_tokens),
+                    Gate::Shared => (0, 0),
+                };
+                pipeline
+                    .meter
+                    .settle_below(account, micros, reserved_tokens, cost, tokens, now);
+            }
+            if self.gate == Gate::Shared
+                && let Some(shared) = &pipeline.shared_budgets
+            {
+                let seed = pipeline.meter.view(account.clone(), now);
+                if let Err(error) = shared
+                    .settle(
+                        account.clone(),
+                        self.id,
+                        cost,
+                        tokens,
+                        &seed,
+                        now,
+                        take_back,
+                    )
+                    .await
+                {
+                    tracing::warn!(%error, inference_id = %self.id, account = %account.label(), "cannot settle a shared budget below the tenant");
+                }
+            }
+        }
         if let (Some(seed), Some(shared)) = (seed, &pipeline.shared_budgets)
             && let Err(error) = shared
                 .settle(self.tenant, self.id, cost, tokens, &seed, now, take_back)
@@ -302,6 +338,22 @@ impl Ticket {
             // when Redis loses it.
             tracing::warn!(%error, inference_id = %self.id, "cannot settle the shared budgets");
         }
+    }
+}
+
+/// What is left of an exhausted budget, in its unit.
+fn left_text(exhausted: &crate::admission::meter::Exhausted) -> String {
+    if exhausted.budget.ends_with("_usd") {
+        switchyard_actors::billing::usd(exhausted.left)
+    } else {
+        format!("{} tokens", exhausted.left)
+    }
+}
+
+impl Ticket {
+    /// The budgets below the tenant this inference holds a reservation in, with their limits.
+    pub fn below_limits(&self) -> Vec<(Account, Limits)> {
+        self.below.clone()
     }
 }
 
@@ -364,26 +416,57 @@ impl Pipeline {
         let reserved_tokens = prompt_estimate.saturating_add(ask.output_reservation);
         let id = ask.id.unwrap_or_else(Uuid::now_v7);
         let gate = match self
-            .reserve_budget(tenant, id, &tenant_limits, reserved, reserved_tokens, None)
+            .reserve_budget(
+                &Account::from(tenant),
+                id,
+                &tenant_limits,
+                reserved,
+                reserved_tokens,
+                None,
+            )
             .await
         {
             Ok(gate) => gate,
             Err(exhausted) => {
-                let left = if exhausted.budget.ends_with("_usd") {
-                    switchyard_actors::billing::usd(exhausted.left)
-                } else {
-                    format!("{} tokens", exhausted.left)
-                };
                 return Err(Error::BudgetExhausted {
                     message: format!(
-                        "the tenant's {} is spent: {left} left; this request may need up to {} and {reserved_tokens} tokens",
+                        "the tenant's {} is spent: {} left; this request may need up to {} and {reserved_tokens} tokens",
                         exhausted.budget,
+                        left_text(&exhausted),
                         switchyard_actors::billing::usd(reserved),
                     ),
                     rate: Box::new(rate),
                 });
             }
         };
+        let below = self
+            .accounts
+            .spend_limits(tenant)
+            .map(|limits| limits.for_inference(tenant, principal.key_id, ask.user, &ask.tags))
+            .unwrap_or_default();
+        if let Err((account, exhausted)) = self
+            .reserve_below(id, &below, reserved, reserved_tokens, gate)
+            .await
+        {
+            self.release_budget(
+                &[Account::from(tenant)],
+                id,
+                reserved,
+                reserved_tokens,
+                gate,
+            )
+            .await;
+            return Err(Error::BudgetExhausted {
+                message: format!(
+                    "the {}'s {} is spent: {} left; this request may need up to {} and {reserved_tokens} tokens",
+                    account.label(),
+                    exhausted.budget,
+                    left_text(&exhausted),
+                    switchyard_actors::billing::usd(reserved),
+                ),
+                rate: Box::new(rate),
+            });
+        }
         // The request's trace, when traces are exported: the events continue it (even those a
         // `batched` node appends after the answer has gone).
         let metadata = Metadata {
@@ -430,6 +513,7 @@ impl Pipeline {
             reserved_tokens,
             reserved_output: ask.output_reservation,
             gate,
+            below,
             started: Instant::now(),
             token_checks,
             rate,
