@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::gateway::{chat, inference_events, sse_data};
 use crate::providers::{streamed, tokens, whole};
-use crate::server::{Mock, Server, TOKEN, data_dir, tenant_with_key};
+use crate::server::{Mock, Server, data_dir, tenant_with_key};
 
 fn config(mock: &Mock, dir: &std::path::Path) -> String {
     let key = dir.join("bedrock.key");
@@ -52,13 +52,10 @@ provider = "mock"
 }
 
 fn start(dir: &std::path::Path, config: &str, secret: &str) -> Server {
-    let path = dir.join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    Server::start_with(
+    crate::gateway::start_env(
         dir,
+        config,
         &[
-            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
-            ("SWITCHYARD_CONFIG", path.to_str().unwrap()),
             ("AWS_ACCESS_KEY_ID", "AKIDMOCK"),
             ("AWS_SECRET_ACCESS_KEY", secret),
             ("AWS_SESSION_TOKEN", "mock-session-token"),

@@ -21,16 +21,7 @@ fn config(mock: &Mock) -> String {
 }
 
 fn start(dir: &std::path::Path, config: &str) -> Server {
-    let path = dir.join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    Server::start_with(
-        dir,
-        &[
-            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
-            ("SWITCHYARD_CONFIG", path.to_str().unwrap()),
-            ("SWITCHYARD_CAPTURE_SWEEP_MS", "200"),
-        ],
-    )
+    crate::gateway::start_env(dir, config, &[("SWITCHYARD_CAPTURE_SWEEP_MS", "200")])
 }
 
 async fn set(server: &Server, tenant: &str, key: &str, value: Option<Value>) -> reqwest::Response {

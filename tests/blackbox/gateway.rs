@@ -35,15 +35,19 @@ sim = { latency_ms = 0, failure_rate = 1.0 }
 "#;
 
 pub(crate) fn start(dir: &Path, config: &str) -> Server {
+    start_env(dir, config, &[])
+}
+
+/// [`start`] with more environment variables.
+pub(crate) fn start_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
     let path = dir.join("config.toml");
     std::fs::write(&path, config).unwrap();
-    Server::start_with(
-        dir,
-        &[
-            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
-            ("SWITCHYARD_CONFIG", path.to_str().unwrap()),
-        ],
-    )
+    let mut all = vec![
+        ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+        ("SWITCHYARD_CONFIG", path.to_str().unwrap()),
+    ];
+    all.extend_from_slice(env);
+    Server::start_with(dir, &all)
 }
 
 /// `GET /v1/admin/tenants/{id}`: the tenant with its limits, flags and spend.

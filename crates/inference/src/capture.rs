@@ -212,6 +212,17 @@ async fn keep(
         traceparent: switchyard_events::trace::current(),
         ..Metadata::default()
     };
+    append(store, tenant, &event, metadata).await?;
+    Ok(true)
+}
+
+/// Appends one event to the tenant's capture stream.
+async fn append(
+    store: &dyn EventStore,
+    tenant: TenantId,
+    event: &Event,
+    metadata: Metadata,
+) -> Result<(), switchyard_events::Error> {
     let stream = StreamId::of("captures", tenant.as_uuid())?;
     store
         .append(
@@ -221,7 +232,7 @@ async fn keep(
             vec![event.to_new_event(metadata)?],
         )
         .await?;
-    Ok(true)
+    Ok(())
 }
 
 /// A capture as a line of an eval task set (`switchyard eval`, `switchyard replay`): the
@@ -271,16 +282,7 @@ pub async fn record_deleted(
         before_ms,
         count,
     });
-    let stream = StreamId::of("captures", tenant.as_uuid())?;
-    store
-        .append(
-            tenant,
-            &stream,
-            ExpectedVersion::Any,
-            vec![event.to_new_event(metadata)?],
-        )
-        .await?;
-    Ok(())
+    append(store, tenant, &event, metadata).await
 }
 
 /// Deletes captures past their retention every `every`, on one node at a time (the lease
