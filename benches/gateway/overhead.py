@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""What the response cache and the guardrails cost against a plain pass-through (issue 19, items 1
-and 2; see docs/BENCHMARKS.md): the same embedded Switchyard (SQLite, durable, key auth, limits
+"""What the response cache, the guardrails, request capture and budgets below the tenant cost
+against a plain pass-through (issue 19, items 1, 2, 4 and 5; see docs/BENCHMARKS.md): the same embedded Switchyard (SQLite, durable, key auth, limits
 and a budget on, every inference logged) in front of the instant mock upstream, in arms that
 alternate in one run:
 
@@ -12,7 +12,11 @@ alternate in one run:
   - guardrails (clean): the tenant's policy (every PII kind with a names list, three blocked
     topics, a prompt-size limit) checks the prompt and the answer and finds nothing;
   - guardrails (redacting): the same policy, and a prompt with an e-mail, a card number, an IP
-    and a name that are redacted before the model (two GuardrailChecked events per inference).
+    and a name that are redacted before the model (two GuardrailChecked events per inference);
+  - capture: the tenant captures every inference (item 4): after each answer, a blob and an
+    `InferenceCaptured` event;
+  - spend limits: requests carry a user and two tags, and the tenant has budgets for every user
+    and both tags (item 5): four budgets reserved and settled per request instead of one.
 
 Per arm: the gateway's CPU per completed request at a fixed rate (its process tree, from /proc),
 the added p50 / p99 latency oha measures there (latency-corrected, over the same load sent
@@ -46,12 +50,20 @@ GUARDRAILS = {"guardrails": json.dumps({
 })}
 PII_BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content":
     "Say hello to Ada Lovelace at ada@example.com, card 4111 1111 1111 1111, from 10.1.2.3"}]})
+CAPTURE = {"capture": json.dumps({"retention": "1d"})}
+SPEND_LIMITS = {"spend_limits": json.dumps({
+    "users": {"*": {"monthly_usd": "1000000"}},
+    "tags": {"team-a": {"monthly_usd": "1000000"}, "exp-1": {"monthly_tokens": 1000000000000}},
+})}
+ATTRIBUTED_BODY = json.dumps({**json.loads(BODY), "user": "user-42", "metadata": {"tags": "team-a,exp-1"}})
 ARMS = {
     "pass-through": ("", BODY, None),
     "hit": (CACHE_ON, BODY, None),
     "miss + store": (CACHE_ON, NO_CACHE_BODY, None),
     "guardrails (clean)": ("", BODY, GUARDRAILS),
     "guardrails (redacting)": ("", PII_BODY, GUARDRAILS),
+    "capture": ("", BODY, CAPTURE),
+    "spend limits": ("", ATTRIBUTED_BODY, SPEND_LIMITS),
 }
 
 

@@ -199,7 +199,7 @@ async fn a_monthly_token_budget_refuses_with_402_naming_it_and_bills_nothing_ref
 }
 
 /// A second key of `tenant`: (key, key id).
-async fn second_key(server: &Server, tenant: &str) -> (String, String) {
+pub(crate) async fn second_key(server: &Server, tenant: &str) -> (String, String) {
     let issued: Value = reqwest::Client::new()
         .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
         .bearer_auth(TOKEN)

@@ -3,25 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::budgets::second_key;
 use crate::gateway::{chat, inference_events};
 use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
-
-async fn second_key(server: &Server, tenant: &str) -> (String, String) {
-    let key: Value = reqwest::Client::new()
-        .post(server.url(&format!("/v1/admin/tenants/{tenant}/keys")))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "batch"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        key["key"].as_str().unwrap().to_owned(),
-        key["id"].as_str().unwrap().to_owned(),
-    )
-}
 
 /// Sends a chat request with an optional `x-switchyard-tags`; its status, id and position.
 async fn ask(server: &Server, key: &str, body: &Value, tags: Option<&str>) -> (u16, String, u64) {

@@ -290,16 +290,24 @@ impl Meter {
 /// [`Meter::fold`]).
 impl crate::follow::Folder for Meter {
     fn fold(&self, recorded: &switchyard_events::RecordedEvent) {
-        // The accounts below the tenant come with the request, the cost with the outcome.
-        if recorded.event_type == "InferenceRequested"
-            && let Ok(switchyard_events::Event::InferenceRequested(requested)) =
-                switchyard_events::Event::from_recorded(recorded)
-            && let Some(id) = recorded
+        // The accounts below the tenant come with the request, the cost with the outcome. An
+        // inference this node settled is counted already, its accounts too: its request is not
+        // decoded again.
+        if recorded.event_type == "InferenceRequested" {
+            let Some(id) = recorded
                 .stream_id
                 .as_str()
                 .strip_prefix("inference-")
                 .and_then(|id| Uuid::parse_str(id).ok())
-        {
+                .filter(|id| !self.counted.contains_key(id))
+            else {
+                return;
+            };
+            let Ok(switchyard_events::Event::InferenceRequested(requested)) =
+                switchyard_events::Event::from_recorded(recorded)
+            else {
+                return;
+            };
             let below = Account::of_inference(
                 recorded.tenant_id,
                 requested.key_id,
