@@ -249,6 +249,15 @@ impl ChatRequest {
         self.validate_response_format()
     }
 
+    /// `stop` as a list (one string becomes a list of one); `None` when unset.
+    pub fn stop_sequences(&self) -> Option<Value> {
+        match &self.stop {
+            Some(Value::String(stop)) => Some(Value::Array(vec![Value::String(stop.clone())])),
+            Some(Value::Array(stops)) => Some(Value::Array(stops.clone())),
+            _ => None,
+        }
+    }
+
     /// The request's tags (`metadata.tags`; checked by [`ChatRequest::validate`]).
     pub fn tags(&self) -> Vec<String> {
         attribution::tags(self.metadata.as_ref(), None).unwrap_or_default()

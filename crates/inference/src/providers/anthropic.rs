@@ -148,14 +148,8 @@ pub fn to_messages(
     if let Some(p) = request.top_p {
         body.insert("top_p".into(), json!(p));
     }
-    match &request.stop {
-        Some(Value::String(stop)) => {
-            body.insert("stop_sequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) => {
-            body.insert("stop_sequences".into(), Value::Array(stops.clone()));
-        }
-        _ => {}
+    if let Some(stops) = request.stop_sequences() {
+        body.insert("stop_sequences".into(), stops);
     }
     if let Some(tools) = request.tools.as_ref().and_then(Value::as_array) {
         let tools: Vec<Value> = tools

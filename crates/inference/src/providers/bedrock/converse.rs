@@ -158,14 +158,8 @@ fn inference_config(request: &ChatRequest) -> Map<String, Value> {
     if let Some(p) = request.top_p {
         config.insert("topP".into(), json!(p));
     }
-    match &request.stop {
-        Some(Value::String(stop)) => {
-            config.insert("stopSequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) => {
-            config.insert("stopSequences".into(), Value::Array(stops.clone()));
-        }
-        _ => {}
+    if let Some(stops) = request.stop_sequences() {
+        config.insert("stopSequences".into(), stops);
     }
     config
 }
