@@ -9,6 +9,7 @@ mod admin;
 mod admin_identity;
 mod backing_tls;
 mod bedrock;
+mod billing;
 mod budgets;
 mod budgets_below;
 mod cache;

@@ -159,8 +159,11 @@ catalog! {
         QuotaSettled(QuotaSettled);
         QuotaReleased(QuotaReleased);
         UsageRecorded(UsageRecorded);
-        InvoiceFinalized(InvoiceFinalized);
+        InvoiceFinalized(InvoiceFinalized), older { 1 => InvoiceFinalizedV1 };
         InvoicePaid(InvoicePaid);
+        CreditNoteIssued(CreditNoteIssued);
+        BillingDaySet(BillingDaySet);
+        PriceBookPublished(PriceBookPublished);
         RateLimitSet(RateLimitSet);
         InferenceRequested(InferenceRequested), older { 1 => InferenceRequestedV1 };
         RouteChosen(RouteChosen);
@@ -498,14 +501,138 @@ pub struct UsageRecorded {
 }
 payload!(UsageRecorded, 1);
 
-/// A month's invoice was closed with its total.
+/// One line of a closed invoice: a model's usage in the period and what it costs on the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceLine {
+    pub model: String,
+    pub requests: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub tool_calls: u64,
+    /// The usage at list prices (what each inference's event says it cost).
+    pub list_micros: u64,
+    /// The usage at the plan's prices, after the model's included allowance, priced per
+    /// inference and rounded up per inference, as the list cost is.
+    pub amount_micros: u64,
+}
+
+/// A period's invoice was closed (stream `billing-<tenant>`): what it bills, priced once and
+/// for good. A closed invoice never changes; refunds and adjustments are [`CreditNoteIssued`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvoiceFinalized {
+    /// `YYYY-MM`: the month the period starts in.
+    pub period: String,
+    /// What is owed: `subtotal - discount - included`.
+    pub total_micros: u64,
+    /// The plan the tenant was billed under.
+    pub plan: String,
+    /// The price-book version of the plan that priced it; `None`: list prices.
+    pub book_version: Option<u32>,
+    pub lines: Vec<InvoiceLine>,
+    /// The lines' amounts summed.
+    pub subtotal_micros: u64,
+    /// The plan's discount off the subtotal, rounded down.
+    pub discount_micros: u64,
+    /// The plan's monthly credit used.
+    pub included_micros: u64,
+    /// How many usage records the invoice covers.
+    pub records: u64,
+}
+payload!(InvoiceFinalized, 2);
+
+/// [`InvoiceFinalized`] v1: a total of list prices, with no lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "InvoiceFinalized",
+    description = "A month's invoice was closed with its total."
+)]
+pub struct InvoiceFinalizedV1 {
     pub period: String,
     pub total_micros: u64,
 }
-payload!(InvoiceFinalized, 1);
+
+impl From<InvoiceFinalizedV1> for InvoiceFinalized {
+    fn from(old: InvoiceFinalizedV1) -> Self {
+        InvoiceFinalized {
+            period: old.period,
+            total_micros: old.total_micros,
+            plan: String::new(),
+            book_version: None,
+            lines: Vec::new(),
+            subtotal_micros: old.total_micros,
+            discount_micros: 0,
+            included_micros: 0,
+            records: 0,
+        }
+    }
+}
+
+/// A credit note against a closed invoice: a refund or an adjustment, which the invoice
+/// itself never gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditNoteIssued {
+    /// Issued once per id.
+    pub credit_note_id: uuid::Uuid,
+    /// The invoice it credits.
+    pub period: String,
+    pub amount_micros: u64,
+    pub reason: String,
+}
+
+payload!(CreditNoteIssued, 1);
+
+/// The day of the month a tenant's billing periods start on (1-28; 1: calendar months), from
+/// the period `from_period` on. A period is named by the month it starts in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BillingDaySet {
+    pub day: u8,
+    pub from_period: String,
+}
+payload!(BillingDaySet, 1);
+
+/// One model's price on a plan, in micro-dollars, and how much of it a period includes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRate {
+    pub input_micros_per_million: u64,
+    pub output_micros_per_million: u64,
+    pub micros_per_request: u64,
+    /// Requests, input tokens and output tokens each period includes before any is billed.
+    pub included_requests: u64,
+    pub included_input_tokens: u64,
+    pub included_output_tokens: u64,
+}
+
+/// What a plan charges: per-model rates (a model without one is billed at its list price), a
+/// discount and a monthly credit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPrices {
+    pub models: std::collections::BTreeMap<String, ModelRate>,
+    /// Off the subtotal, in basis points (1,000 = 10%), rounded down.
+    pub discount_bps: u32,
+    /// A credit each period, in micro-dollars, taken off after the discount.
+    pub included_micros: u64,
+}
+
+/// A version of a plan's price book (stream `pricebooks-<system tenant>`). It prices every
+/// period from `effective_from` (`YYYY-MM`) on that is still open when it closes, until a later
+/// version takes over; the plan `*` prices the plans that have no book of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBookPublished {
+    pub plan: String,
+    /// 1, 2, … per plan; a published version never changes.
+    pub version: u32,
+    pub effective_from: String,
+    pub prices: PlanPrices,
+}
+payload!(PriceBookPublished, 1);
 
 /// A finalized invoice was paid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

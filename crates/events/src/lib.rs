@@ -15,16 +15,17 @@ pub mod store; // the EventStore port, group commit, subscriptions and the backe
 pub mod trace; // the trace context events carry: hooks the binary installs when it exports traces
 
 pub use catalog::{
-    ApiKeyIssued, ApiKeyRevoked, ApiKeyRotated, CapturesDeleted, CircuitChanged, Event,
-    FragmentRegistered, GuardrailChecked, GuardrailHit, IdempotencyKeyClaimed,
-    IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCaptured, InferenceCompleted,
-    InferenceFailed, InferenceRequested, InvoiceFinalized, InvoicePaid, JsonEvent, LimitScope,
-    QuotaReleased, QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen,
-    RouterConfigured, RunCancelRequested, RunCancelled, RunCompleted, RunContinued, RunFailed,
-    RunStarted, SegmentStarted, ShadowChoice, SignalReceived, StepCompleted, StepFailed,
-    StepStarted, TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet, TenantRenamed,
-    TenantResumed, TenantSettingSet, TenantSuspended, TimerFired, TimerStarted, ToolRegistered,
-    UsageRecorded, WorkflowRegistered,
+    ApiKeyIssued, ApiKeyRevoked, ApiKeyRotated, BillingDaySet, CapturesDeleted, CircuitChanged,
+    CreditNoteIssued, Event, FragmentRegistered, GuardrailChecked, GuardrailHit,
+    IdempotencyKeyClaimed, IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCaptured,
+    InferenceCompleted, InferenceFailed, InferenceRequested, InvoiceFinalized, InvoiceLine,
+    InvoicePaid, JsonEvent, LimitScope, ModelRate, PlanPrices, PriceBookPublished, QuotaReleased,
+    QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen, RouterConfigured,
+    RunCancelRequested, RunCancelled, RunCompleted, RunContinued, RunFailed, RunStarted,
+    SegmentStarted, ShadowChoice, SignalReceived, StepCompleted, StepFailed, StepStarted,
+    TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet, TenantRenamed, TenantResumed,
+    TenantSettingSet, TenantSuspended, TimerFired, TimerStarted, ToolRegistered, UsageRecorded,
+    WorkflowRegistered,
 };
 pub use codec::EventPayload;
 pub use envelope::{Actor, MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

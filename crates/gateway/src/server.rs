@@ -65,6 +65,14 @@ pub struct ServeArgs {
     /// time).
     #[arg(long, env = "SWITCHYARD_CAPTURE_SWEEP_MS", default_value_t = 60_000)]
     pub capture_sweep_ms: u64,
+    /// How often ended billing periods are looked for and their invoices closed, in ms (one
+    /// node closes at a time).
+    #[arg(long, env = "SWITCHYARD_INVOICE_CLOSE_MS", default_value_t = 60_000)]
+    pub invoice_close_ms: u64,
+    /// How long after a period ends its invoice is closed, in seconds: inferences that were in
+    /// flight at the end get this long to be recorded.
+    #[arg(long, env = "SWITCHYARD_INVOICE_GRACE_SECS", default_value_t = 3_600)]
+    pub invoice_grace_secs: u64,
     #[command(flatten)]
     pub oidc: crate::oidc::OidcArgs,
     #[command(flatten)]
@@ -117,6 +125,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             std::time::Duration::from_millis(args.capture_sweep_ms.max(10)),
         ),
         tracing::info_span!("capture_retention"),
+    ));
+    tokio::spawn(tracing::Instrument::instrument(
+        switchyard_inference::invoicing::run(
+            admin.invoicer.clone(),
+            std::time::Duration::from_millis(args.invoice_close_ms.max(10)),
+            std::time::Duration::from_secs(args.invoice_grace_secs),
+        ),
+        tracing::info_span!("invoicing"),
     ));
     let engine = crate::executor::start_engine(
         store.clone(),

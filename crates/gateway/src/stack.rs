@@ -20,6 +20,7 @@ use switchyard_inference::billing_feed::BillingFeed;
 use switchyard_inference::cache::ResponseCache;
 use switchyard_inference::config::Config;
 use switchyard_inference::follow::{Folder, follow};
+use switchyard_inference::invoicing::Invoicer;
 use switchyard_inference::pipeline::{Durability, Recording};
 use switchyard_inference::providers::Providers;
 use switchyard_inference::resilience::{BreakerSettings, Resilience};
@@ -197,10 +198,8 @@ pub async fn stack(
         config.router.clone(),
         Runtime::new(store.clone(), RuntimeConfig::default()),
     ));
-    let billing = BillingFeed::start(Runtime::<Billing>::new(
-        store.clone(),
-        RuntimeConfig::default(),
-    ));
+    let billing_actors = Runtime::<Billing>::new(store.clone(), RuntimeConfig::default());
+    let billing = BillingFeed::start(billing_actors.clone());
     let keys = Arc::new(KeyIndex::default());
     let directory = Arc::new(TenantDirectory::default());
     let meter = Arc::new(Meter::default());
@@ -209,9 +208,16 @@ pub async fn stack(
         directory.clone(),
         meter.clone(),
         router.clone(),
-        billing,
+        billing.clone(),
     ];
     let follower = follow(store.clone(), folders).await?;
+    let invoicer = Arc::new(Invoicer::new(
+        store.clone(),
+        billing_actors,
+        billing,
+        follower.clone(),
+        Arc::new(time::OffsetDateTime::now_utc),
+    ));
     let limiter = Arc::new(match &redis {
         Some((url, tls)) => Limiter::Redis(
             RedisLimiter::connect_with(url, tls)
@@ -277,6 +283,7 @@ pub async fn stack(
         oidc,
         limiter,
         follower,
+        invoicer,
         auth_failures: auth::AuthFailures::default(),
     };
     Ok(Stack {

@@ -29,6 +29,8 @@ pub struct Admin {
     pub oidc: Option<crate::oidc::Verifier>,
     /// Where the in-memory folds stand (`/readyz` fails while their subscription is down).
     pub follower: Arc<switchyard_inference::follow::Follower>,
+    /// Closes, drafts and re-prices invoices; holds the price books.
+    pub invoicer: Arc<switchyard_inference::invoicing::Invoicer>,
     /// Addresses refused for failing key checks too often.
     pub auth_failures: AuthFailures,
 }

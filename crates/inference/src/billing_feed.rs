@@ -25,7 +25,15 @@ const FLUSH_AFTER: Duration = Duration::from_millis(200);
 /// The feed: a [`Folder`] on the server's one log subscription (so the log is not read a
 /// second time), handing usage lines to a background task that bills them in batches.
 pub struct BillingFeed {
-    lines: tokio::sync::mpsc::UnboundedSender<(TenantId, PricedUsage)>,
+    lines: tokio::sync::mpsc::UnboundedSender<Message>,
+    /// Every tenant with billed usage (deleted ones too: their last invoice still closes).
+    tenants: std::sync::Mutex<std::collections::BTreeSet<TenantId>>,
+}
+
+enum Message {
+    Line(TenantId, PricedUsage),
+    /// Bill everything queued before it, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for BillingFeed {
@@ -44,7 +52,12 @@ impl BillingFeed {
             let mut count = 0usize;
             loop {
                 match tokio::time::timeout(FLUSH_AFTER, queue.recv()).await {
-                    Ok(Some((tenant, line))) => {
+                    Ok(Some(Message::Flush(done))) => {
+                        flush(&billing, &mut pending).await;
+                        count = 0;
+                        let _ = done.send(());
+                    }
+                    Ok(Some(Message::Line(tenant, line))) => {
                         pending.entry(tenant).or_default().push(line);
                         count += 1;
                         if count >= BATCH {
@@ -65,7 +78,25 @@ impl BillingFeed {
                 }
             }
         });
-        Arc::new(BillingFeed { lines })
+        Arc::new(BillingFeed {
+            lines,
+            tenants: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Every tenant this node has seen usage of, in id order.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        self.tenants
+            .lock()
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Returns once every usage line folded before the call is billed (or its billing failed
+    /// and was logged); `false` when the billing task has stopped.
+    pub async fn flush(&self) -> bool {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.lines.send(Message::Flush(done)).is_ok() && wait.await.is_ok()
     }
 }
 
@@ -94,7 +125,16 @@ impl Folder for BillingFeed {
             tool_calls: 0,
             cost_micros,
         };
-        if self.lines.send((recorded.tenant_id, line)).is_err() {
+        if let Ok(mut tenants) = self.tenants.lock()
+            && !tenants.contains(&recorded.tenant_id)
+        {
+            tenants.insert(recorded.tenant_id);
+        }
+        if self
+            .lines
+            .send(Message::Line(recorded.tenant_id, line))
+            .is_err()
+        {
             tracing::error!("the billing task has stopped; the next start-up bills this usage");
         }
     }

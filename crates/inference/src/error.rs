@@ -83,6 +83,15 @@ pub enum Error {
     /// Redis did not answer in time, or failed a moment ago and is not asked again yet.
     #[error("redis: {0}")]
     RedisDown(&'static str),
+
+    /// A billing command was refused: no such invoice (404), the invoice's state (409), or a
+    /// bad value (422); `code` names the rule.
+    #[error("{message}")]
+    Billing {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].
@@ -113,6 +122,7 @@ impl Error {
                 "unavailable"
             }
             Error::Config(_) => "invalid_config",
+            Error::Billing { code, .. } => code,
         }
     }
 
@@ -132,6 +142,7 @@ impl Error {
             | Error::Redis(_)
             | Error::RedisDown(_) => 503,
             Error::Config(_) => 500,
+            Error::Billing { status, .. } => *status,
         }
     }
 

@@ -25,6 +25,8 @@ pub mod follow;
 mod fuzz; // fuzz targets: the OpenAI request parser and the SSE reader
 /// Guardrails: PII redaction, blocked topics, prompt size and output schema, per tenant.
 pub mod guard;
+/// Closing, drafting and re-pricing invoices on each tenant's plan.
+pub mod invoicing;
 /// Prometheus metrics of inferences and circuit breakers.
 pub mod metrics;
 /// The OpenAI wire format of chat completions and embeddings, and its checks.

@@ -945,6 +945,13 @@ async fn a_row_in_every_table(store: &dyn EventStore, tenant: TenantId) {
             Event::InvoiceFinalized(switchyard_events::InvoiceFinalized {
                 period: "2026-01".into(),
                 total_micros: 7,
+                plan: "pro".into(),
+                book_version: None,
+                lines: Vec::new(),
+                subtotal_micros: 7,
+                discount_micros: 0,
+                included_micros: 0,
+                records: 1,
             }),
             Event::InvoicePaid(switchyard_events::InvoicePaid {
                 period: "2026-01".into(),

@@ -1,24 +1,31 @@
-//! The billing actor: a tenant's usage ledger and monthly invoices (stream `billing-<tenant>`).
+//! The billing actor: a tenant's usage ledger, its invoices and credit notes (stream
+//! `billing-<tenant>`).
 //!
-//! Each usage record is priced when it is recorded, from the price-book entry the caller passes
-//! in (per model and plan, see [`PriceBook`]), and the cost is stored in the event: an invoice is
-//! reproducible from the log even after prices change. A usage id seen before is billed once.
-//! Months are UTC calendar months; an invoice is open during its month, then finalized, then
-//! paid. Money is integer micro-dollars, rounded up per record.
+//! Each usage record keeps its list cost (from its inference's event), so every invoice is
+//! reproducible from the log. A usage id seen before is billed once. Periods are months that
+//! start on the tenant's billing day (UTC; the 1st unless set). A period's invoice is open while
+//! it runs; after it ends the invoicer prices it on the tenant's plan ([`pricing::price`], with
+//! the plan's price book from [`books`]) and closes it for good with those lines; then it can be
+//! paid and credited. Money is integer micro-dollars, rounded up per record.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
-use switchyard_events::{Event, InvoiceFinalized, InvoicePaid, TenantId, UsageRecorded};
+use switchyard_events::{
+    BillingDaySet, CreditNoteIssued, Event, InvoiceFinalized, InvoicePaid, TenantId, UsageRecorded,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::actor::Actor;
-use crate::quota::period_of;
 
+pub mod books; // the price books: every plan's versioned prices (a platform actor)
+pub mod pricing; // pricing a period's usage on a plan; the calendar of billing periods
 #[cfg(test)]
 mod tests;
+
+pub use pricing::Calendar;
 
 /// The billing actor kind.
 #[derive(Debug, Clone, Copy)]
@@ -43,24 +50,6 @@ impl ModelPrice {
     }
 }
 
-/// Prices per (plan, model), with `*` as the plan that applies when a plan has no own price.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PriceBook {
-    pub prices: BTreeMap<String, BTreeMap<String, ModelPrice>>,
-}
-
-impl PriceBook {
-    /// The price of `model` on `plan`, if the book has one.
-    pub fn price(&self, plan: &str, model: &str) -> Option<ModelPrice> {
-        [plan, "*"].iter().find_map(|p| {
-            self.prices
-                .get(*p)
-                .and_then(|models| models.get(model))
-                .copied()
-        })
-    }
-}
-
 /// One invoice line: a model's usage in a month.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
@@ -81,16 +70,35 @@ pub enum InvoiceStatus {
     Paid,
 }
 
-/// A month of usage.
+/// A period of usage: while open, its list-price lines; once closed, what it bills for good.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {
     pub lines: BTreeMap<String, Line>,
     pub status: InvoiceStatus,
+    /// Usage records in the period (a close must have priced them all).
+    pub records: u64,
+    /// The closed invoice, priced on the plan.
+    pub closed: Option<InvoiceFinalized>,
+    pub credit_notes: Vec<CreditNote>,
+}
+
+/// A credit note against a closed invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNote {
+    pub id: Uuid,
+    pub amount_micros: u64,
+    pub reason: String,
 }
 
 impl Invoice {
+    /// The total at list prices (an open invoice's running figure).
     pub fn total_micros(&self) -> u64 {
         self.lines.values().map(|l| l.cost_micros).sum()
+    }
+
+    /// What the closed invoice bills, less its credit notes.
+    pub fn credited_micros(&self) -> u64 {
+        self.credit_notes.iter().map(|c| c.amount_micros).sum()
     }
 
     /// The invoice as CSV: a header, one line per model, then the total.
@@ -120,7 +128,7 @@ pub fn usd(micros: u64) -> String {
 }
 
 /// A CSV field, quoted when it must be (and never read as a spreadsheet formula).
-fn csv_field(value: &str) -> String {
+pub fn csv_field(value: &str) -> String {
     let value = if value.starts_with(['=', '+', '-', '@']) {
         format!("'{value}")
     } else {
@@ -133,10 +141,14 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-/// A tenant's invoices by period (`YYYY-MM`).
+/// A tenant's invoices by period (`YYYY-MM`, the month the period starts in).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BillingState {
     pub invoices: BTreeMap<String, Invoice>,
+    /// When periods start.
+    pub calendar: Calendar,
+    /// Credit notes issued, so a retried one is issued once.
+    credit_ids: BTreeSet<Uuid>,
     /// Usage ids already billed, per open month (retries arrive within minutes; a month's ids
     /// are dropped when its invoice is finalized, so the set does not grow for ever).
     seen: BTreeMap<String, BTreeSet<Uuid>>,
@@ -173,10 +185,20 @@ pub enum BillingCommand {
     /// invoice equals the log), each in the month it happened, once per `usage_id`. Usage of a
     /// month whose invoice is closed is not added to it.
     RecordPriced(Vec<PricedUsage>),
-    /// Close a past month's invoice.
-    Finalize { period: String },
-    /// Record that a finalized invoice was paid.
+    /// Close a period's invoice with what it bills, priced by [`pricing::price`] from every
+    /// usage record of the period (refused as stale when records arrived since).
+    Close { invoice: InvoiceFinalized },
+    /// Record that a closed invoice was paid.
     MarkPaid { period: String },
+    /// Credit a closed invoice (once per id), never beyond what it bills.
+    IssueCreditNote {
+        id: Uuid,
+        period: String,
+        amount_micros: u64,
+        reason: String,
+    },
+    /// Start periods on `day` of the month (1-28), from the first period that has not begun.
+    SetBillingDay { day: u8 },
 }
 
 /// Why a billing command is refused.
@@ -184,8 +206,22 @@ pub enum BillingCommand {
 pub enum BillingRejection {
     #[error("no invoice for {0}")]
     NoInvoice(String),
-    #[error("the invoice for {0} cannot be finalized before its month has ended")]
+    #[error("the invoice for {0} cannot be closed before its period has ended")]
     MonthNotOver(String),
+    #[error(
+        "the invoice for {period} covers {priced} usage records but {recorded} are recorded; price it again"
+    )]
+    Stale {
+        period: String,
+        priced: u64,
+        recorded: u64,
+    },
+    #[error("the invoice for {period} has {left} micro-dollars left to credit; {asked} asked")]
+    CreditExceeds {
+        period: String,
+        left: u64,
+        asked: u64,
+    },
     #[error("the invoice for {period} is {status:?}")]
     WrongStatus {
         period: String,
@@ -197,7 +233,7 @@ pub enum BillingRejection {
 
 impl Actor for Billing {
     const KIND: &'static str = "billing";
-    const SNAPSHOT_VERSION: u16 = 1;
+    const SNAPSHOT_VERSION: u16 = 2;
     type Id = TenantId;
     type State = BillingState;
     type Command = BillingCommand;
@@ -233,7 +269,7 @@ impl Actor for Billing {
                 let cost_micros = price.cost(requests, tokens_in, tokens_out);
                 Ok(vec![Event::UsageRecorded(UsageRecorded {
                     usage_id,
-                    period: period_of(now),
+                    period: state.calendar.period_at(now),
                     model,
                     requests,
                     tokens_in,
@@ -246,7 +282,7 @@ impl Actor for Billing {
                 let mut events = Vec::with_capacity(usages.len());
                 let mut batch = BTreeSet::new();
                 for usage in usages {
-                    let period = period_of(usage.at);
+                    let period = state.calendar.period_at(usage.at);
                     let closed = state
                         .invoices
                         .get(&period)
@@ -278,21 +314,96 @@ impl Actor for Billing {
                 }
                 Ok(events)
             }
-            BillingCommand::Finalize { period } => {
+            BillingCommand::Close { invoice: priced } => {
+                let period = priced.period.clone();
                 let invoice = state
                     .invoices
                     .get(&period)
                     .ok_or_else(|| BillingRejection::NoInvoice(period.clone()))?;
-                if period >= period_of(now) {
+                if state.calendar.end(&period).is_none_or(|end| now < end) {
                     return Err(BillingRejection::MonthNotOver(period));
                 }
-                match invoice.status {
-                    InvoiceStatus::Open => Ok(vec![Event::InvoiceFinalized(InvoiceFinalized {
-                        total_micros: invoice.total_micros(),
+                if invoice.status != InvoiceStatus::Open {
+                    return Err(BillingRejection::WrongStatus {
                         period,
-                    })]),
-                    status => Err(BillingRejection::WrongStatus { period, status }),
+                        status: invoice.status,
+                    });
                 }
+                if priced.records != invoice.records {
+                    return Err(BillingRejection::Stale {
+                        period,
+                        priced: priced.records,
+                        recorded: invoice.records,
+                    });
+                }
+                Ok(vec![Event::InvoiceFinalized(priced)])
+            }
+            BillingCommand::IssueCreditNote {
+                id,
+                period,
+                amount_micros,
+                reason,
+            } => {
+                if state.credit_ids.contains(&id) {
+                    return Ok(vec![]); // a retry: issued once
+                }
+                let invoice = state
+                    .invoices
+                    .get(&period)
+                    .ok_or_else(|| BillingRejection::NoInvoice(period.clone()))?;
+                let Some(closed) = &invoice.closed else {
+                    return Err(BillingRejection::WrongStatus {
+                        period,
+                        status: invoice.status,
+                    });
+                };
+                let reason = reason.trim().to_owned();
+                if reason.is_empty() || reason.len() > 500 || reason.chars().any(char::is_control) {
+                    return Err(BillingRejection::Invalid(
+                        "a credit note's reason must be 1-500 characters with no control characters".into(),
+                    ));
+                }
+                if amount_micros == 0 {
+                    return Err(BillingRejection::Invalid(
+                        "a credit note's amount must be more than zero".into(),
+                    ));
+                }
+                let left = closed
+                    .total_micros
+                    .saturating_sub(invoice.credited_micros());
+                if amount_micros > left {
+                    return Err(BillingRejection::CreditExceeds {
+                        period,
+                        left,
+                        asked: amount_micros,
+                    });
+                }
+                Ok(vec![Event::CreditNoteIssued(CreditNoteIssued {
+                    credit_note_id: id,
+                    period,
+                    amount_micros,
+                    reason,
+                })])
+            }
+            BillingCommand::SetBillingDay { day } => {
+                if !(1..=28).contains(&day) {
+                    return Err(BillingRejection::Invalid(
+                        "the billing day must be 1-28 (every month has it)".into(),
+                    ));
+                }
+                let current = state.calendar.period_at(now);
+                if state.calendar.day(&current) == day
+                    && state
+                        .calendar
+                        .day(&pricing::next_period(&current).unwrap_or_default())
+                        == day
+                {
+                    return Ok(vec![]); // already so
+                }
+                Ok(vec![Event::BillingDaySet(BillingDaySet {
+                    from_period: state.calendar.first_changeable(now, day),
+                    day,
+                })])
             }
             BillingCommand::MarkPaid { period } => {
                 let invoice = state
@@ -321,6 +432,7 @@ impl Actor for Billing {
                     .or_default()
                     .insert(e.usage_id);
                 let invoice = state.invoices.entry(e.period.clone()).or_default();
+                invoice.records += 1;
                 let line = invoice.lines.entry(e.model.clone()).or_default();
                 line.requests += e.requests;
                 line.tokens_in += e.tokens_in;
@@ -329,18 +441,30 @@ impl Actor for Billing {
                 line.cost_micros = line.cost_micros.saturating_add(e.cost_micros);
             }
             Event::InvoiceFinalized(e) => {
-                if let Some(invoice) = state.invoices.get_mut(&e.period) {
-                    invoice.status = InvoiceStatus::Finalized;
-                }
+                let invoice = state.invoices.entry(e.period.clone()).or_default();
+                invoice.status = InvoiceStatus::Finalized;
+                invoice.closed = Some(e.clone());
                 state.seen.remove(&e.period);
             }
+            Event::CreditNoteIssued(e) => {
+                state.credit_ids.insert(e.credit_note_id);
+                if let Some(invoice) = state.invoices.get_mut(&e.period) {
+                    invoice.credit_notes.push(CreditNote {
+                        id: e.credit_note_id,
+                        amount_micros: e.amount_micros,
+                        reason: e.reason.clone(),
+                    });
+                }
+            }
+            Event::BillingDaySet(e) => state.calendar.set(&e.from_period, e.day),
             Event::InvoicePaid(e) => {
                 if let Some(invoice) = state.invoices.get_mut(&e.period) {
                     invoice.status = InvoiceStatus::Paid;
                 }
             }
             // Not billing's: other streams' events.
-            Event::TenantCreated(_)
+            Event::PriceBookPublished(_)
+            | Event::TenantCreated(_)
             | Event::TenantRenamed(_)
             | Event::TenantSuspended(_)
             | Event::TenantResumed(_)

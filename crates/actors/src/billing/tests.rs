@@ -3,7 +3,11 @@
 use time::{Date, Month, OffsetDateTime};
 use uuid::Uuid;
 
+use switchyard_events::PlanPrices;
+
 use super::*;
+
+mod invoices;
 
 fn utc(month: Month, day: u8) -> OffsetDateTime {
     Date::from_calendar_date(2026, month, day)
@@ -35,6 +39,20 @@ fn usage(id: Uuid, model: &str, tokens_in: u64, tokens_out: u64) -> BillingComma
         tokens_out,
         tool_calls: 0,
         price: PRICE,
+    }
+}
+
+/// The close of `period` as the invoicer makes it: every usage record of the period priced.
+fn close(history: &[Event], period: &str, book: Option<(u32, &PlanPrices)>) -> BillingCommand {
+    let records: Vec<UsageRecorded> = history
+        .iter()
+        .filter_map(|e| match e {
+            Event::UsageRecorded(u) if u.period == period => Some(u.clone()),
+            _ => None,
+        })
+        .collect();
+    BillingCommand::Close {
+        invoice: pricing::price(period, "pro", book, &records),
     }
 }
 
@@ -114,21 +132,16 @@ fn an_invoice_is_finalized_after_its_month_and_then_paid() {
         usage(Uuid::now_v7(), "sim-small", 1_000, 500),
         utc(Month::November, 3),
     );
-    let finalize = BillingCommand::Finalize {
-        period: "2026-11".into(),
-    };
+    let finalize = close(&history, "2026-11", None);
     assert_eq!(
         Billing::decide(&given(&history), finalize.clone(), utc(Month::November, 30)),
         Err(BillingRejection::MonthNotOver("2026-11".into()))
     );
     let finalized = record(&given(&history), finalize.clone(), utc(Month::December, 1));
-    assert_eq!(
-        finalized,
-        vec![Event::InvoiceFinalized(InvoiceFinalized {
-            period: "2026-11".into(),
-            total_micros: 450
-        })]
-    );
+    let [Event::InvoiceFinalized(closed)] = finalized.as_slice() else {
+        panic!("{finalized:?}")
+    };
+    assert_eq!((closed.total_micros, closed.records), (450, 1));
     let history: Vec<Event> = history.into_iter().chain(finalized).collect();
     assert!(matches!(
         Billing::decide(&given(&history), finalize, utc(Month::December, 2)),
@@ -184,26 +197,6 @@ fn invoices_export_as_csv_that_spreadsheets_cannot_misread() {
     assert_eq!(lines.last(), Some(&"2026-11,TOTAL,,,,,0.000600"));
 }
 
-#[test]
-fn price_books_fall_back_from_the_plan_to_the_default() {
-    let mut book = PriceBook::default();
-    book.prices
-        .entry("*".into())
-        .or_default()
-        .insert("sim-small".into(), PRICE);
-    let discounted = ModelPrice {
-        input_per_million_tokens: 100_000,
-        ..PRICE
-    };
-    book.prices
-        .entry("enterprise".into())
-        .or_default()
-        .insert("sim-small".into(), discounted);
-    assert_eq!(book.price("free", "sim-small"), Some(PRICE));
-    assert_eq!(book.price("enterprise", "sim-small"), Some(discounted));
-    assert_eq!(book.price("free", "unknown-model"), None);
-}
-
 fn priced(id: Uuid, at: OffsetDateTime, cost: u64) -> PricedUsage {
     PricedUsage {
         usage_id: id,
@@ -235,9 +228,7 @@ fn priced_usage_is_billed_once_in_its_own_month_and_never_into_a_closed_invoice(
     // October is closed: a late October usage does not change its invoice.
     let closed = record(
         &state,
-        BillingCommand::Finalize {
-            period: "2026-10".into(),
-        },
+        close(&events, "2026-10", None),
         utc(Month::November, 3),
     );
     let history: Vec<Event> = events.into_iter().chain(closed).collect();

@@ -38,6 +38,7 @@ crate::api::endpoints! {
     get "/v1/analytics/router" => router,
     get "/v1/billing/usage" => billing_usage,
     get "/v1/billing/invoices" => invoices,
+    get "/v1/billing/invoices/{period}" => invoice,
     get "/v1/inferences" => inferences,
     get "/v1/analytics/workflows" => workflows,
 }
@@ -345,6 +346,44 @@ pub(crate) async fn invoices(
             .invoices(*principal.tenant.as_uuid())
             .await,
     )
+}
+
+/// One of the tenant's invoices: closed, or the open period's draft on its plan's prices
+/// (from the billing actor, not the read side: always current).
+#[utoipa::path(get, path = "/v1/billing/invoices/{period}", tag = "billing",
+    params(("period" = String, Path, description = "YYYY-MM"), ("format" = Option<String>, Query, description = "json (default) or csv"),
+        ("Authorization" = String, Header, description = "Bearer <tenant API key>")),
+    responses((status = 200, description = "the invoice document, or CSV"),
+        (status = 401, description = "missing or invalid key", body = ErrorBody),
+        (status = 422, description = "not a period", body = ErrorBody)))]
+pub(crate) async fn invoice(
+    req: HttpRequest,
+    admin: web::Data<Admin>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Format {
+        format: Option<String>,
+    }
+    let (principal, _) = scoped_request(&req, &admin, &[SCOPE]).await?;
+    let format: Format = crate::http::parse_query(&req)?;
+    let csv = match format.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => return Err(bad(format!("format {other:?} is not json or csv"))),
+    };
+    let document = admin
+        .invoicer
+        .document(principal.tenant, &path.into_inner())
+        .await?;
+    Ok(if csv {
+        HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .body(switchyard_inference::invoicing::to_csv(&[document]))
+    } else {
+        HttpResponse::Ok().json(document)
+    })
 }
 
 /// Workflow runs per workflow: how many ran, how they ended, their steps, cost and duration.

@@ -95,14 +95,14 @@ pub enum DatasetCommand {
     },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    fn new(args: &ServerArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &ServerArgs) -> anyhow::Result<Self> {
         let token = match &args.admin_token {
             Some(token) => token.clone(),
             None => {
@@ -125,7 +125,7 @@ impl Client {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -154,7 +154,27 @@ impl Client {
     }
 }
 
-fn print(value: &Value) -> anyhow::Result<()> {
+impl Client {
+    /// A GET whose answer is text (JSON lines, CSV), as it came.
+    pub(crate) async fn text(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {url}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            anyhow::bail!("{status}: {text}");
+        }
+        Ok(text)
+    }
+}
+
+pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
@@ -269,7 +289,7 @@ pub fn print_report(
 }
 
 /// A query string's value, percent-encoded (an RFC 3339 time's `+` and `:`).
-fn encoded(value: &str) -> String {
+pub(crate) fn encoded(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
@@ -297,23 +317,12 @@ pub async fn dataset(args: &ServerArgs, command: DatasetCommand) -> anyhow::Resu
             if let Some(until) = until {
                 query.push(format!("until={}", encoded(&until)));
             }
-            let url = format!(
-                "{}/v1/admin/tenants/{tenant}/captures?{}",
-                client.base,
-                query.join("&")
-            );
-            let response = client
-                .http
-                .get(&url)
-                .bearer_auth(&client.token)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the server at {url}"))?;
-            let status = response.status();
-            let text = response.text().await?;
-            if !status.is_success() {
-                anyhow::bail!("{status}: {text}");
-            }
+            let text = client
+                .text(&format!(
+                    "/v1/admin/tenants/{tenant}/captures?{}",
+                    query.join("&")
+                ))
+                .await?;
             use std::io::Write;
             std::io::stdout().lock().write_all(text.as_bytes())?;
             Ok(())

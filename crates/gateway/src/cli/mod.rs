@@ -7,6 +7,8 @@
 /// `tenant` and `key`: a client of the admin API.
 /// `switchyard router bench`: the routing benchmark through a real server.
 pub mod bench;
+/// `billing`: price books, invoices, credit notes, re-pricing (a client of the admin API).
+pub mod billing;
 pub mod client;
 /// `run`, `replay` and `eval` in-process on the configured store.
 pub mod local;
@@ -108,6 +110,15 @@ pub enum Command {
         server: client::ServerArgs,
         #[command(subcommand)]
         command: client::DatasetCommand,
+    },
+    /// Billing through a running server: publish price books, print and export invoices
+    /// (JSON or CSV), close them, record payments, issue credit notes, set billing days, and
+    /// re-price a month under another price book (writes nothing).
+    Billing {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: billing::BillingCommand,
     },
     /// Issue and revoke tenants' API keys through a running server (prints JSON).
     Key {
@@ -247,6 +258,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => bench::bench(args).await,
         Command::Key { server, command } => client::key(&server, command).await,
         Command::Dataset { server, command } => client::dataset(&server, command).await,
+        Command::Billing { server, command } => billing::run(&server, command).await,
         Command::Projections { store, command } => {
             let (log, _) = store.open().await?;
             let read = store.open_read().await?;

@@ -35,6 +35,10 @@ pub(crate) enum Need {
     Tenant(TenantId, Access),
     /// Read the audit log (a `tenant-admin` reads its tenants' part).
     Audit,
+    /// Billing across tenants: read (price books, invoices, re-pricing) or write (publish a
+    /// price book; close, pay or credit an invoice; set a billing day). A tenant's admin
+    /// cannot bill its own tenant.
+    Billing(Access),
 }
 
 /// How the caller authenticated.
@@ -102,6 +106,8 @@ impl Caller {
             Need::List => platform
                 .or_else(readers)
                 .or_else(|| self.has(Role::TenantAdmin).then_some(Role::TenantAdmin)),
+            Need::Billing(Access::Read) => platform.or_else(readers),
+            Need::Billing(_) => platform,
             Need::Audit => platform
                 .or_else(|| self.has(Role::Auditor).then_some(Role::Auditor))
                 .or_else(|| self.has(Role::TenantAdmin).then_some(Role::TenantAdmin)),
@@ -269,21 +275,29 @@ mod tests {
             Need::Tenant(other, Access::Read),
             Need::Tenant(other, Access::Write),
             Need::Tenant(other, Access::Delete),
+            Need::Billing(Access::Read),
+            Need::Billing(Access::Write),
         ];
         // Per role: whether each need above is allowed.
         let table = [
-            (Role::PlatformAdmin, [true; 9]),
+            (Role::PlatformAdmin, [true; 11]),
             (
                 Role::TenantAdmin,
-                [false, true, true, true, true, false, false, false, false],
+                [
+                    false, true, true, true, true, false, false, false, false, false, false,
+                ],
             ),
             (
                 Role::BillingViewer,
-                [false, true, false, true, false, false, true, false, false],
+                [
+                    false, true, false, true, false, false, true, false, false, true, false,
+                ],
             ),
             (
                 Role::Auditor,
-                [false, true, true, true, false, false, true, false, false],
+                [
+                    false, true, true, true, false, false, true, false, false, true, false,
+                ],
             ),
         ];
         for (role, allowed) in table {

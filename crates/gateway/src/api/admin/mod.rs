@@ -23,6 +23,8 @@ use crate::state::Admin;
 pub(crate) mod access;
 /// The audit log of admin commands.
 pub(crate) mod audit;
+/// Price books, invoices, credit notes, billing days and re-pricing.
+pub(crate) mod billing;
 /// A tenant's captured inferences: export and deletion.
 pub(crate) mod captures;
 /// Issuing and revoking API keys.
@@ -36,6 +38,10 @@ pub(crate) mod tenants;
 
 use access::{Access, Need, admit, admit_platform};
 use audit::audit_log;
+use billing::{
+    close_invoice, export_invoices, get_invoice, issue_credit_note, list_price_books, mark_paid,
+    publish_price_book, reprice, set_billing_day,
+};
 use captures::{delete_captures, export_captures};
 use keys::{issue_key, revoke_key, rotate_key};
 use limits::{set_flag, set_key_limits, set_limits, set_model_limits, set_setting};
@@ -67,6 +73,15 @@ crate::api::endpoints! {
     post "/v1/admin/tenants/{id}/router/splits/{split}/promote" => promote_split,
     post "/v1/admin/tenants/{id}/router/splits/{split}/rollback" => roll_back_split,
     get "/v1/admin/audit" => audit_log,
+    post "/v1/admin/price-books" => publish_price_book,
+    get "/v1/admin/price-books" => list_price_books,
+    get "/v1/admin/invoices" => export_invoices,
+    post "/v1/admin/billing/reprice" => reprice,
+    get "/v1/admin/tenants/{id}/invoices/{period}" => get_invoice,
+    post "/v1/admin/tenants/{id}/invoices/{period}/close" => close_invoice,
+    post "/v1/admin/tenants/{id}/invoices/{period}/paid" => mark_paid,
+    post "/v1/admin/tenants/{id}/credit-notes" => issue_credit_note,
+    put "/v1/admin/tenants/{id}/billing-day" => set_billing_day,
 }
 
 /// The metadata of the events an admin request appends: its request id and the caller that
