@@ -42,6 +42,10 @@ SWITCHYARD_TEST_NATS_SERVER="${SWITCHYARD_TEST_NATS_SERVER:-$(bash scripts/servi
 export SWITCHYARD_TEST_NATS_SERVER
 export SWITCHYARD_TEST_REDIS_URL="${SWITCHYARD_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 
+step "the local embedding model (scripts/embedding-model.sh)"
+SWITCHYARD_TEST_EMBEDDING_MODEL="$(bash scripts/embedding-model.sh)"
+export SWITCHYARD_TEST_EMBEDDING_MODEL
+
 step "Python venv with the openai SDK (scripts/python-sdk.sh)"
 SWITCHYARD_TEST_PYTHON="$(bash scripts/python-sdk.sh)"
 export SWITCHYARD_TEST_PYTHON

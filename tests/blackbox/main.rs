@@ -35,6 +35,7 @@ mod router;
 mod router_bench;
 mod routing;
 mod secrets;
+mod semantic_cache;
 mod serve;
 mod server;
 mod spend;

@@ -396,6 +396,13 @@ impl Accounts for AccountView {
         self.keys.settings.capture(tenant)
     }
 
+    fn semantic_cache(
+        &self,
+        tenant: TenantId,
+    ) -> Option<switchyard_inference::semantic::SemanticPolicy> {
+        self.keys.settings.semantic_cache(tenant)
+    }
+
     fn spend_limits(
         &self,
         tenant: TenantId,

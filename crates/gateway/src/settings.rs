@@ -2,7 +2,8 @@
 //! `cors_origins` (browsers that may read a tenant's answers), `allowed_models` (the models it
 //! may list and call), `guardrails` (its checks before and after the model, compiled once
 //! here, not per request), `capture` (whether its prompts and answers are kept, and how
-//! long) and `spend_limits` (budgets per key, user and tag). [`check`] is what the admin API runs before it writes one.
+//! long), `spend_limits` (budgets per key, user and tag) and `semantic_cache` (whether its
+//! questions are answered from the cache by meaning, and how close is close enough). [`check`] is what the admin API runs before it writes one.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use switchyard_inference::admission::below::{SPEND_LIMITS_SETTING, SpendLimits};
 use switchyard_inference::admission::{ALLOWED_MODELS_SETTING, parse_allowed_models};
 use switchyard_inference::capture::{CAPTURE_SETTING, CapturePolicy};
 use switchyard_inference::guard::{GUARDRAILS_SETTING, Guard};
+use switchyard_inference::semantic::{SEMANTIC_CACHE_SETTING, SemanticPolicy};
 
 /// The tenant setting that lists the origins allowed by CORS.
 pub const CORS_SETTING: &str = "cors_origins";
@@ -29,6 +31,8 @@ pub struct TenantSettings {
     captures: DashMap<TenantId, CapturePolicy>,
     /// Budgets below each tenant (setting `spend_limits`).
     spend: DashMap<TenantId, Arc<SpendLimits>>,
+    /// Each tenant's semantic cache (setting `semantic_cache`).
+    semantic: DashMap<TenantId, SemanticPolicy>,
 }
 
 impl TenantSettings {
@@ -72,6 +76,14 @@ impl TenantSettings {
                     self.spend.remove(&tenant);
                 }
             },
+            SEMANTIC_CACHE_SETTING => match value.map(SemanticPolicy::parse) {
+                Some(Ok(policy)) => {
+                    self.semantic.insert(tenant, policy);
+                }
+                _ => {
+                    self.semantic.remove(&tenant);
+                }
+            },
             CAPTURE_SETTING => match value.map(CapturePolicy::parse) {
                 Some(Ok(policy)) => {
                     self.captures.insert(tenant, policy);
@@ -87,6 +99,11 @@ impl TenantSettings {
     /// The tenant's budgets below it, if it set any.
     pub fn spend_limits(&self, tenant: TenantId) -> Option<Arc<SpendLimits>> {
         self.spend.get(&tenant).map(|l| l.clone())
+    }
+
+    /// The tenant's semantic cache, if it opted in.
+    pub fn semantic_cache(&self, tenant: TenantId) -> Option<SemanticPolicy> {
+        self.semantic.get(&tenant).map(|p| *p)
     }
 
     /// The tenant's capture policy, if it captures.
@@ -121,6 +138,7 @@ pub fn check(key: &str, value: &str, known_model: &dyn Fn(&str) -> bool) -> Resu
         GUARDRAILS_SETTING => Guard::compile(value).map(|_| ()),
         CAPTURE_SETTING => CapturePolicy::parse(value).map(|_| ()),
         SPEND_LIMITS_SETTING => SpendLimits::parse(value).map(|_| ()),
+        SEMANTIC_CACHE_SETTING => SemanticPolicy::parse(value).map(|_| ()),
         _ => Ok(()),
     }
 }

@@ -156,11 +156,15 @@ impl BackingTls {
     }
 }
 
-/// Reads the config file, or the built-in one (the simulated models).
+/// Reads the config file, or the built-in one (the simulated models, and the local embedding
+/// model `all-minilm-l6-v2` when `SWITCHYARD_EMBEDDING_MODEL_DIR` names its folder).
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(match path {
         Some(path) => Config::load(path)?,
-        None => Config::default(),
+        None => match std::env::var("SWITCHYARD_EMBEDDING_MODEL_DIR") {
+            Ok(dir) if !dir.is_empty() => Config::default_with_local_embeddings(&dir)?,
+            _ => Config::default(),
+        },
     })
 }
 

@@ -49,6 +49,9 @@ pub struct Entry {
     pub completion_tokens: u64,
     /// Milliseconds since the epoch after which the entry is not served.
     pub expires_at_ms: u64,
+    /// Found by meaning, with this similarity (the semantic cache), not by the exact key.
+    #[serde(skip)]
+    pub similarity: Option<f32>,
 }
 
 impl Entry {
@@ -87,6 +90,8 @@ enum Store {
 pub struct ResponseCache {
     config: CacheConfig,
     store: Store,
+    /// The semantic cache's questions, beside the answers.
+    semantic: crate::semantic::Index,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -107,7 +112,7 @@ impl std::fmt::Debug for ResponseCache {
 const GET: &str = "return redis.call('GET', KEYS[1])";
 const SET: &str = "return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])";
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -124,15 +129,21 @@ impl ResponseCache {
             config.max_bytes,
             Weight,
         ));
-        ResponseCache { config, store }
+        ResponseCache {
+            config,
+            store,
+            semantic: crate::semantic::Index::memory(),
+        }
     }
 
     /// A cache in the Redis every node shares.
     pub async fn redis(config: CacheConfig, url: &str, tls: &RedisTls) -> Result<Self> {
+        let link = RedisLink::connect(url, tls).await?;
         Ok(ResponseCache {
             config,
+            semantic: crate::semantic::Index::redis(link.clone()),
             store: Store::Redis {
-                link: RedisLink::connect(url, tls).await?,
+                link,
                 get: redis::Script::new(GET),
                 set: redis::Script::new(SET),
             },
@@ -141,6 +152,11 @@ impl ResponseCache {
 
     pub fn config(&self) -> &CacheConfig {
         &self.config
+    }
+
+    /// The semantic cache's questions.
+    pub(crate) fn semantic(&self) -> &crate::semantic::Index {
+        &self.semantic
     }
 
     /// What the cache does for `request` (its `cache` option; the HTTP layer folds the
@@ -319,6 +335,7 @@ mod tests {
             prompt_tokens: 3,
             completion_tokens: 4,
             expires_at_ms: 0,
+            similarity: None,
         }
     }
 

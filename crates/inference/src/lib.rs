@@ -39,6 +39,8 @@ pub mod providers;
 pub mod resilience;
 /// The feature store and the choice for `auto` over the policies of `switchyard-actors`.
 pub mod router;
+/// The semantic cache: questions compared by meaning within the same conversation.
+pub mod semantic;
 
 pub use admission::{Accounts, Principal, RateStatus};
 pub use error::{Error, Result};

@@ -64,6 +64,11 @@ pub trait Accounts: Send + Sync {
     fn capture(&self, _tenant: TenantId) -> Option<crate::capture::CapturePolicy> {
         None
     }
+    /// The tenant's semantic cache (setting [`crate::semantic::SEMANTIC_CACHE_SETTING`]);
+    /// `None`: exact matches only.
+    fn semantic_cache(&self, _tenant: TenantId) -> Option<crate::semantic::SemanticPolicy> {
+        None
+    }
     /// The tenant's budgets below it (setting [`below::SPEND_LIMITS_SETTING`]).
     fn spend_limits(&self, _tenant: TenantId) -> Option<std::sync::Arc<below::SpendLimits>> {
         None

@@ -22,6 +22,10 @@ pub struct CacheConfig {
     /// The largest answer kept (bytes of its JSON); larger ones are not cached.
     #[serde(default = "default_max_entry_bytes")]
     pub max_entry_bytes: usize,
+    /// The embedding model of the semantic cache (a configured model, e.g. the local
+    /// `all-minilm-l6-v2`); tenants opt in with the setting `semantic_cache`. Unset: exact only.
+    #[serde(default)]
+    pub semantic_model: Option<String>,
 }
 
 fn default_ttl() -> u64 {
@@ -44,6 +48,7 @@ impl Default for CacheConfig {
             hit_price: 0.0,
             max_bytes: default_max_bytes(),
             max_entry_bytes: default_max_entry_bytes(),
+            semantic_model: None,
         }
     }
 }

@@ -88,6 +88,9 @@ pub enum ProviderKind {
     Bedrock,
     /// The built-in simulator (deterministic text; for demos, tests and benchmarks).
     Sim,
+    /// A sentence-embedding model run in this process on the CPU (`model_dir`: its
+    /// `config.json`, `model.safetensors` and `tokenizer.json`); embeddings only.
+    Local,
 }
 
 /// One provider.
@@ -122,6 +125,9 @@ pub struct ProviderConfig {
     /// (`provider_busy`, and the fallback is tried) rather than queued.
     #[serde(default = "default_provider_concurrency")]
     pub max_concurrency: usize,
+    /// The folder of a `local` provider's model.
+    #[serde(default)]
+    pub model_dir: Option<String>,
 }
 
 fn default_provider_concurrency() -> usize {
@@ -212,6 +218,9 @@ pub struct ModelConfig {
     /// A deployment variant's circuit-breaker key (`None`: the model's name).
     #[serde(skip)]
     pub circuit: Option<String>,
+    /// Served by a provider that only embeds (`local`): never a chat candidate.
+    #[serde(skip)]
+    pub embedding_only: bool,
 }
 
 fn zero() -> String {
@@ -292,6 +301,41 @@ fn default_answer_tokens() -> u64 {
     64
 }
 
+/// The name the built-in config gives the local embedding model.
+pub const LOCAL_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+
+impl Config {
+    /// The built-in config with the local embedding model of `dir` as `all-minilm-l6-v2` (free,
+    /// embeddings only): what `serve` runs without a config file when
+    /// `SWITCHYARD_EMBEDDING_MODEL_DIR` is set.
+    pub fn default_with_local_embeddings(dir: &str) -> Result<Self> {
+        let mut config = Config::default();
+        let extra: Config = Config::parse(&format!(
+            "[[providers]]\nname = \"local\"\nkind = \"local\"\nmodel_dir = {}\n\n\
+             [[models]]\nname = \"{LOCAL_EMBEDDING_MODEL}\"\nprovider = \"local\"\nembedding_dimensions = 384\n",
+            toml_string(dir)
+        ))?;
+        config.providers.extend(extra.providers);
+        config.models.extend(extra.models);
+        Ok(config)
+    }
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 impl Default for Config {
     /// The simulated models: a cheap, fast, middling `sim-small` and a dearer, slower, better
     /// `sim-large`.
@@ -367,8 +411,16 @@ impl Config {
                     provider.name
                 );
             }
-            if !matches!(provider.kind, ProviderKind::Sim | ProviderKind::Bedrock)
-                && provider.base_url.is_none()
+            if provider.model_dir.is_some() != (provider.kind == ProviderKind::Local) {
+                bail!(
+                    "provider {}: model_dir is for kind = \"local\", and needed there",
+                    provider.name
+                );
+            }
+            if !matches!(
+                provider.kind,
+                ProviderKind::Sim | ProviderKind::Bedrock | ProviderKind::Local
+            ) && provider.base_url.is_none()
             {
                 bail!("provider {} needs a base_url", provider.name);
             }
@@ -383,6 +435,11 @@ impl Config {
             }
         }
         let mut names = BTreeMap::new();
+        if let Some(semantic) = &config.cache.semantic_model
+            && !config.models.iter().any(|m| &m.name == semantic)
+        {
+            bail!("cache.semantic_model {semantic} is not a configured model");
+        }
         for model in &mut config.models {
             check_name("model", &model.name)?;
             if model.name == "auto" {
@@ -410,6 +467,7 @@ impl Config {
                     .with_context(|| format!("model {}: output_usd_per_million", model.name))?,
                 per_request: 0,
             };
+            model.embedding_only = *kind == ProviderKind::Local;
             match (kind, &model.sim) {
                 (ProviderKind::Sim, None) => {
                     model.sim = Some(SimModel {
@@ -518,9 +576,13 @@ impl Config {
 
     fn candidates_among(&self, names: &[String]) -> Vec<&ModelConfig> {
         if names.is_empty() {
-            self.models.iter().collect()
+            self.models.iter().filter(|m| !m.embedding_only).collect()
         } else {
-            names.iter().filter_map(|name| self.model(name)).collect()
+            names
+                .iter()
+                .filter_map(|name| self.model(name))
+                .filter(|m| !m.embedding_only)
+                .collect()
         }
     }
 }

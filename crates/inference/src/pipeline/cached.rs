@@ -16,6 +16,7 @@ use super::{Completed, Pipeline};
 use crate::admission::Principal;
 use crate::cache::{self, Entry, ResponseCache};
 use crate::error::Error;
+use crate::metrics::CACHE;
 use crate::openai::ChatRequest;
 use crate::providers::{ChunkStream, StreamEvent, Usage};
 
@@ -27,6 +28,8 @@ pub(super) struct Plan {
     read: bool,
     write: bool,
     ttl: Duration,
+    /// The semantic cache's context and the question's vector, to keep with the answer.
+    semantic: Option<([u8; 32], Arc<[f32]>)>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -50,8 +53,15 @@ impl Plan {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             expires_at_ms: 0,
+            similarity: None,
         };
         self.cache.put(&self.key, entry, self.ttl).await;
+        if let Some((context, vector)) = &self.semantic {
+            self.cache
+                .semantic()
+                .insert(context, self.key, vector.clone(), self.ttl, cache::now_ms())
+                .await;
+        }
     }
 }
 
@@ -86,12 +96,13 @@ impl Pipeline {
             return None;
         }
         let control = cache.control(request);
-        let plan = Plan {
+        let mut plan = Plan {
             cache: cache.clone(),
             key: cache::key(tenant, request, salt),
             read: control.read,
             write: control.write,
             ttl: control.ttl,
+            semantic: None,
         };
         let entry = if plan.read {
             let span = tracing::debug_span!("cache_lookup");
@@ -109,7 +120,76 @@ impl Pipeline {
         } else {
             None
         };
+        if entry.is_some() || !(plan.read || plan.write) {
+            return Some((plan, entry));
+        }
+        let span = tracing::debug_span!("semantic_cache_lookup");
+        let semantic = tracing::Instrument::instrument(
+            self.semantic_lookup(tenant, request, salt, plan.read),
+            span,
+        )
+        .await;
+        let entry = match semantic {
+            Some((found, hit)) => {
+                plan.semantic = Some(found);
+                hit
+            }
+            None => None,
+        };
         Some((plan, entry))
+    }
+
+    /// The semantic cache for a tenant that opted in: the question's context and vector (to
+    /// keep with a fresh answer), and the answer of the nearest question above the tenant's
+    /// threshold when `read`. `None` when it does not apply or the embedding failed (a miss).
+    async fn semantic_lookup(
+        &self,
+        tenant: TenantId,
+        request: &ChatRequest,
+        salt: Option<&[u8; 32]>,
+        read: bool,
+    ) -> Option<(([u8; 32], Arc<[f32]>), Option<Arc<Entry>>)> {
+        let cache = self.cache.as_ref()?;
+        let policy = self.accounts.semantic_cache(tenant)?;
+        let model = self
+            .config
+            .model(cache.config().semantic_model.as_deref()?)?;
+        let (context, question) = crate::semantic::context(tenant, request, salt)?;
+        let provider = self.providers.get(&model.provider)?;
+        let vector: Arc<[f32]> = match provider.embed(model, &[question], None).await {
+            Ok(mut embedded) => Arc::from(embedded.vectors.pop()?),
+            Err(error) => {
+                tracing::warn!(%error, model = %model.name, "the semantic cache cannot embed the question; a miss");
+                CACHE.lookups.with_label_values(&["semantic_error"]).inc();
+                return None;
+            }
+        };
+        let mut hit = None;
+        if read
+            && let Some((key, similarity)) = cache
+                .semantic()
+                .nearest(&context, &vector, policy.threshold, cache::now_ms())
+                .await
+            && let Some(entry) = cache.get(&key).await
+        {
+            let mut found = (*entry).clone();
+            found.similarity = Some(similarity);
+            hit = Some(Arc::new(found)).filter(|e| {
+                self.config.model(&e.model).is_some()
+                    && self
+                        .accounts
+                        .allowed_models(tenant)
+                        .is_none_or(|allowed| allowed.contains(&e.model))
+            });
+        }
+        let outcome = if hit.is_some() {
+            "semantic_hit"
+        } else {
+            "semantic_miss"
+        };
+        CACHE.lookups.with_label_values(&[outcome]).inc();
+        tracing::debug!(%tenant, outcome, "semantic cache");
+        Some(((context, vector), hit))
     }
 
     /// Admits a request answered from `entry`: limits and budget as for the model that first
@@ -128,7 +208,12 @@ impl Pipeline {
             .await?;
         let model = self.config.model(&entry.model).ok_or(Error::Unavailable)?;
         let share = self.cache.as_ref().map_or(0.0, |c| c.config().hit_price);
-        ticket.serve_from_cache(model, share, &request.model);
+        let policy = if entry.similarity.is_some() {
+            "semantic_cache"
+        } else {
+            "cache"
+        };
+        ticket.serve_from_cache(model, share, &request.model, policy);
         Ok(ticket)
     }
 }
@@ -307,6 +392,7 @@ mod tests {
             prompt_tokens: 7,
             completion_tokens: 9,
             expires_at_ms: 0,
+            similarity: None,
         };
         let mut assembly = Assembly::default();
         let mut usage = None;

@@ -102,13 +102,19 @@ impl Ticket {
     /// Marks the inference as answered from the response cache: served by `model`'s earlier
     /// answer (provider and route policy `cache`), billed at `share` of its price, for a
     /// request that named `requested`.
-    pub fn serve_from_cache(&mut self, model: &ModelConfig, share: f64, requested: &str) {
+    pub fn serve_from_cache(
+        &mut self,
+        model: &ModelConfig,
+        share: f64,
+        requested: &str,
+        policy: &str,
+    ) {
         self.serve(model);
         "cache".clone_into(&mut self.served_provider);
         self.price_share_ppm = (share.clamp(0.0, 1.0) * 1e6).round() as u64;
         requested.clone_into(&mut self.requested.model_requested);
         self.route = RouteChosen {
-            policy: "cache".into(),
+            policy: policy.into(),
             model: model.name.clone(),
             provider: "cache".into(),
             candidates: vec![model.name.clone()],

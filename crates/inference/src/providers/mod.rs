@@ -22,6 +22,7 @@ pub mod dialect;
 pub mod framed;
 pub mod gemini;
 pub mod http;
+pub mod local;
 pub mod openai_compat;
 pub mod sim;
 pub mod verifiable;
@@ -180,6 +181,7 @@ impl Providers {
                 ProviderKind::Gemini => Arc::new(gemini::Gemini::new(provider)?),
                 ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(provider)?),
                 ProviderKind::Bedrock => Arc::new(bedrock::Bedrock::new(provider)?),
+                ProviderKind::Local => Arc::new(local::Local::new(provider)?),
             };
             by_name.insert(provider.name.clone(), built);
         }
