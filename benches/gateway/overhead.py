@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""What the response cache, the guardrails, request capture and budgets below the tenant cost
-against a plain pass-through (issue 19, items 1, 2, 4 and 5; see docs/BENCHMARKS.md): the same embedded Switchyard (SQLite, durable, key auth, limits
+"""What the response cache (exact and semantic), the guardrails, request capture and budgets
+below the tenant cost against a plain pass-through (issue 19, items 1, 2, 4 and 5; see
+docs/BENCHMARKS.md): the same embedded Switchyard (SQLite, durable, key auth, limits
 and a budget on, every inference logged) in front of the instant mock upstream, in arms that
 alternate in one run:
 
@@ -16,7 +17,12 @@ alternate in one run:
   - capture: the tenant captures every inference (item 4): after each answer, a blob and an
     `InferenceCaptured` event;
   - spend limits: requests carry a user and two tags, and the tenant has budgets for every user
-    and both tags (item 5): four budgets reserved and settled per request instead of one.
+    and both tags (item 5): four budgets reserved and settled per request instead of one;
+  - semantic hit: the semantic cache on (the local all-MiniLM-L6-v2, `scripts/embedding-model.sh`)
+    and every request a paraphrase of the question the warm-up answered, so each is embedded,
+    compared and answered from the cache;
+  - semantic miss + store: every request says `no-cache`, so it is embedded, answered by the
+    mock, and its answer and question are kept.
 
 Per arm: the gateway's CPU per completed request at a fixed rate (its process tree, from /proc),
 the added p50 / p99 latency oha measures there (latency-corrected, over the same load sent
@@ -56,6 +62,20 @@ SPEND_LIMITS = {"spend_limits": json.dumps({
     "tags": {"team-a": {"monthly_usd": "1000000"}, "exp-1": {"monthly_tokens": 1000000000000}},
 })}
 ATTRIBUTED_BODY = json.dumps({**json.loads(BODY), "user": "user-42", "metadata": {"tags": "team-a,exp-1"}})
+PARAPHRASE_BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "Please say hello"}]})
+
+
+def semantic_config():
+    model = os.environ.get("SWITCHYARD_EMBEDDING_MODEL_DIR") or subprocess.run(
+        ["bash", os.path.join(ROOT, "scripts", "embedding-model.sh")], check=True, capture_output=True,
+        text=True).stdout.strip()
+    return (f'[[providers]]\nname = "local"\nkind = "local"\nmodel_dir = "{model}"\n'
+            '[[models]]\nname = "all-minilm-l6-v2"\nprovider = "local"\nembedding_dimensions = 384\n'
+            '[cache]\nenabled = true\nsemantic_model = "all-minilm-l6-v2"\n')
+
+
+SEMANTIC = {"semantic_cache": json.dumps({"threshold": 0.8})}
+# name: (extra config, body, tenant settings, warm-up body when it is not the body)
 ARMS = {
     "pass-through": ("", BODY, None),
     "hit": (CACHE_ON, BODY, None),
@@ -64,6 +84,8 @@ ARMS = {
     "guardrails (redacting)": ("", PII_BODY, GUARDRAILS),
     "capture": ("", BODY, CAPTURE),
     "spend limits": ("", ATTRIBUTED_BODY, SPEND_LIMITS),
+    "semantic hit": (semantic_config, PARAPHRASE_BODY, SEMANTIC, BODY),
+    "semantic miss + store": (semantic_config, NO_CACHE_BODY, SEMANTIC),
 }
 
 
@@ -86,11 +108,13 @@ def main():
     results = {name: [] for name in arms}
     with tempfile.TemporaryDirectory() as work:
         for _ in range(args.rounds):
-            for name, (extra, body, settings) in arms.items():
+            for name, (extra, body, settings, *warm) in arms.items():
+                extra = extra() if callable(extra) else extra
                 proc, base, key, _, _ = start_switchyard(bins, work, mock_base, "durable", extra_config=extra,
                                                          settings=settings)
                 url = f"{base}/v1/chat/completions"
-                oha(url, key, 2, 16, 200, body=body)  # warm-up (and the hit arm's first answer)
+                # Warm-up (and the hit arms' first answer).
+                oha(url, key, 2, 16, 200, body=warm[0] if warm else body)
                 c0 = cpu_s(proc.pid)
                 fixed = oha(url, key, args.duration, 64, args.rate, body=body)
                 cpu_ms = (cpu_s(proc.pid) - c0) * 1000 / max(fixed["ok"], 1)

@@ -354,8 +354,12 @@ pub(crate) async fn invoices(
     params(("period" = String, Path, description = "YYYY-MM"), ("format" = Option<String>, Query, description = "json (default) or csv"),
         ("Authorization" = String, Header, description = "Bearer <tenant API key>")),
     responses((status = 200, description = "the invoice document, or CSV"),
+        (status = 400, description = "bad query parameters", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
-        (status = 422, description = "not a period", body = ErrorBody)))]
+        (status = 403, description = "the key lacks the analytics scope", body = ErrorBody),
+        (status = 404, description = "no such tenant", body = ErrorBody),
+        (status = 422, description = "not a period", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable; retry", body = ErrorBody)))]
 pub(crate) async fn invoice(
     req: HttpRequest,
     admin: web::Data<Admin>,

@@ -83,10 +83,12 @@ fn check_period(period: &str) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/v1/admin/price-books", tag = "billing",
     request_body(content = Object, description = "{effective_from?, plans: {PLAN: {discount_percent?, included_usd?, models: {MODEL: {input_usd_per_million, output_usd_per_million, usd_per_request?, included_requests?, included_input_tokens?, included_output_tokens?}}}}}"),
     responses((status = 201, description = "{published: [{plan, version, effective_from}]}"),
-        (status = 400, description = "not JSON", body = ErrorBody),
+        (status = 400, description = "bad JSON or query parameters", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
-        (status = 403, description = "only a platform admin publishes prices", body = ErrorBody),
-        (status = 422, description = "a price that does not convert to micro-dollars, a bad period or plan", body = ErrorBody)))]
+        (status = 403, description = "the caller's role does not allow it", body = ErrorBody),
+        (status = 409, description = "the Idempotency-Key was used for another request", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable or busy; retry", body = ErrorBody)))]
 pub(crate) async fn publish_price_book(
     req: HttpRequest,
     admin: web::Data<Admin>,
@@ -138,7 +140,10 @@ pub(crate) async fn publish_price_book(
 /// Every plan's price-book versions, oldest first, in micro-dollars.
 #[utoipa::path(get, path = "/v1/admin/price-books", tag = "billing",
     responses((status = 200, description = "{plans: {PLAN: [{version, effective_from, prices}]}}"),
-        (status = 401, description = "missing or wrong admin token", body = ErrorBody)))]
+        (status = 400, description = "bad JSON or query parameters", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "the caller's role does not allow it", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable or busy; retry", body = ErrorBody)))]
 pub(crate) async fn list_price_books(
     req: HttpRequest,
     admin: web::Data<Admin>,
@@ -158,9 +163,12 @@ pub(crate) async fn list_price_books(
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}/invoices/{period}", tag = "billing",
     params(("id" = String, Path, description = "tenant id"), ("period" = String, Path, description = "YYYY-MM"), FormatParams),
     responses((status = 200, description = "the invoice document, or CSV"),
+        (status = 400, description = "bad JSON or query parameters", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
-        (status = 404, description = "no such tenant", body = ErrorBody),
-        (status = 422, description = "not a period", body = ErrorBody)))]
+        (status = 403, description = "the caller's role does not allow it", body = ErrorBody),
+        (status = 404, description = "no such tenant or invoice", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable or busy; retry", body = ErrorBody)))]
 pub(crate) async fn get_invoice(
     req: HttpRequest,
     admin: web::Data<Admin>,
@@ -178,8 +186,11 @@ pub(crate) async fn get_invoice(
 /// Every tenant's invoice for a period (tenants with usage in it), for finance.
 #[utoipa::path(get, path = "/v1/admin/invoices", tag = "billing", params(ExportParams),
     responses((status = 200, description = "{data: [invoice document]}, or CSV"),
+        (status = 400, description = "bad JSON or query parameters", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
-        (status = 422, description = "period missing or not a period", body = ErrorBody)))]
+        (status = 403, description = "the caller's role does not allow it", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable or busy; retry", body = ErrorBody)))]
 pub(crate) async fn export_invoices(
     req: HttpRequest,
     admin: web::Data<Admin>,
@@ -206,9 +217,13 @@ pub(crate) async fn export_invoices(
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/invoices/{period}/close", tag = "billing",
     params(("id" = String, Path, description = "tenant id"), ("period" = String, Path, description = "YYYY-MM")),
     responses((status = 200, description = "the closed invoice"),
+        (status = 400, description = "bad JSON or query parameters", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
-        (status = 404, description = "no such tenant, or no usage that period", body = ErrorBody),
-        (status = 409, description = "the period has not ended", body = ErrorBody)))]
+        (status = 403, description = "the caller's role does not allow it", body = ErrorBody),
+        (status = 404, description = "no such tenant or invoice", body = ErrorBody),
+        (status = 409, description = "the invoice's state does not allow it (open, closed, not ended)", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable or busy; retry", body = ErrorBody)))]
 pub(crate) async fn close_invoice(
     req: HttpRequest,
     admin: web::Data<Admin>,
@@ -229,8 +244,13 @@ pub(crate) async fn close_invoice(
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/invoices/{period}/paid", tag = "billing",
     params(("id" = String, Path, description = "tenant id"), ("period" = String, Path, description = "YYYY-MM")),
     responses((status = 200, description = "the invoice"),
-        (status = 404, description = "no such invoice", body = ErrorBody),
-        (status = 409, description = "the invoice is still open", body = ErrorBody)))]
+        (status = 400, description = "bad JSON or query parameters", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "the caller's role does not allow it", body = ErrorBody),
+        (status = 404, description = "no such tenant or invoice", body = ErrorBody),
+        (status = 409, description = "the invoice's state does not allow it (open, closed, not ended)", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable or busy; retry", body = ErrorBody)))]
 pub(crate) async fn mark_paid(
     req: HttpRequest,
     admin: web::Data<Admin>,
@@ -270,9 +290,13 @@ struct CreditNoteInput {
     params(("id" = String, Path, description = "tenant id")),
     request_body(content = Object, description = "{period, amount_usd, reason, id?}"),
     responses((status = 201, description = "{credit_note_id, period, amount_micros, balance_micros}"),
-        (status = 404, description = "no such invoice", body = ErrorBody),
-        (status = 409, description = "the invoice is still open", body = ErrorBody),
-        (status = 422, description = "a bad amount or reason, or more than is left to credit", body = ErrorBody)))]
+        (status = 400, description = "bad JSON or query parameters", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "the caller's role does not allow it", body = ErrorBody),
+        (status = 404, description = "no such tenant or invoice", body = ErrorBody),
+        (status = 409, description = "the invoice's state does not allow it (open, closed, not ended)", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable or busy; retry", body = ErrorBody)))]
 pub(crate) async fn issue_credit_note(
     req: HttpRequest,
     admin: web::Data<Admin>,
@@ -338,7 +362,12 @@ struct BillingDayInput {
     params(("id" = String, Path, description = "tenant id")),
     request_body(content = Object, description = "{billing_day: 1-28}"),
     responses((status = 200, description = "{billing_day, from_period}"),
-        (status = 422, description = "not 1-28", body = ErrorBody)))]
+        (status = 400, description = "bad JSON or query parameters", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "the caller's role does not allow it", body = ErrorBody),
+        (status = 404, description = "no such tenant or invoice", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable or busy; retry", body = ErrorBody)))]
 pub(crate) async fn set_billing_day(
     req: HttpRequest,
     admin: web::Data<Admin>,
@@ -385,7 +414,11 @@ struct RepriceInput {
 #[utoipa::path(post, path = "/v1/admin/billing/reprice", tag = "billing",
     request_body(content = Object, description = "{period, book: {plans: {...}}} (the price-book form)"),
     responses((status = 200, description = "{period, tenants: [{tenant, plan, actual, repriced, difference_micros}], actual_micros, repriced_micros}"),
-        (status = 422, description = "a bad period or book", body = ErrorBody)))]
+        (status = 400, description = "bad JSON or query parameters", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "the caller's role does not allow it", body = ErrorBody),
+        (status = 422, description = "invalid input", body = ErrorBody),
+        (status = 503, description = "the event log is unavailable or busy; retry", body = ErrorBody)))]
 pub(crate) async fn reprice(
     req: HttpRequest,
     admin: web::Data<Admin>,
