@@ -16,6 +16,7 @@ mod cache;
 mod captures;
 mod cli;
 mod cluster;
+mod config_profiles;
 mod drain;
 mod durability;
 mod embeddings;

@@ -399,7 +399,7 @@ impl Accounts for AccountView {
     fn semantic_cache(
         &self,
         tenant: TenantId,
-    ) -> Option<switchyard_inference::semantic::SemanticPolicy> {
+    ) -> Option<switchyard_inference::cache::semantic::SemanticPolicy> {
         self.keys.settings.semantic_cache(tenant)
     }
 

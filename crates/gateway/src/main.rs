@@ -1,7 +1,7 @@
 //! `switchyard`: the one binary. `main` parses the command line, installs logging and TLS, and
 //! hands the command to [`cli::run`]; the composition root is `stack`, the server `server`.
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 /// The HTTP surfaces, one module per API.
 mod api;
@@ -17,6 +17,8 @@ mod executor;
 mod fuzz; // fuzz target: tool URLs and the addresses they reach
 /// The HTTP plumbing the surfaces share: errors, request ids, parsing, middleware, idempotency.
 mod http;
+/// Config profiles: defaults, the file, a profile section, the environment, the command line.
+mod layers;
 /// Admin identity: OIDC/JWT tokens checked against the IdP's JWKS, and the roles they grant.
 mod oidc;
 /// Traces over OTLP (when the `OTEL_*` variables ask for them).
@@ -35,7 +37,12 @@ mod telemetry;
 mod views;
 
 fn main() -> anyhow::Result<()> {
-    let cli = cli::Cli::parse();
+    // The matches are kept: the config layers need where each value came from.
+    let matches = cli::Cli::command().get_matches();
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     // HTTPS to providers: rustls with ring's primitives (pure Rust and assembly, no CMake), and
     // the system's certificate store through rustls-platform-verifier. Installed first: the
     // OTLP exporter's client needs it too.
@@ -49,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     if !installed {
         tracing::debug!("a TLS crypto provider was already installed");
     }
-    let outcome = runtime.block_on(cli::run(cli));
+    let outcome = runtime.block_on(cli::run(cli, &matches));
     // Export the spans still buffered.
     if let Some(provider) = traces
         && let Err(error) = provider.shutdown()

@@ -36,8 +36,9 @@ pub struct ServeArgs {
     /// otherwise).
     #[arg(long, env = "SWITCHYARD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// TOML config of providers and models (without one: the simulated models sim-small
-    /// and sim-large). See the README for an example.
+    /// TOML config of providers and models, and of these settings in `[server]`, with
+    /// `[profiles.<name>]` sections (without one: the simulated models sim-small and
+    /// sim-large). See the README for an example.
     #[arg(long, env = "SWITCHYARD_CONFIG")]
     pub config: Option<PathBuf>,
     /// NATS URL; when set, every committed event is published to JetStream
@@ -79,15 +80,19 @@ pub struct ServeArgs {
     pub tls: crate::stack::BackingTls,
 }
 
-/// Builds everything and serves until SIGINT/SIGTERM.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Builds everything and serves until SIGINT/SIGTERM (`args` and `config` as layered by
+/// [`crate::layers`]).
+pub async fn run(
+    args: ServeArgs,
+    config: switchyard_inference::config::Config,
+) -> anyhow::Result<()> {
     let Stack {
         store,
         admin,
         pipeline,
     } = stack(
         &args.store,
-        args.config.as_deref(),
+        config,
         args.admin_token,
         args.redis_url.as_deref().map(|url| (url, args.tls.redis())),
         Some(&args.oidc),

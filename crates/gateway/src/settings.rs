@@ -11,9 +11,9 @@ use dashmap::DashMap;
 use switchyard_events::TenantId;
 use switchyard_inference::admission::below::{SPEND_LIMITS_SETTING, SpendLimits};
 use switchyard_inference::admission::{ALLOWED_MODELS_SETTING, parse_allowed_models};
+use switchyard_inference::cache::semantic::{SEMANTIC_CACHE_SETTING, SemanticPolicy};
 use switchyard_inference::capture::{CAPTURE_SETTING, CapturePolicy};
 use switchyard_inference::guard::{GUARDRAILS_SETTING, Guard};
-use switchyard_inference::semantic::{SEMANTIC_CACHE_SETTING, SemanticPolicy};
 
 /// The tenant setting that lists the origins allowed by CORS.
 pub const CORS_SETTING: &str = "cors_origins";

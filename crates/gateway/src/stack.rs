@@ -14,7 +14,6 @@ use switchyard_events::{EventStore, PostgresOptions, PostgresStore, SqliteStore}
 use switchyard_inference::Pipeline;
 use switchyard_inference::admission::meter::Meter;
 use switchyard_inference::admission::ratelimit::{Limiter, RedisLimiter};
-use switchyard_inference::admission::redis_link::RedisTls;
 use switchyard_inference::admission::shared::SharedBudgets;
 use switchyard_inference::billing_feed::BillingFeed;
 use switchyard_inference::cache::ResponseCache;
@@ -23,6 +22,7 @@ use switchyard_inference::follow::{Folder, follow};
 use switchyard_inference::invoicing::Invoicer;
 use switchyard_inference::pipeline::{Durability, Recording};
 use switchyard_inference::providers::Providers;
+use switchyard_inference::redis_link::RedisTls;
 use switchyard_inference::resilience::{BreakerSettings, Resilience};
 use switchyard_inference::router::RouterHub;
 use switchyard_projections::relay::NatsSecurity;
@@ -156,27 +156,24 @@ impl BackingTls {
     }
 }
 
-/// Reads the config file, or the built-in one (the simulated models, and the local embedding
-/// model `all-minilm-l6-v2` when `SWITCHYARD_EMBEDDING_MODEL_DIR` names its folder).
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    Ok(match path {
-        Some(path) => Config::load(path)?,
-        None => match std::env::var("SWITCHYARD_EMBEDDING_MODEL_DIR") {
-            Ok(dir) if !dir.is_empty() => Config::default_with_local_embeddings(&dir)?,
-            _ => Config::default(),
-        },
+/// The config without a file: the simulated models, and the local embedding model
+/// `all-minilm-l6-v2` when `SWITCHYARD_EMBEDDING_MODEL_DIR` names its folder. A file is read
+/// through [`crate::layers`] (its profiles).
+pub fn builtin_config() -> anyhow::Result<Config> {
+    Ok(match std::env::var("SWITCHYARD_EMBEDDING_MODEL_DIR") {
+        Ok(dir) if !dir.is_empty() => Config::default_with_local_embeddings(&dir)?,
+        _ => Config::default(),
     })
 }
 
 /// Builds the stack on the configured store.
 pub async fn stack(
     args: &StoreArgs,
-    config: Option<&Path>,
+    config: Config,
     admin_token: Option<String>,
     redis: Option<(&str, RedisTls)>,
     oidc: Option<&OidcArgs>,
 ) -> anyhow::Result<Stack> {
-    let config = load_config(config)?;
     let oidc = match oidc {
         Some(args) => Verifier::from_args(args)?,
         None => None,
@@ -298,7 +295,7 @@ pub async fn stack(
 }
 
 /// The stack of an in-process command: no admin API, so a throwaway admin token.
-pub async fn local_stack(args: &StoreArgs, config: Option<&Path>) -> anyhow::Result<Stack> {
+pub async fn local_stack(args: &StoreArgs, config: Config) -> anyhow::Result<Stack> {
     stack(args, config, Some(auth::generate().key), None, None).await
 }
 

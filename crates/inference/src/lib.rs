@@ -35,12 +35,13 @@ pub mod openai;
 pub mod pipeline;
 /// The `Provider` trait and its adapters: the simulator, OpenAI-compatible, Anthropic.
 pub mod providers;
+/// The Redis connection the shared limits and caches use: a time bound per call, a cool-off
+/// after a failure.
+pub mod redis_link;
 /// Circuit breakers, bulkheads, retries with backoff and jitter, fallbacks.
 pub mod resilience;
 /// The feature store and the choice for `auto` over the policies of `switchyard-actors`.
 pub mod router;
-/// The semantic cache: questions compared by meaning within the same conversation.
-pub mod semantic;
 
 pub use admission::{Accounts, Principal, RateStatus};
 pub use error::{Error, Result};

@@ -30,6 +30,9 @@ use crate::stack::StoreArgs;
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about, long_about)]
 pub struct Cli {
+    /// The config file's `[profiles.<name>]` section to layer over it (see `config show`).
+    #[arg(long, global = true, env = "SWITCHYARD_PROFILE")]
+    pub profile: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +42,12 @@ pub enum Command {
     /// Open the event log and serve the HTTP API: the admin API (tenants, API keys, limits),
     /// /v1/tenant, /healthz, /readyz, /metrics.
     Serve(Box<crate::server::ServeArgs>),
+    /// The layered configuration: built-in defaults, the config file, its profile section
+    /// (`--profile`), the environment, the command line.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Create or upgrade the event log's schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -130,6 +139,25 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective config `serve` would run with (it takes the same flags): every
+    /// value with the layer it came from, secrets redacted.
+    Show {
+        /// Print JSON lines of `{key, value, source}` instead.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        serve: Box<crate::server::ServeArgs>,
+    },
+    /// Check a config file, alone and with each of its profiles: every problem at once, one
+    /// per line; exit status 1 when there is any.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Print a mixed workload of verifiable tasks (arithmetic, extraction to JSON, sentiment
     /// classification) as JSON lines of `{id, input, expected, scorer, tags}`, the task-set
@@ -190,18 +218,83 @@ impl Cli {
     }
 }
 
-/// Runs the command.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Writes `text` to standard output.
+fn write_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs the command; `matches` say where each serve setting came from.
+pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    use crate::layers::{Given, Layers};
+    let profile = cli.profile.as_deref();
+    let model_config = |file: Option<&std::path::Path>| crate::layers::model_config(file, profile);
     match cli.command {
-        Command::Serve(args) => crate::server::run(*args).await,
+        Command::Serve(args) => {
+            let given = Given::from_matches(
+                matches
+                    .subcommand_matches("serve")
+                    .context("the serve command's arguments")?,
+            );
+            let layers = Layers::build(args.config.as_deref(), profile, given)?;
+            let config = layers.model_config()?;
+            let args = layers.serve_args()?;
+            tracing::info!(
+                profile = layers.profile(),
+                file = args.config.as_ref().map(|p| p.display().to_string()),
+                "settings layered: defaults, file, profile, environment, command line"
+            );
+            crate::server::run(args, config).await
+        }
+        Command::Config {
+            command: ConfigCommand::Show { json, serve },
+        } => {
+            let given = Given::from_matches(
+                matches
+                    .subcommand_matches("config")
+                    .and_then(|m| m.subcommand_matches("show"))
+                    .context("the show command's arguments")?,
+            );
+            let layers = Layers::build(serve.config.as_deref(), profile, given)?;
+            let shown = layers.show()?;
+            let mut text = String::new();
+            if json {
+                for line in &shown {
+                    text.push_str(&serde_json::to_string(line)?);
+                    text.push('\n');
+                }
+            } else {
+                text = crate::layers::render(layers.profile(), &shown);
+            }
+            write_out(&text)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let problems = crate::layers::check(&file)?;
+            if problems.is_empty() {
+                return write_out(&format!("{}: ok\n", file.display()));
+            }
+            let mut text = String::new();
+            for problem in &problems {
+                text.push_str(&format!("{}: {problem}\n", file.display()));
+            }
+            write_out(&text)?;
+            tracing::debug!(problems = problems.len(), "config check failed");
+            std::process::exit(1);
+        }
         Command::Run {
             store,
             config,
             args,
         } => {
-            let local =
-                local::Local::open(crate::stack::local_stack(&store, config.as_deref()).await?)
-                    .await?;
+            let local = local::Local::open(
+                crate::stack::local_stack(&store, model_config(config.as_deref())?).await?,
+            )
+            .await?;
             let completed = local::run(&local, args).await?;
             if !completed {
                 std::process::exit(1);
@@ -214,8 +307,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             args,
         } => {
             let open = async || {
-                local::Local::open(crate::stack::local_stack(&store, config.as_deref()).await?)
-                    .await
+                local::Local::open(
+                    crate::stack::local_stack(&store, model_config(config.as_deref())?).await?,
+                )
+                .await
             };
             if !local::replay(args, open).await? {
                 std::process::exit(1);
@@ -227,9 +322,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             args,
         } => {
-            let local =
-                local::Local::open(crate::stack::local_stack(&store, config.as_deref()).await?)
-                    .await?;
+            let local = local::Local::open(
+                crate::stack::local_stack(&store, model_config(config.as_deref())?).await?,
+            )
+            .await?;
             if !local::eval(&local, args).await? {
                 std::process::exit(1);
             }
@@ -281,7 +377,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let policy: switchyard_actors::router::policy::Policy = toml::from_str(&text)
                 .with_context(|| format!("{} is not a policy", policy.display()))?;
             policy.validate().map_err(anyhow::Error::msg)?;
-            let config = crate::stack::load_config(config.as_deref())?;
+            let config = model_config(config.as_deref())?;
             let (store, _) = store.open().await?;
             let scope = tenant.map_or(
                 switchyard_events::Scope::All,

@@ -9,7 +9,6 @@
 pub mod below; // budgets per key, user and tag: the accounts below a tenant
 pub mod meter;
 pub mod ratelimit;
-pub mod redis_link; // the Redis connection: a time bound per call, a cool-off after a failure
 pub mod shared;
 
 use std::time::Duration;
@@ -64,9 +63,9 @@ pub trait Accounts: Send + Sync {
     fn capture(&self, _tenant: TenantId) -> Option<crate::capture::CapturePolicy> {
         None
     }
-    /// The tenant's semantic cache (setting [`crate::semantic::SEMANTIC_CACHE_SETTING`]);
+    /// The tenant's semantic cache (setting [`crate::cache::semantic::SEMANTIC_CACHE_SETTING`]);
     /// `None`: exact matches only.
-    fn semantic_cache(&self, _tenant: TenantId) -> Option<crate::semantic::SemanticPolicy> {
+    fn semantic_cache(&self, _tenant: TenantId) -> Option<crate::cache::semantic::SemanticPolicy> {
         None
     }
     /// The tenant's budgets below it (setting [`below::SPEND_LIMITS_SETTING`]).

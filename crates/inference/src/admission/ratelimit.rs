@@ -170,7 +170,7 @@ return {0, remaining(tat), tat - now, retry}
 /// Limits shared by several nodes in Redis (`SWITCHYARD_REDIS_URL`).
 #[derive(Clone)]
 pub struct RedisLimiter {
-    connection: super::redis_link::RedisLink,
+    connection: crate::redis_link::RedisLink,
     script: std::sync::Arc<redis::Script>,
 }
 
@@ -183,13 +183,13 @@ impl std::fmt::Debug for RedisLimiter {
 impl RedisLimiter {
     /// Connects (the connection reconnects by itself after Redis restarts).
     pub async fn connect(url: &str) -> crate::Result<Self> {
-        Self::connect_with(url, &super::redis_link::RedisTls::default()).await
+        Self::connect_with(url, &crate::redis_link::RedisTls::default()).await
     }
 
     /// Connects with TLS material for a `rediss://` URL.
-    pub async fn connect_with(url: &str, tls: &super::redis_link::RedisTls) -> crate::Result<Self> {
+    pub async fn connect_with(url: &str, tls: &crate::redis_link::RedisTls) -> crate::Result<Self> {
         Ok(RedisLimiter {
-            connection: super::redis_link::RedisLink::connect(url, tls).await?,
+            connection: crate::redis_link::RedisLink::connect(url, tls).await?,
             script: std::sync::Arc::new(redis::Script::new(GCRA_LUA)),
         })
     }

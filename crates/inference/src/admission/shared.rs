@@ -127,7 +127,7 @@ return 1
 /// The tenant's budgets in Redis, shared by every node that points at it.
 #[derive(Clone)]
 pub struct SharedBudgets {
-    connection: super::redis_link::RedisLink,
+    connection: crate::redis_link::RedisLink,
     reserve: std::sync::Arc<redis::Script>,
     settle: std::sync::Arc<redis::Script>,
 }
@@ -179,9 +179,9 @@ fn seeds(seed: &SpendView) -> [u64; 4] {
 
 impl SharedBudgets {
     /// Connects (the connection reconnects by itself after Redis restarts).
-    pub async fn connect(url: &str, tls: &super::redis_link::RedisTls) -> crate::Result<Self> {
+    pub async fn connect(url: &str, tls: &crate::redis_link::RedisTls) -> crate::Result<Self> {
         Ok(SharedBudgets {
-            connection: super::redis_link::RedisLink::connect(url, tls).await?,
+            connection: crate::redis_link::RedisLink::connect(url, tls).await?,
             reserve: std::sync::Arc::new(redis::Script::new(RESERVE_LUA)),
             settle: std::sync::Arc::new(redis::Script::new(SETTLE_LUA)),
         })

@@ -1,9 +1,9 @@
 //! `[cache]`: the response cache's settings (see [`crate::cache`]).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[cache]` in the config file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Whether answers are cached at all (off by default: a cached answer is not a fresh

@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ModelConfig, ProviderKind};
 use crate::error::{Result, config_bail as bail};
 
 /// One more deployment of a model.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
     pub provider: String,
@@ -31,7 +31,7 @@ pub(super) fn one() -> u32 {
 }
 
 /// How a request picks among a model's deployments.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// A draw by weight; the rest follow in a draw of their own.

@@ -19,16 +19,16 @@
 //! output_usd_per_million = "0.30"
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{ConfigContext as _, Error, Result, config_bail as bail};
-use serde::Deserialize;
+use crate::error::{ConfigContext as _, Result, config_bail as bail};
+use serde::{Deserialize, Serialize};
 use switchyard_actors::billing::ModelPrice;
-use switchyard_actors::router::policy::Policy;
 
 mod cache;
+/// Checking a parsed config: every problem at once.
+mod check;
 mod deployments;
 mod router;
 
@@ -37,7 +37,7 @@ pub use deployments::{Balance, Deployment};
 pub use router::{RewardWeights, RouterConfig, Routing, Split};
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// With no `[router]` policy, `auto` always serves this model (a static policy).
@@ -71,7 +71,7 @@ fn default_tenant_concurrency() -> usize {
 }
 
 /// Which adapter speaks to a provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// Any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, Ollama, llama.cpp server, ...).
@@ -94,7 +94,7 @@ pub enum ProviderKind {
 }
 
 /// One provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub name: String,
@@ -173,7 +173,7 @@ impl ProviderConfig {
 }
 
 /// One model clients can name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub name: String,
@@ -244,7 +244,7 @@ impl ModelConfig {
 
 /// The simulator's knobs for one model. `quality` is hidden from the router: it is the chance
 /// that an answer is judged good, which only feedback reveals.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimModel {
     /// Median latency of a whole answer.
@@ -274,7 +274,7 @@ pub struct SimModel {
 }
 
 /// A simulated model's ability per family of verifiable task (logits; `None`: use `quality`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Abilities {
     pub arithmetic: Option<f64>,
@@ -380,182 +380,6 @@ impl Config {
         Config::parse(&text).with_context(|| format!("config {}", path.display()))
     }
 
-    /// Parses and checks a config text: names unique, every model's provider declared, prices
-    /// exact decimals, simulator knobs in range.
-    pub fn parse(text: &str) -> Result<Self> {
-        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        config.cache.validate().map_err(Error::Config)?;
-        let mut providers = BTreeMap::new();
-        for provider in &config.providers {
-            check_name("provider", &provider.name)?;
-            if providers
-                .insert(provider.name.clone(), provider.kind)
-                .is_some()
-            {
-                bail!("provider {} is declared twice", provider.name);
-            }
-            if provider.region.is_some() != (provider.kind == ProviderKind::Bedrock) {
-                bail!(
-                    "provider {}: region is for kind = \"bedrock\", and needed there",
-                    provider.name
-                );
-            }
-            if let Some(region) = &provider.region
-                && (region.is_empty()
-                    || !region
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
-            {
-                bail!(
-                    "provider {}: region {region:?} is not an AWS region name",
-                    provider.name
-                );
-            }
-            if provider.model_dir.is_some() != (provider.kind == ProviderKind::Local) {
-                bail!(
-                    "provider {}: model_dir is for kind = \"local\", and needed there",
-                    provider.name
-                );
-            }
-            if !matches!(
-                provider.kind,
-                ProviderKind::Sim | ProviderKind::Bedrock | ProviderKind::Local
-            ) && provider.base_url.is_none()
-            {
-                bail!("provider {} needs a base_url", provider.name);
-            }
-            if provider.api_version.is_some() && provider.kind != ProviderKind::Azure {
-                bail!(
-                    "provider {}: api_version is for kind = \"azure\"",
-                    provider.name
-                );
-            }
-            if provider.first_token_timeout_ms == 0 || provider.timeout_ms == 0 {
-                bail!("provider {}: timeouts must be above 0 ms", provider.name);
-            }
-        }
-        let mut names = BTreeMap::new();
-        if let Some(semantic) = &config.cache.semantic_model
-            && !config.models.iter().any(|m| &m.name == semantic)
-        {
-            bail!("cache.semantic_model {semantic} is not a configured model");
-        }
-        for model in &mut config.models {
-            check_name("model", &model.name)?;
-            if model.name == "auto" {
-                bail!("`auto` is the router's name and cannot be a model");
-            }
-            if names.insert(model.name.clone(), ()).is_some() {
-                bail!("model {} is declared twice", model.name);
-            }
-            if model
-                .embedding_dimensions
-                .is_some_and(|d| d == 0 || d > 4_096)
-            {
-                bail!("model {}: embedding_dimensions must be 1-4096", model.name);
-            }
-            let kind = providers.get(&model.provider).with_context(|| {
-                format!(
-                    "model {}: provider {} is not declared",
-                    model.name, model.provider
-                )
-            })?;
-            model.price = ModelPrice {
-                input_per_million_tokens: usd_to_micros(&model.input_usd_per_million)
-                    .with_context(|| format!("model {}: input_usd_per_million", model.name))?,
-                output_per_million_tokens: usd_to_micros(&model.output_usd_per_million)
-                    .with_context(|| format!("model {}: output_usd_per_million", model.name))?,
-                per_request: 0,
-            };
-            model.embedding_only = *kind == ProviderKind::Local;
-            match (kind, &model.sim) {
-                (ProviderKind::Sim, None) => {
-                    model.sim = Some(SimModel {
-                        latency_ms: 0,
-                        jitter_ms: 0,
-                        failure_rate: 0.0,
-                        quality: half(),
-                        max_answer_tokens: default_answer_tokens(),
-                        min_answer_tokens: 1,
-                        ability: Abilities::default(),
-                    });
-                }
-                (ProviderKind::Sim, Some(sim)) => {
-                    if !(0.0..=1.0).contains(&sim.failure_rate)
-                        || !(0.0..=1.0).contains(&sim.quality)
-                    {
-                        bail!(
-                            "model {}: failure_rate and quality must be between 0 and 1",
-                            model.name
-                        );
-                    }
-                    if sim
-                        .ability
-                        .all()
-                        .iter()
-                        .flatten()
-                        .any(|a| !(-20.0..=20.0).contains(a))
-                    {
-                        bail!("model {}: abilities must be between -20 and 20", model.name);
-                    }
-                    if sim.min_answer_tokens == 0 || sim.max_answer_tokens < sim.min_answer_tokens {
-                        bail!(
-                            "model {}: answers need 1 <= min_answer_tokens <= max_answer_tokens",
-                            model.name
-                        );
-                    }
-                }
-                (_, Some(_)) => bail!(
-                    "model {}: `sim` settings only apply to a sim provider",
-                    model.name
-                ),
-                (_, None) => {}
-            }
-            deployments::expand(model, &providers)?;
-        }
-        for model in &config.models {
-            for fallback in &model.fallbacks {
-                if fallback == &model.name || !names.contains_key(fallback) {
-                    bail!(
-                        "model {}: fallback {fallback} must be another declared model",
-                        model.name
-                    );
-                }
-            }
-        }
-        if config.default_output_reservation == 0 {
-            bail!("default_output_reservation must be above 0");
-        }
-        if config.tenant_max_concurrency == 0
-            || config.providers.iter().any(|p| p.max_concurrency == 0)
-        {
-            bail!("concurrency limits must be above 0");
-        }
-        if let Some(default) = &config.default_model
-            && !names.contains_key(default)
-        {
-            bail!("default_model {default} is not a declared model");
-        }
-        config.router.serving = match (&config.router.policy, &config.default_model) {
-            (Some(policy), _) => policy.clone(),
-            (None, Some(model)) => {
-                // `auto` is pinned: the only candidate, so no exploration moves it.
-                if config.router.candidates.is_empty() {
-                    config.router.candidates = vec![model.clone()];
-                }
-                Policy::Static {
-                    model: model.clone(),
-                }
-            }
-            (None, None) => Policy::Thompson,
-        };
-        config
-            .router
-            .validate(&config.models)
-            .map_err(Error::Config)?;
-        Ok(config)
-    }
-
     pub fn model(&self, name: &str) -> Option<&ModelConfig> {
         self.models.iter().find(|m| m.name == name)
     }
@@ -585,18 +409,6 @@ impl Config {
                 .collect()
         }
     }
-}
-
-fn check_name(what: &str, name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
-    {
-        bail!("{what} name {name:?} must be 1-128 characters of letters, digits and -_.:/@");
-    }
-    Ok(())
 }
 
 /// "2.50" → 2_500_000 micro-dollars, exactly; more than six decimals is refused.

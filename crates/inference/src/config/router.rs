@@ -1,13 +1,13 @@
 //! The `[router]` table of the config: the policy that serves `auto`, its candidates, splits,
 //! shadow policies and the reward weights.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchyard_actors::router::policy::Policy;
 
 use super::ModelConfig;
 
 /// The `[router]` section of the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouterConfig {
     /// The policy that serves `auto` (unset: `static` on `default_model` when the config names

@@ -1,6 +1,7 @@
 //! The config: parsing, defaults and every refusal of a bad file.
 
 use super::*;
+use switchyard_actors::router::policy::Policy;
 
 #[test]
 fn the_built_in_config_serves_the_two_simulated_models() {

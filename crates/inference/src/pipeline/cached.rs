@@ -154,7 +154,7 @@ impl Pipeline {
         let model = self
             .config
             .model(cache.config().semantic_model.as_deref()?)?;
-        let (context, question) = crate::semantic::context(tenant, request, salt)?;
+        let (context, question) = crate::cache::semantic::context(tenant, request, salt)?;
         let provider = self.providers.get(&model.provider)?;
         let vector: Arc<[f32]> = match provider.embed(model, &[question], None).await {
             Ok(mut embedded) => Arc::from(embedded.vectors.pop()?),

@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 use switchyard_actors::router::RewardWeights;
-use switchyard_inference::config::{Config, ModelConfig};
+use switchyard_inference::config::ModelConfig;
 use switchyard_inference::openai::ChatRequest;
 use switchyard_inference::providers::sim::{chance_correct, expected_chance};
 use switchyard_inference::providers::verifiable;
@@ -444,7 +444,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             path
         }
     };
-    let config = Config::load(&config_path)
+    let config = crate::layers::model_config(Some(&config_path), None)
         .with_context(|| format!("{} is not a valid config", config_path.display()))?;
     let weak = config
         .model(&args.weak)

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use switchyard_events::TenantId;
 
-use crate::admission::redis_link::RedisLink;
 use crate::openai::ChatRequest;
+use crate::redis_link::RedisLink;
 
 /// The tenant setting that turns the semantic cache on for a tenant.
 pub const SEMANTIC_CACHE_SETTING: &str = "semantic_cache";

@@ -25,11 +25,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_events::TenantId;
 
-use crate::admission::redis_link::{RedisLink, RedisTls};
 use crate::config::CacheConfig;
 use crate::error::Result;
 use crate::metrics::CACHE;
 use crate::openai::ChatRequest;
+use crate::redis_link::{RedisLink, RedisTls};
+
+/// The semantic cache: questions compared by meaning within the same conversation.
+pub mod semantic;
 
 /// What the cache does for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +94,7 @@ pub struct ResponseCache {
     config: CacheConfig,
     store: Store,
     /// The semantic cache's questions, beside the answers.
-    semantic: crate::semantic::Index,
+    semantic: crate::cache::semantic::Index,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -132,7 +135,7 @@ impl ResponseCache {
         ResponseCache {
             config,
             store,
-            semantic: crate::semantic::Index::memory(),
+            semantic: crate::cache::semantic::Index::memory(),
         }
     }
 
@@ -141,7 +144,7 @@ impl ResponseCache {
         let link = RedisLink::connect(url, tls).await?;
         Ok(ResponseCache {
             config,
-            semantic: crate::semantic::Index::redis(link.clone()),
+            semantic: crate::cache::semantic::Index::redis(link.clone()),
             store: Store::Redis {
                 link,
                 get: redis::Script::new(GET),
@@ -155,7 +158,7 @@ impl ResponseCache {
     }
 
     /// The semantic cache's questions.
-    pub(crate) fn semantic(&self) -> &crate::semantic::Index {
+    pub(crate) fn semantic(&self) -> &crate::cache::semantic::Index {
         &self.semantic
     }
 
