@@ -187,6 +187,25 @@ async fn the_open_month_is_priced_on_the_plan_exported_and_repriced_exactly() {
         "{export}"
     );
 
+    // The JSON export holds every tenant's invoice, not only the first.
+    let all: Value = reqwest::Client::new()
+        .get(server.url(&format!("/v1/admin/invoices?period={}", this_month())))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tenants: Vec<&str> = all["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{all}"))
+        .iter()
+        .filter_map(|d| d["tenant"].as_str())
+        .collect();
+    assert_eq!(tenants.len(), 2, "{all}");
+    assert!(tenants.contains(&pro.as_str()), "{all}");
+
     // Re-pricing under the same book reproduces the invoice; a bigger discount lowers it.
     let same = switchyard(
         &server,

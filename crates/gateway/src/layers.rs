@@ -468,7 +468,7 @@ impl Layers {
                     Some(if setting.secret && !text.is_empty() {
                         serde_json::Value::String(REDACTED.into())
                     } else {
-                        typed(&text)
+                        redact_url(typed(&text))
                     })
                 }
             };

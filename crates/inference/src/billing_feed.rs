@@ -32,8 +32,8 @@ pub struct BillingFeed {
 
 enum Message {
     Line(TenantId, PricedUsage),
-    /// Bill everything queued before it, then answer.
-    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Bill everything queued before it, then answer whether all of it was billed.
+    Flush(tokio::sync::oneshot::Sender<bool>),
 }
 
 impl std::fmt::Debug for BillingFeed {
@@ -53,16 +53,16 @@ impl BillingFeed {
             loop {
                 match tokio::time::timeout(FLUSH_AFTER, queue.recv()).await {
                     Ok(Some(Message::Flush(done))) => {
-                        flush(&billing, &mut pending).await;
-                        count = 0;
-                        let _ = done.send(());
+                        let billed = flush(&billing, &mut pending).await;
+                        count = pending.values().map(Vec::len).sum();
+                        let _ = done.send(billed);
                     }
                     Ok(Some(Message::Line(tenant, line))) => {
                         pending.entry(tenant).or_default().push(line);
                         count += 1;
                         if count >= BATCH {
                             flush(&billing, &mut pending).await;
-                            count = 0;
+                            count = pending.values().map(Vec::len).sum();
                         }
                     }
                     Ok(None) => {
@@ -72,7 +72,7 @@ impl BillingFeed {
                     Err(_) => {
                         if count > 0 {
                             flush(&billing, &mut pending).await;
-                            count = 0;
+                            count = pending.values().map(Vec::len).sum();
                         }
                     }
                 }
@@ -92,11 +92,12 @@ impl BillingFeed {
             .unwrap_or_default()
     }
 
-    /// Returns once every usage line folded before the call is billed (or its billing failed
-    /// and was logged); `false` when the billing task has stopped.
+    /// Returns once every usage line folded before the call is billed: `true` when all of it
+    /// was; `false` when a batch failed (it stays queued and is tried again) or the billing
+    /// task has stopped. An invoice is not closed on `false`.
     pub async fn flush(&self) -> bool {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.lines.send(Message::Flush(done)).is_ok() && wait.await.is_ok()
+        self.lines.send(Message::Flush(done)).is_ok() && wait.await.unwrap_or(false)
     }
 }
 
@@ -140,7 +141,13 @@ impl Folder for BillingFeed {
     }
 }
 
-async fn flush(billing: &Runtime<Billing>, pending: &mut BTreeMap<TenantId, Vec<PricedUsage>>) {
+/// Bills every pending batch; a batch that still fails after its retries stays in `pending`
+/// (billing is idempotent per inference, so trying it again is safe). `false` when one failed.
+async fn flush(
+    billing: &Runtime<Billing>,
+    pending: &mut BTreeMap<TenantId, Vec<PricedUsage>>,
+) -> bool {
+    let mut all = true;
     for (tenant, usages) in std::mem::take(pending) {
         let lines = usages.len();
         let mut attempt = 0u32;
@@ -152,16 +159,24 @@ async fn flush(billing: &Runtime<Billing>, pending: &mut BTreeMap<TenantId, Vec<
                     tracing::debug!(%tenant, lines, billed = applied.events.len(), "usage billed");
                     break;
                 }
+                Err(switchyard_actors::Error::Rejected(rejection)) => {
+                    // The actor refuses the batch for what it holds: trying again cannot help.
+                    tracing::error!(%tenant, %rejection, lines, "a usage batch was refused; not billed");
+                    break;
+                }
                 Err(error) if attempt < 5 => {
                     tracing::warn!(%tenant, %error, attempt, "billing a usage batch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                 }
                 Err(error) => {
-                    // The lines stay in the log; the next start-up bills them.
-                    tracing::error!(%tenant, %error, lines, "cannot bill a usage batch");
+                    // Kept for the next flush (and in the log for the next start-up).
+                    tracing::error!(%tenant, %error, lines, "cannot bill a usage batch; kept to try again");
+                    pending.entry(tenant).or_default().extend(usages);
+                    all = false;
                     break;
                 }
             }
         }
     }
+    all
 }

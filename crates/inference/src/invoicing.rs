@@ -136,6 +136,7 @@ fn billing_refusal(rejection: BillingRejection) -> Error {
         BillingRejection::WrongStatus { .. } => refused(409, "invoice_status", message),
         BillingRejection::Stale { .. } => refused(409, "invoice_stale", message),
         BillingRejection::CreditExceeds { .. } => refused(422, "credit_exceeds_invoice", message),
+        BillingRejection::CreditIdReused(_) => refused(409, "credit_note_id_reused", message),
         BillingRejection::Invalid(_) => refused(422, "invalid_request", message),
     }
 }
@@ -318,7 +319,11 @@ impl Invoicer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if !self.feed.flush().await {
-            return Err(Error::Unavailable);
+            return Err(refused(
+                503,
+                "unavailable",
+                "this node could not bill all of its usage yet (logged); retry shortly".into(),
+            ));
         }
         Ok(())
     }

@@ -93,12 +93,16 @@ pub struct CreditNote {
 impl Invoice {
     /// The total at list prices (an open invoice's running figure).
     pub fn total_micros(&self) -> u64 {
-        self.lines.values().map(|l| l.cost_micros).sum()
+        self.lines
+            .values()
+            .fold(0u64, |sum, l| sum.saturating_add(l.cost_micros))
     }
 
     /// What the closed invoice bills, less its credit notes.
     pub fn credited_micros(&self) -> u64 {
-        self.credit_notes.iter().map(|c| c.amount_micros).sum()
+        self.credit_notes
+            .iter()
+            .fold(0u64, |sum, c| sum.saturating_add(c.amount_micros))
     }
 
     /// The invoice as CSV: a header, one line per model, then the total.
@@ -227,6 +231,8 @@ pub enum BillingRejection {
         period: String,
         status: InvoiceStatus,
     },
+    #[error("credit note {0} was issued with other terms")]
+    CreditIdReused(Uuid),
     #[error("{0}")]
     Invalid(String),
 }
@@ -345,7 +351,19 @@ impl Actor for Billing {
                 reason,
             } => {
                 if state.credit_ids.contains(&id) {
-                    return Ok(vec![]); // a retry: issued once
+                    // A retry is issued once; the same id with other terms is refused.
+                    let same = state.invoices.get(&period).is_some_and(|invoice| {
+                        invoice.credit_notes.iter().any(|note| {
+                            note.id == id
+                                && note.amount_micros == amount_micros
+                                && note.reason == reason.trim()
+                        })
+                    });
+                    return if same {
+                        Ok(vec![])
+                    } else {
+                        Err(BillingRejection::CreditIdReused(id))
+                    };
                 }
                 let invoice = state
                     .invoices
@@ -434,10 +452,10 @@ impl Actor for Billing {
                 let invoice = state.invoices.entry(e.period.clone()).or_default();
                 invoice.records += 1;
                 let line = invoice.lines.entry(e.model.clone()).or_default();
-                line.requests += e.requests;
-                line.tokens_in += e.tokens_in;
-                line.tokens_out += e.tokens_out;
-                line.tool_calls += e.tool_calls;
+                line.requests = line.requests.saturating_add(e.requests);
+                line.tokens_in = line.tokens_in.saturating_add(e.tokens_in);
+                line.tokens_out = line.tokens_out.saturating_add(e.tokens_out);
+                line.tool_calls = line.tool_calls.saturating_add(e.tool_calls);
                 line.cost_micros = line.cost_micros.saturating_add(e.cost_micros);
             }
             Event::InvoiceFinalized(e) => {

@@ -57,10 +57,10 @@ pub fn price<'a>(
             list_micros: 0,
             amount_micros: 0,
         });
-        line.requests += record.requests;
-        line.tokens_in += record.tokens_in;
-        line.tokens_out += record.tokens_out;
-        line.tool_calls += record.tool_calls;
+        line.requests = line.requests.saturating_add(record.requests);
+        line.tokens_in = line.tokens_in.saturating_add(record.tokens_in);
+        line.tokens_out = line.tokens_out.saturating_add(record.tokens_out);
+        line.tool_calls = line.tool_calls.saturating_add(record.tool_calls);
         line.list_micros = line.list_micros.saturating_add(record.cost_micros);
         let rate = book.and_then(|(_, prices)| prices.models.get(&record.model));
         let amount = match rate {

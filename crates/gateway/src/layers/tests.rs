@@ -186,6 +186,20 @@ fn secrets_are_redacted_wherever_they_come_from() {
         text.contains("server.admin_token = \"<redacted>\""),
         "{text}"
     );
+    // A URL setting that is not secret in itself still hides a password it carries.
+    let layers = Layers::stack(
+        Some(&file),
+        None,
+        given(
+            &[],
+            &[("admin_oidc_jwks_url", "https://u:pw@idp.example/jwks")],
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        self::shown(&layers, "server.admin_oidc_jwks_url").0,
+        "https://u:<redacted>@idp.example/jwks"
+    );
     assert_eq!(
         redact_url("https://user:pw@example.com/v1?x=1".into()),
         serde_json::Value::from("https://user:<redacted>@example.com/v1?x=1")

@@ -115,6 +115,25 @@ pub fn context(
     Some((key, question))
 }
 
+/// `context` for the embedding model `model`: vectors of two models are never compared, even
+/// of the same length (after `[cache] semantic_model` changes, say).
+pub fn for_model(context: [u8; 32], model: &str) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&context);
+    hasher.update(model.as_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+/// `vector` scaled to unit length, so that a dot product is the cosine similarity whatever
+/// the provider returns; `None` for an empty, zero or non-finite vector.
+pub fn normalized(vector: Vec<f32>) -> Option<Arc<[f32]>> {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if vector.is_empty() || !norm.is_finite() || norm == 0.0 {
+        return None;
+    }
+    Some(vector.into_iter().map(|x| x / norm).collect())
+}
+
 /// One kept question: its answer's exact cache key, its vector, and when it expires.
 #[derive(Debug, Clone)]
 pub(crate) struct Kept {
@@ -147,12 +166,13 @@ impl std::fmt::Debug for Index {
 }
 
 /// Keeps a question under its context (evicting one when the context is full) and keeps the
-/// context as long as its newest answer.
+/// context as long as its longest-lived answer (a short TTL never shortens it).
 const INSERT: &str = "if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then \
      local victim = redis.call('HRANDFIELD', KEYS[1]); \
      if victim then redis.call('HDEL', KEYS[1], victim) end end; \
      redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); \
-     redis.call('PEXPIRE', KEYS[1], ARGV[4]); return 1";
+     if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then \
+     redis.call('PEXPIRE', KEYS[1], ARGV[4]) end; return 1";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -466,5 +486,26 @@ mod tests {
         assert_eq!(decode(&[]), None);
         assert_eq!(unhex(hex(&[9u8; 32]).as_bytes()), Some([9u8; 32]));
         assert_eq!(unhex(b"zz"), None);
+    }
+
+    #[test]
+    fn vectors_are_compared_as_unit_vectors_of_one_model() {
+        let v = normalized(vec![3.0, 4.0]).unwrap();
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        assert!(
+            (dot(&v, &v) - 1.0).abs() < 1e-6,
+            "a unit vector is as similar as it gets"
+        );
+        for bad in [
+            vec![],
+            vec![0.0, 0.0],
+            vec![f32::NAN, 1.0],
+            vec![f32::INFINITY],
+        ] {
+            assert!(normalized(bad).is_none());
+        }
+        let context = [7; 32];
+        assert_ne!(for_model(context, "a"), for_model(context, "b"));
+        assert_eq!(for_model(context, "a"), for_model(context, "a"));
     }
 }

@@ -20,6 +20,10 @@ use crate::metrics::CACHE;
 use crate::openai::ChatRequest;
 use crate::providers::{ChunkStream, StreamEvent, Usage};
 
+/// The longest a semantic lookup waits for the question's embedding before it counts as a
+/// miss (a remote embedding model that hangs holds no request up for its whole timeout).
+const SEMANTIC_EMBED_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What the cache does for one request.
 #[derive(Clone)]
 pub(super) struct Plan {
@@ -155,9 +159,21 @@ impl Pipeline {
             .config
             .model(cache.config().semantic_model.as_deref()?)?;
         let (context, question) = crate::cache::semantic::context(tenant, request, salt)?;
+        let context = crate::cache::semantic::for_model(context, &model.name);
         let provider = self.providers.get(&model.provider)?;
-        let vector: Arc<[f32]> = match provider.embed(model, &[question], None).await {
-            Ok(mut embedded) => Arc::from(embedded.vectors.pop()?),
+        // A lookup slower than this is a miss: the cache must never hold a request up for long.
+        let embedded = tokio::time::timeout(
+            SEMANTIC_EMBED_TIMEOUT,
+            provider.embed(model, &[question], None),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::providers::ProviderError::timeout(
+                "the question was not embedded within the semantic lookup's time",
+            ))
+        });
+        let vector = match embedded {
+            Ok(mut embedded) => crate::cache::semantic::normalized(embedded.vectors.pop()?)?,
             Err(error) => {
                 tracing::warn!(%error, model = %model.name, "the semantic cache cannot embed the question; a miss");
                 CACHE.lookups.with_label_values(&["semantic_error"]).inc();

@@ -170,6 +170,11 @@ fn credit_notes_credit_closed_invoices_once_and_never_beyond_their_total() {
     history.extend(issued);
     // The same note again: nothing; more than is left: refused; zero or no reason: refused.
     assert_eq!(record(&given(&history), note(id, 400), december), vec![]);
+    // …but the same id with another amount is a mistake, not a retry.
+    assert_eq!(
+        Billing::decide(&given(&history), note(id, 10), december),
+        Err(BillingRejection::CreditIdReused(id))
+    );
     assert_eq!(
         Billing::decide(&given(&history), note(Uuid::now_v7(), 51), december),
         Err(BillingRejection::CreditExceeds {

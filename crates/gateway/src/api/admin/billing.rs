@@ -61,12 +61,10 @@ fn answer(documents: Vec<InvoiceDocument>, csv: bool, one: bool) -> HttpResponse
             .content_type("text/csv; charset=utf-8")
             .body(invoicing::to_csv(&documents));
     }
-    match (one, documents.into_iter().next()) {
-        (true, Some(document)) => HttpResponse::Ok().json(document),
-        (_, first) => {
-            HttpResponse::Ok().json(json!({"data": first.into_iter().collect::<Vec<_>>()}))
-        }
+    if one && let Some(document) = documents.first() {
+        return HttpResponse::Ok().json(document);
     }
+    HttpResponse::Ok().json(json!({ "data": documents }))
 }
 
 fn check_period(period: &str) -> Result<(), ApiError> {
@@ -428,8 +426,12 @@ pub(crate) async fn reprice(
     let input: RepriceInput = parse_json(&body)?;
     check_period(&input.period)?;
     let rows = admin.invoicer.reprice(&input.book, &input.period).await?;
-    let actual: u64 = rows.iter().map(|r| r.actual.total_micros).sum();
-    let repriced: u64 = rows.iter().map(|r| r.repriced.total_micros).sum();
+    let actual = rows
+        .iter()
+        .fold(0u64, |sum, r| sum.saturating_add(r.actual.total_micros));
+    let repriced = rows
+        .iter()
+        .fold(0u64, |sum, r| sum.saturating_add(r.repriced.total_micros));
     Ok(HttpResponse::Ok().json(json!({
         "period": input.period,
         "tenants": rows,
