@@ -20,6 +20,7 @@ mod config_profiles;
 mod drain;
 mod durability;
 mod embeddings;
+mod flags;
 mod fsync;
 mod gateway;
 mod guardrails;

@@ -137,6 +137,34 @@ async fn a_paraphrase_is_answered_from_the_cache_within_its_tenant_and_conversat
     let text = response.text().await.unwrap();
     assert!(text.contains("[DONE]"), "{text}");
 
+    // The `semantic-cache` flag gates it: off for this tenant's keys (0%, no target), a
+    // paraphrase misses; targeted at the tenant, it hits again.
+    let client = reqwest::Client::new();
+    let flag = |definition: Value| {
+        client
+            .put(server.url("/v1/admin/flags/semantic-cache"))
+            .bearer_auth(TOKEN)
+            .json(&definition)
+            .send()
+    };
+    assert_eq!(
+        flag(json!({"rollout_percent": 0})).await.unwrap().status(),
+        200
+    );
+    let reworded = ask("be brief", "How could I reset my password?");
+    let (cache, _, _) = send(&server, &key, &reworded).await;
+    assert_eq!(cache, "miss", "the flag is off for this key");
+    assert_eq!(
+        flag(json!({"rollout_percent": 0, "tenants": [tenant]}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let reworded = ask("be brief", "How would I reset my password?");
+    let (cache, _, _) = send(&server, &key, &reworded).await;
+    assert_eq!(cache, "hit", "the flag targets this tenant");
+
     // The embedding model itself, through /v1/embeddings.
     let response = reqwest::Client::new()
         .post(server.url("/v1/embeddings"))

@@ -4,6 +4,7 @@
 mod actor; // the Actor trait
 pub mod billing; // the billing actor: usage ledger, price books, monthly invoices, CSV export
 mod error; // the crate's error type
+pub mod flags; // feature flags: the platform flags actor, and their evaluation (kill switch, targets, sticky rollouts)
 pub mod quota; // the quota actor: monthly budget, reservation before work, settlement after it
 pub mod router; // the router actor: rewards folded into bandit state; policies; off-policy evaluation
 mod runtime; // activation, mailboxes, conflict retries, snapshots, passivation

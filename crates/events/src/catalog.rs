@@ -164,6 +164,7 @@ catalog! {
         CreditNoteIssued(CreditNoteIssued);
         BillingDaySet(BillingDaySet);
         PriceBookPublished(PriceBookPublished);
+        FeatureFlagSet(FeatureFlagSet);
         RateLimitSet(RateLimitSet);
         InferenceRequested(InferenceRequested), older { 1 => InferenceRequestedV1 };
         RouteChosen(RouteChosen);
@@ -633,6 +634,16 @@ pub struct PriceBookPublished {
     pub prices: PlanPrices,
 }
 payload!(PriceBookPublished, 1);
+
+/// A platform feature flag was defined or changed (`definition`: its JSON document, see
+/// `switchyard_actors::flags::Flag`) or removed (`None`), on the stream `flags-<system tenant>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureFlagSet {
+    pub name: String,
+    pub definition: Option<String>,
+}
+payload!(FeatureFlagSet, 1);
 
 /// A finalized invoice was paid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

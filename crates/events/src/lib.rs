@@ -16,7 +16,7 @@ pub mod trace; // the trace context events carry: hooks the binary installs when
 
 pub use catalog::{
     ApiKeyIssued, ApiKeyRevoked, ApiKeyRotated, BillingDaySet, CapturesDeleted, CircuitChanged,
-    CreditNoteIssued, Event, FragmentRegistered, GuardrailChecked, GuardrailHit,
+    CreditNoteIssued, Event, FeatureFlagSet, FragmentRegistered, GuardrailChecked, GuardrailHit,
     IdempotencyKeyClaimed, IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCaptured,
     InferenceCompleted, InferenceFailed, InferenceRequested, InvoiceFinalized, InvoiceLine,
     InvoicePaid, JsonEvent, LimitScope, ModelRate, PlanPrices, PriceBookPublished, QuotaReleased,

@@ -157,6 +157,8 @@ pub struct KeyIndex {
     model_limits: DashMap<(TenantId, String), RateLimits>,
     /// The tenant settings read on the request path.
     pub settings: TenantSettings,
+    /// The platform's feature flags and the tenants' switches.
+    pub flags: switchyard_actors::flags::FlagBook,
 }
 
 impl KeyIndex {
@@ -214,6 +216,8 @@ impl KeyIndex {
             Event::TenantSettingSet(e) => {
                 self.settings.apply(tenant, &e.key, e.value.as_deref());
             }
+            Event::FeatureFlagSet(e) => self.flags.define(&e.name, e.definition.as_deref()),
+            Event::TenantFlagSet(e) => self.flags.switch(tenant, &e.flag, e.enabled),
             Event::RateLimitSet(e) => {
                 let limits = RateLimits {
                     requests_per_minute: e.requests_per_minute,
@@ -305,6 +309,8 @@ impl Folder for KeyIndex {
                 | "TenantLimitsSet"
                 | "RateLimitSet"
                 | "TenantSettingSet"
+                | "FeatureFlagSet"
+                | "TenantFlagSet"
         ) {
             return;
         }
@@ -401,6 +407,25 @@ impl Accounts for AccountView {
         tenant: TenantId,
     ) -> Option<switchyard_inference::cache::semantic::SemanticPolicy> {
         self.keys.settings.semantic_cache(tenant)
+    }
+
+    fn flag(
+        &self,
+        name: &str,
+        principal: &Principal,
+        user: Option<&str>,
+    ) -> Option<switchyard_actors::flags::Decision> {
+        if !self.keys.flags.defined(name) {
+            return None;
+        }
+        let plan = self.directory.plan(principal.tenant);
+        self.keys.flags.evaluate(
+            name,
+            principal.tenant,
+            plan.as_deref(),
+            Some(principal.key_id),
+            user,
+        )
     }
 
     fn spend_limits(

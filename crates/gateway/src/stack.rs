@@ -286,6 +286,7 @@ pub async fn stack(
         follower,
         invoicer,
         auth_failures: auth::AuthFailures::default(),
+        flags: Runtime::new(store.clone(), RuntimeConfig::default()),
     };
     Ok(Stack {
         store,

@@ -33,6 +33,8 @@ pub struct Admin {
     pub invoicer: Arc<switchyard_inference::invoicing::Invoicer>,
     /// Addresses refused for failing key checks too often.
     pub auth_failures: AuthFailures,
+    /// The platform's feature flags (one actor over the shared log).
+    pub flags: switchyard_actors::Runtime<switchyard_actors::flags::FeatureFlags>,
 }
 
 impl std::fmt::Debug for Admin {

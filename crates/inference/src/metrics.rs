@@ -178,3 +178,33 @@ pub static GUARDRAILS: LazyLock<GuardrailMetrics> = LazyLock::new(|| GuardrailMe
         .expect("valid metric"),
     ),
 });
+
+/// Feature-flag decisions the pipeline acted on.
+pub struct FlagMetrics {
+    pub decisions: IntCounterVec,
+}
+
+impl std::fmt::Debug for FlagMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlagMetrics").finish_non_exhaustive()
+    }
+}
+
+/// `switchyard_flag_decisions_total{flag, on, reason}`: each evaluation of a defined flag on the
+/// request path.
+#[expect(
+    clippy::expect_used,
+    reason = "static metric definitions; a bad one fails every test"
+)]
+pub static FLAGS: LazyLock<FlagMetrics> = LazyLock::new(|| FlagMetrics {
+    decisions: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_flag_decisions_total",
+                "Feature-flag evaluations on the request path, by flag, answer and reason",
+            ),
+            &["flag", "on", "reason"],
+        )
+        .expect("valid metric"),
+    ),
+});

@@ -130,6 +130,7 @@ pub const ADMIN_EVENTS: &[&str] = &[
     "RateLimitSet",
     "TenantSettingSet",
     "TenantFlagSet",
+    "FeatureFlagSet",
     "RouterConfigured",
 ];
 

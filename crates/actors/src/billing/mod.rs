@@ -487,6 +487,7 @@ impl Actor for Billing {
             | Event::TenantSuspended(_)
             | Event::TenantResumed(_)
             | Event::TenantFlagSet(_)
+            | Event::FeatureFlagSet(_)
             | Event::TenantSettingSet(_)
             | Event::ApiKeyIssued(_)
             | Event::ApiKeyRevoked(_)

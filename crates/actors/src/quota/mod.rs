@@ -201,6 +201,7 @@ impl Actor for Quota {
             | Event::TenantSuspended(_)
             | Event::TenantResumed(_)
             | Event::TenantFlagSet(_)
+            | Event::FeatureFlagSet(_)
             | Event::TenantSettingSet(_)
             | Event::ApiKeyIssued(_)
             | Event::ApiKeyRevoked(_)

@@ -317,6 +317,7 @@ impl Actor for Router {
             | Event::TenantSuspended(_)
             | Event::TenantResumed(_)
             | Event::TenantFlagSet(_)
+            | Event::FeatureFlagSet(_)
             | Event::TenantSettingSet(_)
             | Event::ApiKeyIssued(_)
             | Event::ApiKeyRevoked(_)

@@ -522,6 +522,7 @@ impl Actor for Tenant {
             | Event::CreditNoteIssued(_)
             | Event::BillingDaySet(_)
             | Event::PriceBookPublished(_)
+            | Event::FeatureFlagSet(_)
             | Event::InvoicePaid(_)
             | Event::InferenceRequested(_)
             | Event::RouteChosen(_)

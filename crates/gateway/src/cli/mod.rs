@@ -10,6 +10,8 @@ pub mod bench;
 /// `billing`: price books, invoices, credit notes, re-pricing (a client of the admin API).
 pub mod billing;
 pub mod client;
+/// `flag`: the platform's feature flags (a client of the admin API).
+pub mod flags;
 /// `run`, `replay` and `eval` in-process on the configured store.
 pub mod local;
 /// `projections status|rebuild|dlq|retention` on the databases directly.
@@ -128,6 +130,14 @@ pub enum Command {
         server: client::ServerArgs,
         #[command(subcommand)]
         command: billing::BillingCommand,
+    },
+    /// The platform's feature flags through a running server: list, set (kill switch,
+    /// targets, sticky percentage rollouts), delete, evaluate (prints JSON).
+    Flag {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: flags::FlagCommand,
     },
     /// Issue and revoke tenants' API keys through a running server (prints JSON).
     Key {
@@ -353,6 +363,7 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             command: RouterCommand::Bench(args),
         } => bench::bench(args).await,
         Command::Key { server, command } => client::key(&server, command).await,
+        Command::Flag { server, command } => flags::run(&server, command).await,
         Command::Dataset { server, command } => client::dataset(&server, command).await,
         Command::Billing { server, command } => billing::run(&server, command).await,
         Command::Projections { store, command } => {

@@ -40,6 +40,40 @@ impl Principal {
     }
 }
 
+/// The flag that gates the semantic cache: where it is defined and off, a request is looked up
+/// by its exact key only (and its question is not kept).
+pub const SEMANTIC_CACHE_FLAG: &str = "semantic-cache";
+
+/// The flag that gates the router's canary splits: where it is defined and off, `auto` is
+/// served by the routing's main policy, and the route is logged as
+/// `flag.router-splits.<reason>:<policy>`.
+pub const ROUTER_SPLITS_FLAG: &str = "router-splits";
+
+/// The flag `name` for a request, counted and logged; `None` when it is not defined.
+pub fn flag(
+    accounts: &dyn Accounts,
+    name: &str,
+    principal: &Principal,
+    user: Option<&str>,
+) -> Option<switchyard_actors::flags::Decision> {
+    let decision = accounts.flag(name, principal, user)?;
+    crate::metrics::FLAGS
+        .decisions
+        .with_label_values(&[
+            name,
+            if decision.on { "true" } else { "false" },
+            decision.reason.as_str(),
+        ])
+        .inc();
+    tracing::debug!(
+        flag = name,
+        on = decision.on,
+        reason = decision.reason.as_str(),
+        "flag evaluated"
+    );
+    Some(decision)
+}
+
 /// What admission reads about tenants and keys: their limits and plans, as the log says.
 pub trait Accounts: Send + Sync {
     /// The tenant's own limits (none set: no limit).
@@ -66,6 +100,17 @@ pub trait Accounts: Send + Sync {
     /// The tenant's semantic cache (setting [`crate::cache::semantic::SEMANTIC_CACHE_SETTING`]);
     /// `None`: exact matches only.
     fn semantic_cache(&self, _tenant: TenantId) -> Option<crate::cache::semantic::SemanticPolicy> {
+        None
+    }
+    /// The platform flag `name` for this request, counted in
+    /// `switchyard_flag_decisions_total` by [`flag`] (`None`: no such flag; the behaviour it gates
+    /// is as without flags). See `switchyard_actors::flags`.
+    fn flag(
+        &self,
+        _name: &str,
+        _principal: &Principal,
+        _user: Option<&str>,
+    ) -> Option<switchyard_actors::flags::Decision> {
         None
     }
     /// The tenant's budgets below it (setting [`below::SPEND_LIMITS_SETTING`]).

@@ -90,7 +90,7 @@ impl Pipeline {
     /// for a workflow step's inference (its id is chosen, and it is answered from the log).
     pub(super) async fn cache_lookup(
         &self,
-        tenant: TenantId,
+        principal: &Principal,
         request: &ChatRequest,
         inference_id: Option<Uuid>,
         salt: Option<&[u8; 32]>,
@@ -99,6 +99,7 @@ impl Pipeline {
         if inference_id.is_some() {
             return None;
         }
+        let tenant = principal.tenant;
         let control = cache.control(request);
         let mut plan = Plan {
             cache: cache.clone(),
@@ -125,6 +126,18 @@ impl Pipeline {
             None
         };
         if entry.is_some() || !(plan.read || plan.write) {
+            return Some((plan, entry));
+        }
+        // The semantic cache, where the flag that gates it is defined and off: exact only.
+        if self.accounts.semantic_cache(tenant).is_some()
+            && crate::admission::flag(
+                self.accounts.as_ref(),
+                crate::admission::SEMANTIC_CACHE_FLAG,
+                principal,
+                request.user.as_deref(),
+            )
+            .is_some_and(|decision| !decision.on)
+        {
             return Some((plan, entry));
         }
         let span = tracing::debug_span!("semantic_cache_lookup");

@@ -232,7 +232,7 @@ impl Pipeline {
         let input = guarded.as_ref().map(|g| &g.input);
         let cached = if policy.is_none() {
             let salt = guarded.as_ref().map(|g| g.guard.fingerprint());
-            self.cache_lookup(principal.tenant, request, inference_id, salt)
+            self.cache_lookup(principal, request, inference_id, salt)
                 .await
         } else {
             None

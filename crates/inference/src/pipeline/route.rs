@@ -96,9 +96,31 @@ impl Pipeline {
             switchyard.route.propensity = tracing::field::Empty,
             switchyard.route.candidates = candidates.len(),
         );
+        // The router's splits, where the flag that gates them is defined and off: the label
+        // the route is logged under says so.
+        let without_splits = crate::admission::flag(
+            self.accounts.as_ref(),
+            crate::admission::ROUTER_SPLITS_FLAG,
+            principal,
+            request.user.as_deref(),
+        )
+        .filter(|decision| !decision.on)
+        .map(|decision| {
+            format!(
+                "flag.{}.{}",
+                crate::admission::ROUTER_SPLITS_FLAG,
+                decision.reason.as_str()
+            )
+        });
         let choice = span.in_scope(|| {
-            self.router
-                .choose(&state, &sticky, &features, &candidates, policy)
+            self.router.choose(
+                &state,
+                &sticky,
+                &features,
+                &candidates,
+                policy,
+                without_splits.as_deref(),
+            )
         });
         span.record("switchyard.route.policy", choice.policy.as_str());
         span.record("switchyard.route.model", choice.model.as_str());

@@ -64,7 +64,7 @@ impl Pipeline {
         };
         let salt = guard.as_ref().map(|(g, _)| *g.fingerprint());
         let (plan, entry) = match self
-            .cache_lookup(principal.tenant, &request, None, salt.as_ref())
+            .cache_lookup(principal, &request, None, salt.as_ref())
             .await
         {
             Some((plan, entry)) => (Some(plan), entry),

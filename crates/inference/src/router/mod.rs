@@ -289,7 +289,9 @@ impl RouterHub {
     /// Chooses a model for `auto` among `candidates` (in config order) by the routing of the
     /// tenant whose router state is `state`. `policy`, when given, serves instead of its policy
     /// and splits (a workflow run re-executed under another routing policy); its decisions are
-    /// logged under `override:<policy>`.
+    /// logged under `override:<policy>`. `without_splits`, when given, serves the main policy
+    /// to a request a split would have taken, logged under `<without_splits>:<policy>` (a
+    /// feature flag turned the splits off for it).
     pub fn choose(
         &self,
         state: &RouterState,
@@ -297,6 +299,7 @@ impl RouterHub {
         features: &[f64],
         candidates: &[&ModelConfig],
         policy: Option<&Policy>,
+        without_splits: Option<&str>,
     ) -> Choice {
         let routing = self.routing(state);
         let context = &features[..REQUEST_FEATURES.len().min(features.len())];
@@ -312,6 +315,13 @@ impl RouterHub {
         let mut serving = (&routing.policy, routing.policy.name().to_owned());
         if let Some(policy) = policy {
             serving = (policy, format!("override:{}", policy.name()));
+        } else if let Some(label) = without_splits
+            && !routing.splits.is_empty()
+        {
+            serving = (
+                &routing.policy,
+                format!("{label}:{}", routing.policy.name()),
+            );
         } else {
             // Sticky split: the same key (or user) always lands in the same bucket.
             let position = bucket(sticky);

@@ -54,6 +54,7 @@ fn at_least_24_named_signals_are_computed_for_every_request() {
         &features,
         &candidates,
         None,
+        None,
     );
     assert!(choice.propensity_ppb > 0);
     assert_eq!(choice.features_milli.len(), features.len());

@@ -39,6 +39,8 @@ pub(crate) enum Need {
     /// price book; close, pay or credit an invoice; set a billing day). A tenant's admin
     /// cannot bill its own tenant.
     Billing(Access),
+    /// The platform's feature flags: read (list, evaluate) or write (define, change, remove).
+    Flags(Access),
 }
 
 /// How the caller authenticated.
@@ -108,6 +110,10 @@ impl Caller {
                 .or_else(|| self.has(Role::TenantAdmin).then_some(Role::TenantAdmin)),
             Need::Billing(Access::Read) => platform.or_else(readers),
             Need::Billing(_) => platform,
+            Need::Flags(Access::Read) => {
+                platform.or_else(|| self.has(Role::Auditor).then_some(Role::Auditor))
+            }
+            Need::Flags(_) => platform,
             Need::Audit => platform
                 .or_else(|| self.has(Role::Auditor).then_some(Role::Auditor))
                 .or_else(|| self.has(Role::TenantAdmin).then_some(Role::TenantAdmin)),

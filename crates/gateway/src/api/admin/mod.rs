@@ -27,6 +27,8 @@ pub(crate) mod audit;
 pub(crate) mod billing;
 /// A tenant's captured inferences: export and deletion.
 pub(crate) mod captures;
+/// The platform's feature flags: define, change, remove, list, evaluate.
+pub(crate) mod flags;
 /// Issuing and revoking API keys.
 pub(crate) mod keys;
 /// Limits of tenants, keys and models; settings; feature flags.
@@ -43,6 +45,7 @@ use billing::{
     publish_price_book, reprice, set_billing_day,
 };
 use captures::{delete_captures, export_captures};
+use flags::{delete_flag, evaluate_flag, list_flags, set_flag as set_platform_flag};
 use keys::{issue_key, revoke_key, rotate_key};
 use limits::{set_flag, set_key_limits, set_limits, set_model_limits, set_setting};
 use router::{get_routing, promote_split, reset_routing, roll_back_split, set_routing};
@@ -82,6 +85,10 @@ crate::api::endpoints! {
     post "/v1/admin/tenants/{id}/invoices/{period}/paid" => mark_paid,
     post "/v1/admin/tenants/{id}/credit-notes" => issue_credit_note,
     put "/v1/admin/tenants/{id}/billing-day" => set_billing_day,
+    get "/v1/admin/flags" => list_flags,
+    put "/v1/admin/flags/{name}" => set_platform_flag,
+    delete "/v1/admin/flags/{name}" => delete_flag,
+    post "/v1/admin/flags/{name}/evaluate" => evaluate_flag,
 }
 
 /// The metadata of the events an admin request appends: its request id and the caller that
