@@ -19,7 +19,7 @@ fn ask(text: &str) -> Value {
 }
 
 /// The answer's `x-switchyard-cache` header, inference id and body.
-async fn send(server: &Server, key: &str, body: &Value) -> (String, String, Value) {
+pub(crate) async fn send(server: &Server, key: &str, body: &Value) -> (String, String, Value) {
     let response = chat(server, key, body).await;
     assert_eq!(response.status(), 200);
     let header = |name: &str| {

@@ -57,20 +57,7 @@ fn ask(system: &str, question: &str) -> Value {
 
 /// The answer's `x-switchyard-cache`, its inference id and its text.
 async fn send(server: &Server, key: &str, body: &Value) -> (String, String, String) {
-    let response = chat(server, key, body).await;
-    assert_eq!(response.status(), 200);
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    let (cache, id) = (
-        header("x-switchyard-cache"),
-        header("x-switchyard-inference-id"),
-    );
-    let body: Value = response.json().await.unwrap();
+    let (cache, id, body) = crate::cache::send(server, key, body).await;
     let text = body["choices"][0]["message"]["content"]
         .as_str()
         .unwrap_or_default()
