@@ -252,7 +252,7 @@ const MAX_USD: f64 = 1_000_000.0;
 
 /// Dollars as exact micro-dollars: refused when negative, not a number, too large, or finer
 /// than a micro-dollar.
-fn micros(field: &str, usd: f64) -> Result<u64, String> {
+pub fn micros(field: &str, usd: f64) -> Result<u64, String> {
     if !usd.is_finite() || !(0.0..=MAX_USD).contains(&usd) {
         return Err(format!(
             "{field} must be a number of dollars from 0 to {MAX_USD}"

@@ -306,17 +306,7 @@ pub(crate) async fn issue_credit_note(
     idempotent(admin.store.as_ref(), &req, tenant, &body, |_| {}, || async {
         let input: CreditNoteInput = parse_json(&body)?;
         check_period(&input.period)?;
-        let file = pricing::PlanFile {
-            included_usd: input.amount_usd,
-            ..pricing::PlanFile::default()
-        };
-        let amount_micros = BookFile {
-            effective_from: None,
-            plans: [("credit".to_owned(), file)].into(),
-        }
-        .prices()
-        .map_err(|_| invalid("amount_usd must be dollars from 0 to 1000000, at most 6 decimals".into()))?["credit"]
-            .included_micros;
+        let amount_micros = pricing::micros("amount_usd", input.amount_usd).map_err(invalid)?;
         let id = input.id.unwrap_or_else(Uuid::now_v7);
         admin
             .invoicer
