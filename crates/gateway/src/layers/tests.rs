@@ -310,13 +310,9 @@ fn write(text: &str) -> PathBuf {
 
 #[test]
 fn check_reports_every_problem_at_once() {
-    let path = write(
-        r#"
+    // Every problem that needs a well-formed document to be seen...
+    const WELL_SHAPED: &str = r#"
 default_model = "missing"
-colour = "blue"
-
-[server]
-feed_ring = "lots"
 
 [[providers]]
 name = "sim"
@@ -335,15 +331,14 @@ input_usd_per_million = "1.1234567"
 name = "b"
 provider = "nowhere"
 
-[[models]]
-name = "c"
-provider = "sim"
-colour = "red"
-
 [profiles.prod]
 default_model = "also-missing"
-"#,
-    );
+"#;
+    // ...and the same file with problems of shape added.
+    let path = write(&format!(
+        "colour = \"blue\"\n{WELL_SHAPED}\n[server]\nfeed_ring = \"lots\"\n\n\
+         [[models]]\nname = \"c\"\nprovider = \"sim\"\ncolour = \"red\"\n"
+    ));
     let problems = check(&path).unwrap();
     let text = problems.join("\n");
     for expected in [
@@ -355,31 +350,7 @@ default_model = "also-missing"
     }
     // Shape problems hide the checks that need a well-formed document; fix them and the
     // rest shows, every one of them.
-    let path = write(
-        r#"
-default_model = "missing"
-
-[[providers]]
-name = "sim"
-kind = "sim"
-
-[[providers]]
-name = "remote"
-kind = "openai"
-
-[[models]]
-name = "a"
-provider = "sim"
-input_usd_per_million = "1.1234567"
-
-[[models]]
-name = "b"
-provider = "nowhere"
-
-[profiles.prod]
-default_model = "also-missing"
-"#,
-    );
+    let path = write(WELL_SHAPED);
     let problems = check(&path).unwrap();
     let text = problems.join("\n");
     for expected in [

@@ -67,6 +67,18 @@ fn answer(documents: Vec<InvoiceDocument>, csv: bool, one: bool) -> HttpResponse
     HttpResponse::Ok().json(json!({ "data": documents }))
 }
 
+/// The tenant and period of an invoice a platform admin changes (closes, marks paid).
+async fn invoice_to_write(
+    req: &HttpRequest,
+    admin: &Admin,
+    (tenant, period): (String, String),
+) -> Result<(TenantId, String), ApiError> {
+    let tenant = super::tenant_id(&tenant)?;
+    admit_platform(req, admin, Need::Billing(Access::Write)).await?;
+    check_period(&period)?;
+    Ok((tenant, period))
+}
+
 fn check_period(period: &str) -> Result<(), ApiError> {
     match pricing::parse_period(period) {
         Some(_) => Ok(()),
@@ -227,10 +239,7 @@ pub(crate) async fn close_invoice(
     admin: web::Data<Admin>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, period) = path.into_inner();
-    let tenant = super::tenant_id(&tenant)?;
-    admit_platform(&req, &admin, Need::Billing(Access::Write)).await?;
-    check_period(&period)?;
+    let (tenant, period) = invoice_to_write(&req, &admin, path.into_inner()).await?;
     admin
         .invoicer
         .close(tenant, &period, metadata(&req))
@@ -254,10 +263,7 @@ pub(crate) async fn mark_paid(
     admin: web::Data<Admin>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, period) = path.into_inner();
-    let tenant = super::tenant_id(&tenant)?;
-    admit_platform(&req, &admin, Need::Billing(Access::Write)).await?;
-    check_period(&period)?;
+    let (tenant, period) = invoice_to_write(&req, &admin, path.into_inner()).await?;
     admin
         .invoicer
         .send(
