@@ -33,6 +33,7 @@ mod prometheus;
 mod providers;
 mod read_side;
 mod redis_down;
+mod registry;
 mod router;
 mod router_bench;
 mod routing;

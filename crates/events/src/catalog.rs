@@ -179,6 +179,8 @@ catalog! {
         WorkflowRegistered(WorkflowRegistered);
         FragmentRegistered(FragmentRegistered);
         ToolRegistered(ToolRegistered);
+        PromptRegistered(PromptRegistered);
+        ManifestSigned(ManifestSigned);
         RunStarted(RunStarted), older { 1 => RunStartedV1 };
         StepStarted(StepStarted);
         StepCompleted(StepCompleted);
@@ -1096,6 +1098,33 @@ pub struct ToolRegistered {
     pub definition: String,
 }
 payload!(ToolRegistered, 1);
+
+/// A version of a prompt was registered (stream `workflows-<tenant>`): `prompt` is JSON
+/// (`{"messages": [{"role", "content"}], "description"?}`, each content a template), served to
+/// chat requests and workflow nodes that name it `name@version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromptRegistered {
+    pub name: String,
+    pub version: u32,
+    pub prompt: String,
+}
+payload!(PromptRegistered, 1);
+
+/// The registry entry registered just before it in the same append came from a verified
+/// manifest: `kind` (`tool`, `workflow`, `fragment`, `prompt`), `name` at `version`, the
+/// manifest's content digest (`blake3:<hex>` of its canonical JSON) and the key that signed it
+/// (`None`: published unsigned where that is allowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestSigned {
+    pub kind: String,
+    pub name: String,
+    pub version: u32,
+    pub digest: String,
+    pub key_id: Option<String>,
+}
+payload!(ManifestSigned, 1);
 
 /// A workflow run started. `spec` and `input` are JSON; the run never reads the registry again,
 /// so its replay needs nothing but its own events. `seed` is where any randomness comes from.

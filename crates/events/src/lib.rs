@@ -19,13 +19,13 @@ pub use catalog::{
     CreditNoteIssued, Event, FeatureFlagSet, FragmentRegistered, GuardrailChecked, GuardrailHit,
     IdempotencyKeyClaimed, IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCaptured,
     InferenceCompleted, InferenceFailed, InferenceRequested, InvoiceFinalized, InvoiceLine,
-    InvoicePaid, JsonEvent, LimitScope, ModelRate, PlanPrices, PriceBookPublished, QuotaReleased,
-    QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded, RouteChosen, RouterConfigured,
-    RunCancelRequested, RunCancelled, RunCompleted, RunContinued, RunFailed, RunStarted,
-    SegmentStarted, ShadowChoice, SignalReceived, StepCompleted, StepFailed, StepStarted,
-    TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet, TenantRenamed, TenantResumed,
-    TenantSettingSet, TenantSuspended, TimerFired, TimerStarted, ToolRegistered, UsageRecorded,
-    WorkflowRegistered,
+    InvoicePaid, JsonEvent, LimitScope, ManifestSigned, ModelRate, PlanPrices, PriceBookPublished,
+    PromptRegistered, QuotaReleased, QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded,
+    RouteChosen, RouterConfigured, RunCancelRequested, RunCancelled, RunCompleted, RunContinued,
+    RunFailed, RunStarted, SegmentStarted, ShadowChoice, SignalReceived, StepCompleted, StepFailed,
+    StepStarted, TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet, TenantRenamed,
+    TenantResumed, TenantSettingSet, TenantSuspended, TimerFired, TimerStarted, ToolRegistered,
+    UsageRecorded, WorkflowRegistered,
 };
 pub use codec::EventPayload;
 pub use envelope::{Actor, MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

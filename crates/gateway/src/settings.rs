@@ -2,8 +2,9 @@
 //! `cors_origins` (browsers that may read a tenant's answers), `allowed_models` (the models it
 //! may list and call), `guardrails` (its checks before and after the model, compiled once
 //! here, not per request), `capture` (whether its prompts and answers are kept, and how
-//! long), `spend_limits` (budgets per key, user and tag) and `semantic_cache` (whether its
-//! questions are answered from the cache by meaning, and how close is close enough). [`check`] is what the admin API runs before it writes one.
+//! long), `spend_limits` (budgets per key, user and tag), `semantic_cache` (whether its
+//! questions are answered from the cache by meaning, and how close is close enough) and
+//! `require_signatures` (whether its registry takes signed manifests only). [`check`] is what the admin API runs before it writes one.
 
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ use switchyard_inference::guard::{GUARDRAILS_SETTING, Guard};
 
 /// The tenant setting that lists the origins allowed by CORS.
 pub const CORS_SETTING: &str = "cors_origins";
+/// The tenant setting that makes its registry take signed manifests only (`true`/`false`).
+pub const REQUIRE_SIGNATURES_SETTING: &str = "require_signatures";
 
 /// Each tenant's request-path settings.
 #[derive(Debug, Default)]
@@ -33,6 +36,8 @@ pub struct TenantSettings {
     spend: DashMap<TenantId, Arc<SpendLimits>>,
     /// Each tenant's semantic cache (setting `semantic_cache`).
     semantic: DashMap<TenantId, SemanticPolicy>,
+    /// The tenants whose registries take signed manifests only (setting `require_signatures`).
+    signed_only: DashMap<TenantId, ()>,
 }
 
 impl TenantSettings {
@@ -84,6 +89,14 @@ impl TenantSettings {
                     self.semantic.remove(&tenant);
                 }
             },
+            REQUIRE_SIGNATURES_SETTING => match value.map(parse_switch) {
+                Some(Ok(true)) => {
+                    self.signed_only.insert(tenant, ());
+                }
+                _ => {
+                    self.signed_only.remove(&tenant);
+                }
+            },
             CAPTURE_SETTING => match value.map(CapturePolicy::parse) {
                 Some(Ok(policy)) => {
                     self.captures.insert(tenant, policy);
@@ -104,6 +117,11 @@ impl TenantSettings {
     /// The tenant's semantic cache, if it opted in.
     pub fn semantic_cache(&self, tenant: TenantId) -> Option<SemanticPolicy> {
         self.semantic.get(&tenant).map(|p| *p)
+    }
+
+    /// Whether the tenant's registry takes signed manifests only.
+    pub fn requires_signatures(&self, tenant: TenantId) -> bool {
+        self.signed_only.contains_key(&tenant)
     }
 
     /// The tenant's capture policy, if it captures.
@@ -139,7 +157,19 @@ pub fn check(key: &str, value: &str, known_model: &dyn Fn(&str) -> bool) -> Resu
         CAPTURE_SETTING => CapturePolicy::parse(value).map(|_| ()),
         SPEND_LIMITS_SETTING => SpendLimits::parse(value).map(|_| ()),
         SEMANTIC_CACHE_SETTING => SemanticPolicy::parse(value).map(|_| ()),
+        REQUIRE_SIGNATURES_SETTING => parse_switch(value).map(|_| ()),
         _ => Ok(()),
+    }
+}
+
+/// Parses `require_signatures`: `true` or `false`.
+fn parse_switch(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!(
+            "require_signatures is true or false, not {other:?}"
+        )),
     }
 }
 

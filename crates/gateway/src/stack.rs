@@ -185,6 +185,10 @@ pub async fn stack(
         );
     }
     let providers = Providers::build(&config)?;
+    let trust = Arc::new(
+        switchyard_manifests::Trust::compile(&config.registry)
+            .map_err(|problems| anyhow::anyhow!("[registry]: {}", problems.join("; ")))?,
+    );
     let (store, location) = args.open().await?;
     let head = store.head().await?;
     tracing::info!(store = %location, %head, "event log open");
@@ -287,6 +291,7 @@ pub async fn stack(
         invoicer,
         auth_failures: auth::AuthFailures::default(),
         flags: Runtime::new(store.clone(), RuntimeConfig::default()),
+        trust,
     };
     Ok(Stack {
         store,

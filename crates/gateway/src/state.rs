@@ -35,6 +35,16 @@ pub struct Admin {
     pub auth_failures: AuthFailures,
     /// The platform's feature flags (one actor over the shared log).
     pub flags: switchyard_actors::Runtime<switchyard_actors::flags::FeatureFlags>,
+    /// This environment's trusted manifest keys and signature policy (`[registry]`).
+    pub trust: Arc<switchyard_manifests::Trust>,
+}
+
+impl Admin {
+    /// Whether the tenant's registry takes signed manifests only: the environment's
+    /// `[registry] require_signatures`, or the tenant's setting `require_signatures`.
+    pub fn signatures_required(&self, tenant: switchyard_events::TenantId) -> bool {
+        self.trust.requires_signatures() || self.keys.settings.requires_signatures(tenant)
+    }
 }
 
 impl std::fmt::Debug for Admin {

@@ -87,6 +87,14 @@ pub struct ChatRequest {
     /// true}`, `{"ttl": seconds}`); never sent to a provider.
     #[serde(default, skip_serializing)]
     pub cache: Option<CacheOptions>,
+    /// Switchyard: a registered prompt, `name@version` (or `name`: the newest), whose rendered
+    /// messages go before the request's; never sent to a provider.
+    #[serde(default, skip_serializing)]
+    pub prompt: Option<String>,
+    /// Switchyard: the variables the prompt's templates render with (a JSON object).
+    #[serde(default, skip_serializing)]
+    #[schema(value_type = Object)]
+    pub prompt_variables: Option<Value>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -8,8 +8,9 @@ pub mod error; // the crate's one error type
 pub mod eval; // golden task sets, scorers, eval runs, reports and comparisons
 #[cfg(test)]
 mod fuzz; // fuzz target: workflow specs and tool definitions
-mod metrics; // Prometheus metrics of runs and steps
-pub mod registry; // the tenant's workflows, fragments and tools (an actor)
+pub mod metrics; // Prometheus metrics of runs, steps and manifests
+pub mod prompt; // prompts: versioned message templates named `name@version`
+pub mod registry; // the tenant's workflows, fragments, tools and prompts (an actor)
 pub mod replay; // exact replay with a determinism check
 pub mod run; // the workflow-run actor: pure decisions from the run's events
 pub mod spec; // the WorkflowSpec, fragments, overlays, validation with line and field

@@ -22,13 +22,21 @@ pub(crate) struct Metrics {
     pub steps: IntCounterVec,
     pub step_seconds: HistogramVec,
     pub segments: IntCounter,
+    /// Manifests published, by kind and outcome (`created`, `unchanged`, or the refusal's code).
+    pub manifests: IntCounterVec,
+}
+
+/// Counts a manifest publication's outcome.
+pub fn manifest_outcome(kind: &str, outcome: &str) {
+    METRICS.manifests.with_label_values(&[kind, outcome]).inc();
 }
 
 #[expect(
     clippy::expect_used,
     reason = "static metric definitions; a bad one is a programming error caught by every test"
 )]
-pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    Metrics {
     started: register(
         IntCounterVec::new(
             Opts::new(
@@ -91,4 +99,15 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         )
         .expect("metric"),
     ),
+    manifests: register(
+        IntCounterVec::new(
+            Opts::new(
+                "switchyard_manifests_total",
+                "Registry manifests published, by kind and outcome (created, unchanged, or the refusal's code)",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("metric"),
+    ),
+}
 });

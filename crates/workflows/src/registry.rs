@@ -1,6 +1,10 @@
-//! The tenant's registry of workflow specs, fragments and tools: an actor per tenant (stream
-//! `workflows-<tenant>`), each name with numbered versions. Registering what the newest version
-//! already holds adds nothing and answers that version.
+//! The tenant's registry of workflow specs, fragments, tools and prompts: an actor per tenant
+//! (stream `workflows-<tenant>`), each name with numbered versions. Registering what the newest
+//! version already holds adds nothing and answers that version.
+//!
+//! A published manifest names its version: the next one is added (with a `ManifestSigned`
+//! record of its digest and key in the same append), the same content again is a no-op, and
+//! anything else is refused: a published version never changes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +12,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_actors::Actor;
-use switchyard_events::{Event, FragmentRegistered, TenantId, ToolRegistered, WorkflowRegistered};
+use switchyard_events::{
+    Event, FragmentRegistered, ManifestSigned, PromptRegistered, TenantId, ToolRegistered,
+    WorkflowRegistered,
+};
+use switchyard_manifests::Kind;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -20,38 +28,112 @@ pub struct Catalog {
     pub workflows: BTreeMap<String, Vec<String>>,
     pub fragments: BTreeMap<String, Vec<String>>,
     pub tools: BTreeMap<String, Vec<String>>,
+    pub prompts: BTreeMap<String, Vec<String>>,
+    /// The entries published from manifests, by `kind:name@version`.
+    pub manifests: BTreeMap<String, Provenance>,
 }
 
-/// What can be registered.
+/// Where a version published from a manifest came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `blake3:<hex>` of the manifest's canonical JSON.
+    pub digest: String,
+    /// The key that signed it (`None`: published unsigned).
+    pub key_id: Option<String>,
+}
+
+/// What can be registered: a kind, a name and the entry's JSON text.
 #[derive(Debug, Clone)]
-pub enum Register {
-    Workflow {
-        name: String,
-        spec: String,
-        source: String,
-    },
-    Fragment {
-        name: String,
-        node: String,
-    },
-    Tool {
-        name: String,
-        definition: String,
-    },
+pub struct Register {
+    pub kind: Kind,
+    pub name: String,
+    /// The entry as the registry keeps it (a loaded spec, a tool definition, a prompt).
+    pub text: String,
+    /// A workflow's text as submitted.
+    pub source: String,
+    /// The version a manifest names (`None`: the next one, or the newest if it is the same).
+    pub version: Option<u32>,
+    /// The manifest the entry came from.
+    pub provenance: Option<Provenance>,
 }
 
-/// The registry never refuses a well-formed command (validation happens before it).
+/// Why a registration was refused: it would change a published version.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("registry: {0}")]
-pub struct Refused(String);
+#[error("{0}")]
+pub struct Refused(pub String);
 
 /// The registry actor.
 #[derive(Debug, Clone, Copy)]
 pub struct Registry;
 
+impl Catalog {
+    /// The versions of `kind` by name.
+    pub fn of(&self, kind: Kind) -> &BTreeMap<String, Vec<String>> {
+        match kind {
+            Kind::Workflow => &self.workflows,
+            Kind::Fragment => &self.fragments,
+            Kind::Tool => &self.tools,
+            Kind::Prompt => &self.prompts,
+        }
+    }
+
+    fn of_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Vec<String>> {
+        match kind {
+            Kind::Workflow => &mut self.workflows,
+            Kind::Fragment => &mut self.fragments,
+            Kind::Tool => &mut self.tools,
+            Kind::Prompt => &mut self.prompts,
+        }
+    }
+
+    /// Where version `version` of `kind` `name` came from, if it was published as a manifest.
+    pub fn provenance(&self, kind: Kind, name: &str, version: u32) -> Option<&Provenance> {
+        self.manifests.get(&manifest_key(kind, name, version))
+    }
+}
+
+fn manifest_key(kind: Kind, name: &str, version: u32) -> String {
+    format!("{}:{name}@{version}", kind.as_str())
+}
+
+/// The version a registration lands on: `Ok(None)` when it is already there.
+fn place(
+    versions: Option<&Vec<String>>,
+    command: &Register,
+) -> std::result::Result<Option<u32>, Refused> {
+    let held = versions.map_or(0, Vec::len);
+    let what = format!("{} `{}`", command.kind.as_str(), command.name);
+    let next = u32::try_from(held + 1).unwrap_or(u32::MAX);
+    match command.version {
+        None => Ok(match versions.and_then(|v| v.last()) {
+            Some(last) if *last == command.text => None,
+            _ => Some(next),
+        }),
+        Some(wanted) => {
+            let index = usize::try_from(wanted).unwrap_or(usize::MAX);
+            if index == 0 {
+                Err(Refused(format!("{what}: versions start at 1")))
+            } else if index <= held {
+                match versions.and_then(|v| v.get(index - 1)) {
+                    Some(text) if *text == command.text => Ok(None),
+                    _ => Err(Refused(format!(
+                        "{what} version {wanted} is published and cannot change; publish it as version {next}"
+                    ))),
+                }
+            } else if wanted == next {
+                Ok(Some(next))
+            } else {
+                Err(Refused(format!(
+                    "the next version of {what} is {next}, not {wanted}"
+                )))
+            }
+        }
+    }
+}
+
 impl Actor for Registry {
     const KIND: &'static str = "workflows";
-    const SNAPSHOT_VERSION: u16 = 1;
+    const SNAPSHOT_VERSION: u16 = 2;
     type Id = TenantId;
     type State = Catalog;
     type Command = Register;
@@ -66,67 +148,77 @@ impl Actor for Registry {
         command: Register,
         _now: OffsetDateTime,
     ) -> std::result::Result<Vec<Event>, Refused> {
-        let next = |versions: Option<&Vec<String>>, text: &str| -> Option<u32> {
-            match versions {
-                Some(v) if v.last().map(String::as_str) == Some(text) => None,
-                Some(v) => Some(u32::try_from(v.len() + 1).unwrap_or(u32::MAX)),
-                None => Some(1),
-            }
+        let Some(version) = place(state.of(command.kind).get(&command.name), &command)? else {
+            return Ok(Vec::new());
         };
-        Ok(match command {
-            Register::Workflow { name, spec, source } => next(state.workflows.get(&name), &spec)
-                .map(|version| {
-                    Event::WorkflowRegistered(WorkflowRegistered {
-                        name,
-                        version,
-                        spec,
-                        source,
-                    })
-                })
-                .into_iter()
-                .collect(),
-            Register::Fragment { name, node } => next(state.fragments.get(&name), &node)
-                .map(|version| {
-                    Event::FragmentRegistered(FragmentRegistered {
-                        name,
-                        version,
-                        node,
-                    })
-                })
-                .into_iter()
-                .collect(),
-            Register::Tool { name, definition } => next(state.tools.get(&name), &definition)
-                .map(|version| {
-                    Event::ToolRegistered(ToolRegistered {
-                        name,
-                        version,
-                        definition,
-                    })
-                })
-                .into_iter()
-                .collect(),
-        })
+        let Register {
+            kind,
+            name,
+            text,
+            source,
+            provenance,
+            ..
+        } = command;
+        let mut events = vec![match kind {
+            Kind::Workflow => Event::WorkflowRegistered(WorkflowRegistered {
+                name: name.clone(),
+                version,
+                spec: text,
+                source,
+            }),
+            Kind::Fragment => Event::FragmentRegistered(FragmentRegistered {
+                name: name.clone(),
+                version,
+                node: text,
+            }),
+            Kind::Tool => Event::ToolRegistered(ToolRegistered {
+                name: name.clone(),
+                version,
+                definition: text,
+            }),
+            Kind::Prompt => Event::PromptRegistered(PromptRegistered {
+                name: name.clone(),
+                version,
+                prompt: text,
+            }),
+        }];
+        if let Some(provenance) = provenance {
+            events.push(Event::ManifestSigned(ManifestSigned {
+                kind: kind.as_str().to_owned(),
+                name,
+                version,
+                digest: provenance.digest,
+                key_id: provenance.key_id,
+            }));
+        }
+        Ok(events)
     }
 
     fn apply(state: &mut Catalog, event: &Event) {
-        match event {
-            Event::WorkflowRegistered(e) => state
-                .workflows
-                .entry(e.name.clone())
-                .or_default()
-                .push(e.spec.clone()),
-            Event::FragmentRegistered(e) => state
-                .fragments
-                .entry(e.name.clone())
-                .or_default()
-                .push(e.node.clone()),
-            Event::ToolRegistered(e) => state
-                .tools
-                .entry(e.name.clone())
-                .or_default()
-                .push(e.definition.clone()),
-            _ => {}
-        }
+        let (kind, name, text) = match event {
+            Event::WorkflowRegistered(e) => (Kind::Workflow, &e.name, &e.spec),
+            Event::FragmentRegistered(e) => (Kind::Fragment, &e.name, &e.node),
+            Event::ToolRegistered(e) => (Kind::Tool, &e.name, &e.definition),
+            Event::PromptRegistered(e) => (Kind::Prompt, &e.name, &e.prompt),
+            Event::ManifestSigned(e) => {
+                if let Ok(kind) = Kind::parse(&e.kind) {
+                    state.manifests.insert(
+                        manifest_key(kind, &e.name, e.version),
+                        Provenance {
+                            digest: e.digest.clone(),
+                            key_id: e.key_id.clone(),
+                        },
+                    );
+                }
+                return;
+            }
+            _ => return,
+        };
+        state
+            .of_mut(kind)
+            .entry(name.clone())
+            .or_default()
+            .push(text.clone());
     }
 }
 
@@ -134,6 +226,12 @@ impl Catalog {
     /// Workflow `name` at `version` (newest when `None`), with its version number.
     pub fn workflow(&self, name: &str, version: Option<u32>) -> Option<(u32, WorkflowSpec)> {
         let (version, text) = pick(self.workflows.get(name)?, version)?;
+        Some((version, serde_json::from_str(text).ok()?))
+    }
+
+    /// Prompt `name` at `version` (newest when `None`), with its version number.
+    pub fn prompt(&self, name: &str, version: Option<u32>) -> Option<(u32, crate::prompt::Prompt)> {
+        let (version, text) = pick(self.prompts.get(name)?, version)?;
         Some((version, serde_json::from_str(text).ok()?))
     }
 
@@ -261,5 +359,64 @@ impl ToolDef {
                 problems.join("; ")
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(version: Option<u32>, text: &str, signed: bool) -> Register {
+        Register {
+            kind: Kind::Prompt,
+            name: "summarize".into(),
+            text: text.into(),
+            source: String::new(),
+            version,
+            provenance: signed.then(|| Provenance {
+                digest: format!("blake3:{text}"),
+                key_id: Some("k1".into()),
+            }),
+        }
+    }
+
+    fn run(state: &mut Catalog, command: Register) -> std::result::Result<usize, String> {
+        let events = Registry::decide(state, command, OffsetDateTime::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?;
+        for event in &events {
+            Registry::apply(state, event);
+        }
+        Ok(events.len())
+    }
+
+    #[test]
+    fn a_published_version_never_changes_and_versions_have_no_gaps() {
+        let mut state = Catalog::default();
+        assert_eq!(run(&mut state, command(Some(1), "a", true)), Ok(2));
+        assert_eq!(
+            state
+                .provenance(Kind::Prompt, "summarize", 1)
+                .unwrap()
+                .key_id
+                .as_deref(),
+            Some("k1")
+        );
+        // The same content again: nothing; other content under a published version: refused.
+        assert_eq!(run(&mut state, command(Some(1), "a", true)), Ok(0));
+        let changed = run(&mut state, command(Some(1), "b", true)).unwrap_err();
+        assert!(changed.contains("cannot change"), "{changed}");
+        let gap = run(&mut state, command(Some(3), "b", true)).unwrap_err();
+        assert!(gap.contains("next version") && gap.contains('2'), "{gap}");
+        assert!(run(&mut state, command(Some(0), "b", true)).is_err());
+        // An unsigned registration takes the next version and records no signer.
+        assert_eq!(run(&mut state, command(None, "b", false)), Ok(1));
+        assert_eq!(state.prompts["summarize"], ["a", "b"]);
+        assert!(state.provenance(Kind::Prompt, "summarize", 2).is_none());
+        assert_eq!(run(&mut state, command(None, "b", false)), Ok(0));
+        // Each kind has its own names.
+        let mut tool = command(Some(1), "t", false);
+        tool.kind = Kind::Tool;
+        assert_eq!(run(&mut state, tool), Ok(1));
+        assert_eq!(state.tools["summarize"], ["t"]);
     }
 }

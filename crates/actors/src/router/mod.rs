@@ -348,6 +348,8 @@ impl Actor for Router {
             | Event::WorkflowRegistered(_)
             | Event::FragmentRegistered(_)
             | Event::ToolRegistered(_)
+            | Event::PromptRegistered(_)
+            | Event::ManifestSigned(_)
             | Event::RunStarted(_)
             | Event::StepStarted(_)
             | Event::StepCompleted(_)

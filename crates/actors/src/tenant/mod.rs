@@ -537,6 +537,8 @@ impl Actor for Tenant {
             | Event::WorkflowRegistered(_)
             | Event::FragmentRegistered(_)
             | Event::ToolRegistered(_)
+            | Event::PromptRegistered(_)
+            | Event::ManifestSigned(_)
             | Event::RunStarted(_)
             | Event::StepStarted(_)
             | Event::StepCompleted(_)

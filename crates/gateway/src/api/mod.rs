@@ -14,6 +14,8 @@ pub mod feedback;
 pub mod openai;
 /// `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/v1/tenant`.
 pub mod ops;
+/// `/v1/registry/...`: signed manifests of tools, workflows, fragments and prompts.
+pub mod registry;
 /// `/v1/workflows`, `/v1/fragments`, `/v1/tools`, `/v1/runs/...`: durable workflows.
 pub mod workflows;
 
@@ -58,7 +60,7 @@ type Surface = (&'static [Endpoint], fn(&mut web::ServiceConfig));
 /// `{segment}` is matched by a regex: the surfaces whose paths are all static and that every
 /// request of the hot path hits (the OpenAI surface, then ops and feedback) come first, so a
 /// completion is routed by string comparisons alone, never by the admin routes' regexes.
-const SURFACES: [Surface; 7] = [
+const SURFACES: [Surface; 8] = [
     (openai::ENDPOINTS, openai::routes),
     (ops::ENDPOINTS, ops::routes),
     (feedback::ENDPOINTS, feedback::routes),
@@ -66,6 +68,7 @@ const SURFACES: [Surface; 7] = [
     (analytics::ENDPOINTS, analytics::routes),
     (events::ENDPOINTS, events::routes),
     (workflows::ENDPOINTS, workflows::routes),
+    (registry::ENDPOINTS, registry::routes),
 ];
 
 /// Registers every surface's routes.
@@ -160,7 +163,10 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         workflows::run,
         workflows::run_events,
         workflows::signal,
-        workflows::cancel
+        workflows::cancel,
+        registry::publish,
+        registry::list,
+        registry::show
     ),
     components(schemas(
         crate::http::ErrorBody,

@@ -175,7 +175,7 @@ fn inference_headers(body: &Value) -> Vec<(HeaderName, HeaderValue)> {
     params(("Authorization" = String, Header, description = "Bearer <tenant API key>"),
         ("Idempotency-Key" = Option<String>, Header, description = "same key and body: the same answer, billed once (not for streams)")),
     request_body = ChatRequest,
-    responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk; headers x-switchyard-inference-id and x-switchyard-route (what routed it)"),
+    responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk; headers x-switchyard-inference-id, x-switchyard-route (what routed it) and, with `prompt`, x-switchyard-prompt (the prompt version served)"),
         (status = 400, description = "invalid request (the message names the field)", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 402, description = "monthly budget spent", body = ErrorBody),
@@ -188,20 +188,37 @@ pub(crate) async fn chat_completions(
     body: web::Bytes,
     admin: web::Data<Admin>,
     pipeline: web::Data<Pipeline>,
+    engine: Option<web::Data<switchyard_workflows::Engine>>,
 ) -> Result<HttpResponse, ApiError> {
     let (principal, _) = principal(&req, &admin).await?;
     let mut request: ChatRequest = parse_json(&body)?;
+    header_tags(&req, &mut request.metadata)?;
+    let served = crate::api::registry::apply_prompt(
+        &mut request,
+        principal.tenant,
+        engine.as_ref().map(|e| e.get_ref()),
+    )
+    .await?;
     request.validate()?;
     cache_control(&req, &mut request);
-    header_tags(&req, &mut request.metadata)?;
     let slot = pipeline.tenant_slot(principal.tenant)?;
-    if request.stream {
-        return chat_stream(req, pipeline, principal, request, slot, Surface::Chat).await;
+    let mut response = if request.stream {
+        chat_stream(req, pipeline, principal, request, slot, Surface::Chat).await?
+    } else {
+        answer_whole(&req, &body, &pipeline, &principal, &request, |answer| {
+            answer
+        })
+        .await?
+    };
+    if let Some(served) = served
+        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&served)
+    {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(crate::api::registry::PROMPT_HEADER),
+            value,
+        );
     }
-    answer_whole(&req, &body, &pipeline, &principal, &request, |answer| {
-        answer
-    })
-    .await
+    Ok(response)
 }
 
 /// A whole answer through the pipeline, with its headers, under the request's

@@ -67,6 +67,19 @@ pub(crate) fn api_error(error: WorkflowError) -> ApiError {
     ApiError::owned(status, code.into(), error.to_string())
 }
 
+/// Refuses an unsigned registration where signatures are required (the environment's
+/// `[registry]` or the tenant's setting `require_signatures`).
+fn unsigned_allowed(admin: &Admin, tenant: switchyard_events::TenantId) -> Result<(), ApiError> {
+    if admin.signatures_required(tenant) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "signature_required",
+            "signed manifests only here: sign the definition with `switchyard registry sign` and publish it with `switchyard registry publish` (POST /v1/registry/manifests)",
+        ));
+    }
+    Ok(())
+}
+
 fn text_body(body: &[u8]) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| {
         ApiError::new(
@@ -91,7 +104,7 @@ pub(crate) struct RegisterQuery {
     responses((status = 201, description = "name, version, nodes"),
         (status = 400, description = "invalid_spec: every problem with its field and line", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
-        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+        (status = 403, description = "the key lacks the `workflows` scope, or signatures are required (signature_required)", body = ErrorBody)))]
 pub(crate) async fn register(
     req: HttpRequest,
     body: web::Bytes,
@@ -99,6 +112,7 @@ pub(crate) async fn register(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
+    unsigned_allowed(&admin, principal.tenant)?;
     let query: RegisterQuery = parse_query(&req)?;
     let text = text_body(&body)?;
     let tenant = principal.tenant.to_string();
@@ -124,7 +138,7 @@ pub(crate) async fn register(
     responses((status = 201, description = "name, version"),
         (status = 400, description = "invalid_spec", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
-        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+        (status = 403, description = "the key lacks the `workflows` scope, or signatures are required (signature_required)", body = ErrorBody)))]
 pub(crate) async fn register_fragment(
     req: HttpRequest,
     body: web::Bytes,
@@ -132,6 +146,7 @@ pub(crate) async fn register_fragment(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
+    unsigned_allowed(&admin, principal.tenant)?;
     let (name, version) = engine
         .register_fragment(principal.tenant, text_body(&body)?)
         .await
@@ -144,7 +159,7 @@ pub(crate) async fn register_fragment(
     responses((status = 201, description = "name, version"),
         (status = 400, description = "invalid_spec", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
-        (status = 403, description = "the key lacks the `workflows` scope", body = ErrorBody)))]
+        (status = 403, description = "the key lacks the `workflows` scope, or signatures are required (signature_required)", body = ErrorBody)))]
 pub(crate) async fn register_tool(
     req: HttpRequest,
     body: web::Bytes,
@@ -152,6 +167,7 @@ pub(crate) async fn register_tool(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
+    unsigned_allowed(&admin, principal.tenant)?;
     let (name, version) = engine
         .register_tool(principal.tenant, text_body(&body)?)
         .await

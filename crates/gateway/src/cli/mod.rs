@@ -16,6 +16,8 @@ pub mod flags;
 pub mod local;
 /// `projections status|rebuild|dlq|retention` on the databases directly.
 pub mod projections;
+/// `registry`: signing keys, signed manifests, and a server's registry.
+pub mod registry;
 
 use std::path::PathBuf;
 
@@ -138,6 +140,13 @@ pub enum Command {
         server: client::ServerArgs,
         #[command(subcommand)]
         command: flags::FlagCommand,
+    },
+    /// Signed registries: generate a signing key, sign a tool, workflow, fragment or prompt
+    /// as a manifest, verify one against the config's trusted keys, publish it to a running
+    /// server, list what a tenant's registry holds.
+    Registry {
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
     },
     /// Issue and revoke tenants' API keys through a running server (prints JSON).
     Key {
@@ -364,6 +373,13 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         } => bench::bench(args).await,
         Command::Key { server, command } => client::key(&server, command).await,
         Command::Flag { server, command } => flags::run(&server, command).await,
+        Command::Registry { command } => {
+            let mut out = std::io::stdout().lock();
+            let trust = |file: Option<&std::path::Path>| model_config(file).map(|c| c.registry);
+            registry::run(command, &mut out, &trust).await?;
+            std::io::Write::flush(&mut out)?;
+            Ok(())
+        }
         Command::Dataset { server, command } => client::dataset(&server, command).await,
         Command::Billing { server, command } => billing::run(&server, command).await,
         Command::Projections { store, command } => {

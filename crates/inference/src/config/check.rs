@@ -46,6 +46,11 @@ impl Config {
             }
         };
         note(self.cache.validate().map_err(Error::Config));
+        if let Err(keys) = switchyard_manifests::Trust::compile(&self.registry) {
+            for problem in keys {
+                note(Err(Error::Config(problem)));
+            }
+        }
         let mut providers = BTreeMap::new();
         for provider in &self.providers {
             note(check_provider(provider));

@@ -60,6 +60,10 @@ pub struct Config {
     /// The exact response cache (`[cache]`; off unless enabled).
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Signed registries (`[registry]`): this environment's trusted keys and whether every
+    /// manifest must be signed.
+    #[serde(default)]
+    pub registry: switchyard_manifests::TrustConfig,
 }
 
 fn default_output_reservation() -> u64 {
@@ -368,6 +372,7 @@ impl Default for Config {
             tenant_max_concurrency: default_tenant_concurrency(),
             default_output_reservation: default_output_reservation(),
             cache: CacheConfig::default(),
+            registry: Default::default(),
         })
     }
 }

@@ -103,3 +103,26 @@ fn hostile_configs_are_refused_with_the_reason() {
         );
     }
 }
+
+#[test]
+fn the_registry_section_reports_every_bad_key_at_once() {
+    let text = "[registry]\nrequire_signatures = true\n\
+        [registry.keys.short]\npublic_key = \"AAAA\"\n\
+        [registry.keys.late]\npublic_key = \"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"\nvalid_until = \"soon\"\n\
+        [registry.keys.ok]\npublic_key = \"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"\n";
+    let error = Config::parse(text).unwrap_err().to_string();
+    assert!(error.contains("registry.keys.short.public_key"), "{error}");
+    assert!(error.contains("registry.keys.late.valid_until"), "{error}");
+    assert!(!error.contains("registry.keys.ok"), "{error}");
+    for hostile in [
+        "[registry]\nkeys = 3",
+        "[registry]\nsurprise = true",
+        "[registry.keys.k]\npublic_key = \"x\"\nrevoked = \"yes\"",
+        "[registry.keys.k]\nrevoked = true",
+    ] {
+        assert!(Config::parse(hostile).is_err(), "{hostile}");
+    }
+    let good = Config::parse("[registry]\nrequire_signatures = true\n[registry.keys.ok]\npublic_key = \"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"\n").unwrap();
+    assert!(good.registry.require_signatures);
+    assert_eq!(good.registry.keys.len(), 1);
+}

@@ -1,12 +1,25 @@
-//! The tenant's registry through the engine: specs loaded, validated and registered, and
-//! fragments and tools registered, each answered with its version.
+//! The tenant's registry through the engine: specs loaded, validated and registered,
+//! fragments, tools and prompts registered, and manifests published, each answered with its
+//! version.
 
 use switchyard_events::{Metadata, TenantId};
+use switchyard_manifests::{Kind, Manifest};
 
 use super::Engine;
 use crate::error::{Error, Result};
-use crate::registry::{Catalog, Register, ToolDef};
-use crate::spec::{self, LoadOptions, WorkflowSpec};
+use crate::prompt::Prompt;
+use crate::registry::{Catalog, Provenance, Register};
+use crate::spec::{self, LoadOptions, SpecError, WorkflowSpec};
+
+/// A registration's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub kind: Kind,
+    pub name: String,
+    pub version: u32,
+    /// Whether this registration added the version (`false`: it was already there).
+    pub created: bool,
+}
 
 impl Engine {
     /// The tenant's registry.
@@ -26,68 +39,143 @@ impl Engine {
         source: &str,
         options: LoadOptions<'_>,
     ) -> Result<(String, u32, WorkflowSpec)> {
+        let (command, spec) = self.workflow_command(tenant, source, options).await?;
+        let registered = self.register(tenant, command).await?;
+        Ok((registered.name, registered.version, spec))
+    }
+
+    async fn workflow_command(
+        &self,
+        tenant: TenantId,
+        source: &str,
+        options: LoadOptions<'_>,
+    ) -> Result<(Register, WorkflowSpec)> {
         let catalog = self.catalog(tenant).await?;
         let spec = spec::load(source, options, &catalog.fragment_values())?;
+        let spec = super::prompts::resolve(spec, &catalog)?;
         let text = serde_json::to_string(&spec).map_err(|e| Error::Conflict(e.to_string()))?;
-        let name = spec.name.clone();
-        let applied = self
-            .registry
-            .send(
-                &tenant,
-                Register::Workflow {
-                    name: name.clone(),
-                    spec: text.clone(),
-                    source: source.to_owned(),
-                },
-                Metadata::default(),
-            )
-            .await
-            .map_err(|e| Error::Conflict(e.to_string()))?;
-        let version = version_of(applied.state.workflows.get(&name), &text);
-        tracing::info!(%tenant, workflow = %name, version, "workflow registered");
-        Ok((name, version, spec))
+        Ok((
+            command(Kind::Workflow, &spec.name, text, source.to_owned()),
+            spec,
+        ))
     }
 
     /// Registers a fragment document; answers its name and version.
     pub async fn register_fragment(&self, tenant: TenantId, source: &str) -> Result<(String, u32)> {
         let (name, node) = spec::load_fragment(source)?;
-        let text = node.to_string();
-        let applied = self
-            .registry
-            .send(
-                &tenant,
-                Register::Fragment {
-                    name: name.clone(),
-                    node: text.clone(),
-                },
-                Metadata::default(),
+        let registered = self
+            .register(
+                tenant,
+                command(Kind::Fragment, &name, node.to_string(), String::new()),
             )
-            .await
-            .map_err(|e| Error::Conflict(e.to_string()))?;
-        let version = version_of(applied.state.fragments.get(&name), &text);
-        Ok((name, version))
+            .await?;
+        Ok((registered.name, registered.version))
     }
 
     /// Registers a tool definition; answers its name and version.
     pub async fn register_tool(&self, tenant: TenantId, source: &str) -> Result<(String, u32)> {
-        let tool = ToolDef::load(source)?;
+        let tool = crate::registry::ToolDef::load(source)?;
         let text = serde_json::to_string(&tool).map_err(|e| Error::Conflict(e.to_string()))?;
+        let registered = self
+            .register(tenant, command(Kind::Tool, &tool.name, text, String::new()))
+            .await?;
+        Ok((registered.name, registered.version))
+    }
+
+    /// Publishes a verified manifest at the version it names: its body is loaded and checked as
+    /// its kind's registration would be, and the version is added, found already there (the
+    /// same content), or refused (`Conflict`: a published version never changes).
+    pub async fn publish(
+        &self,
+        tenant: TenantId,
+        manifest: &Manifest,
+        provenance: Provenance,
+        options: LoadOptions<'_>,
+    ) -> Result<Registered> {
+        let body_text = manifest.body.to_string();
+        let named = |found: &str| -> Result<()> {
+            if found == manifest.name {
+                Ok(())
+            } else {
+                Err(Error::Spec(vec![SpecError::new(
+                    "name",
+                    format!("the body names `{found}`, the manifest `{}`", manifest.name),
+                )]))
+            }
+        };
+        let mut command = match manifest.kind {
+            Kind::Workflow => self.workflow_command(tenant, &body_text, options).await?.0,
+            Kind::Fragment => {
+                let (name, node) = spec::load_fragment(&body_text)?;
+                command(Kind::Fragment, &name, node.to_string(), String::new())
+            }
+            Kind::Tool => {
+                let tool = crate::registry::ToolDef::load(&body_text)?;
+                let text =
+                    serde_json::to_string(&tool).map_err(|e| Error::Conflict(e.to_string()))?;
+                command(Kind::Tool, &tool.name, text, String::new())
+            }
+            Kind::Prompt => {
+                let prompt = Prompt::load(&manifest.body)?;
+                if let Some(name) = &prompt.name {
+                    named(name)?;
+                }
+                let text =
+                    serde_json::to_string(&prompt).map_err(|e| Error::Conflict(e.to_string()))?;
+                command(Kind::Prompt, &manifest.name, text, String::new())
+            }
+        };
+        named(&command.name)?;
+        command.version = Some(manifest.version);
+        command.provenance = Some(provenance);
+        let registered = self.register(tenant, command).await?;
+        crate::metrics::manifest_outcome(
+            registered.kind.as_str(),
+            if registered.created {
+                "created"
+            } else {
+                "unchanged"
+            },
+        );
+        tracing::info!(
+            %tenant,
+            kind = registered.kind.as_str(),
+            name = %registered.name,
+            version = registered.version,
+            created = registered.created,
+            "manifest published"
+        );
+        Ok(registered)
+    }
+
+    async fn register(&self, tenant: TenantId, command: Register) -> Result<Registered> {
+        let (kind, name, text) = (command.kind, command.name.clone(), command.text.clone());
+        let named_version = command.version;
         let applied = self
             .registry
-            .send(
-                &tenant,
-                Register::Tool {
-                    name: tool.name.clone(),
-                    definition: text.clone(),
-                },
-                Metadata::default(),
-            )
+            .send(&tenant, command, Metadata::default())
             .await
             .map_err(|e| Error::Conflict(e.to_string()))?;
-        Ok((
-            tool.name.clone(),
-            version_of(applied.state.tools.get(&tool.name), &text),
-        ))
+        let version =
+            named_version.unwrap_or_else(|| version_of(applied.state.of(kind).get(&name), &text));
+        tracing::info!(%tenant, kind = kind.as_str(), %name, version, "registered");
+        Ok(Registered {
+            kind,
+            name,
+            version,
+            created: !applied.events.is_empty(),
+        })
+    }
+}
+
+fn command(kind: Kind, name: &str, text: String, source: String) -> Register {
+    Register {
+        kind,
+        name: name.to_owned(),
+        text,
+        source,
+        version: None,
+        provenance: None,
     }
 }
 

@@ -14,6 +14,7 @@ mod child;
 mod drive;
 /// The engine lease: one node carries out the steps of a log's runs, another takes over.
 mod lead;
+mod prompts; // `prompt_ref`: registered prompts resolved into llm nodes at registration
 /// Recovery after a crash: every run that had not ended is carried on.
 mod recovery;
 /// The run API: start, look up, read, signal, cancel and wait for runs.

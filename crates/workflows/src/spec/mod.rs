@@ -339,6 +339,11 @@ pub struct Node {
     /// `llm`: the user message (a template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    /// `llm`: a registered prompt, `name@version` (or `name`: the newest), whose system and
+    /// user messages fill `system` and `prompt` where the node leaves them out. Resolved and
+    /// pinned to its version when the spec is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_ref: Option<String>,
     /// `llm`: `text` (default) or `json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputFormat>,
@@ -414,6 +419,11 @@ pub struct Call {
     /// `llm`: the user message (a template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    /// `llm`: a registered prompt, `name@version` (or `name`: the newest), whose system and
+    /// user messages fill `system` and `prompt` where the node leaves them out. Resolved and
+    /// pinned to its version when the spec is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_ref: Option<String>,
     /// `llm`: `text` (default) or `json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputFormat>,
@@ -507,6 +517,7 @@ impl Node {
             model: self.model.clone(),
             system: self.system.clone(),
             prompt: self.prompt.clone(),
+            prompt_ref: self.prompt_ref.clone(),
             output: self.output,
             max_tokens: self.max_tokens,
             temperature: self.temperature,

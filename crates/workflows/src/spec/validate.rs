@@ -216,6 +216,7 @@ fn allowed(kind: NodeKind) -> &'static [&'static str] {
             "model",
             "system",
             "prompt",
+            "prompt_ref",
             "output",
             "max_tokens",
             "temperature",
@@ -266,6 +267,7 @@ fn call_fields(call: &Call) -> Vec<&'static str> {
         ("model", call.model.is_some()),
         ("system", call.system.is_some()),
         ("prompt", call.prompt.is_some()),
+        ("prompt_ref", call.prompt_ref.is_some()),
         ("output", call.output.is_some()),
         ("max_tokens", call.max_tokens.is_some()),
         ("temperature", call.temperature.is_some()),
@@ -405,8 +407,16 @@ fn check_call(call: &Call, path: &str, errors: &mut Vec<SpecError>) {
     };
     template("prompt", &call.prompt);
     template("system", &call.system);
+    if let Some(reference) = &call.prompt_ref
+        && let Err(e) = switchyard_manifests::parse_reference(reference)
+    {
+        errors.push(SpecError::new(format!("{path}.prompt_ref"), e.to_string()));
+    }
     let required = match kind {
-        NodeKind::Llm => ("prompt", call.prompt.is_some()),
+        NodeKind::Llm => (
+            "prompt` or `prompt_ref",
+            call.prompt.is_some() || call.prompt_ref.is_some(),
+        ),
         NodeKind::Tool => ("tool", call.tool.is_some()),
         _ => ("workflow", call.workflow.is_some()),
     };

@@ -166,7 +166,7 @@ pub(crate) struct SetSetting {
 /// or `*`) limits the models the tenant lists and may call; `guardrails` (a JSON policy, see
 /// the README) sets the checks before and after the model; `capture`
 /// (`{"retention": "30d", "max_bytes": 1048576}`) keeps its prompts and answers for export and
-/// replay.
+/// replay; `require_signatures` (`true`/`false`) makes its registry take signed manifests only.
 #[utoipa::path(put, path = "/v1/admin/tenants/{id}/settings/{key}", tag = "admin", request_body = SetSetting,
     params(("id" = String, Path, description = "tenant id"), ("key" = String, Path, description = "setting name")),
     responses((status = 200, description = "the tenant's settings"), (status = 401, description = "missing or wrong admin token", body = ErrorBody),

@@ -245,23 +245,27 @@ async fn answer_request(
         return;
     };
     let body = Bytes::from(body.to_string());
-    let response = match crate::api::openai::chat_completions(req, body, admin, pipeline).await {
-        Ok(response) => response,
-        Err(error) => {
-            let response = actix_web::ResponseError::error_response(&error);
-            let bytes = actix_web::body::to_bytes(response.into_body())
-                .await
-                .unwrap_or_default();
-            let detail: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let _ = session
-                .text(
-                    serde_json::json!({"type": "error", "id": id, "error": detail["error"]})
-                        .to_string(),
-                )
-                .await;
-            return;
-        }
-    };
+    let engine = req
+        .app_data::<actix_web::web::Data<switchyard_workflows::Engine>>()
+        .cloned();
+    let response =
+        match crate::api::openai::chat_completions(req, body, admin, pipeline, engine).await {
+            Ok(response) => response,
+            Err(error) => {
+                let response = actix_web::ResponseError::error_response(&error);
+                let bytes = actix_web::body::to_bytes(response.into_body())
+                    .await
+                    .unwrap_or_default();
+                let detail: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                let _ = session
+                    .text(
+                        serde_json::json!({"type": "error", "id": id, "error": detail["error"]})
+                            .to_string(),
+                    )
+                    .await;
+                return;
+            }
+        };
     let inference_id = response
         .headers()
         .get(crate::api::openai::INFERENCE_ID)
