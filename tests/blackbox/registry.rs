@@ -420,9 +420,23 @@ async fn an_environment_that_requires_signatures_refuses_unsigned_work_and_logs_
 {
     let dir = data_dir();
     let public = keygen(&dir, "prod-1", "prod");
+    let key_file = dir.join("prod.key");
+    // A model entry of the config, signed by the platform and loaded at start.
+    let model = sign(
+        &dir,
+        &json!({"name": "sim-signed", "provider": "sim"}),
+        "model",
+        1,
+        &["--key", key_file.to_str().unwrap()],
+    );
+    let model_path = dir.join("sim-signed.manifest");
+    std::fs::write(&model_path, &model).unwrap();
     let config = config(
         &dir,
-        &format!("[registry.keys.prod-1]\npublic_key = \"{public}\"\n"),
+        &format!(
+            "manifests = [{:?}]\n[registry.keys.prod-1]\npublic_key = \"{public}\"\n",
+            model_path.to_str().unwrap()
+        ),
         true,
     );
     let server = Server::start_with(
@@ -451,7 +465,6 @@ async fn an_environment_that_requires_signatures_refuses_unsigned_work_and_logs_
             .unwrap();
         assert_eq!(response.status(), 403, "{path}");
     }
-    let key_file = dir.join("prod.key");
     let signed = sign(
         &dir,
         &prompt,
@@ -461,6 +474,16 @@ async fn an_environment_that_requires_signatures_refuses_unsigned_work_and_logs_
     );
     let (status, body) = publish(&server, &key, &signed).await;
     assert_eq!(status, 201, "{body}");
+    // A tenant cannot publish config entries.
+    let (status, body) = publish(&server, &key, &model).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = chat(
+        &server,
+        &key,
+        json!({"model": "sim-signed", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "the signed model entry serves: {body}");
 
     let (status, served, body) = chat(
         &server,

@@ -48,6 +48,10 @@ pub enum Kind {
     Workflow,
     Fragment,
     Prompt,
+    /// A model entry of the config (`[[models]]`), loaded from `[registry] manifests`.
+    Model,
+    /// A provider entry of the config (`[[providers]]`), loaded from `[registry] manifests`.
+    Provider,
 }
 
 impl Kind {
@@ -58,6 +62,8 @@ impl Kind {
             Kind::Workflow => "workflow",
             Kind::Fragment => "fragment",
             Kind::Prompt => "prompt",
+            Kind::Model => "model",
+            Kind::Provider => "provider",
         }
     }
 
@@ -65,7 +71,7 @@ impl Kind {
     pub fn parse(text: &str) -> Result<Kind> {
         serde_json::from_value(Value::String(text.to_owned())).map_err(|_| {
             Error::Malformed(format!(
-                "kind {text:?} is not one of tool, workflow, fragment, prompt"
+                "kind {text:?} is not one of tool, workflow, fragment, prompt, model, provider"
             ))
         })
     }
@@ -253,6 +259,10 @@ pub struct TrustConfig {
     /// Trusted public keys by id.
     #[serde(default)]
     pub keys: BTreeMap<String, TrustedKeyConfig>,
+    /// Manifest files of model and provider entries, added to the config's `[[models]]` and
+    /// `[[providers]]` once verified (paths as given, relative to the working directory).
+    #[serde(default)]
+    pub manifests: Vec<String>,
 }
 
 /// One trusted key as configured.
@@ -409,6 +419,30 @@ fn check_expiry(manifest: &Manifest, now: OffsetDateTime) -> Result<()> {
         return Err(Error::Expired(at.clone()));
     }
     Ok(())
+}
+
+impl Trust {
+    /// Reads and verifies a manifest file of one of `kinds` at `now`: its manifest and signer.
+    pub fn load_file(
+        &self,
+        path: &std::path::Path,
+        kinds: &[Kind],
+        now: OffsetDateTime,
+    ) -> Result<(Manifest, Verified)> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Malformed(format!("cannot read {}: {e}", path.display())))?;
+        let signed = SignedManifest::parse(&bytes)?;
+        if !kinds.contains(&signed.manifest.kind) {
+            let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            return Err(Error::Malformed(format!(
+                "a {} manifest where {} is expected",
+                signed.manifest.kind.as_str(),
+                kinds.join(" or ")
+            )));
+        }
+        let verified = self.verify(&signed, false, now)?;
+        Ok((signed.manifest, verified))
+    }
 }
 
 /// A `name@version` reference (`name` alone: the newest version).

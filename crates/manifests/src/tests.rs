@@ -33,6 +33,7 @@ fn trust(keys: &[(&SecretKey, Option<&str>, bool)], require: bool) -> Trust {
                 )
             })
             .collect(),
+        manifests: Vec::new(),
     };
     Trust::compile(&config).unwrap()
 }
@@ -238,7 +239,7 @@ fn hostile_files_are_refused_with_the_reason() {
         (json!({"version": -1}), "manifest:"),
         (json!({"expires_at": "tomorrow"}), "RFC 3339"),
         (json!({"body": "text"}), "body must be a JSON object"),
-        (json!({"kind": "model"}), "manifest:"),
+        (json!({"kind": "plugin"}), "manifest:"),
     ] {
         let mut manifest = serde_json::to_value(tool(1)).unwrap();
         for (field, value) in change.as_object().unwrap() {

@@ -67,22 +67,25 @@ pub struct Refused(pub String);
 pub struct Registry;
 
 impl Catalog {
-    /// The versions of `kind` by name.
+    /// The versions of `kind` by name (none of models and providers: they are the config's).
     pub fn of(&self, kind: Kind) -> &BTreeMap<String, Vec<String>> {
+        static NONE: BTreeMap<String, Vec<String>> = BTreeMap::new();
         match kind {
             Kind::Workflow => &self.workflows,
             Kind::Fragment => &self.fragments,
             Kind::Tool => &self.tools,
             Kind::Prompt => &self.prompts,
+            Kind::Model | Kind::Provider => &NONE,
         }
     }
 
-    fn of_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Vec<String>> {
+    fn of_mut(&mut self, kind: Kind) -> Option<&mut BTreeMap<String, Vec<String>>> {
         match kind {
-            Kind::Workflow => &mut self.workflows,
-            Kind::Fragment => &mut self.fragments,
-            Kind::Tool => &mut self.tools,
-            Kind::Prompt => &mut self.prompts,
+            Kind::Workflow => Some(&mut self.workflows),
+            Kind::Fragment => Some(&mut self.fragments),
+            Kind::Tool => Some(&mut self.tools),
+            Kind::Prompt => Some(&mut self.prompts),
+            Kind::Model | Kind::Provider => None,
         }
     }
 
@@ -181,6 +184,12 @@ impl Actor for Registry {
                 version,
                 prompt: text,
             }),
+            Kind::Model | Kind::Provider => {
+                return Err(Refused(format!(
+                    "{} manifests are the config's ([registry] manifests), not a tenant's",
+                    kind.as_str()
+                )));
+            }
         }];
         if let Some(provenance) = provenance {
             events.push(Event::ManifestSigned(ManifestSigned {
@@ -214,11 +223,9 @@ impl Actor for Registry {
             }
             _ => return,
         };
-        state
-            .of_mut(kind)
-            .entry(name.clone())
-            .or_default()
-            .push(text.clone());
+        if let Some(entries) = state.of_mut(kind) {
+            entries.entry(name.clone()).or_default().push(text.clone());
+        }
     }
 }
 

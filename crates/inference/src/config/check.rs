@@ -35,6 +35,52 @@ impl Config {
         }
     }
 
+    /// Adds the model or provider entry of a verified manifest file (`[registry] manifests`).
+    fn add_manifest(&mut self, trust: &switchyard_manifests::Trust, path: &str) -> Result<()> {
+        use switchyard_manifests::Kind;
+        let refused = |e: String| Error::Config(format!("registry.manifests {path}: {e}"));
+        let (manifest, verified) = trust
+            .load_file(
+                std::path::Path::new(path),
+                &[Kind::Model, Kind::Provider],
+                time::OffsetDateTime::now_utc(),
+            )
+            .map_err(|e| refused(format!("{}: {e}", e.code())))?;
+        let named = |name: &str| {
+            if name == manifest.name {
+                Ok(())
+            } else {
+                Err(refused(format!(
+                    "the body names {name}, the manifest {}",
+                    manifest.name
+                )))
+            }
+        };
+        match manifest.kind {
+            Kind::Provider => {
+                let provider: ProviderConfig = serde_json::from_value(manifest.body.clone())
+                    .map_err(|e| refused(format!("not a provider entry: {e}")))?;
+                named(&provider.name)?;
+                self.providers.push(provider);
+            }
+            _ => {
+                let model: ModelConfig = serde_json::from_value(manifest.body.clone())
+                    .map_err(|e| refused(format!("not a model entry: {e}")))?;
+                named(&model.name)?;
+                self.models.push(model);
+            }
+        }
+        tracing::info!(
+            path,
+            kind = manifest.kind.as_str(),
+            name = %manifest.name,
+            version = manifest.version,
+            key_id = verified.key_id.as_deref().unwrap_or("unsigned"),
+            "config entry loaded from a manifest"
+        );
+        Ok(())
+    }
+
     fn settle(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut note = |outcome: Result<()>| {
@@ -46,9 +92,17 @@ impl Config {
             }
         };
         note(self.cache.validate().map_err(Error::Config));
-        if let Err(keys) = switchyard_manifests::Trust::compile(&self.registry) {
-            for problem in keys {
-                note(Err(Error::Config(problem)));
+        match switchyard_manifests::Trust::compile(&self.registry) {
+            Err(keys) => {
+                for problem in keys {
+                    note(Err(Error::Config(problem)));
+                }
+            }
+            Ok(trust) => {
+                // Loaded once: the paths are taken, so a config checked again does not add them twice.
+                for path in std::mem::take(&mut self.registry.manifests) {
+                    note(self.add_manifest(&trust, &path));
+                }
             }
         }
         let mut providers = BTreeMap::new();

@@ -126,3 +126,82 @@ fn the_registry_section_reports_every_bad_key_at_once() {
     assert!(good.registry.require_signatures);
     assert_eq!(good.registry.keys.len(), 1);
 }
+
+#[test]
+fn model_and_provider_entries_come_from_verified_manifests() {
+    use serde_json::json;
+    use switchyard_manifests::{Kind, Manifest, SecretKey};
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::from_seed("platform", [3; 32]);
+    let write = |file: &str, manifest: &Manifest, signed: bool| {
+        let path = dir.path().join(file);
+        let bytes = if signed {
+            manifest.sign(&key).unwrap()
+        } else {
+            manifest.unsigned().unwrap()
+        };
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let provider = Manifest {
+        kind: Kind::Provider,
+        name: "signed-sim".into(),
+        version: 1,
+        expires_at: None,
+        body: json!({"name": "signed-sim", "kind": "sim"}),
+    };
+    let model = Manifest {
+        kind: Kind::Model,
+        name: "sim-signed".into(),
+        version: 1,
+        expires_at: None,
+        body: json!({"name": "sim-signed", "provider": "signed-sim"}),
+    };
+    let p = write("provider.json", &provider, true);
+    let m = write("model.json", &model, true);
+    let config = |require: bool, manifests: &[&str]| {
+        format!(
+            "[registry]\nrequire_signatures = {require}\nmanifests = {manifests:?}\n[registry.keys.platform]\npublic_key = \"{}\"\n",
+            key.public_key()
+        )
+    };
+    let loaded = Config::parse(&config(true, &[&p, &m])).unwrap();
+    assert!(loaded.model("sim-signed").is_some());
+    assert!(loaded.registry.manifests.is_empty(), "taken once loaded");
+
+    // Tampered, unsigned where required, the wrong kind, a name that disagrees, a missing file.
+    let mut tampered = std::fs::read(&m).unwrap();
+    let at = tampered.len() / 3;
+    tampered[at] ^= 0x04;
+    let t = dir.path().join("tampered.json");
+    std::fs::write(&t, tampered).unwrap();
+    let unsigned = write("unsigned.json", &model, false);
+    let mut prompt = model.clone();
+    prompt.kind = Kind::Prompt;
+    let wrong_kind = write("prompt.json", &prompt, true);
+    let mut renamed = model;
+    renamed.name = "other".into();
+    let disagrees = write("renamed.json", &renamed, true);
+    for (file, expect) in [
+        (t.to_str().unwrap(), "registry.manifests"),
+        (unsigned.as_str(), "unsigned_manifest"),
+        (
+            wrong_kind.as_str(),
+            "a prompt manifest where model or provider",
+        ),
+        (disagrees.as_str(), "the body names sim-signed"),
+        ("/nonexistent/x.json", "cannot read"),
+    ] {
+        let error = Config::parse(&config(true, &[&p, file]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expect), "{file}: {error}");
+    }
+    // Unsigned is taken where nothing requires signatures.
+    assert!(
+        Config::parse(&config(false, &[&p, &unsigned]))
+            .unwrap()
+            .model("sim-signed")
+            .is_some()
+    );
+}

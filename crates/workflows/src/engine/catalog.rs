@@ -104,6 +104,12 @@ impl Engine {
             }
         };
         let mut command = match manifest.kind {
+            Kind::Model | Kind::Provider => {
+                return Err(Error::Spec(vec![SpecError::new(
+                    "kind",
+                    "model and provider manifests are loaded from the config's [registry] manifests; a tenant publishes tools, workflows, fragments and prompts",
+                )]));
+            }
             Kind::Workflow => self.workflow_command(tenant, &body_text, options).await?.0,
             Kind::Fragment => {
                 let (name, node) = spec::load_fragment(&body_text)?;
