@@ -34,6 +34,7 @@ mod providers;
 mod read_side;
 mod redis_down;
 mod registry;
+mod retrieval;
 mod router;
 mod router_bench;
 mod routing;

@@ -181,6 +181,10 @@ catalog! {
         ToolRegistered(ToolRegistered);
         PromptRegistered(PromptRegistered);
         ManifestSigned(ManifestSigned);
+        DocumentAdded(DocumentAdded);
+        DocumentChunked(DocumentChunked);
+        DocumentIndexed(DocumentIndexed);
+        DocumentDeleted(DocumentDeleted);
         RunStarted(RunStarted), older { 1 => RunStartedV1 };
         StepStarted(StepStarted);
         StepCompleted(StepCompleted);
@@ -1125,6 +1129,67 @@ pub struct ManifestSigned {
     pub key_id: Option<String>,
 }
 payload!(ManifestSigned, 1);
+
+// ---- Ingestion: a tenant's documents (stream `document-<id>`, the id derived from the tenant
+// and the content's BLAKE3, so the same bytes uploaded again are the same document).
+
+/// A document was added to the tenant's library: its name, media type, size, content hash
+/// (`blake3:<hex>`), where it came from (`upload`, or the URL) and the characters of text
+/// extracted from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentAdded {
+    pub name: String,
+    pub media_type: String,
+    pub bytes: u64,
+    pub content_hash: String,
+    pub source: String,
+    pub characters: u64,
+}
+payload!(DocumentAdded, 1);
+
+/// One part (of `parts`) of a document's chunks, in order: each with its text, its byte range
+/// in the extracted text, the headings it sits under and its estimated tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentChunked {
+    pub part: u32,
+    pub parts: u32,
+    pub chunks: Vec<DocumentChunk>,
+}
+payload!(DocumentChunked, 1);
+
+/// One chunk of a document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentChunk {
+    pub index: u32,
+    pub text: String,
+    pub start: u64,
+    pub end: u64,
+    pub heading_path: Vec<String>,
+    pub tokens: u32,
+}
+
+/// Embeddings of chunks `first..first + vectors.len()` by `model`: unit vectors, each component
+/// ×32767 as an integer (so the log stores them compactly and exactly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentIndexed {
+    pub model: String,
+    pub dimensions: u32,
+    pub first: u32,
+    pub vectors: Vec<Vec<i16>>,
+}
+payload!(DocumentIndexed, 1);
+
+/// The document was deleted: every chunk, index entry and vector of it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentDeleted {
+    pub reason: String,
+}
+payload!(DocumentDeleted, 1);
 
 /// A workflow run started. `spec` and `input` are JSON; the run never reads the registry again,
 /// so its replay needs nothing but its own events. `seed` is where any randomness comes from.

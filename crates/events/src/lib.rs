@@ -16,7 +16,8 @@ pub mod trace; // the trace context events carry: hooks the binary installs when
 
 pub use catalog::{
     ApiKeyIssued, ApiKeyRevoked, ApiKeyRotated, BillingDaySet, CapturesDeleted, CircuitChanged,
-    CreditNoteIssued, Event, FeatureFlagSet, FragmentRegistered, GuardrailChecked, GuardrailHit,
+    CreditNoteIssued, DocumentAdded, DocumentChunk, DocumentChunked, DocumentDeleted,
+    DocumentIndexed, Event, FeatureFlagSet, FragmentRegistered, GuardrailChecked, GuardrailHit,
     IdempotencyKeyClaimed, IdempotencyKeyReleased, IdempotentResponseRecorded, InferenceCaptured,
     InferenceCompleted, InferenceFailed, InferenceRequested, InvoiceFinalized, InvoiceLine,
     InvoicePaid, JsonEvent, LimitScope, ManifestSigned, ModelRate, PlanPrices, PriceBookPublished,

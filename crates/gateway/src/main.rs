@@ -17,6 +17,8 @@ mod executor;
 mod fuzz; // fuzz target: tool URLs and the addresses they reach
 /// The HTTP plumbing the surfaces share: errors, request ids, parsing, middleware, idempotency.
 mod http;
+/// Documents in: text extraction (PDF in a child process), chunking, the document actor.
+mod ingest;
 /// Config profiles: defaults, the file, a profile section, the environment, the command line.
 mod layers;
 /// Admin identity: OIDC/JWT tokens checked against the IdP's JWKS, and the roles they grant.

@@ -208,7 +208,9 @@ pub async fn stack(
     let keys = Arc::new(KeyIndex::default());
     let directory = Arc::new(TenantDirectory::default());
     let meter = Arc::new(Meter::default());
+    let library = switchyard_retrieval::Library::start();
     let folders: Vec<Arc<dyn Folder>> = vec![
+        Arc::new(crate::state::LibraryFeed(library.clone())),
         keys.clone(),
         directory.clone(),
         meter.clone(),
@@ -292,6 +294,8 @@ pub async fn stack(
         auth_failures: auth::AuthFailures::default(),
         flags: Runtime::new(store.clone(), RuntimeConfig::default()),
         trust,
+        library,
+        documents: Runtime::new(store.clone(), RuntimeConfig::default()),
     };
     Ok(Stack {
         store,

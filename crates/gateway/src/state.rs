@@ -37,6 +37,20 @@ pub struct Admin {
     pub flags: switchyard_actors::Runtime<switchyard_actors::flags::FeatureFlags>,
     /// This environment's trusted manifest keys and signature policy (`[registry]`).
     pub trust: Arc<switchyard_manifests::Trust>,
+    /// Every tenant's retrieval index on this node, folded from the log.
+    pub library: Arc<switchyard_retrieval::Library>,
+    /// The document actors (ingestion's write side).
+    pub documents: Runtime<switchyard_retrieval::document::Document>,
+}
+
+/// Feeds the retrieval library from the node's log follower.
+#[derive(Debug)]
+pub struct LibraryFeed(pub Arc<switchyard_retrieval::Library>);
+
+impl switchyard_inference::follow::Folder for LibraryFeed {
+    fn fold(&self, recorded: &switchyard_events::RecordedEvent) {
+        self.0.offer(recorded);
+    }
 }
 
 impl Admin {

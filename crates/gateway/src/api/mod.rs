@@ -5,6 +5,8 @@
 pub mod admin;
 /// `/v1/analytics/...`, `/v1/billing/...`, `/v1/inferences`: the read models.
 pub mod analytics;
+/// `/v1/documents`, `/v1/retrieve`: ingestion and retrieval.
+pub mod documents;
 /// `/v1/events/stream` (SSE) and `/v1/events/ws` (WebSocket): the tenant's event feed.
 pub mod events;
 /// `/v1/feedback`, `/v1/router/arms`, `/v1/router/evaluate`: the router's rewards and reports.
@@ -60,7 +62,7 @@ type Surface = (&'static [Endpoint], fn(&mut web::ServiceConfig));
 /// `{segment}` is matched by a regex: the surfaces whose paths are all static and that every
 /// request of the hot path hits (the OpenAI surface, then ops and feedback) come first, so a
 /// completion is routed by string comparisons alone, never by the admin routes' regexes.
-const SURFACES: [Surface; 8] = [
+const SURFACES: [Surface; 9] = [
     (openai::ENDPOINTS, openai::routes),
     (ops::ENDPOINTS, ops::routes),
     (feedback::ENDPOINTS, feedback::routes),
@@ -69,6 +71,7 @@ const SURFACES: [Surface; 8] = [
     (events::ENDPOINTS, events::routes),
     (workflows::ENDPOINTS, workflows::routes),
     (registry::ENDPOINTS, registry::routes),
+    (documents::ENDPOINTS, documents::routes),
 ];
 
 /// Registers every surface's routes.
@@ -166,7 +169,12 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         workflows::cancel,
         registry::publish,
         registry::list,
-        registry::show
+        registry::show,
+        documents::upload,
+        documents::list,
+        documents::show,
+        documents::remove,
+        documents::retrieve
     ),
     components(schemas(
         crate::http::ErrorBody,
@@ -198,7 +206,9 @@ pub(crate) fn registered() -> impl Iterator<Item = Endpoint> {
         workflows::StartRun,
         workflows::EventsFormat,
         workflows::Signal,
-        workflows::Cancel
+        workflows::Cancel,
+        documents::Retrieve,
+        documents::Filters
     ))
 )]
 pub struct ApiDoc;

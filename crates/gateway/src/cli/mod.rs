@@ -52,6 +52,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Read a PDF on standard input and write its text to standard output (what the server
+    /// runs in a child process under time and memory limits).
+    #[command(hide = true)]
+    ExtractPdf,
     /// Create or upgrade the event log's schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -348,6 +352,16 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             if !local::eval(&local, args).await? {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::ExtractPdf => {
+            use std::io::{Read as _, Write as _};
+            let mut bytes = Vec::new();
+            std::io::stdin().lock().read_to_end(&mut bytes)?;
+            let text = switchyard_retrieval::extract::pdf_text(&bytes)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
             Ok(())
         }
         Command::Migrate { store } => {

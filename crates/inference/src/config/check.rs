@@ -118,6 +118,14 @@ impl Config {
                 ))));
             }
         }
+        note(self.retrieval.validate().map_err(Error::Config));
+        if let Some(model) = &self.retrieval.embedding_model
+            && !self.models.iter().any(|m| &m.name == model)
+        {
+            note(Err(Error::Config(format!(
+                "retrieval.embedding_model {model} is not a configured model"
+            ))));
+        }
         if let Some(semantic) = &self.cache.semantic_model
             && !self.models.iter().any(|m| &m.name == semantic)
         {

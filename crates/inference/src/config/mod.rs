@@ -30,10 +30,12 @@ mod cache;
 /// Checking a parsed config: every problem at once.
 mod check;
 mod deployments;
+mod retrieval;
 mod router;
 
 pub use cache::CacheConfig;
 pub use deployments::{Balance, Deployment};
+pub use retrieval::RetrievalConfig;
 pub use router::{RewardWeights, RouterConfig, Routing, Split};
 
 /// The whole file.
@@ -64,6 +66,9 @@ pub struct Config {
     /// manifest must be signed.
     #[serde(default)]
     pub registry: switchyard_manifests::TrustConfig,
+    /// Document ingestion and retrieval (`[retrieval]`).
+    #[serde(default)]
+    pub retrieval: RetrievalConfig,
 }
 
 fn default_output_reservation() -> u64 {
@@ -321,6 +326,7 @@ impl Config {
         ))?;
         config.providers.extend(extra.providers);
         config.models.extend(extra.models);
+        config.retrieval.embedding_model = Some(LOCAL_EMBEDDING_MODEL.to_owned());
         Ok(config)
     }
 }
@@ -373,6 +379,7 @@ impl Default for Config {
             default_output_reservation: default_output_reservation(),
             cache: CacheConfig::default(),
             registry: Default::default(),
+            retrieval: RetrievalConfig::default(),
         })
     }
 }
