@@ -337,3 +337,127 @@ async fn hostile_uploads_and_queries_are_refused_with_the_reason() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+fn model_dir() -> String {
+    let dir = std::env::var("SWITCHYARD_TEST_EMBEDDING_MODEL").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/switchyard-models/all-minilm-l6-v2",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        std::path::Path::new(&dir)
+            .join("model.safetensors")
+            .exists(),
+        "the embedding model is required in {dir} (run scripts/embedding-model.sh)"
+    );
+    dir
+}
+
+/// A generated labelled set: 24 made-up products, each with three sections, and per product
+/// one question that shares the section's words (keyword-friendly) and one that only says the
+/// same thing in other words (meaning-friendly). Recall@5: the right section among the top 5.
+#[tokio::test]
+async fn recall_at_5_of_keyword_vector_and_hybrid_retrieval_with_the_local_model() {
+    let dir = data_dir();
+    let config = format!(
+        "{SIM_CONFIG}\n[[providers]]\nname = \"local\"\nkind = \"local\"\nmodel_dir = \"{}\"\n\n\
+         [[models]]\nname = \"all-minilm-l6-v2\"\nprovider = \"local\"\nembedding_dimensions = 384\n\n\
+         [retrieval]\nembedding_model = \"all-minilm-l6-v2\"\n",
+        model_dir()
+    );
+    let server = start(&dir, &config);
+    let (_, key, _) = tenant_with_key(&server).await;
+    let colours = ["red", "blue", "green", "amber", "violet", "silver"];
+    let mut labelled: Vec<(String, String, &str)> = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let name = format!("kettle-k{i}");
+        let doc = format!(
+            "# The {name}\n\n## Warranty\n\nThe {name} warranty lasts {} months; the heating element is covered, the glass jug is not.\n\n\
+             ## Cleaning\n\nDescale the {name} every {} weeks with white vinegar, then rinse it twice with clear water.\n\n\
+             ## Safety\n\nThe {name} switches itself off when it boils dry, and its {} handle stays cool to the touch.\n",
+            6 + i,
+            2 + i % 4,
+            colours[i % colours.len()]
+        );
+        let (status, body) = upload(
+            &server,
+            &key,
+            &format!("{name}.md"),
+            "text/markdown",
+            doc.into(),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        ids.push(id.clone());
+        labelled.push((format!("{name} warranty months"), id.clone(), "Warranty"));
+        labelled.push((
+            format!("How long is the {name} guaranteed against defects?"),
+            id.clone(),
+            "Warranty",
+        ));
+        labelled.push((format!("descale {name} vinegar"), id.clone(), "Cleaning"));
+        labelled.push((
+            format!("How do I remove limescale from the {name}?"),
+            id.clone(),
+            "Cleaning",
+        ));
+        labelled.push((
+            format!("{name} boils dry switches off"),
+            id.clone(),
+            "Safety",
+        ));
+        labelled.push((
+            format!("Can the {name} overheat if I forget it with no water inside?"),
+            id,
+            "Safety",
+        ));
+    }
+    // Until every document's vectors are in.
+    for id in &ids {
+        let mut ready = false;
+        for _ in 0..600 {
+            let (_, shown) = get(&server, &key, &format!("/v1/documents/{id}")).await;
+            if shown["status"] == "ready" {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ready, "document {id} was not indexed");
+    }
+    let mut recall = Vec::new();
+    for mode in ["keyword", "vector", "hybrid"] {
+        let mut found = 0;
+        for (question, id, section) in &labelled {
+            let (status, hits) = retrieve(
+                &server,
+                &key,
+                json!({"query": question, "k": 5, "mode": mode}),
+            )
+            .await;
+            assert_eq!(status, 200, "{hits}");
+            if hits["data"].as_array().unwrap().iter().any(|h| {
+                h["document_id"] == id.as_str()
+                    && h["heading_path"].as_array().unwrap().last() == Some(&json!(section))
+            }) {
+                found += 1;
+            }
+        }
+        recall.push((mode, f64::from(found) / labelled.len() as f64));
+    }
+    eprintln!(
+        "recall@5 over {} labelled questions: {recall:?}",
+        labelled.len()
+    );
+    let of = |mode: &str| recall.iter().find(|(m, _)| *m == mode).unwrap().1;
+    for (mode, r) in &recall {
+        assert!(*r >= 0.6, "{mode}: recall@5 {r}");
+    }
+    assert!(
+        of("hybrid") >= of("keyword").max(of("vector")) - 0.05,
+        "hybrid should not lose to either alone: {recall:?}"
+    );
+}
