@@ -307,8 +307,98 @@ async fn hostile_uploads_and_queries_are_refused_with_the_reason() {
         "{body}"
     );
     // The server is fine, and a good document still goes in.
-    let (got, _) = upload(&server, &key, "ok.md", "text/markdown", HANDBOOK.into()).await;
+    let (got, body) = upload(&server, &key, "ok.md", "text/markdown", HANDBOOK.into()).await;
     assert_eq!(got, 201);
+    let id = body["id"].as_str().unwrap().to_owned();
+
+    // A chat request with `retrieval`: the best chunks go first, as numbered sources, and the
+    // chunks used are logged with the inference.
+    let ask = |retrieval: Value| {
+        json!({"model": "sim-small", "retrieval": retrieval,
+               "messages": [{"role": "user", "content": "how long do refunds take"}]})
+    };
+    let chat = |body: Value| {
+        let server = &server;
+        let key = &key;
+        async move {
+            let response = reqwest::Client::new()
+                .post(server.url("/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let (context, inference) = (
+                header("x-switchyard-context"),
+                header("x-switchyard-inference-id"),
+            );
+            (response.status().as_u16(), context, inference)
+        }
+    };
+    let (status, context, inference) = chat(ask(json!({"k": 2}))).await;
+    assert_eq!(status, 200);
+    let context = context.unwrap();
+    assert!(context.starts_with(&format!("{id}:")), "{context}");
+    let events = crate::gateway::inference_events(&dir, &inference.unwrap()).await;
+    match events.first() {
+        Some(switchyard_events::Event::InferenceRequested(requested)) => {
+            assert_eq!(requested.messages, 2, "the sources, then the question");
+            let first = context.split(',').next().unwrap();
+            assert!(
+                requested.tags.contains(&format!("ctx:{first}")),
+                "{:?}",
+                requested.tags
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    for bad in [
+        json!({"k": 0}),
+        json!({"k": 9}),
+        json!({"mode": "vector"}),
+        json!({"surprise": 1}),
+        json!("yes"),
+    ] {
+        let (status, _, _) = chat(ask(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    // The flag `retrieval-in-chat` off: the request goes as it is, and says so.
+    let response = reqwest::Client::new()
+        .put(server.url("/v1/admin/flags/retrieval-in-chat"))
+        .bearer_auth(crate::server::TOKEN)
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut off = None;
+    for _ in 0..100 {
+        let (status, context, inference) = chat(ask(json!({"k": 2}))).await;
+        assert_eq!(status, 200);
+        if context.as_deref() == Some("") {
+            off = inference;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = crate::gateway::inference_events(&dir, &off.expect("the flag acted")).await;
+    match events.first() {
+        Some(switchyard_events::Event::InferenceRequested(requested)) => {
+            assert_eq!(requested.messages, 1);
+            assert!(
+                requested
+                    .tags
+                    .contains(&"flag:retrieval-in-chat:off".to_owned())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     for (query, status) in [
         (json!({"query": ""}), 400),
         (json!({"query": "x".repeat(5_000)}), 400),

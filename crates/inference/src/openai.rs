@@ -95,6 +95,13 @@ pub struct ChatRequest {
     #[serde(default, skip_serializing)]
     #[schema(value_type = Object)]
     pub prompt_variables: Option<Value>,
+    /// Switchyard: retrieve from the tenant's documents and put the best chunks before the
+    /// messages, numbered for citation: `{"k": 4, "mode": "hybrid", "document_ids": [...],
+    /// "query": "..."}` (every field optional; the query defaults to the last user message);
+    /// never sent to a provider.
+    #[serde(default, skip_serializing)]
+    #[schema(value_type = Object)]
+    pub retrieval: Option<Value>,
 }
 
 fn is_false(b: &bool) -> bool {

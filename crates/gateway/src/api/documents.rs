@@ -383,3 +383,143 @@ pub(crate) async fn retrieve(
         .map_err(|e| invalid(e.to_string()))?;
     Ok(HttpResponse::Ok().json(json!({"object": "list", "mode": mode, "data": hits})))
 }
+
+/// The header that lists the chunks a chat request's retrieval put before its messages.
+pub(crate) const CONTEXT_HEADER: &str = "x-switchyard-context";
+/// Most chunks a chat request's retrieval adds.
+const MAX_CHAT_K: usize = 8;
+/// The platform flag that gates retrieval in chat (undefined: on).
+const CHAT_FLAG: &str = "retrieval-in-chat";
+
+/// A chat request's `retrieval` option.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatRetrieval {
+    #[serde(default = "default_chat_k")]
+    k: usize,
+    mode: Option<Mode>,
+    document_ids: Option<Vec<Uuid>>,
+    query: Option<String>,
+}
+
+fn default_chat_k() -> usize {
+    4
+}
+
+/// A chat request's `retrieval`: the tenant's best chunks for the query (the last user message
+/// unless given) go before the messages as one system message of numbered sources, and each
+/// chunk used is logged with the inference as the tag `ctx:<document id>:<chunk>`. The flag
+/// `retrieval-in-chat`, where defined and off for this request, leaves the request as it is
+/// and logs `flag:retrieval-in-chat:off`. Answers the chunks used (`<document id>:<chunk>`).
+pub(crate) async fn apply_retrieval(
+    request: &mut switchyard_inference::openai::ChatRequest,
+    principal: &Principal,
+    admin: &Admin,
+    pipeline: &Pipeline,
+) -> Result<Option<Vec<String>>, ApiError> {
+    use switchyard_inference::openai::{Message, Role};
+    let Some(option) = request.retrieval.take() else {
+        return Ok(None);
+    };
+    let option: ChatRetrieval =
+        serde_json::from_value(option).map_err(|e| invalid(format!("retrieval: {e}")))?;
+    if option.k == 0 || option.k > MAX_CHAT_K {
+        return Err(invalid(format!("retrieval.k must be 1-{MAX_CHAT_K}")));
+    }
+    if let Some(decision) = switchyard_inference::admission::flag(
+        pipeline.accounts.as_ref(),
+        CHAT_FLAG,
+        principal,
+        request.user.as_deref(),
+    ) && !decision.on
+    {
+        crate::http::add_tag(&mut request.metadata, format!("flag:{CHAT_FLAG}:off"));
+        return Ok(Some(Vec::new()));
+    }
+    let query = match option.query {
+        Some(query) => query,
+        None => request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.text())
+            .unwrap_or_default(),
+    };
+    if query.trim().is_empty() || query.chars().count() > 4_096 {
+        return Err(invalid(
+            "retrieval needs a query of 1-4096 characters (retrieval.query, or a user message)",
+        ));
+    }
+    let model = pipeline.config.retrieval.embedding_model.clone();
+    let mode = option.mode.unwrap_or(if model.is_some() {
+        Mode::Hybrid
+    } else {
+        Mode::Keyword
+    });
+    let vector = match (mode, &model) {
+        (Mode::Keyword, _) => None,
+        (_, None) => {
+            return Err(invalid(
+                "retrieval.mode hybrid and vector need [retrieval] embedding_model",
+            ));
+        }
+        (_, Some(model)) => Some(
+            embed(
+                pipeline,
+                principal,
+                model,
+                std::slice::from_ref(&query),
+                "retrieve",
+            )
+            .await?
+            .remove(0),
+        ),
+    };
+    caught_up(admin).await?;
+    let hits = admin
+        .library
+        .search(
+            principal.tenant,
+            &Query {
+                text: &query,
+                vector: vector.as_deref(),
+                k: option.k,
+                documents: option.document_ids.as_deref(),
+                mode,
+            },
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+    if hits.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let mut context = String::from(
+        "Answer from the numbered sources below where they help, and cite each source you use as [n].\n",
+    );
+    let mut used = Vec::with_capacity(hits.len());
+    for (n, hit) in hits.iter().enumerate() {
+        let place = if hit.heading_path.is_empty() {
+            hit.document.clone()
+        } else {
+            format!("{} › {}", hit.document, hit.heading_path.join(" › "))
+        };
+        context.push_str(&format!("\n[{}] {place}\n{}\n", n + 1, hit.text));
+        let id = format!("{}:{}", hit.document_id, hit.chunk);
+        crate::http::add_tag(&mut request.metadata, format!("ctx:{id}"));
+        used.push(id);
+    }
+    request.messages.insert(
+        0,
+        Message {
+            role: Role::System,
+            content: Some(serde_json::Value::String(context)),
+            name: None,
+            tool_calls: None,
+            tool_call_id: None,
+            function_call: None,
+            refusal: None,
+        },
+    );
+    tracing::debug!(tenant = %principal.tenant, chunks = used.len(), "retrieved context added");
+    Ok(Some(used))
+}

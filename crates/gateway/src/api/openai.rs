@@ -175,7 +175,7 @@ fn inference_headers(body: &Value) -> Vec<(HeaderName, HeaderValue)> {
     params(("Authorization" = String, Header, description = "Bearer <tenant API key>"),
         ("Idempotency-Key" = Option<String>, Header, description = "same key and body: the same answer, billed once (not for streams)")),
     request_body = ChatRequest,
-    responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk; headers x-switchyard-inference-id, x-switchyard-route (what routed it) and, with `prompt`, x-switchyard-prompt (the prompt version served)"),
+    responses((status = 200, description = "chat.completion, or text/event-stream of chat.completion.chunk; headers x-switchyard-inference-id, x-switchyard-route (what routed it) and, with `prompt`, x-switchyard-prompt (the prompt version served); with `retrieval`, x-switchyard-context (the chunks put before the messages, `<document id>:<chunk>`)"),
         (status = 400, description = "invalid request (the message names the field)", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 402, description = "monthly budget spent", body = ErrorBody),
@@ -199,6 +199,8 @@ pub(crate) async fn chat_completions(
         engine.as_ref().map(|e| e.get_ref()),
     )
     .await?;
+    let context =
+        crate::api::documents::apply_retrieval(&mut request, &principal, &admin, &pipeline).await?;
     request.validate()?;
     cache_control(&req, &mut request);
     let slot = pipeline.tenant_slot(principal.tenant)?;
@@ -210,13 +212,21 @@ pub(crate) async fn chat_completions(
         })
         .await?
     };
-    if let Some(served) = served
-        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&served)
-    {
-        response.headers_mut().insert(
-            actix_web::http::header::HeaderName::from_static(crate::api::registry::PROMPT_HEADER),
-            value,
-        );
+    for (name, value) in [
+        (crate::api::registry::PROMPT_HEADER, served),
+        (
+            crate::api::documents::CONTEXT_HEADER,
+            context.map(|used| used.join(",")),
+        ),
+    ] {
+        if let Some(value) = value
+            && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&value)
+        {
+            response.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static(name),
+                value,
+            );
+        }
     }
     Ok(response)
 }

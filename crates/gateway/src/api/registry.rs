@@ -301,21 +301,7 @@ pub(crate) async fn apply_prompt(
     }
     messages.append(&mut request.messages);
     request.messages = messages;
-    let tag = format!("prompt:{name}:{version}");
-    match &mut request.metadata {
-        Some(Value::Object(map)) => {
-            let tags = map.entry("tags").or_insert_with(|| json!([]));
-            match tags {
-                Value::Array(list) => list.push(Value::String(tag)),
-                Value::String(list) if list.trim().is_empty() => *tags = json!([tag]),
-                Value::String(list) => *list = format!("{list},{tag}"),
-                _ => {}
-            }
-        }
-        None | Some(Value::Null) => request.metadata = Some(json!({"tags": [tag]})),
-        // Not an object: the request's own checks refuse it.
-        Some(_) => {}
-    }
+    crate::http::add_tag(&mut request.metadata, format!("prompt:{name}:{version}"));
     let served = format!("{name}@{version}");
     tracing::debug!(%tenant, prompt = %served, "prompt served");
     Ok(Some(served))

@@ -16,4 +16,4 @@ pub mod request;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use principal::{scoped_request, tenant_request};
 pub use rate::{rate_headers, with_headers};
-pub use request::{RequestId, correlation, parse_json, parse_query};
+pub use request::{RequestId, add_tag, correlation, parse_json, parse_query};

@@ -54,3 +54,23 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         ApiError::new(status, code, &e.to_string())
     })
 }
+
+/// Adds `tag` to a request's `metadata.tags` (a list or a comma-separated string), where the
+/// pipeline reads the tags it logs with the inference. Metadata that is not an object is left
+/// for the request's own checks to refuse.
+pub fn add_tag(metadata: &mut Option<serde_json::Value>, tag: String) {
+    use serde_json::{Value, json};
+    match metadata {
+        Some(Value::Object(map)) => {
+            let tags = map.entry("tags").or_insert_with(|| json!([]));
+            match tags {
+                Value::Array(list) => list.push(Value::String(tag)),
+                Value::String(list) if list.trim().is_empty() => *tags = json!([tag]),
+                Value::String(list) => *list = format!("{list},{tag}"),
+                _ => {}
+            }
+        }
+        None | Some(Value::Null) => *metadata = Some(json!({"tags": [tag]})),
+        Some(_) => {}
+    }
+}
