@@ -171,12 +171,17 @@ pub async fn ingest(
 ) -> Result<Ingested, ApiError> {
     let config = pipeline.config.retrieval.clone();
     let (key, content_hash) = DocumentKey::of(principal.tenant, &bytes);
-    let current = admin.documents.read(&key).await.map_err(actor_error)?;
-    if current.0.live() {
+    let (current, _) = admin.documents.read(&key).await.map_err(actor_error)?;
+    let vectors_expected = config.embedding_model.is_some();
+    // Complete: these bytes are this document already. A live document whose chunks or
+    // vectors were cut short (a node died, the embedding failed) is resumed from where it
+    // stopped: the text and chunks come out the same, and the actor skips the parts and
+    // vectors it holds.
+    if current.live() && current.status(vectors_expected) == "ready" {
         return Ok(Ingested {
             id: key.id,
             created: false,
-            state: current.0,
+            state: current,
             position: 0,
         });
     }
@@ -200,22 +205,24 @@ pub async fn ingest(
         .map_err(unsupported)?;
     let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
     let metadata = Metadata::default();
-    admin
-        .documents
-        .send(
-            &key,
-            DocumentCommand::Add(DocumentAdded {
-                name,
-                media_type: media.as_str().into(),
-                bytes: size,
-                content_hash,
-                source: "upload".into(),
-                characters,
-            }),
-            metadata.clone(),
-        )
-        .await
-        .map_err(actor_error)?;
+    if !current.live() {
+        admin
+            .documents
+            .send(
+                &key,
+                DocumentCommand::Add(DocumentAdded {
+                    name,
+                    media_type: media.as_str().into(),
+                    bytes: size,
+                    content_hash,
+                    source: "upload".into(),
+                    characters,
+                }),
+                metadata.clone(),
+            )
+            .await
+            .map_err(actor_error)?;
+    }
     let mut applied = None;
     for part in parts(chunks, PART_BYTES) {
         applied = Some(
@@ -233,23 +240,25 @@ pub async fn ingest(
             "the document has no text",
         ));
     };
-    tracing::info!(tenant = %principal.tenant, document = %key.id, chunks = applied.state.chunks, "document chunked");
+    tracing::info!(tenant = %principal.tenant, document = %key.id, chunks = applied.state.chunks, resumed = current.live(), "document chunked");
     if let Some(model) = config.embedding_model.clone() {
+        let from = applied.state.vectors as usize;
         let (documents, pipeline, principal) =
             (admin.documents.clone(), pipeline.clone(), principal.clone());
         tokio::spawn(async move {
-            embed_chunks(&documents, &pipeline, &principal, key, &model, &texts).await;
+            embed_chunks(&documents, &pipeline, &principal, key, &model, &texts, from).await;
         });
     }
     Ok(Ingested {
         id: key.id,
-        created: true,
+        created: !current.live(),
         position: applied.last_position.map_or(0, |p| p.0),
         state: applied.state,
     })
 }
 
-/// Embeds `texts` (a document's chunks, in order) and records their vectors batch by batch.
+/// Embeds `texts[from..]` (a document's chunks, in order) and records their vectors batch by
+/// batch.
 async fn embed_chunks(
     documents: &switchyard_actors::Runtime<switchyard_retrieval::document::Document>,
     pipeline: &Pipeline,
@@ -257,8 +266,12 @@ async fn embed_chunks(
     key: DocumentKey,
     model: &str,
     texts: &[String],
+    from: usize,
 ) {
-    for (batch, inputs) in texts.chunks(EMBED_BATCH).enumerate() {
+    for (batch, inputs) in texts[from.min(texts.len())..]
+        .chunks(EMBED_BATCH)
+        .enumerate()
+    {
         let vectors = match embed(pipeline, principal, model, inputs, "ingest").await {
             Ok(vectors) => vectors,
             Err(error) => {
@@ -269,7 +282,7 @@ async fn embed_chunks(
         let command = DocumentCommand::Index(DocumentIndexed {
             model: model.to_owned(),
             dimensions: u32::try_from(vectors.first().map_or(0, Vec::len)).unwrap_or(0),
-            first: u32::try_from(batch * EMBED_BATCH).unwrap_or(u32::MAX),
+            first: u32::try_from(from + batch * EMBED_BATCH).unwrap_or(u32::MAX),
             vectors: vectors.iter().map(|v| quantize(v)).collect(),
         });
         if let Err(error) = documents.send(&key, command, Metadata::default()).await {

@@ -87,45 +87,71 @@ pub fn chunk(text: &str, options: ChunkOptions) -> Result<Vec<Chunk>> {
     Ok(chunks)
 }
 
+/// A heading line longer than this is a paragraph (every chunk under a heading carries it).
+const MAX_HEADING_BYTES: usize = 512;
+
 /// A Markdown heading: its level (1-6) and title.
 fn heading(line: &str) -> Option<(usize, &str)> {
     let level = line.bytes().take_while(|b| *b == b'#').count();
     let title = line.get(level..)?;
-    if (1..=6).contains(&level) && title.starts_with(' ') && !title.trim().is_empty() {
+    if (1..=6).contains(&level)
+        && title.starts_with(' ')
+        && !title.trim().is_empty()
+        && title.len() <= MAX_HEADING_BYTES
+    {
         Some((level, title.trim().trim_end_matches('#').trim()))
     } else {
         None
     }
 }
 
-/// Paragraphs longer than the target, cut between words into windows of the target.
+/// Paragraphs longer than the target, cut between words into windows of the target (a word
+/// longer than a window is cut between characters).
 fn windows(text: &str, unit: Unit, target: usize) -> Vec<Unit> {
-    if tokens(&text[unit.start..unit.end]) <= target {
+    let body = &text[unit.start..unit.end];
+    if tokens(body) <= target {
         return vec![unit];
     }
     let limit = target * 4;
     let mut out = Vec::new();
-    let mut start = unit.start;
-    let mut last_space = None;
-    for (i, c) in text[unit.start..unit.end].char_indices() {
-        let at = unit.start + i;
-        if c.is_whitespace() {
-            last_space = Some(at);
+    // The window being filled: its start, end and characters.
+    let mut current: Option<(usize, usize, usize)> = None;
+    for word in body.split_whitespace() {
+        let start = unit.start + (word.as_ptr() as usize - body.as_ptr() as usize);
+        let end = start + word.len();
+        let chars = word.chars().count();
+        if chars > limit {
+            if let Some((s, e, _)) = current.take() {
+                out.push(Unit { start: s, end: e });
+            }
+            let mut piece = start;
+            for (n, (i, _)) in word.char_indices().enumerate() {
+                if n > 0 && n % limit == 0 {
+                    out.push(Unit {
+                        start: piece,
+                        end: start + i,
+                    });
+                    piece = start + i;
+                }
+            }
+            out.push(Unit { start: piece, end });
+            continue;
         }
-        if at - start >= limit {
-            let cut = last_space.filter(|s| *s > start).unwrap_or(at);
-            out.push(Unit { start, end: cut });
-            start = text[cut..unit.end]
-                .find(|c: char| !c.is_whitespace())
-                .map_or(unit.end, |skip| cut + skip);
-            last_space = None;
-        }
-    }
-    if start < unit.end {
-        out.push(Unit {
-            start,
-            end: unit.end,
+        current = Some(match current {
+            None => (start, end, chars),
+            Some((s, e, c)) => {
+                let joined = c + text[e..start].chars().count() + chars;
+                if joined > limit {
+                    out.push(Unit { start: s, end: e });
+                    (start, end, chars)
+                } else {
+                    (s, end, joined)
+                }
+            }
         });
+    }
+    if let Some((s, e, _)) = current {
+        out.push(Unit { start: s, end: e });
     }
     out
 }
@@ -264,6 +290,29 @@ mod tests {
                 chunks.iter().any(|c| c.text.contains(&format!("word{i} "))
                     || c.text.ends_with(&format!("word{i}")))
             );
+        }
+    }
+
+    #[test]
+    fn runs_of_spaces_and_long_headings_are_cut_safely() {
+        let text = format!(
+            "{}   yyyy.  Next  sentence   here.\n    indented continuation\n\n# {}\n\nbody\n",
+            "x".repeat(800),
+            "h".repeat(2_000)
+        );
+        for target in [10, 50, 200] {
+            let chunks = chunk(&text, options(target, target / 5)).unwrap();
+            for c in &chunks {
+                assert_eq!(&text[c.start..c.end], c.text);
+                assert!(c.heading_path.iter().all(|h| h.len() <= MAX_HEADING_BYTES));
+            }
+            assert!(chunks.iter().any(|c| c.text.contains("yyyy")));
+        }
+        let spaced = "word  ".repeat(2_000);
+        let chunks = chunk(&spaced, options(20, 4)).unwrap();
+        assert!(chunks.len() > 50);
+        for c in &chunks {
+            assert_eq!(&spaced[c.start..c.end], c.text);
         }
     }
 

@@ -206,7 +206,8 @@ pub fn parts(chunks: Vec<crate::chunk::Chunk>, max_bytes: usize) -> Vec<Document
     let mut groups: Vec<Vec<switchyard_events::DocumentChunk>> = Vec::new();
     let mut size = 0;
     for chunk in chunks {
-        let bytes = chunk.text.len() + 64;
+        let bytes =
+            chunk.text.len() + chunk.heading_path.iter().map(String::len).sum::<usize>() + 64;
         if groups.is_empty() || size + bytes > max_bytes {
             groups.push(Vec::new());
             size = 0;

@@ -84,7 +84,7 @@ pub fn text(media: Media, bytes: &[u8]) -> Result<String> {
     let decoded = decode(bytes)?;
     let text = match media {
         Media::Text | Media::Markdown => decoded,
-        Media::Html => html_text(&decoded),
+        Media::Html => html_text(&decoded)?,
         Media::Pdf => {
             return Err(Error::Unsupported(
                 "a PDF is read by pdf_text, not as text".into(),
@@ -175,54 +175,114 @@ const BLOCKS: &[&str] = &[
     "figcaption",
 ];
 
-fn html_text(source: &str) -> String {
-    let document = Html::parse_document(source);
-    let mut out = String::new();
-    walk(document.tree.root(), &mut out);
-    out
+/// Deepest element nesting taken (browsers' parsers stop near here too); html5ever's tree
+/// building slows quadratically with depth, so deeper documents are refused before parsing.
+const MAX_HTML_DEPTH: usize = 512;
+/// Elements with no content or whose end tag may be left out: they do not nest.
+const NOT_NESTING: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "rb", "rt",
+    "rp", "colgroup", "thead", "tbody", "tfoot", "caption",
+];
+
+/// How deep the document's elements nest, at most (counting to `MAX_HTML_DEPTH + 1`): a
+/// tokenizer of tags only, so it is linear in the input.
+fn html_depth(source: &str) -> usize {
+    let bytes = source.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() && deepest <= MAX_HTML_DEPTH {
+        if bytes[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &source[i + 1..];
+        if rest.starts_with("!--") {
+            i += rest.find("-->").map_or(bytes.len(), |end| end + 4);
+            continue;
+        }
+        let closing = rest.starts_with('/');
+        let name: String = rest
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let end = rest.find('>').map_or(rest.len(), |e| e);
+        let self_closing = rest[..end].ends_with('/');
+        if !name.is_empty() && !NOT_NESTING.contains(&name.as_str()) && !self_closing {
+            if closing {
+                depth = depth.saturating_sub(1);
+            } else {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+        }
+        i += 1 + end;
+    }
+    deepest
 }
 
-fn walk(node: ego_tree::NodeRef<'_, Node>, out: &mut String) {
-    match node.value() {
-        Node::Text(text) => {
-            let words: Vec<&str> = text.split_whitespace().collect();
-            if !words.is_empty() {
-                if !out.is_empty() && !out.ends_with(['\n', ' ']) {
+fn html_text(source: &str) -> Result<String> {
+    if html_depth(source) > MAX_HTML_DEPTH {
+        return Err(Error::Unsupported(format!(
+            "the HTML nests elements deeper than {MAX_HTML_DEPTH}"
+        )));
+    }
+    let document = Html::parse_document(source);
+    let mut out = String::new();
+    // Depth-first with an explicit stack: a document nested 100,000 levels deep costs memory in
+    // proportion, never the thread's stack.
+    enum Step<'a> {
+        Enter(ego_tree::NodeRef<'a, Node>),
+        Leave { block: bool },
+    }
+    let mut stack = vec![Step::Enter(document.tree.root())];
+    while let Some(step) = stack.pop() {
+        let node = match step {
+            Step::Leave { block } => {
+                if block {
+                    out.push_str("\n\n");
+                }
+                continue;
+            }
+            Step::Enter(node) => node,
+        };
+        match node.value() {
+            Node::Text(text) => {
+                let words: Vec<&str> = text.split_whitespace().collect();
+                if !words.is_empty() {
+                    if !out.is_empty() && !out.ends_with(['\n', ' ']) {
+                        out.push(' ');
+                    }
+                    out.push_str(&words.join(" "));
+                }
+                continue;
+            }
+            Node::Element(element) => {
+                let name = element.name();
+                if SKIPPED.contains(&name) {
+                    continue;
+                }
+                let heading = match name.as_bytes() {
+                    [b'h', level @ b'1'..=b'6'] => Some(usize::from(level - b'0')),
+                    _ => None,
+                };
+                let block = heading.is_some() || BLOCKS.contains(&name);
+                if block {
+                    out.push_str("\n\n");
+                }
+                if let Some(level) = heading {
+                    out.push_str(&"#".repeat(level));
                     out.push(' ');
                 }
-                out.push_str(&words.join(" "));
+                stack.push(Step::Leave { block });
             }
+            _ => {}
         }
-        Node::Element(element) => {
-            let name = element.name();
-            if SKIPPED.contains(&name) {
-                return;
-            }
-            let heading = match name.as_bytes() {
-                [b'h', level @ b'1'..=b'6'] => Some(usize::from(level - b'0')),
-                _ => None,
-            };
-            let block = heading.is_some() || BLOCKS.contains(&name);
-            if block {
-                out.push_str("\n\n");
-            }
-            if let Some(level) = heading {
-                out.push_str(&"#".repeat(level));
-                out.push(' ');
-            }
-            for child in node.children() {
-                walk(child, out);
-            }
-            if block {
-                out.push_str("\n\n");
-            }
-        }
-        _ => {
-            for child in node.children() {
-                walk(child, out);
-            }
-        }
+        let children: Vec<_> = node.children().collect();
+        stack.extend(children.into_iter().rev().map(Step::Enter));
     }
+    Ok(out)
 }
 
 /// The text of a PDF (in the process that calls it: the server runs this in a child process
@@ -313,6 +373,33 @@ mod tests {
         }
         let chunks = crate::chunk::chunk(&text, crate::chunk::ChunkOptions::default()).unwrap();
         assert_eq!(chunks.last().unwrap().heading_path, ["Guide", "Part two"]);
+        // Nesting deeper than browsers take is refused before parsing (quickly); within the
+        // limit it is read without recursion, on a small stack.
+        let deep = format!(
+            "{}deep text{}",
+            "<div>".repeat(100_000),
+            "</div>".repeat(100_000)
+        );
+        let started = std::time::Instant::now();
+        let refused = super::text(Media::Html, deep.as_bytes()).unwrap_err();
+        assert!(refused.to_string().contains("deeper than 512"), "{refused}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let nested = format!("{}inner text{}", "<div>".repeat(500), "</div>".repeat(500));
+        let text = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || super::text(Media::Html, nested.as_bytes()))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(text.contains("inner text"));
+        // Unclosed paragraphs and list items, as real pages have, are not nesting.
+        let flat = "<ul>".to_owned() + &"<li><p>item".repeat(5_000) + "</ul>";
+        assert!(
+            super::text(Media::Html, flat.as_bytes())
+                .unwrap()
+                .contains("item")
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! searchable, so a query that first waits for the log's head sees every document any node
 //! added or deleted before it: any node gives the answer one node would.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -27,8 +28,8 @@ pub struct Library {
     tenants: DashMap<TenantId, Arc<Mutex<TenantIndex>>>,
     /// The highest position offered.
     seen: AtomicU64,
-    /// Document events offered and not yet searchable.
-    pending: AtomicUsize,
+    /// The positions of document events offered and not yet searchable, oldest first.
+    pending: Mutex<VecDeque<u64>>,
     sender: Mutex<mpsc::Sender<(TenantId, Uuid, GlobalPosition, Event)>>,
 }
 
@@ -37,7 +38,7 @@ impl std::fmt::Debug for Library {
         f.debug_struct("Library")
             .field("tenants", &self.tenants.len())
             .field("seen", &self.seen.load(Ordering::SeqCst))
-            .field("pending", &self.pending.load(Ordering::SeqCst))
+            .field("pending", &self.queued().len())
             .finish()
     }
 }
@@ -49,7 +50,7 @@ impl Library {
         let library = Arc::new(Library {
             tenants: DashMap::new(),
             seen: AtomicU64::new(0),
-            pending: AtomicUsize::new(0),
+            pending: Mutex::new(VecDeque::new()),
             sender: Mutex::new(sender),
         });
         let weak = Arc::downgrade(&library);
@@ -68,7 +69,10 @@ impl Library {
                         return;
                     };
                     library.apply(&batch);
-                    library.pending.fetch_sub(batch.len(), Ordering::SeqCst);
+                    let mut pending = library.queued();
+                    for _ in 0..batch.len() {
+                        pending.pop_front();
+                    }
                 }
             });
         if let Err(error) = spawned {
@@ -89,14 +93,15 @@ impl Library {
                     .and_then(|id| id.parse::<Uuid>().ok()),
             ) {
                 (Ok(event), Some(id)) => {
-                    self.pending.fetch_add(1, Ordering::SeqCst);
+                    // Queued before `seen` passes it (see `caught_up`).
+                    self.queued().push_back(recorded.global_position.0);
                     let sent = self
                         .sender
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .send((recorded.tenant_id, id, recorded.global_position, event));
                     if sent.is_err() {
-                        self.pending.fetch_sub(1, Ordering::SeqCst);
+                        self.queued().pop_back();
                         tracing::error!("the library's indexing thread is gone");
                     }
                 }
@@ -161,11 +166,20 @@ impl Library {
         Ok(self.tenants.entry(tenant).or_insert(index).clone())
     }
 
-    /// Whether every event up to `position` is searchable.
+    fn queued(&self) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether every event up to `position` is searchable: offered, and no document event at
+    /// or before it still waiting (later ones, another tenant's ingestion, do not hold it up).
     pub fn caught_up(&self, position: GlobalPosition) -> bool {
-        // `seen` first: a document event's `pending` is counted before `seen` passes it.
+        // `seen` first: a document event is queued before `seen` passes it.
         let seen = self.seen.load(Ordering::SeqCst);
-        seen >= position.0 && self.pending.load(Ordering::SeqCst) == 0
+        seen >= position.0
+            && self
+                .queued()
+                .front()
+                .is_none_or(|oldest| *oldest > position.0)
     }
 
     /// Waits (at most `timeout`) until everything up to `position` is searchable.

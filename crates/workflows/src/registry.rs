@@ -151,6 +151,16 @@ impl Actor for Registry {
         command: Register,
         _now: OffsetDateTime,
     ) -> std::result::Result<Vec<Event>, Refused> {
+        // The same manifest again (by digest): nothing, even where what it resolves to (a
+        // workflow's newest prompt or fragment) has moved since.
+        if let (Some(version), Some(provenance)) = (command.version, &command.provenance)
+            && state
+                .manifests
+                .get(&manifest_key(command.kind, &command.name, version))
+                .is_some_and(|held| held.digest == provenance.digest)
+        {
+            return Ok(Vec::new());
+        }
         let Some(version) = place(state.of(command.kind).get(&command.name), &command)? else {
             return Ok(Vec::new());
         };
@@ -410,6 +420,10 @@ mod tests {
         );
         // The same content again: nothing; other content under a published version: refused.
         assert_eq!(run(&mut state, command(Some(1), "a", true)), Ok(0));
+        // The same manifest (digest) whose resolved text moved since: still nothing.
+        let mut moved = command(Some(1), "a-resolved-differently", true);
+        moved.provenance = command(Some(1), "a", true).provenance;
+        assert_eq!(run(&mut state, moved), Ok(0));
         let changed = run(&mut state, command(Some(1), "b", true)).unwrap_err();
         assert!(changed.contains("cannot change"), "{changed}");
         let gap = run(&mut state, command(Some(3), "b", true)).unwrap_err();

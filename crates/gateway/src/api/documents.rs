@@ -36,6 +36,17 @@ pub const SCOPE: &str = "retrieval";
 const CATCH_UP: Duration = Duration::from_secs(5);
 /// Most chunks one query answers.
 const MAX_K: usize = 50;
+/// Most documents a query's filter names.
+const MAX_FILTER_DOCUMENTS: usize = 100;
+
+fn check_filter(ids: Option<&Vec<Uuid>>) -> Result<(), ApiError> {
+    if ids.is_some_and(|ids| ids.len() > MAX_FILTER_DOCUMENTS) {
+        return Err(invalid(format!(
+            "a filter names at most {MAX_FILTER_DOCUMENTS} documents"
+        )));
+    }
+    Ok(())
+}
 
 crate::api::endpoints! {
     post "/v1/documents" => upload,
@@ -308,7 +319,7 @@ pub(crate) struct Retrieve {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Filters {
-    /// Only these documents.
+    /// Only these documents (at most 100).
     #[serde(default)]
     document_ids: Option<Vec<Uuid>>,
 }
@@ -368,6 +379,7 @@ pub(crate) async fn retrieve(
     };
     caught_up(&admin).await?;
     let documents = request.filters.and_then(|f| f.document_ids);
+    check_filter(documents.as_ref())?;
     let hits = admin
         .library
         .search(
@@ -426,6 +438,7 @@ pub(crate) async fn apply_retrieval(
     if option.k == 0 || option.k > MAX_CHAT_K {
         return Err(invalid(format!("retrieval.k must be 1-{MAX_CHAT_K}")));
     }
+    check_filter(option.document_ids.as_ref())?;
     if let Some(decision) = switchyard_inference::admission::flag(
         pipeline.accounts.as_ref(),
         CHAT_FLAG,

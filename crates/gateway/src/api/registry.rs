@@ -109,8 +109,9 @@ pub(crate) async fn publish(
         "kind": kind.as_str(),
         "name": registered.name,
         "version": registered.version,
-        "digest": verified.digest,
-        "key_id": verified.key_id,
+        // As the registry recorded the version (a no-op answers the first publication's).
+        "digest": registered.provenance.as_ref().map(|p| &p.digest),
+        "key_id": registered.provenance.as_ref().and_then(|p| p.key_id.as_ref()),
         "created": registered.created,
     })))
 }

@@ -11,6 +11,9 @@ use crate::prompt::Prompt;
 use crate::registry::{Catalog, Provenance, Register};
 use crate::spec::{self, LoadOptions, SpecError, WorkflowSpec};
 
+/// The longest prompt name.
+const MAX_PROMPT_NAME: usize = 48;
+
 /// A registration's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
@@ -19,6 +22,8 @@ pub struct Registered {
     pub version: u32,
     /// Whether this registration added the version (`false`: it was already there).
     pub created: bool,
+    /// Where the version came from, if it was published as a manifest (as first recorded).
+    pub provenance: Option<Provenance>,
 }
 
 impl Engine {
@@ -122,6 +127,13 @@ impl Engine {
                 command(Kind::Tool, &tool.name, text, String::new())
             }
             Kind::Prompt => {
+                // Logged with each inference as the tag `prompt:<name>:<version>` (64 at most).
+                if manifest.name.len() > MAX_PROMPT_NAME {
+                    return Err(Error::Spec(vec![SpecError::new(
+                        "name",
+                        format!("a prompt's name is at most {MAX_PROMPT_NAME} characters"),
+                    )]));
+                }
                 let prompt = Prompt::load(&manifest.body)?;
                 if let Some(name) = &prompt.name {
                     named(name)?;
@@ -166,6 +178,7 @@ impl Engine {
             named_version.unwrap_or_else(|| version_of(applied.state.of(kind).get(&name), &text));
         tracing::info!(%tenant, kind = kind.as_str(), %name, version, "registered");
         Ok(Registered {
+            provenance: applied.state.provenance(kind, &name, version).cloned(),
             kind,
             name,
             version,
