@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cluster::Recipe;
+use crate::cluster::{Recipe, until_key};
 use crate::gateway::{SIM_CONFIG, start};
+use crate::semantic_cache::model_dir;
 use crate::server::{Server, data_dir, tenant_with_key};
 
 async fn upload(node: &Server, key: &str, name: &str, media: &str, body: Vec<u8>) -> (u16, Value) {
@@ -113,6 +114,9 @@ async fn documents_added_on_one_node_are_retrieved_and_deleted_on_another_and_ne
     let (a, b) = (recipe.start(), recipe.start());
     let (_, alice, _) = tenant_with_key(&a).await;
     let (_, bob, _) = tenant_with_key(&a).await;
+    // Keys issued on A are used on B once B has read them.
+    until_key(&b, &alice, 200).await;
+    until_key(&b, &bob, 200).await;
 
     let (status, first) = upload(&a, &alice, "handbook.md", "text/markdown", HANDBOOK.into()).await;
     assert_eq!(status, 201, "{first}");
@@ -426,22 +430,6 @@ async fn hostile_uploads_and_queries_are_refused_with_the_reason() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-}
-
-fn model_dir() -> String {
-    let dir = std::env::var("SWITCHYARD_TEST_EMBEDDING_MODEL").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/switchyard-models/all-minilm-l6-v2",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    assert!(
-        std::path::Path::new(&dir)
-            .join("model.safetensors")
-            .exists(),
-        "the embedding model is required in {dir} (run scripts/embedding-model.sh)"
-    );
-    dir
 }
 
 /// A generated labelled set: 24 made-up products, each with three sections, and per product

@@ -11,7 +11,7 @@ use crate::cluster::{Recipe, until_key};
 use crate::gateway::{SIM_CONFIG, chat, inference_events, start};
 use crate::server::{Server, TOKEN, data_dir, tenant_with_key};
 
-fn model_dir() -> String {
+pub(crate) fn model_dir() -> String {
     let dir = std::env::var("SWITCHYARD_TEST_EMBEDDING_MODEL").unwrap_or_else(|_| {
         format!(
             "{}/.cache/switchyard-models/all-minilm-l6-v2",

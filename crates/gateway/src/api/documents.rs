@@ -352,31 +352,7 @@ pub(crate) async fn retrieve(
     if request.k == 0 || request.k > MAX_K {
         return Err(invalid(format!("k must be 1-{MAX_K}")));
     }
-    let model = pipeline.config.retrieval.embedding_model.clone();
-    let mode = request.mode.unwrap_or(if model.is_some() {
-        Mode::Hybrid
-    } else {
-        Mode::Keyword
-    });
-    let vector = match (mode, &model) {
-        (Mode::Keyword, _) => None,
-        (_, None) => {
-            return Err(invalid(
-                "mode hybrid and vector need [retrieval] embedding_model; use mode keyword",
-            ));
-        }
-        (_, Some(model)) => Some(
-            embed(
-                &pipeline,
-                &principal,
-                model,
-                std::slice::from_ref(&request.query),
-                "retrieve",
-            )
-            .await?
-            .remove(0),
-        ),
-    };
+    let (mode, vector) = query_vector(&pipeline, &principal, request.mode, &request.query).await?;
     caught_up(&admin).await?;
     let documents = request.filters.and_then(|f| f.document_ids);
     check_filter(documents.as_ref())?;
@@ -394,6 +370,37 @@ pub(crate) async fn retrieve(
         )
         .map_err(|e| invalid(e.to_string()))?;
     Ok(HttpResponse::Ok().json(json!({"object": "list", "mode": mode, "data": hits})))
+}
+
+/// The mode a query runs in (asked for, else hybrid with an embedding model and keyword
+/// without) and, where it needs one, the query's vector (embedded through the pipeline: billed,
+/// tagged `retrieve`).
+async fn query_vector(
+    pipeline: &Pipeline,
+    principal: &Principal,
+    asked: Option<Mode>,
+    query: &str,
+) -> Result<(Mode, Option<Vec<f32>>), ApiError> {
+    let model = pipeline.config.retrieval.embedding_model.as_deref();
+    let mode = asked.unwrap_or(if model.is_some() {
+        Mode::Hybrid
+    } else {
+        Mode::Keyword
+    });
+    let vector = match (mode, model) {
+        (Mode::Keyword, _) => None,
+        (_, None) => {
+            return Err(invalid(
+                "modes hybrid and vector need [retrieval] embedding_model; use mode keyword",
+            ));
+        }
+        (_, Some(model)) => Some(
+            embed(pipeline, principal, model, &[query.to_owned()], "retrieve")
+                .await?
+                .remove(0),
+        ),
+    };
+    Ok((mode, vector))
 }
 
 /// The header that lists the chunks a chat request's retrieval put before its messages.
@@ -464,31 +471,7 @@ pub(crate) async fn apply_retrieval(
             "retrieval needs a query of 1-4096 characters (retrieval.query, or a user message)",
         ));
     }
-    let model = pipeline.config.retrieval.embedding_model.clone();
-    let mode = option.mode.unwrap_or(if model.is_some() {
-        Mode::Hybrid
-    } else {
-        Mode::Keyword
-    });
-    let vector = match (mode, &model) {
-        (Mode::Keyword, _) => None,
-        (_, None) => {
-            return Err(invalid(
-                "retrieval.mode hybrid and vector need [retrieval] embedding_model",
-            ));
-        }
-        (_, Some(model)) => Some(
-            embed(
-                pipeline,
-                principal,
-                model,
-                std::slice::from_ref(&query),
-                "retrieve",
-            )
-            .await?
-            .remove(0),
-        ),
-    };
+    let (mode, vector) = query_vector(pipeline, principal, option.mode, &query).await?;
     caught_up(admin).await?;
     let hits = admin
         .library
