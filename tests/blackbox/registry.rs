@@ -101,6 +101,17 @@ async fn publish(node: &Server, key: &str, bytes: &[u8]) -> (u16, Value) {
 /// A chat request: its status, the prompt version served, and its body with the inference id
 /// (`x-switchyard-inference-id`) as `inference_id`.
 async fn chat(node: &Server, key: &str, body: Value) -> (u16, Option<String>, Value) {
+    chat_with(node, key, body, "x-switchyard-prompt").await
+}
+
+/// A chat request: its status, the response header `header`, and its body with the inference
+/// id (`x-switchyard-inference-id`) as `inference_id`.
+pub(crate) async fn chat_with(
+    node: &Server,
+    key: &str,
+    body: Value,
+    header: &str,
+) -> (u16, Option<String>, Value) {
     let response = reqwest::Client::new()
         .post(node.url("/v1/chat/completions"))
         .bearer_auth(key)
@@ -109,21 +120,18 @@ async fn chat(node: &Server, key: &str, body: Value) -> (u16, Option<String>, Va
         .await
         .unwrap();
     let status = response.status().as_u16();
-    let header = |name: &str| {
+    let value = |name: &str| {
         response
             .headers()
             .get(name)
             .map(|v| v.to_str().unwrap().to_owned())
     };
-    let (prompt, inference) = (
-        header("x-switchyard-prompt"),
-        header("x-switchyard-inference-id"),
-    );
+    let (wanted, inference) = (value(header), value("x-switchyard-inference-id"));
     let mut body = response.json().await.unwrap_or(Value::Null);
     if let (Some(id), Some(map)) = (inference, body.as_object_mut()) {
         map.insert("inference_id".into(), json!(id));
     }
-    (status, prompt, body)
+    (status, wanted, body)
 }
 
 fn summarize(words: &str) -> Value {

@@ -322,27 +322,12 @@ async fn hostile_uploads_and_queries_are_refused_with_the_reason() {
                "messages": [{"role": "user", "content": "how long do refunds take"}]})
     };
     let chat = |body: Value| {
-        let server = &server;
-        let key = &key;
+        let (server, key) = (&server, &key);
         async move {
-            let response = reqwest::Client::new()
-                .post(server.url("/v1/chat/completions"))
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .map(|v| v.to_str().unwrap().to_owned())
-            };
-            let (context, inference) = (
-                header("x-switchyard-context"),
-                header("x-switchyard-inference-id"),
-            );
-            (response.status().as_u16(), context, inference)
+            let (status, context, body) =
+                crate::registry::chat_with(server, key, body, "x-switchyard-context").await;
+            let inference = body["inference_id"].as_str().map(str::to_owned);
+            (status, context, inference)
         }
     };
     let (status, context, inference) = chat(ask(json!({"k": 2}))).await;
