@@ -238,10 +238,15 @@ deployments = [{{provider = "west", upstream = "mock"}}]
     // either way).
     assert!((120..=180).contains(&east), "{east} of 200 went east");
 
-    let mut attempts = Vec::new();
+    // The requests first, their events after: reading the log per request made the loop slower
+    // than the breaker's 10 s cool-down under load, and a half-open probe is then legitimate.
+    let mut ids = Vec::new();
     for _ in 0..20 {
-        let (id, _) = whole(&server, &key, hello("flaky")).await;
-        let (_, provider, tried) = served(inference_events(&dir, &id).await);
+        ids.push(whole(&server, &key, hello("flaky")).await.0);
+    }
+    let mut attempts = Vec::new();
+    for id in &ids {
+        let (_, provider, tried) = served(inference_events(&dir, id).await);
         assert_eq!(provider, "west", "only the working deployment answers");
         attempts.push(tried);
     }
@@ -249,8 +254,10 @@ deployments = [{{provider = "west", upstream = "mock"}}]
         attempts.iter().any(|&a| a > 1),
         "{attempts:?}: east was tried and failed"
     );
+    // Once open, east is not called again before its cool-down ends (at most one half-open
+    // probe if the machine is slow enough for 10 s to pass).
     assert!(
-        attempts[10..].iter().all(|&a| a == 1),
+        attempts[10..].iter().filter(|&&a| a > 1).count() <= 1,
         "{attempts:?}: once east's circuit is open, it is not called"
     );
 }
