@@ -362,15 +362,8 @@ async fn manifests_signed_with_the_cli_are_published_on_one_node_and_refused_wit
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let shown: Value = reqwest::Client::new()
-        .get(b.url("/v1/workflows/digest"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, shown) = crate::server::get(&b, &key, "/v1/workflows/digest").await;
+    assert_eq!(status, 200, "{shown}");
     let node = &shown["spec"]["nodes"][0];
     assert_eq!(node["prompt_ref"], "brief@1", "{shown}");
     assert_eq!(node["prompt"], "Summarize: {{ input.text }}");

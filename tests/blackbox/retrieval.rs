@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::cluster::{Recipe, until_key};
 use crate::gateway::{SIM_CONFIG, start};
 use crate::semantic_cache::model_dir;
-use crate::server::{Server, data_dir, tenant_with_key};
+use crate::server::{Server, data_dir, get, tenant_with_key};
 
 async fn upload(node: &Server, key: &str, name: &str, media: &str, body: Vec<u8>) -> (u16, Value) {
     let response = reqwest::Client::new()
@@ -31,17 +31,6 @@ async fn retrieve(node: &Server, key: &str, body: Value) -> (u16, Value) {
         .post(node.url("/v1/retrieve"))
         .bearer_auth(key)
         .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(node: &Server, key: &str, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .get(node.url(path))
-        .bearer_auth(key)
         .send()
         .await
         .unwrap();

@@ -127,9 +127,15 @@ impl Library {
                 }
             };
             let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = index.chunk_count();
             if let Err(error) = index.apply(*id, event) {
                 tracing::error!(%error, %tenant, document = %id, %position, "a document event could not be indexed");
             }
+            // The node's chunk count moves by what this event changed (no other tenant's
+            // index is locked to count it).
+            METRICS
+                .chunks
+                .add(index.chunk_count() as i64 - before as i64);
             if !touched.contains(tenant) {
                 touched.push(*tenant);
             }
@@ -146,16 +152,6 @@ impl Library {
         METRICS
             .index_seconds
             .observe(started.elapsed().as_secs_f64());
-        METRICS.chunks.set(
-            self.tenants
-                .iter()
-                .map(|t| {
-                    t.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .chunk_count() as i64
-                })
-                .sum(),
-        );
     }
 
     fn tenant(&self, tenant: TenantId) -> Result<Arc<Mutex<TenantIndex>>> {
