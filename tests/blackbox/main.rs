@@ -31,6 +31,7 @@ mod operators;
 mod pg_restart;
 mod prometheus;
 mod providers;
+mod rag;
 mod read_side;
 mod redis_down;
 mod registry;

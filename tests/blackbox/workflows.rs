@@ -121,7 +121,7 @@ fn tool_yaml(name: &str, base: &str) -> String {
     format!("name: {name}\nurl: {base}/{name}\ntimeout_ms: 30000\n")
 }
 
-fn switchyard(dir: &Path, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn switchyard(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .env("SWITCHYARD_DATA_DIR", dir)

@@ -159,7 +159,7 @@ pub fn literal_host(url: &reqwest::Url) -> Option<IpAddr> {
     host.parse().ok()
 }
 
-/// Why a tool may not connect to `ip`, or `None` when it may.
+/// Why a tool (or a document fetch) may not connect to `ip`, or `None` when it may.
 pub fn refusal(ip: IpAddr, public_only: bool) -> Option<String> {
     match classify(ip) {
         Reach::Forbidden(why) => Some(format!("{ip} is {why}")),
@@ -191,6 +191,84 @@ impl reqwest::dns::Resolve for GuardedResolver {
             Ok(addresses)
         })
     }
+}
+
+/// Why a URL may not be fetched, found before connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not `http` or `https`, or no host.
+    Url(String),
+    /// The host is, or resolves to, an address refused (`refusal`'s reason).
+    Address(String),
+    /// The host's name could not be looked up (perhaps for now).
+    Lookup(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Url(m) | Refusal::Address(m) | Refusal::Lookup(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Checks a URL before it is fetched: its scheme, its literal address (which the client's
+/// resolver never sees), and every address its name resolves to now. The client's resolver
+/// ([`GuardedResolver`]) checks again the addresses it connects to.
+pub async fn check_url(url: &reqwest::Url, public_only: bool) -> Result<(), Refusal> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Refusal::Url(format!(
+            "only http and https URLs, not {}",
+            url.scheme()
+        )));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| Refusal::Url("the URL has no host".into()))?;
+    if let Some(ip) = literal_host(url) {
+        return match refusal(ip, public_only) {
+            Some(why) => Err(Refusal::Address(format!("host {host}: {why}"))),
+            None => Ok(()),
+        };
+    }
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addresses = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| Refusal::Lookup(format!("cannot resolve {host}: {e}")))?;
+    for address in addresses {
+        if let Some(why) = refusal(address.ip(), public_only) {
+            return Err(Refusal::Address(format!("host {host}: {why}")));
+        }
+    }
+    Ok(())
+}
+
+/// Most redirects a document fetch follows.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// An HTTP client for fetching documents from URLs: names are checked by [`GuardedResolver`]
+/// as they are connected to, and each redirect's target is checked for its scheme and literal
+/// address before it is followed (at most [`MAX_REDIRECTS`]).
+pub fn fetch_client(public_only: bool) -> reqwest::Result<reqwest::Client> {
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let url = attempt.url();
+        if !matches!(url.scheme(), "http" | "https") {
+            let scheme = url.scheme().to_owned();
+            return attempt.error(format!("a redirect to a {scheme} URL"));
+        }
+        match literal_host(url).and_then(|ip| refusal(ip, public_only)) {
+            Some(why) => attempt.error(format!("a redirect to {why}")),
+            None => attempt.follow(),
+        }
+    });
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .redirect(policy)
+        .dns_resolver(GuardedResolver { public_only })
+        .build()
 }
 
 #[cfg(test)]

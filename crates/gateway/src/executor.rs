@@ -2,7 +2,7 @@
 //! [`switchyard_inference::Pipeline::complete`] (routing, limits, budget, billing and the
 //! inference's events, as for any request) as the run's tenant; `tool` steps are HTTP calls
 //! with the step's idempotency key in an `Idempotency-Key` header, refused on addresses tools
-//! may not reach.
+//! may not reach; `retrieve` steps search the run's tenant's documents.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,37 +58,23 @@ impl StepExecutor {
     /// resolver checks again the addresses it connects to; this check covers literal addresses
     /// in URLs, which the resolver never sees.
     async fn check_host(&self, url: &reqwest::Url) -> Result<(), StepError> {
-        let refuse = |message: String| StepError {
-            message,
-            retryable: false,
-        };
-        let host = url
-            .host_str()
-            .ok_or_else(|| refuse("the tool's URL has no host".into()))?;
-        // A literal address is judged as the URL parser read it, with no lookup.
-        if let Some(ip) = crate::egress::literal_host(url) {
-            return match crate::egress::refusal(ip, self.public_only) {
-                Some(why) => Err(refuse(format!(
-                    "tool host {host}: {why}, which tools may not reach"
-                ))),
-                None => Ok(()),
-            };
-        }
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addresses = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        use crate::egress::Refusal;
+        crate::egress::check_url(url, self.public_only)
             .await
-            .map_err(|e| StepError {
-                message: format!("cannot resolve {host}: {e}"),
-                retryable: true,
-            })?;
-        for address in addresses {
-            if let Some(why) = crate::egress::refusal(address.ip(), self.public_only) {
-                return Err(refuse(format!(
-                    "tool host {host}: {why}, which tools may not reach"
-                )));
-            }
-        }
-        Ok(())
+            .map_err(|refusal| match refusal {
+                Refusal::Address(why) => StepError {
+                    message: format!("tool {why}, which tools may not reach"),
+                    retryable: false,
+                },
+                Refusal::Url(message) => StepError {
+                    message: format!("the tool's URL: {message}"),
+                    retryable: false,
+                },
+                Refusal::Lookup(message) => StepError {
+                    message,
+                    retryable: true,
+                },
+            })
     }
 
     async fn llm(&self, call: &StepCall) -> Result<StepOutput, StepError> {
@@ -270,6 +256,75 @@ impl StepExecutor {
     }
 }
 
+impl StepExecutor {
+    /// A `retrieve` step: the run's tenant's best chunks, as `POST /v1/retrieve` finds them.
+    /// The output holds the chunks, `context` (numbered sources for a prompt) and `citations`
+    /// (`[n] document › heading`, in the same numbering). Its query's vector, if any, is billed
+    /// to the tenant like the run's model calls.
+    async fn retrieve(&self, call: &StepCall) -> Result<StepOutput, StepError> {
+        use crate::search::{MAX_K, Search, check, place, search, sources};
+        let r = &call.request;
+        let refuse = |message: String| StepError {
+            message,
+            retryable: false,
+        };
+        let mode: Option<switchyard_retrieval::Mode> = r
+            .get("mode")
+            .filter(|m| !m.is_null())
+            .map(|m| serde_json::from_value(m.clone()))
+            .transpose()
+            .map_err(|e| refuse(format!("invalid mode: {e}")))?;
+        let documents: Option<Vec<Uuid>> =
+            match r.get("documents") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(one)) => {
+                    Some(vec![one.parse().map_err(|_| {
+                        refuse(format!("`documents`: {one:?} is not a document id"))
+                    })?])
+                }
+                Some(list) => Some(serde_json::from_value(list.clone()).map_err(|e| {
+                    refuse(format!("`documents` must be a list of document ids: {e}"))
+                })?),
+            };
+        let k = r.get("k").and_then(Value::as_u64).unwrap_or(5);
+        let query = Search {
+            text: r.get("query").and_then(Value::as_str).unwrap_or_default(),
+            k: usize::try_from(k).unwrap_or(usize::MAX),
+            mode,
+            documents: documents.as_deref(),
+        };
+        check(&query, MAX_K).map_err(|e| refuse(e.message().to_owned()))?;
+        let principal = Principal {
+            tenant: call.tenant,
+            key_id: Uuid::nil(),
+            scopes: Vec::new(),
+        };
+        let (mode, hits) = search(&self.admin, &self.pipeline, &principal, query)
+            .await
+            .map_err(|e| StepError {
+                message: format!("retrieval: {}", e.message()),
+                // The index behind the log, a limit or the embedding model may pass.
+                retryable: e.status().is_server_error() || e.status().as_u16() == 429,
+            })?;
+        let citations: Vec<String> = hits
+            .iter()
+            .enumerate()
+            .map(|(n, hit)| format!("[{}] {}", n + 1, place(hit)))
+            .collect();
+        tracing::debug!(run = %call.run_id, step = %call.step, chunks = hits.len(), "retrieve step");
+        Ok(StepOutput {
+            output: json!({
+                "mode": mode,
+                "context": if hits.is_empty() { String::new() } else { sources(&hits) },
+                "citations": citations,
+                "chunks": hits,
+            }),
+            inference_id: None,
+            cost_micros: 0,
+        })
+    }
+}
+
 /// The JSON in a model's answer (also inside a ```json fence).
 fn parse_json_answer(text: &str) -> Option<Value> {
     let trimmed = text.trim();
@@ -287,6 +342,7 @@ impl Executor for StepExecutor {
         match call.request.get("kind").and_then(Value::as_str) {
             Some("llm") => self.llm(call).await,
             Some("tool") => self.tool(call).await,
+            Some("retrieve") => self.retrieve(call).await,
             other => Err(StepError {
                 message: format!("cannot carry out a call of kind {other:?}"),
                 retryable: false,

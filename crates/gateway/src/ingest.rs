@@ -159,6 +159,154 @@ pub async fn pdf_text(bytes: Vec<u8>, config: &RetrievalConfig) -> Result<String
     }
 }
 
+/// A document fetched from a URL.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Where it came from, after redirects.
+    pub url: String,
+    /// The last segment of the URL's path (else its host).
+    pub name: String,
+    pub content_type: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+/// The client for document fetches: the tools' address guard, `SWITCHYARD_TOOLS_PUBLIC_ONLY`
+/// included (see `crate::egress`).
+static FETCHER: std::sync::LazyLock<Result<(reqwest::Client, bool), String>> =
+    std::sync::LazyLock::new(|| {
+        let public_only = std::env::var("SWITCHYARD_TOOLS_PUBLIC_ONLY").is_ok_and(|v| v == "1");
+        crate::egress::fetch_client(public_only)
+            .map(|client| (client, public_only))
+            .map_err(|e| e.to_string())
+    });
+
+/// Fetches a document from `url` under the address guard, within `[retrieval]
+/// fetch_timeout_ms` and `max_document_bytes`.
+pub async fn fetch(url: &str, config: &RetrievalConfig) -> Result<Fetched, ApiError> {
+    use crate::egress::Refusal;
+    let (client, public_only) = FETCHER
+        .as_ref()
+        .map_err(|e| refused(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.clone()))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        refused(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("url: {e}"),
+        )
+    })?;
+    crate::egress::check_url(&parsed, *public_only)
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::Url(m) => refused(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("url: {m}"),
+            ),
+            Refusal::Address(m) => refused(
+                StatusCode::FORBIDDEN,
+                "url_refused",
+                format!("{m}, which document fetches may not reach"),
+            ),
+            Refusal::Lookup(m) => refused(StatusCode::BAD_GATEWAY, "fetch_failed", m),
+        })?;
+    let limit = config.max_document_bytes;
+    let work = async {
+        let mut response = client.get(parsed.clone()).send().await.map_err(|e| {
+            // The resolver's and the redirect policy's refusals arrive as send errors.
+            refused(
+                StatusCode::BAD_GATEWAY,
+                "fetch_failed",
+                format!("{url}: {}", error_chain(&e)),
+            )
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(refused(
+                StatusCode::BAD_GATEWAY,
+                "fetch_failed",
+                format!("{url} answered {status}"),
+            ));
+        }
+        let too_large = || {
+            refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the document at {url} is over {limit} bytes ([retrieval] max_document_bytes)"
+                ),
+            )
+        };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let url = response.url().clone();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            refused(
+                StatusCode::BAD_GATEWAY,
+                "fetch_failed",
+                format!("{url}: {}", error_chain(&e)),
+            )
+        })? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let name = url
+            .path_segments()
+            .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
+            .map(percent_decoded)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| url.host_str().unwrap_or("document").to_owned());
+        Ok(Fetched {
+            url: url.to_string(),
+            name,
+            content_type,
+            bytes,
+        })
+    };
+    match tokio::time::timeout(Duration::from_millis(config.fetch_timeout_ms), work).await {
+        Ok(result) => result,
+        Err(_) => Err(refused(
+            StatusCode::GATEWAY_TIMEOUT,
+            "fetch_timeout",
+            format!(
+                "{url} did not arrive within {} ms ([retrieval] fetch_timeout_ms)",
+                config.fetch_timeout_ms
+            ),
+        )),
+    }
+}
+
+/// A URL path segment as a document's name: percent-decoded (lossy where not UTF-8), without
+/// control characters, at most 256 characters.
+fn percent_decoded(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(256)
+        .collect()
+}
+
+/// An error and its causes, one line (reqwest hides the cause, e.g. a refused address).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Takes one upload: its text, its chunks, the document's events; the vectors follow in the
 /// background when an embedding model is configured.
 pub async fn ingest(
@@ -166,6 +314,7 @@ pub async fn ingest(
     pipeline: &actix_web::web::Data<Pipeline>,
     principal: &Principal,
     name: String,
+    source: String,
     media: Media,
     bytes: Vec<u8>,
 ) -> Result<Ingested, ApiError> {
@@ -215,7 +364,7 @@ pub async fn ingest(
                     media_type: media.as_str().into(),
                     bytes: size,
                     content_hash,
-                    source: "upload".into(),
+                    source,
                     characters,
                 }),
                 metadata.clone(),

@@ -25,6 +25,8 @@ mod layers;
 mod oidc;
 /// Traces over OTLP (when the `OTEL_*` variables ask for them).
 mod otel;
+/// One search of a tenant's documents, for the API, chat and the workflow `retrieve` node.
+mod search;
 /// `switchyard serve`: read side, engine, HTTP server.
 mod server;
 /// The tenant settings read on the request path: CORS origins, allowed models, guardrails.

@@ -39,6 +39,8 @@ fn dictionary() -> Vec<&'static str> {
         "output",
         "llm",
         "tool",
+        "retrieve",
+        "query",
         "parallel",
         "branches",
         "when",

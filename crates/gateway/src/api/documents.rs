@@ -2,7 +2,8 @@
 //!
 //! - `POST /v1/documents?name=N` takes a document as the raw body (`Content-Type` text/plain,
 //!   text/markdown, text/html or application/pdf; else the name's extension or the bytes
-//!   decide), up to `[retrieval] max_document_bytes` (413 past it, before the rest is read).
+//!   decide), as a multipart upload, or as a URL to fetch (`crate::api::uploads`), up to
+//!   `[retrieval] max_document_bytes` (413 past it, before the rest is read).
 //!   The same bytes again are the same document: 200 and nothing changes. A new one is 201
 //!   with its id and chunks; its vectors follow in the background (`GET` shows `indexing`
 //!   until they are all recorded, then `ready`).
@@ -12,41 +13,26 @@
 //!   scores, document, byte range and heading path. It first waits until this node's index has
 //!   read the log up to its head, so any node answers what one node would.
 
-use std::time::Duration;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_events::{Metadata, Scope, StreamId};
 use switchyard_inference::{Pipeline, Principal};
+use switchyard_retrieval::Mode;
 use switchyard_retrieval::document::{DocumentCommand, DocumentKey};
 use switchyard_retrieval::extract::Media;
-use switchyard_retrieval::{Mode, Query};
 use uuid::Uuid;
 
 use crate::http::{ApiError, ErrorBody, parse_json, parse_query, scoped_request};
-use crate::ingest::{actor_error, embed, ingest};
+use crate::ingest::{actor_error, ingest};
+use crate::search::{MAX_K, Search, caught_up, check, invalid, search, sources};
 use crate::state::Admin;
 
 /// The scope a key needs for documents and retrieval (a key with no scopes may do anything).
 pub const SCOPE: &str = "retrieval";
-/// The longest a query waits for this node's index to reach the log's head.
-const CATCH_UP: Duration = Duration::from_secs(5);
-/// Most chunks one query answers.
-const MAX_K: usize = 50;
-/// Most documents a query's filter names.
-const MAX_FILTER_DOCUMENTS: usize = 100;
-
-fn check_filter(ids: Option<&Vec<Uuid>>) -> Result<(), ApiError> {
-    if ids.is_some_and(|ids| ids.len() > MAX_FILTER_DOCUMENTS) {
-        return Err(invalid(format!(
-            "a filter names at most {MAX_FILTER_DOCUMENTS} documents"
-        )));
-    }
-    Ok(())
-}
+/// Most chunks a chat request's retrieval adds.
+const MAX_CHAT_K: usize = 8;
 
 crate::api::endpoints! {
     post "/v1/documents" => upload,
@@ -60,14 +46,6 @@ async fn principal(req: &HttpRequest, admin: &Admin) -> Result<Principal, ApiErr
     scoped_request(req, admin, &[SCOPE]).await.map(|(p, _)| p)
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::owned(
-        StatusCode::BAD_REQUEST,
-        "invalid_request".into(),
-        message.into(),
-    )
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UploadQuery {
@@ -75,52 +53,24 @@ struct UploadQuery {
     name: Option<String>,
 }
 
-/// Reads the body, refusing it (413) as soon as it is over `limit`.
-async fn read_limited(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: u64,
-) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::owned(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large".into(),
-            format!("a document is at most {limit} bytes ([retrieval] max_document_bytes)"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|d| d > limit) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| invalid(format!("the body could not be read: {e}")))?;
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Adds a document (raw body). 201 with its id and chunks; 200 when these bytes already are
-/// the tenant's document.
+/// Adds a document: the raw body, a multipart upload (field `file`, optional `name`), or
+/// `{"url", "name"}` (`application/json`) to fetch. 201 with its id and chunks; 200 when these
+/// bytes already are the tenant's document.
 #[utoipa::path(post, path = "/v1/documents", tag = "retrieval",
     params(("Authorization" = String, Header, description = "Bearer <tenant API key>"),
-        ("name" = Option<String>, Query, description = "the document's name (1-256 characters)")),
-    request_body(content = String, description = "the document: text, Markdown, HTML or PDF", content_type = "application/octet-stream"),
+        ("name" = Option<String>, Query, description = "the document's name (1-256 characters; before the body's)")),
+    request_body(content = String, description = "the document (text, Markdown, HTML or PDF) as the raw body; or multipart/form-data with a `file` field and an optional `name`; or application/json {\"url\": \"https://...\", \"name\": \"...\"} to fetch it (through the tools' address guard)", content_type = "application/octet-stream"),
     responses((status = 201, description = "id, name, status, chunks, position"),
         (status = 200, description = "the same bytes were added before: nothing changed"),
         (status = 400, description = "a bad name", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 403, description = "the key lacks the `retrieval` scope", body = ErrorBody),
+        (status = 403, description = "the URL's host is an address document fetches may not reach (`url_refused`)", body = ErrorBody),
         (status = 413, description = "over [retrieval] max_document_bytes, or too many chunks", body = ErrorBody),
         (status = 415, description = "a media type that is not text, Markdown, HTML or PDF", body = ErrorBody),
-        (status = 422, description = "empty, not UTF-8, no text, or a PDF that cannot be read within the limits", body = ErrorBody)))]
+        (status = 422, description = "empty, not UTF-8, no text, or a PDF that cannot be read within the limits", body = ErrorBody),
+        (status = 502, description = "the URL could not be fetched (`fetch_failed`)", body = ErrorBody),
+        (status = 504, description = "the URL's document did not arrive within [retrieval] fetch_timeout_ms", body = ErrorBody)))]
 pub(crate) async fn upload(
     req: HttpRequest,
     payload: web::Payload,
@@ -129,26 +79,34 @@ pub(crate) async fn upload(
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
     let query: UploadQuery = parse_query(&req)?;
-    let name = query.name.unwrap_or_else(|| "document".into());
+    let upload = super::uploads::read(&req, payload, &pipeline.config.retrieval).await?;
+    let name = query
+        .name
+        .or(upload.name)
+        .unwrap_or_else(|| "document".into());
     if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
         return Err(invalid(
             "name must be 1-256 characters without control characters",
         ));
     }
-    let limit = pipeline.config.retrieval.max_document_bytes;
-    let bytes = read_limited(&req, payload, limit).await?;
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let media = Media::detect(declared, &name, &bytes).map_err(|e| {
+    let media = Media::detect(upload.declared.as_deref(), &name, &upload.bytes).map_err(|e| {
         ApiError::owned(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type".into(),
             e.to_string(),
         )
     })?;
-    let done = ingest(&admin, &pipeline, &principal, name, media, bytes).await?;
+    let source = upload.source;
+    let done = ingest(
+        &admin,
+        &pipeline,
+        &principal,
+        name,
+        source,
+        media,
+        upload.bytes,
+    )
+    .await?;
     let vectors_expected = pipeline.config.retrieval.embedding_model.is_some();
     let added = done.state.added.as_ref();
     let body = json!({
@@ -201,7 +159,7 @@ async fn owned(admin: &Admin, principal: &Principal, id: &str) -> Result<Documen
 /// Where one document's ingestion stands.
 #[utoipa::path(get, path = "/v1/documents/{id}", tag = "retrieval",
     params(("Authorization" = String, Header, description = "Bearer <tenant API key>"), ("id" = String, Path, description = "the document's id")),
-    responses((status = 200, description = "id, name, media_type, bytes, status (chunking, indexing, ready, deleted), chunks, vectors"),
+    responses((status = 200, description = "id, name, media_type, bytes, source (`upload`, `file` or the URL), status (chunking, indexing, ready, deleted), chunks, vectors"),
         (status = 404, description = "no such document", body = ErrorBody),
         (status = 401, description = "missing or invalid key", body = ErrorBody),
         (status = 403, description = "the key lacks the `retrieval` scope", body = ErrorBody)))]
@@ -221,6 +179,7 @@ pub(crate) async fn show(
         "media_type": added.map(|a| &a.media_type),
         "bytes": added.map(|a| a.bytes),
         "content_hash": added.map(|a| &a.content_hash),
+        "source": added.map(|a| &a.source),
         "status": state.status(pipeline.config.retrieval.embedding_model.is_some()),
         "chunks": state.chunks,
         "vectors": state.vectors,
@@ -278,26 +237,6 @@ pub(crate) async fn remove(
     })))
 }
 
-/// Waits until this node's index has read the log up to its head.
-async fn caught_up(admin: &Admin) -> Result<(), ApiError> {
-    let head = admin.store.head().await.map_err(|e| {
-        ApiError::owned(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable".into(),
-            e.to_string(),
-        )
-    })?;
-    if admin.library.wait_for(head, CATCH_UP).await {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "this node's retrieval index is behind the log; retry",
-        ))
-    }
-}
-
 /// `POST /v1/retrieve`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -345,68 +284,20 @@ pub(crate) async fn retrieve(
 ) -> Result<HttpResponse, ApiError> {
     let principal = principal(&req, &admin).await?;
     let request: Retrieve = parse_json(&body)?;
-    let chars = request.query.chars().count();
-    if chars == 0 || chars > 4_096 || request.query.trim().is_empty() {
-        return Err(invalid("query must be 1-4096 characters"));
-    }
-    if request.k == 0 || request.k > MAX_K {
-        return Err(invalid(format!("k must be 1-{MAX_K}")));
-    }
-    let (mode, vector) = query_vector(&pipeline, &principal, request.mode, &request.query).await?;
-    caught_up(&admin).await?;
     let documents = request.filters.and_then(|f| f.document_ids);
-    check_filter(documents.as_ref())?;
-    let hits = admin
-        .library
-        .search(
-            principal.tenant,
-            &Query {
-                text: &request.query,
-                vector: vector.as_deref(),
-                k: request.k,
-                documents: documents.as_deref(),
-                mode,
-            },
-        )
-        .map_err(|e| invalid(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "mode": mode, "data": hits})))
-}
-
-/// The mode a query runs in (asked for, else hybrid with an embedding model and keyword
-/// without) and, where it needs one, the query's vector (embedded through the pipeline: billed,
-/// tagged `retrieve`).
-async fn query_vector(
-    pipeline: &Pipeline,
-    principal: &Principal,
-    asked: Option<Mode>,
-    query: &str,
-) -> Result<(Mode, Option<Vec<f32>>), ApiError> {
-    let model = pipeline.config.retrieval.embedding_model.as_deref();
-    let mode = asked.unwrap_or(if model.is_some() {
-        Mode::Hybrid
-    } else {
-        Mode::Keyword
-    });
-    let vector = match (mode, model) {
-        (Mode::Keyword, _) => None,
-        (_, None) => {
-            return Err(invalid(
-                "modes hybrid and vector need [retrieval] embedding_model; use mode keyword",
-            ));
-        }
-        (_, Some(model)) => Some(
-            embed(pipeline, principal, model, &[query.to_owned()], "retrieve")
-                .await?
-                .remove(0),
-        ),
+    let query = Search {
+        text: &request.query,
+        k: request.k,
+        mode: request.mode,
+        documents: documents.as_deref(),
     };
-    Ok((mode, vector))
+    check(&query, MAX_K)?;
+    let (mode, hits) = search(&admin, &pipeline, &principal, query).await?;
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "mode": mode, "data": hits})))
 }
 
 /// The header that lists the chunks a chat request's retrieval put before its messages.
 pub(crate) const CONTEXT_HEADER: &str = "x-switchyard-context";
-/// Most chunks a chat request's retrieval adds.
-const MAX_CHAT_K: usize = 8;
 /// The platform flag that gates retrieval in chat (undefined: on).
 const CHAT_FLAG: &str = "retrieval-in-chat";
 
@@ -442,10 +333,6 @@ pub(crate) async fn apply_retrieval(
     };
     let option: ChatRetrieval =
         serde_json::from_value(option).map_err(|e| invalid(format!("retrieval: {e}")))?;
-    if option.k == 0 || option.k > MAX_CHAT_K {
-        return Err(invalid(format!("retrieval.k must be 1-{MAX_CHAT_K}")));
-    }
-    check_filter(option.document_ids.as_ref())?;
     if let Some(decision) = switchyard_inference::admission::flag(
         pipeline.accounts.as_ref(),
         CHAT_FLAG,
@@ -456,7 +343,7 @@ pub(crate) async fn apply_retrieval(
         crate::http::add_tag(&mut request.metadata, format!("flag:{CHAT_FLAG}:off"));
         return Ok(Some(Vec::new()));
     }
-    let query = match option.query {
+    let text = match option.query {
         Some(query) => query,
         None => request
             .messages
@@ -466,40 +353,19 @@ pub(crate) async fn apply_retrieval(
             .map(|m| m.text())
             .unwrap_or_default(),
     };
-    if query.trim().is_empty() || query.chars().count() > 4_096 {
-        return Err(invalid(
-            "retrieval needs a query of 1-4096 characters (retrieval.query, or a user message)",
-        ));
-    }
-    let (mode, vector) = query_vector(pipeline, principal, option.mode, &query).await?;
-    caught_up(admin).await?;
-    let hits = admin
-        .library
-        .search(
-            principal.tenant,
-            &Query {
-                text: &query,
-                vector: vector.as_deref(),
-                k: option.k,
-                documents: option.document_ids.as_deref(),
-                mode,
-            },
-        )
-        .map_err(|e| invalid(e.to_string()))?;
+    let query = Search {
+        text: &text,
+        k: option.k,
+        mode: option.mode,
+        documents: option.document_ids.as_deref(),
+    };
+    check(&query, MAX_CHAT_K).map_err(|e| invalid(format!("retrieval: {}", e.message())))?;
+    let (_, hits) = search(admin, pipeline, principal, query).await?;
     if hits.is_empty() {
         return Ok(Some(Vec::new()));
     }
-    let mut context = String::from(
-        "Answer from the numbered sources below where they help, and cite each source you use as [n].\n",
-    );
     let mut used = Vec::with_capacity(hits.len());
-    for (n, hit) in hits.iter().enumerate() {
-        let place = if hit.heading_path.is_empty() {
-            hit.document.clone()
-        } else {
-            format!("{} › {}", hit.document, hit.heading_path.join(" › "))
-        };
-        context.push_str(&format!("\n[{}] {place}\n{}\n", n + 1, hit.text));
+    for hit in &hits {
         let id = format!("{}:{}", hit.document_id, hit.chunk);
         crate::http::add_tag(&mut request.metadata, format!("ctx:{id}"));
         used.push(id);
@@ -508,7 +374,7 @@ pub(crate) async fn apply_retrieval(
         0,
         Message {
             role: Role::System,
-            content: Some(serde_json::Value::String(context)),
+            content: Some(serde_json::Value::String(sources(&hits))),
             name: None,
             tool_calls: None,
             tool_call_id: None,

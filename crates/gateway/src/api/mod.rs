@@ -18,6 +18,8 @@ pub mod openai;
 pub mod ops;
 /// `/v1/registry/...`: signed manifests of tools, workflows, fragments and prompts.
 pub mod registry;
+/// The bodies `POST /v1/documents` takes: raw, multipart, or a URL to fetch.
+mod uploads;
 /// `/v1/workflows`, `/v1/fragments`, `/v1/tools`, `/v1/runs/...`: durable workflows.
 pub mod workflows;
 

@@ -27,6 +27,9 @@ pub struct RetrievalConfig {
     /// The most memory a PDF's text extraction may take (MiB of address space).
     #[serde(default = "default_pdf_memory_mb")]
     pub pdf_memory_mb: u64,
+    /// The longest a document fetched from a URL may take to arrive, redirects included.
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub fetch_timeout_ms: u64,
 }
 
 impl Default for RetrievalConfig {
@@ -38,6 +41,7 @@ impl Default for RetrievalConfig {
             overlap_tokens: default_overlap_tokens(),
             pdf_timeout_ms: default_pdf_timeout_ms(),
             pdf_memory_mb: default_pdf_memory_mb(),
+            fetch_timeout_ms: default_fetch_timeout_ms(),
         }
     }
 }
@@ -59,6 +63,9 @@ impl RetrievalConfig {
         }
         if self.pdf_memory_mb < 64 || self.pdf_memory_mb > 65_536 {
             return Err("retrieval.pdf_memory_mb must be 64-65536".into());
+        }
+        if self.fetch_timeout_ms == 0 || self.fetch_timeout_ms > 600_000 {
+            return Err("retrieval.fetch_timeout_ms must be 1-600000".into());
         }
         Ok(())
     }
@@ -82,4 +89,8 @@ fn default_pdf_timeout_ms() -> u64 {
 
 fn default_pdf_memory_mb() -> u64 {
     1_024
+}
+
+fn default_fetch_timeout_ms() -> u64 {
+    30_000
 }

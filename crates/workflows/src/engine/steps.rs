@@ -51,8 +51,12 @@ impl Engine {
                 self.child(tenant, run_id, key, step, replay_of).await;
                 return None;
             }
-            "tool" if replay_of.is_some() => self.recorded(tenant, replay_of, key).await,
-            "llm" | "tool" => {
+            // A replay answers tools and searches from the recording: the world (a tool's
+            // server, the tenant's documents) may have changed since.
+            "tool" | "retrieve" if replay_of.is_some() => {
+                self.recorded(tenant, replay_of, key).await
+            }
+            "llm" | "tool" | "retrieve" => {
                 let tool = match kind {
                     "tool" => {
                         let name = step

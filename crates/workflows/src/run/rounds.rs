@@ -69,7 +69,7 @@ fn round(state: &RunState, now: u64) -> Vec<Event> {
     };
     let ctx = state.context(None);
     match node.kind {
-        NodeKind::Llm | NodeKind::Tool | NodeKind::Subworkflow => {
+        NodeKind::Llm | NodeKind::Tool | NodeKind::Subworkflow | NodeKind::Retrieve => {
             call_step(state, &spec, &cursor, &cursor, &node.as_call(), &ctx, now)
                 .into_iter()
                 .collect()

@@ -151,6 +151,15 @@ fn request(
                 .map_err(|e| format!("`args`: {e}"))?,
             "timeout_ms": timeout_ms,
         }),
+        NodeKind::Retrieve => json!({
+            "kind": "retrieve",
+            "query": render("query", &call.query)?.unwrap_or_default(),
+            "k": call.k.unwrap_or(5),
+            "mode": call.mode.map(|m| m.as_str()),
+            "documents": call.documents.as_ref().map(|d| template::render_value(d, ctx)).transpose()
+                .map_err(|e| format!("`documents`: {e}"))?,
+            "timeout_ms": timeout_ms,
+        }),
         _ => json!({
             "kind": "subworkflow",
             "workflow": call.workflow,

@@ -287,6 +287,9 @@ pub enum NodeKind {
     HumanInput,
     /// Runs another registered workflow as a child run and waits for its output.
     Subworkflow,
+    /// Searches the tenant's documents (`POST /v1/retrieve`'s search): the output holds the
+    /// chunks found, a numbered `context` for a prompt and the `citations`.
+    Retrieve,
 }
 
 impl NodeKind {
@@ -300,12 +303,39 @@ impl NodeKind {
             NodeKind::Wait => "wait",
             NodeKind::HumanInput => "human_input",
             NodeKind::Subworkflow => "subworkflow",
+            NodeKind::Retrieve => "retrieve",
         }
     }
 
-    /// Whether a node of this kind is a call (to a model, a tool or a workflow).
+    /// Whether a node of this kind is a call (to a model, a tool, a workflow or the index).
     pub fn is_call(self) -> bool {
-        matches!(self, NodeKind::Llm | NodeKind::Tool | NodeKind::Subworkflow)
+        matches!(
+            self,
+            NodeKind::Llm | NodeKind::Tool | NodeKind::Subworkflow | NodeKind::Retrieve
+        )
+    }
+}
+
+/// How a `retrieve` node ranks chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrieveMode {
+    /// BM25 over the chunks' words.
+    Keyword,
+    /// Cosine similarity of the chunks' vectors (needs an embedding model).
+    Vector,
+    /// Both, fused by reciprocal rank.
+    Hybrid,
+}
+
+impl RetrieveMode {
+    /// The name used in specs and requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetrieveMode::Keyword => "keyword",
+            RetrieveMode::Vector => "vector",
+            RetrieveMode::Hybrid => "hybrid",
+        }
     }
 }
 
@@ -366,6 +396,20 @@ pub struct Node {
     /// `subworkflow`: the child's input; every string in it is a template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
+    /// `retrieve`: what to look for (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// `retrieve`: how many chunks (1-50, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<u32>,
+    /// `retrieve`: `keyword`, `vector` or `hybrid` (default: hybrid with an embedding model,
+    /// keyword without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RetrieveMode>,
+    /// `retrieve`: only these documents' chunks: a list of ids (every string in it is a
+    /// template; a string that is one expression may give the whole list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -408,7 +452,7 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Call {
-    /// `llm`, `tool` or `subworkflow`.
+    /// `llm`, `tool`, `subworkflow` or `retrieve`.
     pub kind: NodeKind,
     /// `llm`: the model (default `defaults.model`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -446,6 +490,20 @@ pub struct Call {
     /// `subworkflow`: the child's input; every string in it is a template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
+    /// `retrieve`: what to look for (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// `retrieve`: how many chunks (1-50, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<u32>,
+    /// `retrieve`: `keyword`, `vector` or `hybrid` (default: hybrid with an embedding model,
+    /// keyword without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RetrieveMode>,
+    /// `retrieve`: only these documents' chunks: a list of ids (every string in it is a
+    /// template; a string that is one expression may give the whole list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -526,6 +584,10 @@ impl Node {
             workflow: self.workflow.clone(),
             version: self.version,
             input: self.input.clone(),
+            query: self.query.clone(),
+            k: self.k,
+            mode: self.mode,
+            documents: self.documents.clone(),
             retry: self.retry,
             timeout_ms: self.timeout_ms,
         }

@@ -13,6 +13,8 @@ use crate::template::{check_expression, check_template, check_value};
 const MAX_NODES: usize = 500;
 /// Items in flight in one map at most.
 const MAX_CONCURRENCY: u32 = 64;
+/// Most chunks a `retrieve` node asks for (as `POST /v1/retrieve`).
+const MAX_RETRIEVE_K: u32 = 50;
 
 /// Lower-case ASCII letters, digits, `-` and `_`, starting with a letter; at most 64.
 pub(crate) fn valid_name(name: &str) -> bool {
@@ -233,6 +235,7 @@ fn allowed(kind: NodeKind) -> &'static [&'static str] {
             "timeout_ms",
             "compensate",
         ],
+        NodeKind::Retrieve => &["query", "k", "mode", "documents", "retry", "timeout_ms"],
         NodeKind::Branch => &["cases", "default"],
         NodeKind::Map => &["over", "node", "concurrency", "compensate"],
         NodeKind::Wait => &["duration_ms", "signal"],
@@ -276,6 +279,10 @@ fn call_fields(call: &Call) -> Vec<&'static str> {
         ("workflow", call.workflow.is_some()),
         ("version", call.version.is_some()),
         ("input", call.input.is_some()),
+        ("query", call.query.is_some()),
+        ("k", call.k.is_some()),
+        ("mode", call.mode.is_some()),
+        ("documents", call.documents.is_some()),
         ("retry", call.retry.is_some()),
         ("timeout_ms", call.timeout_ms.is_some()),
     ]
@@ -370,7 +377,7 @@ fn check_node(node: &Node, path: &str, errors: &mut Vec<SpecError>) {
                 errors.push(SpecError::new(format!("{path}.question"), e));
             }
         }
-        NodeKind::Llm | NodeKind::Tool | NodeKind::Subworkflow => {}
+        NodeKind::Llm | NodeKind::Tool | NodeKind::Subworkflow | NodeKind::Retrieve => {}
     }
     if let Some(compensate) = &node.compensate {
         check_call(compensate, &format!("{path}.compensate"), errors);
@@ -384,7 +391,7 @@ fn check_call(call: &Call, path: &str, errors: &mut Vec<SpecError>) {
         errors.push(SpecError::new(
             format!("{path}.kind"),
             format!(
-                "`{}` cannot be called here; use `llm`, `tool` or `subworkflow`",
+                "`{}` cannot be called here; use `llm`, `tool`, `subworkflow` or `retrieve`",
                 kind.as_str()
             ),
         ));
@@ -407,6 +414,15 @@ fn check_call(call: &Call, path: &str, errors: &mut Vec<SpecError>) {
     };
     template("prompt", &call.prompt);
     template("system", &call.system);
+    template("query", &call.query);
+    if let Some(k) = call.k
+        && !(1..=MAX_RETRIEVE_K).contains(&k)
+    {
+        errors.push(SpecError::new(
+            format!("{path}.k"),
+            format!("between 1 and {MAX_RETRIEVE_K}"),
+        ));
+    }
     if let Some(reference) = &call.prompt_ref
         && let Err(e) = switchyard_manifests::parse_reference(reference)
     {
@@ -418,6 +434,7 @@ fn check_call(call: &Call, path: &str, errors: &mut Vec<SpecError>) {
             call.prompt.is_some() || call.prompt_ref.is_some(),
         ),
         NodeKind::Tool => ("tool", call.tool.is_some()),
+        NodeKind::Retrieve => ("query", call.query.is_some()),
         _ => ("workflow", call.workflow.is_some()),
     };
     if !required.1 {
@@ -426,7 +443,11 @@ fn check_call(call: &Call, path: &str, errors: &mut Vec<SpecError>) {
             format!("a `{}` call needs `{}`", kind.as_str(), required.0),
         ));
     }
-    for (field, value) in [("args", &call.args), ("input", &call.input)] {
+    for (field, value) in [
+        ("args", &call.args),
+        ("input", &call.input),
+        ("documents", &call.documents),
+    ] {
         if let Some(value) = value
             && let Err(e) = check_value(value)
         {

@@ -33,6 +33,7 @@ pub struct Local {
     pub store: Arc<dyn EventStore>,
     pub engine: Arc<Engine>,
     pub tenant: TenantId,
+    pub admin: actix_web::web::Data<crate::state::Admin>,
     pub pipeline: actix_web::web::Data<switchyard_inference::Pipeline>,
 }
 
@@ -80,8 +81,50 @@ impl Local {
             store,
             engine,
             tenant,
+            admin,
             pipeline,
         })
+    }
+
+    /// Adds a file to the local tenant's documents (as `POST /v1/documents` would: the same
+    /// bytes again change nothing), for the runs' `retrieve` steps. Answers the document's id
+    /// and whether it is new.
+    pub async fn add_document(&self, path: &Path) -> anyhow::Result<(uuid::Uuid, bool)> {
+        let limit = self.pipeline.config.retrieval.max_document_bytes;
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        if size > limit {
+            bail!(
+                "{} is larger than [retrieval] max_document_bytes ({limit})",
+                path.display()
+            );
+        }
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path.file_name().map_or_else(
+            || "document".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let media = switchyard_retrieval::extract::Media::detect(None, &name, &bytes)
+            .with_context(|| format!("document {}", path.display()))?;
+        let principal = switchyard_inference::Principal {
+            tenant: self.tenant,
+            key_id: uuid::Uuid::nil(),
+            scopes: Vec::new(),
+        };
+        let done = crate::ingest::ingest(
+            &self.admin,
+            &self.pipeline,
+            &principal,
+            name,
+            "file".into(),
+            media,
+            bytes,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("document {}: {}", path.display(), e.message()))?;
+        Ok((done.id, done.created))
     }
 
     /// Registers fragments and tools from files, then the spec; answers it loaded.

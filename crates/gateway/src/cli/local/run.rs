@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// A tool definition file to register first (repeatable).
     #[arg(long = "tool")]
     pub tools: Vec<PathBuf>,
+    /// A document (text, Markdown, HTML or PDF) added to the local tenant's documents first,
+    /// for the spec's `retrieve` nodes (repeatable; the same bytes again change nothing).
+    #[arg(long = "document")]
+    pub documents: Vec<PathBuf>,
     /// A signal delivered at the start, `name=JSON` (repeatable): a `human_input` or signal
     /// `wait` consumes it when the run gets there.
     #[arg(long = "signal")]
@@ -52,6 +56,10 @@ pub async fn run(local: &Local, args: RunArgs) -> anyhow::Result<bool> {
         let payload: Value = serde_json::from_str(payload)
             .with_context(|| format!("--signal {name}: the payload is not JSON"))?;
         signals.push((name.to_owned(), payload));
+    }
+    for path in &args.documents {
+        let (id, created) = local.add_document(path).await?;
+        tracing::info!(document = %id, created, path = %path.display(), "document added");
     }
     let (version, spec) = local
         .register(
@@ -124,6 +132,7 @@ async fn follow(
                     Some("subworkflow") => {
                         format!("workflow {}", request["workflow"].as_str().unwrap_or(""))
                     }
+                    Some("retrieve") => "retrieve".to_owned(),
                     _ => String::new(),
                 };
                 bar.set_message(format!("{} ({what})", e.step));
