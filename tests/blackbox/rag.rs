@@ -243,6 +243,17 @@ async fn a_retrieve_step_on_one_node_finds_documents_added_on_another() {
     assert_eq!(travel["name"], "travel policy", "the name field wins");
     let travel_id = travel["id"].as_str().unwrap().to_owned();
 
+    // Both documents' bytes are metered on the tenant's ledger, once although both nodes
+    // fold the same events, and read on either node.
+    let travel_bytes = 74;
+    let expected = (handbook().len() + travel_bytes) as u64;
+    let storage = storage_until(&b, &key, |s| s["stored_bytes"] == expected).await;
+    assert_eq!(
+        (&storage["documents_added"], &storage["bytes_added"]),
+        (&json!(2), &json!(expected)),
+        "{storage}"
+    );
+
     // The rag example, registered and run on B.
     let rag = std::fs::read_to_string(example("examples/workflows/rag.yaml")).unwrap();
     let (status, body) = post_text(&b, &key, "/v1/workflows", &rag).await;
@@ -302,6 +313,29 @@ async fn a_retrieve_step_on_one_node_finds_documents_added_on_another() {
     assert_eq!((status, &run["status"]), (201, &json!("failed")), "{run}");
     assert!(run.to_string().contains("document ids"), "{run}");
 
+    // Deleting a document on one node takes its bytes off the meter.
+    let response = reqwest::Client::new()
+        .delete(a.url(&format!("/v1/documents/{travel_id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let storage = storage_until(&b, &key, |s| s["documents_deleted"] == 1).await;
+    assert_eq!(
+        (
+            &storage["stored_bytes"],
+            &storage["bytes_deleted"],
+            &storage["peak_bytes"]
+        ),
+        (
+            &json!(handbook().len()),
+            &json!(travel_bytes),
+            &json!(expected)
+        ),
+        "{storage}"
+    );
+
     // Another tenant's run finds nothing of this tenant's.
     let (status, body) = post_text(&b, &other, "/v1/workflows", &rag).await;
     assert_eq!(status, 201, "{body}");
@@ -352,6 +386,24 @@ async fn a_retrieve_step_on_one_node_finds_documents_added_on_another() {
         assert_eq!(status, 400, "{node}: {body}");
         assert!(body.to_string().contains(field), "{node}: {body}");
     }
+}
+
+/// The tenant's document storage this month as `node`'s invoice shows it, once `done` holds
+/// (within 15 s).
+async fn storage_until(node: &Server, key: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    let period = format!("{}-{:02}", now.year(), u8::from(now.month()));
+    let mut storage = Value::Null;
+    for _ in 0..150 {
+        let (status, invoice) = get(node, key, &format!("/v1/billing/invoices/{period}")).await;
+        assert_eq!(status, 200, "{invoice}");
+        storage = invoice["storage"].clone();
+        if done(&storage) {
+            return storage;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the storage meter did not get there: {storage}");
 }
 
 #[tokio::test]

@@ -162,6 +162,7 @@ catalog! {
         InvoiceFinalized(InvoiceFinalized), older { 1 => InvoiceFinalizedV1 };
         InvoicePaid(InvoicePaid);
         CreditNoteIssued(CreditNoteIssued);
+        StorageMetered(StorageMetered);
         BillingDaySet(BillingDaySet);
         PriceBookPublished(PriceBookPublished);
         FeatureFlagSet(FeatureFlagSet);
@@ -591,6 +592,21 @@ pub struct CreditNoteIssued {
 }
 
 payload!(CreditNoteIssued, 1);
+
+/// Document storage metered on the tenant's billing ledger (stream `billing-<tenant>`): a
+/// document's bytes added, or (negative) removed when it is deleted; once per document event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageMetered {
+    /// The document event metered (its event id): metered once.
+    pub usage_id: uuid::Uuid,
+    /// The invoice period, `YYYY-MM`.
+    pub period: String,
+    pub document_id: uuid::Uuid,
+    /// Bytes added; negative when the document was deleted.
+    pub bytes: i64,
+}
+payload!(StorageMetered, 1);
 
 /// The day of the month a tenant's billing periods start on (1-28; 1: calendar months), from
 /// the period `from_period` on. A period is named by the month it starts in.

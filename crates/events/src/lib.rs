@@ -24,9 +24,9 @@ pub use catalog::{
     PromptRegistered, QuotaReleased, QuotaReserved, QuotaSettled, RateLimitSet, RewardRecorded,
     RouteChosen, RouterConfigured, RunCancelRequested, RunCancelled, RunCompleted, RunContinued,
     RunFailed, RunStarted, SegmentStarted, ShadowChoice, SignalReceived, StepCompleted, StepFailed,
-    StepStarted, TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet, TenantRenamed,
-    TenantResumed, TenantSettingSet, TenantSuspended, TimerFired, TimerStarted, ToolRegistered,
-    UsageRecorded, WorkflowRegistered,
+    StepStarted, StorageMetered, TenantCreated, TenantDeleted, TenantFlagSet, TenantLimitsSet,
+    TenantRenamed, TenantResumed, TenantSettingSet, TenantSuspended, TimerFired, TimerStarted,
+    ToolRegistered, UsageRecorded, WorkflowRegistered,
 };
 pub use codec::EventPayload;
 pub use envelope::{Actor, MAX_PAYLOAD_BYTES, Metadata, NewEvent, RecordedEvent, Snapshot};

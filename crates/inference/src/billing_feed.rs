@@ -1,6 +1,8 @@
 //! Feeds the billing actors from the log: every inference outcome with a cost or tokens
 //! (`InferenceCompleted`, `InferenceFailed` of a stream cut mid-way) becomes a priced usage line
-//! of its tenant's billing actor, in the month it happened, once per inference id.
+//! of its tenant's billing actor, in the month it happened, once per inference id; every
+//! document added or deleted meters its bytes on the same ledger (`StorageMetered`), once per
+//! document event.
 //!
 //! Batched per tenant (one command, one append of many `UsageRecorded` per flush), off the
 //! request path. It sees the log from the start at every start-up (through the server's one
@@ -12,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_actors::Runtime;
-use switchyard_actors::billing::{Billing, BillingCommand, PricedUsage};
-use switchyard_events::{Metadata, RecordedEvent, TenantId};
+use switchyard_actors::billing::{Billing, BillingCommand, PricedUsage, StorageUsage};
+use switchyard_events::{Event, Metadata, RecordedEvent, TenantId};
+use uuid::Uuid;
 
 use crate::follow::{Folder, InferenceOutcome};
 
@@ -28,10 +31,16 @@ pub struct BillingFeed {
     lines: tokio::sync::mpsc::UnboundedSender<Message>,
     /// Every tenant with billed usage (deleted ones too: their last invoice still closes).
     tenants: std::sync::Mutex<std::collections::BTreeSet<TenantId>>,
+    /// Each live document's bytes, so its deletion meters what its addition did.
+    documents: std::sync::Mutex<std::collections::HashMap<(TenantId, Uuid), u64>>,
 }
+
+/// A tenant's queued usage lines and storage changes.
+type Pending = BTreeMap<TenantId, (Vec<PricedUsage>, Vec<StorageUsage>)>;
 
 enum Message {
     Line(TenantId, PricedUsage),
+    Storage(TenantId, StorageUsage),
     /// Bill everything queued before it, then answer whether all of it was billed.
     Flush(tokio::sync::oneshot::Sender<bool>),
 }
@@ -48,21 +57,32 @@ impl BillingFeed {
     pub fn start(billing: Runtime<Billing>) -> Arc<Self> {
         let (lines, mut queue) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
-            let mut pending: BTreeMap<TenantId, Vec<PricedUsage>> = BTreeMap::new();
+            let mut pending = Pending::new();
+            let queued = |pending: &Pending| -> usize {
+                pending.values().map(|(u, s)| u.len() + s.len()).sum()
+            };
             let mut count = 0usize;
             loop {
                 match tokio::time::timeout(FLUSH_AFTER, queue.recv()).await {
                     Ok(Some(Message::Flush(done))) => {
                         let billed = flush(&billing, &mut pending).await;
-                        count = pending.values().map(Vec::len).sum();
+                        count = queued(&pending);
                         let _ = done.send(billed);
                     }
-                    Ok(Some(Message::Line(tenant, line))) => {
-                        pending.entry(tenant).or_default().push(line);
+                    Ok(Some(message @ (Message::Line(..) | Message::Storage(..)))) => {
+                        match message {
+                            Message::Line(tenant, line) => {
+                                pending.entry(tenant).or_default().0.push(line);
+                            }
+                            Message::Storage(tenant, change) => {
+                                pending.entry(tenant).or_default().1.push(change);
+                            }
+                            Message::Flush(_) => {}
+                        }
                         count += 1;
                         if count >= BATCH {
                             flush(&billing, &mut pending).await;
-                            count = pending.values().map(Vec::len).sum();
+                            count = queued(&pending);
                         }
                     }
                     Ok(None) => {
@@ -72,7 +92,7 @@ impl BillingFeed {
                     Err(_) => {
                         if count > 0 {
                             flush(&billing, &mut pending).await;
-                            count = pending.values().map(Vec::len).sum();
+                            count = queued(&pending);
                         }
                     }
                 }
@@ -81,6 +101,7 @@ impl BillingFeed {
         Arc::new(BillingFeed {
             lines,
             tenants: std::sync::Mutex::default(),
+            documents: std::sync::Mutex::default(),
         })
     }
 
@@ -101,8 +122,71 @@ impl BillingFeed {
     }
 }
 
+impl BillingFeed {
+    /// A document added or deleted: its bytes metered on its tenant's ledger.
+    fn meter(&self, recorded: &RecordedEvent) {
+        let added = match recorded.event_type.as_str() {
+            "DocumentAdded" => true,
+            "DocumentDeleted" => false,
+            _ => return,
+        };
+        let Some(document_id) = recorded
+            .stream_id
+            .as_str()
+            .strip_prefix("document-")
+            .and_then(|id| id.parse::<Uuid>().ok())
+        else {
+            return;
+        };
+        let key = (recorded.tenant_id, document_id);
+        let Ok(mut documents) = self.documents.lock() else {
+            return;
+        };
+        let bytes = if added {
+            let Ok(Event::DocumentAdded(event)) = Event::from_recorded(recorded) else {
+                tracing::error!(event = %recorded.event_id, "an unreadable DocumentAdded: not metered");
+                return;
+            };
+            documents.insert(key, event.bytes);
+            i64::try_from(event.bytes).unwrap_or(i64::MAX)
+        } else {
+            match documents.remove(&key) {
+                Some(bytes) => -i64::try_from(bytes).unwrap_or(i64::MAX),
+                None => return, // never added as far as the log says: nothing stored
+            }
+        };
+        drop(documents);
+        let change = StorageUsage {
+            usage_id: *recorded.event_id.as_uuid(),
+            at: recorded.recorded_at,
+            document_id,
+            bytes,
+        };
+        self.remember(recorded.tenant_id);
+        if self
+            .lines
+            .send(Message::Storage(recorded.tenant_id, change))
+            .is_err()
+        {
+            tracing::error!("the billing task has stopped; the next start-up meters this document");
+        }
+    }
+
+    fn remember(&self, tenant: TenantId) {
+        if let Ok(mut tenants) = self.tenants.lock()
+            && !tenants.contains(&tenant)
+        {
+            tenants.insert(tenant);
+        }
+    }
+}
+
 impl Folder for BillingFeed {
     fn fold(&self, recorded: &RecordedEvent) {
+        if recorded.event_type.starts_with("Document") {
+            self.meter(recorded);
+            return;
+        }
         let Some(InferenceOutcome {
             id,
             model,
@@ -126,11 +210,7 @@ impl Folder for BillingFeed {
             tool_calls: 0,
             cost_micros,
         };
-        if let Ok(mut tenants) = self.tenants.lock()
-            && !tenants.contains(&recorded.tenant_id)
-        {
-            tenants.insert(recorded.tenant_id);
-        }
+        self.remember(recorded.tenant_id);
         if self
             .lines
             .send(Message::Line(recorded.tenant_id, line))
@@ -141,42 +221,72 @@ impl Folder for BillingFeed {
     }
 }
 
-/// Bills every pending batch; a batch that still fails after its retries stays in `pending`
-/// (billing is idempotent per inference, so trying it again is safe). `false` when one failed.
-async fn flush(
-    billing: &Runtime<Billing>,
-    pending: &mut BTreeMap<TenantId, Vec<PricedUsage>>,
-) -> bool {
+/// Bills every pending batch (usage lines, then storage changes); a batch that still fails
+/// after its retries stays in `pending` (billing is idempotent per usage id, so trying it again
+/// is safe). `false` when one failed.
+async fn flush(billing: &Runtime<Billing>, pending: &mut Pending) -> bool {
     let mut all = true;
-    for (tenant, usages) in std::mem::take(pending) {
-        let lines = usages.len();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let command = BillingCommand::RecordPriced(usages.clone());
-            match billing.send(&tenant, command, Metadata::default()).await {
-                Ok(applied) => {
-                    tracing::debug!(%tenant, lines, billed = applied.events.len(), "usage billed");
-                    break;
-                }
-                Err(switchyard_actors::Error::Rejected(rejection)) => {
-                    // The actor refuses the batch for what it holds: trying again cannot help.
-                    tracing::error!(%tenant, %rejection, lines, "a usage batch was refused; not billed");
-                    break;
-                }
-                Err(error) if attempt < 5 => {
-                    tracing::warn!(%tenant, %error, attempt, "billing a usage batch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                }
-                Err(error) => {
-                    // Kept for the next flush (and in the log for the next start-up).
-                    tracing::error!(%tenant, %error, lines, "cannot bill a usage batch; kept to try again");
-                    pending.entry(tenant).or_default().extend(usages);
-                    all = false;
-                    break;
-                }
-            }
+    for (tenant, (usages, changes)) in std::mem::take(pending) {
+        if !usages.is_empty()
+            && !send(
+                billing,
+                tenant,
+                BillingCommand::RecordPriced(usages.clone()),
+                usages.len(),
+            )
+            .await
+        {
+            pending.entry(tenant).or_default().0.extend(usages);
+            all = false;
+        }
+        if !changes.is_empty()
+            && !send(
+                billing,
+                tenant,
+                BillingCommand::MeterStorage(changes.clone()),
+                changes.len(),
+            )
+            .await
+        {
+            pending.entry(tenant).or_default().1.extend(changes);
+            all = false;
         }
     }
     all
+}
+
+/// One batch to a tenant's billing actor, retried; `false` when it should be kept to try again.
+async fn send(
+    billing: &Runtime<Billing>,
+    tenant: TenantId,
+    command: BillingCommand,
+    lines: usize,
+) -> bool {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match billing
+            .send(&tenant, command.clone(), Metadata::default())
+            .await
+        {
+            Ok(applied) => {
+                tracing::debug!(%tenant, lines, billed = applied.events.len(), "usage billed");
+                return true;
+            }
+            Err(switchyard_actors::Error::Rejected(rejection)) => {
+                // The actor refuses the batch for what it holds: trying again cannot help.
+                tracing::error!(%tenant, %rejection, lines, "a usage batch was refused; not billed");
+                return true;
+            }
+            Err(error) if attempt < 5 => {
+                tracing::warn!(%tenant, %error, attempt, "billing a usage batch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            Err(error) => {
+                // Kept for the next flush (and in the log for the next start-up).
+                tracing::error!(%tenant, %error, lines, "cannot bill a usage batch; kept to try again");
+                return false;
+            }
+        }
+    }
 }

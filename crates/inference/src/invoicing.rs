@@ -20,7 +20,8 @@ use serde::Serialize;
 use switchyard_actors::billing::books::{BookVersion, PriceBooks};
 use switchyard_actors::billing::pricing::{self, BookFile};
 use switchyard_actors::billing::{
-    Billing, BillingCommand, BillingRejection, BillingState, CreditNote, InvoiceStatus, usd,
+    Billing, BillingCommand, BillingRejection, BillingState, CreditNote, InvoiceStatus,
+    StorageMeter, usd,
 };
 use switchyard_actors::tenant::Tenant;
 use switchyard_actors::{Actor, Clock, Error as ActorError, Runtime};
@@ -73,6 +74,8 @@ pub struct InvoiceDocument {
     pub credited_micros: u64,
     /// `total - credited`.
     pub balance_micros: u64,
+    /// The tenant's document storage in the period (metered; not priced).
+    pub storage: StorageMeter,
     pub total_usd: String,
     pub balance_usd: String,
 }
@@ -300,6 +303,7 @@ impl Invoicer {
             credit_notes,
             credited_micros: credited,
             balance_micros: balance,
+            storage: state.storage(period),
         })
     }
 

@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use switchyard_events::{
-    BillingDaySet, CreditNoteIssued, Event, InvoiceFinalized, InvoicePaid, TenantId, UsageRecorded,
+    BillingDaySet, CreditNoteIssued, Event, InvoiceFinalized, InvoicePaid, StorageMetered,
+    TenantId, UsageRecorded,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -80,6 +81,22 @@ pub struct Invoice {
     /// The closed invoice, priced on the plan.
     pub closed: Option<InvoiceFinalized>,
     pub credit_notes: Vec<CreditNote>,
+    /// The tenant's stored documents in the period (metered, not priced).
+    #[serde(default)]
+    pub storage: Option<StorageMeter>,
+}
+
+/// Document storage in one period: what was added and deleted, and the bytes stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageMeter {
+    pub documents_added: u64,
+    pub documents_deleted: u64,
+    pub bytes_added: u64,
+    pub bytes_deleted: u64,
+    /// Bytes stored at the period's end (so far, while it is open).
+    pub stored_bytes: u64,
+    /// The most bytes stored at once in the period.
+    pub peak_bytes: u64,
 }
 
 /// A credit note against a closed invoice.
@@ -156,6 +173,40 @@ pub struct BillingState {
     /// Usage ids already billed, per open month (retries arrive within minutes; a month's ids
     /// are dropped when its invoice is finalized, so the set does not grow for ever).
     seen: BTreeMap<String, BTreeSet<Uuid>>,
+    /// The tenant's document bytes stored now.
+    #[serde(default)]
+    pub stored_bytes: u64,
+}
+
+impl BillingState {
+    /// Document storage in `period`: its meter, or, for a period with no document added or
+    /// deleted, the bytes stored since the latest period before it that had one.
+    pub fn storage(&self, period: &str) -> StorageMeter {
+        if let Some(meter) = self.invoices.get(period).and_then(|i| i.storage) {
+            return meter;
+        }
+        let carried = self
+            .invoices
+            .range(..period.to_owned())
+            .rev()
+            .find_map(|(_, i)| i.storage)
+            .map_or(0, |m| m.stored_bytes);
+        StorageMeter {
+            stored_bytes: carried,
+            peak_bytes: carried,
+            ..StorageMeter::default()
+        }
+    }
+}
+
+/// A document's bytes added (positive) or deleted (negative), metered once per `usage_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageUsage {
+    pub usage_id: Uuid,
+    /// When it happened (its invoice period).
+    pub at: OffsetDateTime,
+    pub document_id: Uuid,
+    pub bytes: i64,
 }
 
 /// Usage with its cost already known.
@@ -189,6 +240,9 @@ pub enum BillingCommand {
     /// invoice equals the log), each in the month it happened, once per `usage_id`. Usage of a
     /// month whose invoice is closed is not added to it.
     RecordPriced(Vec<PricedUsage>),
+    /// Meter document storage, each change in the period it happened, once per `usage_id`
+    /// (changes in a closed period are not metered: the feed met them before it closed).
+    MeterStorage(Vec<StorageUsage>),
     /// Close a period's invoice with what it bills, priced by [`pricing::price`] from every
     /// usage record of the period (refused as stale when records arrived since).
     Close { invoice: InvoiceFinalized },
@@ -239,7 +293,7 @@ pub enum BillingRejection {
 
 impl Actor for Billing {
     const KIND: &'static str = "billing";
-    const SNAPSHOT_VERSION: u16 = 2;
+    const SNAPSHOT_VERSION: u16 = 3;
     type Id = TenantId;
     type State = BillingState;
     type Command = BillingCommand;
@@ -316,6 +370,33 @@ impl Actor for Billing {
                         tokens_out: usage.tokens_out,
                         tool_calls: usage.tool_calls,
                         cost_micros: usage.cost_micros,
+                    }));
+                }
+                Ok(events)
+            }
+            BillingCommand::MeterStorage(changes) => {
+                let mut batch = BTreeSet::new();
+                let mut events = Vec::with_capacity(changes.len());
+                for change in changes {
+                    let period = state.calendar.period_at(change.at);
+                    let closed = state
+                        .invoices
+                        .get(&period)
+                        .is_some_and(|i| i.status != InvoiceStatus::Open);
+                    if closed
+                        || !batch.insert(change.usage_id)
+                        || state
+                            .seen
+                            .values()
+                            .any(|ids| ids.contains(&change.usage_id))
+                    {
+                        continue;
+                    }
+                    events.push(Event::StorageMetered(StorageMetered {
+                        usage_id: change.usage_id,
+                        period,
+                        document_id: change.document_id,
+                        bytes: change.bytes,
                     }));
                 }
                 Ok(events)
@@ -457,6 +538,27 @@ impl Actor for Billing {
                 line.tokens_out = line.tokens_out.saturating_add(e.tokens_out);
                 line.tool_calls = line.tool_calls.saturating_add(e.tool_calls);
                 line.cost_micros = line.cost_micros.saturating_add(e.cost_micros);
+            }
+            Event::StorageMetered(e) => {
+                state
+                    .seen
+                    .entry(e.period.clone())
+                    .or_default()
+                    .insert(e.usage_id);
+                let stored = (i128::from(state.stored_bytes) + i128::from(e.bytes)).max(0);
+                state.stored_bytes = u64::try_from(stored).unwrap_or(u64::MAX);
+                let mut meter = state.storage(&e.period);
+                let size = e.bytes.unsigned_abs();
+                if e.bytes >= 0 {
+                    meter.documents_added += 1;
+                    meter.bytes_added = meter.bytes_added.saturating_add(size);
+                } else {
+                    meter.documents_deleted += 1;
+                    meter.bytes_deleted = meter.bytes_deleted.saturating_add(size);
+                }
+                meter.stored_bytes = state.stored_bytes;
+                meter.peak_bytes = meter.peak_bytes.max(state.stored_bytes);
+                state.invoices.entry(e.period.clone()).or_default().storage = Some(meter);
             }
             Event::InvoiceFinalized(e) => {
                 let invoice = state.invoices.entry(e.period.clone()).or_default();

@@ -244,3 +244,74 @@ fn priced_usage_is_billed_once_in_its_own_month_and_never_into_a_closed_invoice(
     }]);
     assert!(Billing::decide(&given(&history), bad, utc(Month::November, 4)).is_err());
 }
+
+fn stored(id: Uuid, document: Uuid, bytes: i64, at: OffsetDateTime) -> StorageUsage {
+    StorageUsage {
+        usage_id: id,
+        at,
+        document_id: document,
+        bytes,
+    }
+}
+
+#[test]
+fn document_storage_is_metered_once_per_change_per_period_and_carried_into_quiet_periods() {
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let (add_a, add_b, del_a) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let mut history = Vec::new();
+    let november = utc(Month::November, 10);
+    let command = BillingCommand::MeterStorage(vec![
+        stored(add_a, a, 1_000, november),
+        stored(add_b, b, 500, november),
+        // The same change twice in one batch: metered once.
+        stored(add_b, b, 500, november),
+    ]);
+    history.extend(record(&given(&history), command, november));
+    assert_eq!(history.len(), 2);
+    // Redelivered (a restart replays the log): nothing new.
+    let again = BillingCommand::MeterStorage(vec![stored(add_a, a, 1_000, november)]);
+    assert!(record(&given(&history), again, november).is_empty());
+    let deleted = BillingCommand::MeterStorage(vec![stored(del_a, a, -1_000, november)]);
+    history.extend(record(&given(&history), deleted, november));
+
+    let state = given(&history);
+    assert_eq!(state.stored_bytes, 500);
+    assert_eq!(
+        state.storage("2026-11"),
+        StorageMeter {
+            documents_added: 2,
+            documents_deleted: 1,
+            bytes_added: 1_500,
+            bytes_deleted: 1_000,
+            stored_bytes: 500,
+            peak_bytes: 1_500,
+        }
+    );
+    // A later period with no change stores what the last one left; an earlier one nothing.
+    assert_eq!(
+        state.storage("2027-01"),
+        StorageMeter {
+            stored_bytes: 500,
+            peak_bytes: 500,
+            ..StorageMeter::default()
+        }
+    );
+    assert_eq!(state.storage("2026-10"), StorageMeter::default());
+    // Storage adds no usage record: the invoice still closes on its usage alone.
+    assert_eq!(state.invoices["2026-11"].records, 0);
+
+    // A change dated in a closed period is not metered into it.
+    let closing = close(&history, "2026-11", None);
+    history.extend(record(&given(&history), closing, utc(Month::December, 2)));
+    let late = BillingCommand::MeterStorage(vec![stored(Uuid::now_v7(), b, 10, november)]);
+    assert!(record(&given(&history), late, utc(Month::December, 3)).is_empty());
+    // A deletion larger than what is stored never goes below zero.
+    let odd = BillingCommand::MeterStorage(vec![stored(
+        Uuid::now_v7(),
+        b,
+        -9_999,
+        utc(Month::December, 3),
+    )]);
+    history.extend(record(&given(&history), odd, utc(Month::December, 3)));
+    assert_eq!(given(&history).stored_bytes, 0);
+}

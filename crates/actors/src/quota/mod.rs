@@ -214,6 +214,7 @@ impl Actor for Quota {
             | Event::UsageRecorded(_)
             | Event::InvoiceFinalized(_)
             | Event::CreditNoteIssued(_)
+            | Event::StorageMetered(_)
             | Event::BillingDaySet(_)
             | Event::PriceBookPublished(_)
             | Event::InvoicePaid(_)

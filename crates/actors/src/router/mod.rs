@@ -333,6 +333,7 @@ impl Actor for Router {
             | Event::UsageRecorded(_)
             | Event::InvoiceFinalized(_)
             | Event::CreditNoteIssued(_)
+            | Event::StorageMetered(_)
             | Event::BillingDaySet(_)
             | Event::PriceBookPublished(_)
             | Event::InvoicePaid(_)

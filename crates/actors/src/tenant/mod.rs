@@ -520,6 +520,7 @@ impl Actor for Tenant {
             | Event::UsageRecorded(_)
             | Event::InvoiceFinalized(_)
             | Event::CreditNoteIssued(_)
+            | Event::StorageMetered(_)
             | Event::BillingDaySet(_)
             | Event::PriceBookPublished(_)
             | Event::FeatureFlagSet(_)
