@@ -7,8 +7,11 @@
 //!   source text. Embedding is not in it (the local model's own figure is in
 //!   `benches/embeddings.rs`).
 //! - scale: one tenant's index with N chunks (~40 words each, a Zipf-like vocabulary of 50,000
-//!   words) and a 384-dimension unit vector per chunk, then 300 queries per mode: p50 and p99
-//!   of keyword (BM25), vector (exact scan) and hybrid (both, fused by reciprocal rank).
+//!   words) and a 384-dimension unit vector per chunk (clustered like embeddings: one of 1,000
+//!   random directions plus a random direction of 0.7 its length), then 300 queries per mode: p50 and p99 of keyword (BM25),
+//!   vector and hybrid (both, fused by reciprocal rank) — once with the HNSW graph (the
+//!   default past 20,000 vectors) and once by exact scan, and the graph's recall@5 against the
+//!   scan on the same queries.
 //!
 //! `cargo bench -p switchyard-benches --bench retrieval` (N = 100,000 and 1,000,000; set
 //! `SWITCHYARD_BENCH_CHUNKS=100000` for one size).
@@ -115,10 +118,101 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn scale(rng: &mut Rng, n: usize) {
-    const DIMENSIONS: usize = 384;
+const DIMENSIONS: usize = 384;
+
+/// A unit vector near one of `centroids` (a clustered corpus, as embeddings are).
+fn clustered(rng: &mut Rng, centroids: &[Vec<f32>]) -> Vec<f32> {
+    let centre = &centroids[(rng.next() % centroids.len() as u64) as usize];
+    let noise = direction(rng);
+    let raw: Vec<f32> = centre
+        .iter()
+        .zip(&noise)
+        .map(|(c, e)| c + 0.7 * e)
+        .collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    raw.into_iter().map(|x| x / norm).collect()
+}
+
+/// A random unit vector.
+fn direction(rng: &mut Rng) -> Vec<f32> {
+    let raw: Vec<f32> = (0..DIMENSIONS).map(|_| rng.unit()).collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    raw.into_iter().map(|x| x / norm).collect()
+}
+
+fn scale(seed: u64, n: usize) {
+    let mut rng = Rng(seed);
+    let centroids: Vec<Vec<f32>> = (0..1_000).map(|_| direction(&mut rng)).collect();
+    let (graph, _) = build(
+        &mut Rng(seed ^ 1),
+        n,
+        &centroids,
+        switchyard_retrieval::ANN_MIN_VECTORS,
+    );
+    let queries: Vec<(String, Vec<f32>)> = {
+        let mut rng = Rng(seed ^ 2);
+        (0..300)
+            .map(|_| (sentence(&mut rng, 4), clustered(&mut rng, &centroids)))
+            .collect()
+    };
+    let with_graph = measure(&graph, n, "graph", &queries);
+    drop(graph);
+    let (exact, _) = build(&mut Rng(seed ^ 1), n, &centroids, usize::MAX);
+    let scanned = measure(&exact, n, "scan", &queries);
+    let (mut found, mut wanted) = (0usize, 0usize);
+    for (approximate, truth) in with_graph.iter().zip(&scanned) {
+        wanted += truth.len();
+        found += truth.iter().filter(|t| approximate.contains(t)).count();
+    }
+    println!(
+        "scale {n}: the graph's vector recall@5 against the exact scan: {:.3} ({found}/{wanted})",
+        found as f64 / wanted as f64
+    );
+}
+
+/// Runs the queries in each mode; answers the vector mode's top 5 per query.
+fn measure(
+    index: &TenantIndex,
+    n: usize,
+    arm: &str,
+    queries: &[(String, Vec<f32>)],
+) -> Vec<Vec<(Uuid, u32)>> {
+    let mut vector_hits = Vec::new();
+    for mode in [Mode::Keyword, Mode::Vector, Mode::Hybrid] {
+        if arm == "scan" && mode == Mode::Keyword {
+            continue; // the same BM25 as the graph arm's
+        }
+        let mut times = Vec::new();
+        for (text, vector) in queries {
+            let query = Query {
+                text,
+                vector: Some(vector),
+                k: 5,
+                documents: None,
+                mode,
+            };
+            let started = Instant::now();
+            let hits = index.search(&query).expect("search");
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+            if mode == Mode::Vector {
+                vector_hits.push(hits.iter().map(|h| (h.document_id, h.chunk)).collect());
+            }
+            std::hint::black_box(hits);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "scale {n} {arm} {mode:?}: p50 {:.2} ms, p99 {:.2} ms (300 queries, k = 5)",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+    vector_hits
+}
+
+/// One tenant's index of `n` chunks; its vectors get a graph from `graph_from` on.
+fn build(rng: &mut Rng, n: usize, centroids: &[Vec<f32>], graph_from: usize) -> (TenantIndex, f64) {
     const PER_DOCUMENT: usize = 1_000;
-    let mut index = TenantIndex::new().expect("index");
+    let mut index = TenantIndex::with_graph_from(graph_from).expect("index");
     let started = Instant::now();
     for d in 0..n.div_ceil(PER_DOCUMENT) {
         let id = Uuid::from_u128(d as u128 + 1);
@@ -145,7 +239,7 @@ fn scale(rng: &mut Rng, n: usize) {
             )
             .expect("apply");
         let vectors = (0..count)
-            .map(|_| quantize(&(0..DIMENSIONS).map(|_| rng.unit()).collect::<Vec<f32>>()))
+            .map(|_| quantize(&clustered(rng, centroids)))
             .collect();
         index
             .apply(
@@ -163,37 +257,13 @@ fn scale(rng: &mut Rng, n: usize) {
         }
     }
     index.commit().expect("commit");
+    let took = started.elapsed().as_secs_f64();
     println!(
-        "scale {n}: built in {:.1} s ({} chunks)",
-        started.elapsed().as_secs_f64(),
-        index.chunk_count()
+        "scale {n}: built in {took:.1} s ({} chunks, graph: {})",
+        index.chunk_count(),
+        index.approximate()
     );
-    for mode in [Mode::Keyword, Mode::Vector, Mode::Hybrid] {
-        let mut times = Vec::new();
-        for _ in 0..300 {
-            let text = sentence(rng, 4);
-            let raw: Vec<f32> = (0..DIMENSIONS).map(|_| rng.unit()).collect();
-            let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
-            let vector: Vec<f32> = raw.iter().map(|x| x / norm).collect();
-            let query = Query {
-                text: &text,
-                vector: Some(&vector),
-                k: 5,
-                documents: None,
-                mode,
-            };
-            let started = Instant::now();
-            let hits = index.search(&query).expect("search");
-            times.push(started.elapsed().as_secs_f64() * 1e3);
-            std::hint::black_box(hits);
-        }
-        times.sort_by(f64::total_cmp);
-        println!(
-            "scale {n} {mode:?}: p50 {:.2} ms, p99 {:.2} ms (300 queries, k = 5)",
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
-        );
-    }
+    (index, took)
 }
 
 fn main() {
@@ -203,11 +273,12 @@ fn main() {
     }
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     ingest(&mut rng);
+    let seed = rng.next();
     let sizes: Vec<usize> = match std::env::var("SWITCHYARD_BENCH_CHUNKS") {
         Ok(n) => vec![n.parse().expect("SWITCHYARD_BENCH_CHUNKS is a number")],
         Err(_) => vec![100_000, 1_000_000],
     };
     for n in sizes {
-        scale(&mut rng, n);
+        scale(seed, n);
     }
 }

@@ -71,8 +71,7 @@ pub struct Listed {
     pub vectors: u32,
 }
 
-/// A chunk: its document and index.
-type ChunkId = (Uuid, u32);
+use crate::vectors::{ChunkId, Vectors};
 /// A chunk's fused score and its rank in each list.
 type Fused = (f64, Option<usize>, Option<usize>);
 
@@ -82,128 +81,6 @@ struct Stored {
     start: u64,
     end: u64,
     heading_path: Vec<String>,
-}
-
-/// The tenant's vectors, one row per chunk, contiguous (what a scan reads), all of one
-/// dimension (the first vector's; others are not kept).
-#[derive(Debug, Default)]
-struct Vectors {
-    dimensions: usize,
-    matrix: Vec<f32>,
-    rows: Vec<ChunkId>,
-    row_of: HashMap<ChunkId, usize>,
-}
-
-impl Vectors {
-    fn insert(&mut self, chunk: ChunkId, vector: Vec<f32>) -> bool {
-        if self.rows.is_empty() {
-            self.dimensions = vector.len();
-        }
-        if vector.len() != self.dimensions || vector.is_empty() {
-            return false;
-        }
-        match self.row_of.get(&chunk) {
-            Some(row) => {
-                let at = row * self.dimensions;
-                self.matrix[at..at + self.dimensions].copy_from_slice(&vector);
-            }
-            None => {
-                self.row_of.insert(chunk, self.rows.len());
-                self.rows.push(chunk);
-                self.matrix.extend_from_slice(&vector);
-            }
-        }
-        true
-    }
-
-    /// Removes a document's rows (the last row moves into each hole).
-    fn remove_document(&mut self, document: Uuid) {
-        let mut row = 0;
-        while row < self.rows.len() {
-            if self.rows[row].0 != document {
-                row += 1;
-                continue;
-            }
-            let last = self.rows.len() - 1;
-            let removed = self.rows.swap_remove(row);
-            self.row_of.remove(&removed);
-            let d = self.dimensions;
-            if row != last {
-                self.matrix.copy_within(last * d..(last + 1) * d, row * d);
-                self.row_of.insert(self.rows[row], row);
-            }
-            self.matrix.truncate(last * d);
-        }
-    }
-
-    /// The `depth` rows closest to `query` (cosine of unit vectors), best first.
-    fn nearest(
-        &self,
-        query: &[f32],
-        documents: Option<&[Uuid]>,
-        depth: usize,
-    ) -> Vec<(ChunkId, f64)> {
-        use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
-        if query.len() != self.dimensions || self.rows.is_empty() {
-            return Vec::new();
-        }
-        #[derive(PartialEq)]
-        struct Scored(f32, ChunkId);
-        impl Eq for Scored {}
-        impl PartialOrd for Scored {
-            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-                Some(self.cmp(other))
-            }
-        }
-        impl Ord for Scored {
-            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-                // Higher score first; on a tie the smaller chunk id ranks higher.
-                self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
-            }
-        }
-        let mut best: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(depth + 1);
-        for (row, vector) in self.matrix.chunks_exact(self.dimensions).enumerate() {
-            let chunk = self.rows[row];
-            if documents.is_some_and(|ids| !ids.contains(&chunk.0)) {
-                continue;
-            }
-            let score = dot(vector, query);
-            if best.len() < depth {
-                best.push(Reverse(Scored(score, chunk)));
-            } else if best
-                .peek()
-                .is_some_and(|worst| Scored(score, chunk) > worst.0)
-            {
-                best.pop();
-                best.push(Reverse(Scored(score, chunk)));
-            }
-        }
-        let mut out: Vec<(ChunkId, f64)> = best
-            .into_iter()
-            .map(|Reverse(Scored(score, chunk))| (chunk, f64::from(score)))
-            .collect();
-        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        out
-    }
-}
-
-/// A dot product the compiler vectorizes (eight lanes at a time).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 struct Fields {
@@ -243,8 +120,14 @@ fn key(document: Uuid, chunk: u32) -> String {
 }
 
 impl TenantIndex {
-    /// An empty index.
+    /// An empty index; its vectors get a graph from [`crate::ANN_MIN_VECTORS`] on.
     pub fn new() -> Result<TenantIndex> {
+        TenantIndex::with_graph_from(crate::ANN_MIN_VECTORS)
+    }
+
+    /// An empty index whose vectors get a graph once it holds `vectors` of them (tests and
+    /// benchmarks compare the graph with the exact scan).
+    pub fn with_graph_from(vectors: usize) -> Result<TenantIndex> {
         let mut schema = Schema::builder();
         let fields = Fields {
             key: schema.add_text_field("key", STRING | STORED),
@@ -268,7 +151,7 @@ impl TenantIndex {
             fields,
             documents: BTreeMap::new(),
             chunks: HashMap::new(),
-            vectors: Vectors::default(),
+            vectors: Vectors::with_ann_threshold(vectors),
             dirty: false,
         })
     }
@@ -363,6 +246,11 @@ impl TenantIndex {
     }
 
     /// Chunks held (with and without vectors).
+    /// Whether vector searches without a document filter go through the graph.
+    pub fn approximate(&self) -> bool {
+        self.vectors.approximate()
+    }
+
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
     }

@@ -14,7 +14,9 @@ pub mod library; // every tenant's index on this node, folded from the log
 mod metrics; // Prometheus metrics of indexing and queries
 #[cfg(test)]
 mod tests;
+mod vectors; // a tenant's vector matrix and, past a size, its HNSW graph (usearch)
 
 pub use error::{Error, Result};
 pub use index::{Hit, Listed, Mode, Query};
 pub use library::Library;
+pub use vectors::ANN_MIN_VECTORS;

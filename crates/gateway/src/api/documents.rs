@@ -333,6 +333,28 @@ pub(crate) async fn apply_retrieval(
     };
     let option: ChatRetrieval =
         serde_json::from_value(option).map_err(|e| invalid(format!("retrieval: {e}")))?;
+    // A bad option is refused whether or not the flag lets retrieval run.
+    if option.k == 0 || option.k > MAX_CHAT_K {
+        return Err(invalid(format!("retrieval.k must be 1-{MAX_CHAT_K}")));
+    }
+    if option
+        .document_ids
+        .as_ref()
+        .is_some_and(|ids| ids.len() > crate::search::MAX_FILTER_DOCUMENTS)
+    {
+        return Err(invalid(format!(
+            "retrieval.document_ids names at most {} documents",
+            crate::search::MAX_FILTER_DOCUMENTS
+        )));
+    }
+    if let Some(query) = &option.query
+        && (query.trim().is_empty() || query.chars().count() > crate::search::MAX_QUERY_CHARS)
+    {
+        return Err(invalid(format!(
+            "retrieval.query must be 1-{} characters, not blank",
+            crate::search::MAX_QUERY_CHARS
+        )));
+    }
     if let Some(decision) = switchyard_inference::admission::flag(
         pipeline.accounts.as_ref(),
         CHAT_FLAG,
