@@ -737,6 +737,19 @@ async fn documents_are_fetched_from_urls_through_the_tools_address_guard() {
             "{body}: {answer}"
         );
     }
+    // Refused for the reason given, not by accident.
+    for (url, says) in [
+        (
+            format!("{web}/to-metadata"),
+            "a redirect to 169.254.169.254 is link-local",
+        ),
+        (format!("{web}/loop"), "more than 5 redirects"),
+        ("x".repeat(9_000), "8192"),
+    ] {
+        let (_, answer) = fetch(json!({ "url": url })).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{says}: {answer}");
+    }
     let (status, body) = post_text(&node, &key, "/v1/documents", "").await;
     assert_eq!(status, 422, "an empty raw body: {body}");
     let (_, listed) = get(&node, &key, "/v1/documents").await;
@@ -764,4 +777,41 @@ async fn documents_are_fetched_from_urls_through_the_tools_address_guard() {
             "{url}: {body}"
         );
     }
+}
+
+/// A multipart body without a length, whose preamble or part headers never end, is refused,
+/// not buffered for as long as it comes.
+#[tokio::test]
+async fn a_multipart_body_without_a_length_is_bounded() {
+    let dir = data_dir();
+    let node = start(
+        &dir,
+        &format!("{SIM_CONFIG}\n[retrieval]\nmax_document_bytes = 65536\n"),
+    );
+    let (_, key, _) = tenant_with_key(&node).await;
+    for head in [
+        b"--b\r\ncontent-disposition: form-data; name=\"file\"; x=\"".to_vec(),
+        Vec::new(),
+    ] {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = std::iter::once(Ok(head))
+            .chain((0..400).map(|_| Ok(vec![b'a'; 16 * 1024])))
+            .collect();
+        let response = reqwest::Client::new()
+            .post(node.url("/v1/documents"))
+            .bearer_auth(&key)
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await;
+        // The server may close the connection while the client still sends; when it answers,
+        // it refuses: the parser (400) or the upload's bound (413).
+        if let Ok(response) = response {
+            let status = response.status().as_u16();
+            assert!(status == 400 || status == 413, "{status}");
+        }
+    }
+    let (status, listed) = get(&node, &key, "/v1/documents").await;
+    assert_eq!((status, listed["data"].as_array().unwrap().len()), (200, 0));
 }

@@ -251,7 +251,8 @@ pub const MAX_REDIRECTS: usize = 5;
 /// address before it is followed (at most [`MAX_REDIRECTS`]).
 pub fn fetch_client(public_only: bool) -> reqwest::Result<reqwest::Client> {
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= MAX_REDIRECTS {
+        // `previous` holds the first URL and every redirect followed so far.
+        if attempt.previous().len() > MAX_REDIRECTS {
             return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
         }
         let url = attempt.url();
@@ -266,6 +267,8 @@ pub fn fetch_client(public_only: bool) -> reqwest::Result<reqwest::Client> {
     });
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
+        // Through a proxy the resolver would see only the proxy's name.
+        .no_proxy()
         .redirect(policy)
         .dns_resolver(GuardedResolver { public_only })
         .build()

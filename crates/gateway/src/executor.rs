@@ -47,6 +47,8 @@ impl StepExecutor {
                 .connect_timeout(Duration::from_secs(5))
                 // A redirect could lead past the address check below.
                 .redirect(reqwest::redirect::Policy::none())
+                // Through a proxy the resolver would see only the proxy's name.
+                .no_proxy()
                 // The addresses connected to are checked, not only the ones looked up before.
                 .dns_resolver(crate::egress::GuardedResolver { public_only })
                 .build()?,

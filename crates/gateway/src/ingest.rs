@@ -194,23 +194,24 @@ pub async fn fetch(url: &str, config: &RetrievalConfig) -> Result<Fetched, ApiEr
             format!("url: {e}"),
         )
     })?;
-    crate::egress::check_url(&parsed, *public_only)
-        .await
-        .map_err(|refusal| match refusal {
-            Refusal::Url(m) => refused(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("url: {m}"),
-            ),
-            Refusal::Address(m) => refused(
-                StatusCode::FORBIDDEN,
-                "url_refused",
-                format!("{m}, which document fetches may not reach"),
-            ),
-            Refusal::Lookup(m) => refused(StatusCode::BAD_GATEWAY, "fetch_failed", m),
-        })?;
     let limit = config.max_document_bytes;
     let work = async {
+        // The names' lookup counts against the time limit too.
+        crate::egress::check_url(&parsed, *public_only)
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Url(m) => refused(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("url: {m}"),
+                ),
+                Refusal::Address(m) => refused(
+                    StatusCode::FORBIDDEN,
+                    "url_refused",
+                    format!("{m}, which document fetches may not reach"),
+                ),
+                Refusal::Lookup(m) => refused(StatusCode::BAD_GATEWAY, "fetch_failed", m),
+            })?;
         let mut response = client.get(parsed.clone()).send().await.map_err(|e| {
             // The resolver's and the redirect policy's refusals arrive as send errors.
             refused(

@@ -2,10 +2,13 @@
 //! past [`ANN_MIN_VECTORS`], an HNSW graph over them (usearch, i8-quantized cosine) whose
 //! candidates are re-scored exactly against the matrix.
 //!
-//! The graph is built and changed in the log's order on the one indexing thread, and
-//! usearch's level generator is a seeded splitmix64, so every node that folded the same
-//! events holds the same graph and answers the same candidates: approximate, but the same
-//! answer on every node. Queries that name documents scan those exactly.
+//! The graph is built and changed in the log's order on the one indexing thread, with one
+//! usearch thread context (so one seeded splitmix64 level generator, never chosen by which
+//! core or which search came first), so every node that folded the same events holds the same
+//! graph and answers the same candidates: approximate, but the same answer on every node of
+//! one CPU kind (usearch picks its SIMD distance kernels for the CPU at run time, and
+//! different kernels may round differently). The tenant's mutex serialises searches, so one
+//! context is enough. Queries that name documents scan those exactly.
 
 use std::collections::HashMap;
 
@@ -74,7 +77,7 @@ impl Ann {
         };
         let index = usearch::Index::new(&options).map_err(text)?;
         index
-            .reserve(vectors.rows.len().next_power_of_two())
+            .reserve_capacity_and_threads(vectors.rows.len().next_power_of_two(), 1)
             .map_err(text)?;
         let mut ann = Ann {
             index,
@@ -100,7 +103,7 @@ impl Ann {
         self.take(chunk)?;
         if self.index.size() + 1 > self.index.capacity() {
             self.index
-                .reserve((self.index.capacity() * 2).max(1_024))
+                .reserve_capacity_and_threads((self.index.capacity() * 2).max(1_024), 1)
                 .map_err(text)?;
         }
         let key = self.next_key;
@@ -142,6 +145,9 @@ pub(crate) struct Vectors {
     row_of: HashMap<ChunkId, usize>,
     ann: Option<Ann>,
     ann_min: usize,
+    /// The graph failed (memory, a vector of another length): scan exactly rather than
+    /// rebuild it on every insert, until the vectors are all gone.
+    ann_failed: bool,
 }
 
 impl Vectors {
@@ -154,6 +160,7 @@ impl Vectors {
             row_of: HashMap::new(),
             ann: None,
             ann_min: ann_min.max(1),
+            ann_failed: false,
         }
     }
 
@@ -182,15 +189,18 @@ impl Vectors {
         }
         let outcome = match &mut self.ann {
             Some(ann) => ann.put(chunk, &vector),
-            None if self.rows.len() >= self.ann_min => Ann::build(self).map(|ann| {
-                self.ann = Some(ann);
-            }),
+            None if self.rows.len() >= self.ann_min && !self.ann_failed => {
+                Ann::build(self).map(|ann| {
+                    self.ann = Some(ann);
+                })
+            }
             None => Ok(()),
         };
         if let Err(error) = outcome {
-            // The exact scan answers (slower, never wrong) until the graph is built again.
+            // The exact scan answers (slower, never wrong) from now on.
             tracing::warn!(%error, vectors = self.rows.len(), "the vector graph failed; scanning exactly");
             self.ann = None;
+            self.ann_failed = true;
         }
         true
     }
@@ -211,6 +221,7 @@ impl Vectors {
             {
                 tracing::warn!(%error, "the vector graph failed; scanning exactly");
                 self.ann = None;
+                self.ann_failed = true;
             }
             let d = self.dimensions;
             if row != last {
@@ -218,6 +229,11 @@ impl Vectors {
                 self.row_of.insert(self.rows[row], row);
             }
             self.matrix.truncate(last * d);
+        }
+        if self.rows.is_empty() {
+            // Nothing left: the next vectors may be of another model, and get a new graph.
+            self.ann = None;
+            self.ann_failed = false;
         }
     }
 
@@ -392,6 +408,60 @@ mod tests {
             graph.nearest(&query, Some(&filter), 10),
             exact.nearest(&query, Some(&filter), 10)
         );
+    }
+
+    /// Searches between inserts (on one node, not the other) do not change the graph that the
+    /// inserts build.
+    #[test]
+    fn searches_between_inserts_leave_the_graph_as_the_log_makes_it() {
+        let documents: Vec<Uuid> = (0..30u128).map(Uuid::from_u128).collect();
+        let mut busy = Vectors::with_ann_threshold(500);
+        let mut quiet = Vectors::with_ann_threshold(500);
+        for i in 0..2_000u64 {
+            let chunk = (documents[(i % 30) as usize], (i / 30) as u32);
+            assert!(busy.insert(chunk, unit(i, DIMENSIONS)));
+            assert!(quiet.insert(chunk, unit(i, DIMENSIONS)));
+            if i >= 500 && i % 7 == 0 {
+                for q in 0..3 {
+                    busy.nearest(&unit(7_000_000 + i * 3 + q, DIMENSIONS), None, 10);
+                }
+            }
+        }
+        for q in 0..100 {
+            let query = unit(8_000_000 + q, DIMENSIONS);
+            assert_eq!(
+                busy.nearest(&query, None, 10),
+                quiet.nearest(&query, None, 10)
+            );
+        }
+    }
+
+    #[test]
+    fn a_graph_that_failed_is_not_rebuilt_per_insert_and_starts_again_when_emptied() {
+        let document = Uuid::from_u128(1);
+        let mut vectors = Vectors::with_ann_threshold(10);
+        for i in 0..20u32 {
+            assert!(vectors.insert((document, i), unit(u64::from(i), DIMENSIONS)));
+        }
+        assert!(vectors.approximate());
+        // A failure (here: the graph's key bookkeeping says a vector is there, usearch says
+        // the index cannot take another of a wrong length) drops it for good.
+        if let Some(ann) = &mut vectors.ann {
+            assert!(ann.put((document, 99), &[1.0; 3]).is_err());
+        }
+        vectors.ann = None;
+        vectors.ann_failed = true;
+        assert!(vectors.insert((document, 20), unit(20, DIMENSIONS)));
+        assert!(!vectors.approximate(), "not rebuilt on the next insert");
+        assert_eq!(
+            vectors.nearest(&unit(20, DIMENSIONS), None, 1)[0].0,
+            (document, 20)
+        );
+        vectors.remove_document(document);
+        for i in 0..12u32 {
+            assert!(vectors.insert((Uuid::from_u128(2), i), unit(u64::from(i), DIMENSIONS)));
+        }
+        assert!(vectors.approximate(), "emptied, then a graph again");
     }
 
     #[test]

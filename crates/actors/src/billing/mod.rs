@@ -164,6 +164,10 @@ pub struct BillingState {
     /// The tenant's document bytes stored now.
     #[serde(default)]
     pub stored_bytes: u64,
+    /// Document events metered (kept for good: a document's events are few, and the log's
+    /// replay offers each again).
+    #[serde(default)]
+    storage_ids: BTreeSet<Uuid>,
 }
 
 /// Usage with its cost already known.
@@ -197,8 +201,8 @@ pub enum BillingCommand {
     /// invoice equals the log), each in the month it happened, once per `usage_id`. Usage of a
     /// month whose invoice is closed is not added to it.
     RecordPriced(Vec<PricedUsage>),
-    /// Meter document storage, each change in the period it happened, once per `usage_id`
-    /// (changes in a closed period are not metered: the feed met them before it closed).
+    /// Meter document storage, each change in the period it happened (or, if that one is
+    /// closed, the one open now), once per `usage_id`.
     MeterStorage(Vec<StorageUsage>),
     /// Close a period's invoice with what it bills, priced by [`pricing::price`] from every
     /// usage record of the period (refused as stale when records arrived since).
@@ -331,7 +335,7 @@ impl Actor for Billing {
                 }
                 Ok(events)
             }
-            BillingCommand::MeterStorage(changes) => Ok(storage::meter(state, changes)),
+            BillingCommand::MeterStorage(changes) => Ok(storage::meter(state, changes, now)),
             BillingCommand::Close { invoice: priced } => {
                 let period = priced.period.clone();
                 let invoice = state

@@ -55,26 +55,33 @@ impl BillingState {
     }
 }
 
-/// `MeterStorage`: each change in the period it happened, once per usage id; none into a
-/// closed period.
-pub(super) fn meter(state: &BillingState, changes: Vec<StorageUsage>) -> Vec<Event> {
+/// `MeterStorage`: each change in the period it happened, once per usage id (for good: a
+/// replay of the log at start-up offers every change again). A change dated in a closed period
+/// (the feed met it late, or the tenant's documents predate metering) goes into the period
+/// open at `now`, so the bytes stored stay right.
+pub(super) fn meter(
+    state: &BillingState,
+    changes: Vec<StorageUsage>,
+    now: OffsetDateTime,
+) -> Vec<Event> {
     let mut batch = BTreeSet::new();
     let mut events = Vec::with_capacity(changes.len());
-    for change in changes {
-        let period = state.calendar.period_at(change.at);
-        let closed = state
+    let open = |period: &String| {
+        state
             .invoices
-            .get(&period)
-            .is_some_and(|i| i.status != InvoiceStatus::Open);
-        if closed
-            || !batch.insert(change.usage_id)
-            || state
-                .seen
-                .values()
-                .any(|ids| ids.contains(&change.usage_id))
-        {
+            .get(period)
+            .is_none_or(|i| i.status == InvoiceStatus::Open)
+    };
+    for change in changes {
+        if state.storage_ids.contains(&change.usage_id) || !batch.insert(change.usage_id) {
             continue;
         }
+        let period = Some(state.calendar.period_at(change.at))
+            .filter(open)
+            .or_else(|| Some(state.calendar.period_at(now)).filter(open));
+        let Some(period) = period else {
+            continue;
+        };
         events.push(Event::StorageMetered(StorageMetered {
             usage_id: change.usage_id,
             period,
@@ -87,11 +94,7 @@ pub(super) fn meter(state: &BillingState, changes: Vec<StorageUsage>) -> Vec<Eve
 
 /// Folds a `StorageMetered`.
 pub(super) fn apply(state: &mut BillingState, e: &StorageMetered) {
-    state
-        .seen
-        .entry(e.period.clone())
-        .or_default()
-        .insert(e.usage_id);
+    state.storage_ids.insert(e.usage_id);
     let stored = (i128::from(state.stored_bytes) + i128::from(e.bytes)).max(0);
     state.stored_bytes = u64::try_from(stored).unwrap_or(u64::MAX);
     let mut meter = state.storage(&e.period);

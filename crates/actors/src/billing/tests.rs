@@ -300,11 +300,29 @@ fn document_storage_is_metered_once_per_change_per_period_and_carried_into_quiet
     // Storage adds no usage record: the invoice still closes on its usage alone.
     assert_eq!(state.invoices["2026-11"].records, 0);
 
-    // A change dated in a closed period is not metered into it.
+    // A change dated in a closed period goes into the period open now, not into the closed
+    // one; and a change metered before the close is not metered again when the log's replay
+    // offers it after.
     let closing = close(&history, "2026-11", None);
     history.extend(record(&given(&history), closing, utc(Month::December, 2)));
-    let late = BillingCommand::MeterStorage(vec![stored(Uuid::now_v7(), b, 10, november)]);
-    assert!(record(&given(&history), late, utc(Month::December, 3)).is_empty());
+    let late = BillingCommand::MeterStorage(vec![
+        stored(Uuid::now_v7(), b, 10, november),
+        stored(add_a, a, 1_000, november),
+    ]);
+    let events = record(&given(&history), late, utc(Month::December, 3));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        matches!(&events[0], Event::StorageMetered(e) if e.period == "2026-12" && e.bytes == 10)
+    );
+    history.extend(events);
+    let state = given(&history);
+    assert_eq!(state.stored_bytes, 510);
+    assert_eq!(
+        state.storage("2026-11").stored_bytes,
+        500,
+        "the closed period kept its meter"
+    );
+    assert_eq!(state.storage("2026-12").stored_bytes, 510);
     // A deletion larger than what is stored never goes below zero.
     let odd = BillingCommand::MeterStorage(vec![stored(
         Uuid::now_v7(),

@@ -126,10 +126,32 @@ async fn multipart(
     if declared.is_some_and(|d| d > limit + MAX_SMALL_PART as u64) {
         return Err(too_large(limit));
     }
-    let mut form = Multipart::new(req.headers(), payload);
+    // And so is a body without a length: a part's headers or preamble without a line end would
+    // otherwise be buffered by the parser for as long as they come.
+    let bound = limit + MAX_SMALL_PART as u64;
+    let overflowed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = overflowed.clone();
+    let mut seen = 0u64;
+    let counted = payload.map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > bound {
+            flag.set(true);
+            return Err(actix_web::error::PayloadError::Overflow);
+        }
+        Ok(chunk)
+    });
+    let mut form = Multipart::new(req.headers(), counted);
     let mut file: Option<(Option<String>, Option<String>, Vec<u8>)> = None;
     let mut name: Option<String> = None;
     let mut fields = 0;
+    let malformed = |e: actix_multipart::MultipartError| {
+        if overflowed.get() {
+            too_large(limit)
+        } else {
+            malformed(e)
+        }
+    };
     while let Some(field) = form.next().await {
         let mut field = field.map_err(malformed)?;
         fields += 1;
