@@ -60,6 +60,20 @@ async fn post_json(node: &Server, key: &str, path: &str, body: Value) -> (u16, V
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Starts a run of workflow `name` on `node`, waiting for its end; answers the run once it
+/// was accepted (201) and reached `status`.
+async fn run_to_end(node: &Server, key: &str, name: &str, input: Value, status: &str) -> Value {
+    let (code, run) = post_json(
+        node,
+        key,
+        &format!("/v1/workflows/{name}/runs"),
+        json!({"input": input, "wait_ms": 30000}),
+    )
+    .await;
+    assert_eq!((code, &run["status"]), (201, &json!(status)), "{run}");
+    run
+}
+
 async fn post_text(node: &Server, key: &str, path: &str, body: &str) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(node.url(path))
@@ -258,18 +272,14 @@ async fn a_retrieve_step_on_one_node_finds_documents_added_on_another() {
     let rag = std::fs::read_to_string(example("examples/workflows/rag.yaml")).unwrap();
     let (status, body) = post_text(&b, &key, "/v1/workflows", &rag).await;
     assert_eq!(status, 201, "{body}");
-    let (status, run) = post_json(
+    let run = run_to_end(
         &b,
         &key,
-        "/v1/workflows/rag/runs",
-        json!({"input": {"question": "When is a refund possible?"}, "wait_ms": 30000}),
+        "rag",
+        json!({"question": "When is a refund possible?"}),
+        "completed",
     )
     .await;
-    assert_eq!(
-        (status, &run["status"]),
-        (201, &json!("completed")),
-        "{run}"
-    );
     let sources = run["output"]["sources"].as_array().unwrap();
     assert!(
         sources.iter().any(
@@ -283,18 +293,14 @@ async fn a_retrieve_step_on_one_node_finds_documents_added_on_another() {
     let (status, body) = post_text(&a, &key, "/v1/workflows", SCOPED).await;
     assert_eq!(status, 201, "{body}");
     for (docs, expected) in [(&travel_id, &travel_id), (&handbook_id, &handbook_id)] {
-        let (status, run) = post_json(
+        let run = run_to_end(
             &b,
             &key,
-            "/v1/workflows/scoped/runs",
-            json!({"input": {"question": "refunds", "docs": [docs]}, "wait_ms": 30000}),
+            "scoped",
+            json!({"question": "refunds", "docs": [docs]}),
+            "completed",
         )
         .await;
-        assert_eq!(
-            (status, &run["status"]),
-            (201, &json!("completed")),
-            "{run}"
-        );
         let chunks = run["output"]["chunks"].as_array().unwrap();
         assert!(!chunks.is_empty(), "{run}");
         assert!(
@@ -303,14 +309,14 @@ async fn a_retrieve_step_on_one_node_finds_documents_added_on_another() {
         );
     }
     // Not an id: the run fails, saying why.
-    let (status, run) = post_json(
+    let run = run_to_end(
         &b,
         &key,
-        "/v1/workflows/scoped/runs",
-        json!({"input": {"question": "refunds", "docs": ["not-an-id"]}, "wait_ms": 30000}),
+        "scoped",
+        json!({"question": "refunds", "docs": ["not-an-id"]}),
+        "failed",
     )
     .await;
-    assert_eq!((status, &run["status"]), (201, &json!("failed")), "{run}");
     assert!(run.to_string().contains("document ids"), "{run}");
 
     // Deleting a document on one node takes its bytes off the meter.
@@ -339,18 +345,14 @@ async fn a_retrieve_step_on_one_node_finds_documents_added_on_another() {
     // Another tenant's run finds nothing of this tenant's.
     let (status, body) = post_text(&b, &other, "/v1/workflows", &rag).await;
     assert_eq!(status, 201, "{body}");
-    let (status, run) = post_json(
+    let run = run_to_end(
         &a,
         &other,
-        "/v1/workflows/rag/runs",
-        json!({"input": {"question": "When is a refund possible?"}, "wait_ms": 30000}),
+        "rag",
+        json!({"question": "When is a refund possible?"}),
+        "completed",
     )
     .await;
-    assert_eq!(
-        (status, &run["status"]),
-        (201, &json!("completed")),
-        "{run}"
-    );
     assert_eq!(run["output"]["sources"], json!([]), "{run}");
 
     // Specs with a broken `retrieve` node are refused at registration, each with its field.
