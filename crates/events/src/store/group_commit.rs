@@ -1,5 +1,6 @@
-//! Group commit: concurrent appenders hand their requests to one writer task, which writes every
-//! request waiting at that moment in one transaction (one lock, one fsync) and answers each.
+//! Group commit: concurrent appenders hand their requests to one writer (a task on the runtime, or
+//! a thread of its own for a backend whose writes block), which writes every request waiting at
+//! that moment in one transaction (one lock, one fsync) and answers each.
 //!
 //! The writer never waits to fill a batch: it takes what is queued and goes, so a lone appender
 //! pays no extra latency and a crowd shares the commit.
@@ -90,6 +91,36 @@ impl GroupCommit {
         GroupCommit { queue }
     }
 
+    /// Starts the writer on a thread of its own, for a backend whose writes block (SQLite):
+    /// the thread waits for appenders, writes each batch in place and answers them, so a commit
+    /// wakes one thread instead of a runtime worker and then a blocking-pool thread and the
+    /// worker again. It stops when the last handle is dropped.
+    pub fn spawn_dedicated<W: BatchWriter>(
+        writer: W,
+        head: Arc<watch::Sender<GlobalPosition>>,
+        feed: Feed,
+        backend: &'static str,
+    ) -> Result<Self> {
+        let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
+        let metrics = metrics::store(backend);
+        std::thread::Builder::new()
+            .name(format!("{backend}-writer"))
+            .spawn(move || {
+                // Built here, not by the caller: a runtime may not be dropped inside another's
+                // async context. No I/O or timer driver: the thread parks on a condition
+                // variable between batches.
+                match tokio::runtime::Builder::new_current_thread().build() {
+                    Ok(runtime) => {
+                        runtime.block_on(run(writer, requests, head, feed, metrics, backend));
+                    }
+                    // The receiver drops with this thread: appends answer `Closed`.
+                    Err(error) => tracing::error!(%error, backend, "cannot start the log writer"),
+                }
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start the log writer: {e}")))?;
+        Ok(GroupCommit { queue })
+    }
+
     /// Queues an append and waits for the transaction that carries it.
     pub async fn append(&self, pending: Pending) -> Result<AppendResult> {
         let (reply, answer) = oneshot::channel();
@@ -102,8 +133,8 @@ impl GroupCommit {
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    /// Whether the writer task has stopped (it never stops while a handle exists, unless it
-    /// panicked or its runtime shut down).
+    /// Whether the writer has stopped (it never stops while a handle exists, unless it
+    /// panicked, its runtime shut down or its thread could not start one).
     pub fn is_closed(&self) -> bool {
         self.queue.is_closed()
     }
