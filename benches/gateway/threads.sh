@@ -28,7 +28,7 @@ for tid in os.listdir(f"/proc/{pid}/task"):
     comm = stat[stat.index("(") + 1:stat.rindex(")")]
     fields = stat.rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
-    switches = sum(int(l.split()[1]) for l in status.splitlines() if l.endswith("ctxt_switches") or "ctxt_switches:" in l)
+    switches = sum(int(l.split()[1]) for l in status.splitlines() if "ctxt_switches:" in l)
     out[tid] = [comm, ticks, switches]
 print(json.dumps(out))
 PY
