@@ -76,12 +76,17 @@ async fn billed_exactly(server: &Server, tenant: &str, answered: u64) {
     assert_eq!(budget["reserved_usd"], usd(0), "{view}");
 }
 
-/// The log holds `answered` inferences, all completed: a refused request is not an inference.
+/// The log holds `answered` inferences, all completed, one event each: a refused request is not
+/// an inference.
 async fn logged_exactly(dir: &Path, answered: u64) {
     let events = logged(dir).await;
     let count = |kind: &str| events.iter().filter(|(_, t)| t == kind).count() as u64;
-    assert_eq!(count("InferenceRequested"), answered, "{events:?}");
     assert_eq!(count("InferenceCompleted"), answered, "{events:?}");
+    assert_eq!(
+        count("InferenceRequested") + count("RouteChosen"),
+        0,
+        "{events:?}"
+    );
     assert_eq!(count("InferenceFailed"), 0, "{events:?}");
 }
 

@@ -108,7 +108,8 @@ async fn a_repeated_request_is_answered_from_the_tenants_cache_at_its_share_of_t
     assert!(
         hit_events
             .iter()
-            .any(|e| matches!(e, Event::RouteChosen(r) if r.policy == "cache"))
+            .any(|e| matches!(e, Event::InferenceCompleted(c)
+                if c.route.as_ref().is_some_and(|r| r.policy == "cache")))
     );
 
     // Another tenant sending the same request never sees the first tenant's entry.

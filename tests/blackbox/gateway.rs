@@ -162,22 +162,24 @@ async fn a_completion_is_answered_billed_and_logged_once() {
             .is_empty()
     );
 
-    // Three events in the inference's own stream.
+    // One event in the inference's own stream, carrying the request and the route.
     let events = logged(&dir).await;
     assert_eq!(
         events,
-        [
-            (
-                format!("inference-{inference}"),
-                "InferenceRequested".to_owned()
-            ),
-            (format!("inference-{inference}"), "RouteChosen".to_owned()),
-            (
-                format!("inference-{inference}"),
-                "InferenceCompleted".to_owned()
-            ),
-        ]
+        [(
+            format!("inference-{inference}"),
+            "InferenceCompleted".to_owned()
+        )]
     );
+    match inference_events(&dir, &inference).await.as_slice() {
+        [switchyard_events::Event::InferenceCompleted(done)] => {
+            let request = done.request.as_ref().expect("the request is in the record");
+            assert_eq!((request.endpoint.as_str(), request.messages), ("chat", 1));
+            let route = done.route.as_ref().expect("the route is in the record");
+            assert_eq!(route.model, done.model);
+        }
+        other => panic!("{other:?}"),
+    }
     // The spend shows on the tenant at the model's price: $1/M in, $2/M out, rounded up.
     let view = tenant_view(&server, &tenant).await;
     let expected = tokens_in + 2 * tokens_out;

@@ -199,6 +199,11 @@ async fn prompts_are_redacted_before_the_model_and_blocked_by_topic_and_size() {
             Event::InferenceFailed(failed) => {
                 assert_eq!(failed.code, "content_blocked");
                 assert_eq!(failed.cost_micros, 0);
+                // Blocked before routing: the record holds the request, no route.
+                assert!(
+                    failed.request.is_some() && failed.route.is_none(),
+                    "{failed:?}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -482,8 +482,11 @@ async fn an_environment_that_requires_signatures_refuses_unsigned_work_and_logs_
     );
     let id = body["inference_id"].as_str().unwrap().to_owned();
     let events = inference_events(&dir, &id).await;
-    match events.first() {
-        Some(switchyard_events::Event::InferenceRequested(requested)) => {
+    match events
+        .iter()
+        .find_map(switchyard_events::Event::inference_request)
+    {
+        Some(requested) => {
             assert_eq!(
                 requested.messages, 3,
                 "the prompt's two messages, then the request's"

@@ -324,8 +324,11 @@ async fn hostile_uploads_and_queries_are_refused_with_the_reason() {
     let context = context.unwrap();
     assert!(context.starts_with(&format!("{id}:")), "{context}");
     let events = crate::gateway::inference_events(&dir, &inference.unwrap()).await;
-    match events.first() {
-        Some(switchyard_events::Event::InferenceRequested(requested)) => {
+    match events
+        .iter()
+        .find_map(switchyard_events::Event::inference_request)
+    {
+        Some(requested) => {
             assert_eq!(requested.messages, 2, "the sources, then the question");
             let first = context.split(',').next().unwrap();
             assert!(
@@ -366,8 +369,11 @@ async fn hostile_uploads_and_queries_are_refused_with_the_reason() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let events = crate::gateway::inference_events(&dir, &off.expect("the flag acted")).await;
-    match events.first() {
-        Some(switchyard_events::Event::InferenceRequested(requested)) => {
+    match events
+        .iter()
+        .find_map(switchyard_events::Event::inference_request)
+    {
+        Some(requested) => {
             assert_eq!(requested.messages, 1);
             assert!(
                 requested

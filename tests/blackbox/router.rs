@@ -102,14 +102,10 @@ async fn feedback_teaches_the_router_the_better_model_and_survives_a_restart() {
         .read_all(Scope::All, GlobalPosition::START, 100_000)
         .await
         .unwrap();
-    let routes: Vec<_> = events
-        .iter()
-        .filter(|e| e.event_type == "RouteChosen")
-        .map(|e| match Event::from_recorded(e).unwrap() {
-            Event::RouteChosen(r) => r,
-            _ => unreachable!(),
-        })
-        .collect();
+    let route = |e: &switchyard_events::RecordedEvent| {
+        Event::from_recorded(e).unwrap().inference_route().cloned()
+    };
+    let routes: Vec<_> = events.iter().filter_map(route).collect();
     assert_eq!(routes.len(), 160);
     for route in &routes {
         assert_eq!(route.policy, "thompson");
@@ -122,10 +118,7 @@ async fn feedback_teaches_the_router_the_better_model_and_survives_a_restart() {
         assert_eq!(route.shadow[0].policy, "linucb");
     }
     // Feedback sent twice counts once; another tenant's inference is not found; bad values fail.
-    let first = events
-        .iter()
-        .find(|e| e.event_type == "RouteChosen")
-        .unwrap();
+    let first = events.iter().find(|e| route(e).is_some()).unwrap();
     let first_id = first
         .stream_id
         .as_str()

@@ -90,10 +90,7 @@ async fn a_paraphrase_is_answered_from_the_cache_within_its_tenant_and_conversat
     let events = inference_events(&dir, &id).await;
     let route = events
         .iter()
-        .find_map(|e| match e {
-            Event::RouteChosen(r) => Some(r.clone()),
-            _ => None,
-        })
+        .find_map(|e| e.inference_route().cloned())
         .unwrap();
     assert_eq!(
         (route.policy.as_str(), route.provider.as_str()),

@@ -130,8 +130,12 @@ async fn spend_is_attributed_to_keys_users_and_tags() {
     last = last.max(position);
 
     // The log carries the attribution.
-    match &inference_events(&dir, &alice_ids[0]).await[0] {
-        switchyard_events::Event::InferenceRequested(requested) => {
+    match inference_events(&dir, &alice_ids[0])
+        .await
+        .iter()
+        .find_map(switchyard_events::Event::inference_request)
+    {
+        Some(requested) => {
             assert_eq!(requested.user.as_deref(), Some("alice"));
             assert_eq!(requested.tags, ["team-a", "exp:1"]);
         }

@@ -382,9 +382,9 @@ async fn a_run_survives_sigkill_and_each_step_takes_effect_once() {
     let policies: Vec<String> = events
         .iter()
         .filter(|e| e.metadata.correlation_id.as_deref() == Some(new_run.as_str()))
-        .filter_map(|e| match switchyard_events::Event::from_recorded(e) {
-            Ok(switchyard_events::Event::RouteChosen(route)) => Some(route.policy),
-            _ => None,
+        .filter_map(|e| {
+            let event = switchyard_events::Event::from_recorded(e).ok()?;
+            event.inference_route().map(|route| route.policy.clone())
         })
         .collect();
     assert_eq!(

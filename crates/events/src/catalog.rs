@@ -169,8 +169,8 @@ catalog! {
         RateLimitSet(RateLimitSet);
         InferenceRequested(InferenceRequested), older { 1 => InferenceRequestedV1 };
         RouteChosen(RouteChosen);
-        InferenceCompleted(InferenceCompleted);
-        InferenceFailed(InferenceFailed);
+        InferenceCompleted(InferenceCompleted), older { 1 => InferenceCompletedV1 };
+        InferenceFailed(InferenceFailed), older { 1 => InferenceFailedV1 };
         GuardrailChecked(GuardrailChecked);
         InferenceCaptured(InferenceCaptured);
         CapturesDeleted(CapturesDeleted);
@@ -220,6 +220,28 @@ impl Event {
     /// Decodes the payload of a recorded event.
     pub fn from_recorded(event: &RecordedEvent) -> Result<Self> {
         Self::decode(&event.event_type, event.schema_version, &event.payload)
+    }
+
+    /// An inference's request: an `InferenceRequested` (logs before v2 of the outcome events)
+    /// or the one an outcome carries (v2); `None` for any other event.
+    pub fn inference_request(&self) -> Option<&InferenceRequested> {
+        match self {
+            Event::InferenceRequested(requested) => Some(requested),
+            Event::InferenceCompleted(done) => done.request.as_ref(),
+            Event::InferenceFailed(failed) => failed.request.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// An inference's route: a `RouteChosen` (logs before v2 of the outcome events) or the one
+    /// an outcome carries (v2); `None` for any other event.
+    pub fn inference_route(&self) -> Option<&RouteChosen> {
+        match self {
+            Event::RouteChosen(route) => Some(route),
+            Event::InferenceCompleted(done) => done.route.as_ref(),
+            Event::InferenceFailed(failed) => failed.route.as_ref(),
+            _ => None,
+        }
     }
 }
 
@@ -822,7 +844,9 @@ pub struct RouterConfigured {
 }
 payload!(RouterConfigured, 1);
 
-/// An inference answered; the usage is billed from this event (once per inference id).
+/// An inference answered; the usage is billed from this event (once per inference id). It is
+/// the inference's one record: since v2 it carries the request and the route, which v1 logs
+/// kept in the stream's `InferenceRequested` and `RouteChosen` (read back as `None` here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceCompleted {
@@ -838,10 +862,57 @@ pub struct InferenceCompleted {
     pub finish_reason: String,
     /// Calls to the provider, retries and fallbacks included.
     pub attempts: u32,
+    /// The request as admitted (`None`: a v1 event, whose request is a separate event).
+    pub request: Option<InferenceRequested>,
+    /// How the model was chosen (`None`: a v1 event, or no route was drawn).
+    pub route: Option<RouteChosen>,
 }
-payload!(InferenceCompleted, 1);
+payload!(InferenceCompleted, 2);
 
-/// An inference failed. Tokens already delivered (a stream cut mid-way) are still billed.
+/// `InferenceCompleted` v1, before the request and the route: read and upcast, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "InferenceCompleted",
+    description = "An inference answered; the usage is billed from this event (once per inference id)."
+)]
+pub struct InferenceCompletedV1 {
+    pub model: String,
+    pub provider: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// Integer micro-dollars at the price in force, rounded up.
+    pub cost_micros: u64,
+    pub latency_us: u64,
+    /// Time to the first token (streams) or to the whole answer.
+    pub ttft_us: u64,
+    pub finish_reason: String,
+    /// Calls to the provider, retries and fallbacks included.
+    pub attempts: u32,
+}
+
+impl From<InferenceCompletedV1> for InferenceCompleted {
+    fn from(old: InferenceCompletedV1) -> Self {
+        InferenceCompleted {
+            model: old.model,
+            provider: old.provider,
+            tokens_in: old.tokens_in,
+            tokens_out: old.tokens_out,
+            cost_micros: old.cost_micros,
+            latency_us: old.latency_us,
+            ttft_us: old.ttft_us,
+            finish_reason: old.finish_reason,
+            attempts: old.attempts,
+            request: None,
+            route: None,
+        }
+    }
+}
+
+/// An inference failed. Tokens already delivered (a stream cut mid-way) are still billed. It is
+/// the inference's one record: since v2 it carries the request and the route (`None` when the
+/// inference failed before a model was drawn, and for v1 events, whose request and route are
+/// separate events).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceFailed {
@@ -856,8 +927,51 @@ pub struct InferenceFailed {
     pub cost_micros: u64,
     pub latency_us: u64,
     pub attempts: u32,
+    /// The request as admitted (`None`: a v1 event, whose request is a separate event).
+    pub request: Option<InferenceRequested>,
+    /// How the model was chosen (`None`: a v1 event, or no route was drawn).
+    pub route: Option<RouteChosen>,
 }
-payload!(InferenceFailed, 1);
+payload!(InferenceFailed, 2);
+
+/// `InferenceFailed` v1, before the request and the route: read and upcast, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "InferenceFailed",
+    description = "An inference failed. Tokens already delivered (a stream cut mid-way) are still billed."
+)]
+pub struct InferenceFailedV1 {
+    /// The last model tried ("" when none was).
+    pub model: String,
+    pub provider: String,
+    /// The stable error code answered to the client.
+    pub code: String,
+    pub message: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_micros: u64,
+    pub latency_us: u64,
+    pub attempts: u32,
+}
+
+impl From<InferenceFailedV1> for InferenceFailed {
+    fn from(old: InferenceFailedV1) -> Self {
+        InferenceFailed {
+            model: old.model,
+            provider: old.provider,
+            code: old.code,
+            message: old.message,
+            tokens_in: old.tokens_in,
+            tokens_out: old.tokens_out,
+            cost_micros: old.cost_micros,
+            latency_us: old.latency_us,
+            attempts: old.attempts,
+            request: None,
+            route: None,
+        }
+    }
+}
 
 /// A tenant's guardrails checked an inference's prompt (`stage` input) or answer (output):
 /// the verdict (`pass`, `redact`, `block`) and each rule that fired, with how often. Never the

@@ -193,6 +193,7 @@ impl Folder for BillingFeed {
             tokens_in,
             tokens_out,
             cost_micros,
+            ..
         }) = InferenceOutcome::of(recorded)
         else {
             return;

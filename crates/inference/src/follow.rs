@@ -31,6 +31,9 @@ pub struct InferenceOutcome {
     pub tokens_in: u64,
     pub tokens_out: u64,
     pub cost_micros: u64,
+    /// The request, which the outcome carries since v2 (`None` for a v1 event: the stream's
+    /// `InferenceRequested` holds it).
+    pub request: Option<switchyard_events::InferenceRequested>,
 }
 
 impl InferenceOutcome {
@@ -48,13 +51,13 @@ impl InferenceOutcome {
             .strip_prefix("inference-")?
             .parse()
             .ok()?;
-        let (model, tokens_in, tokens_out, cost_micros) =
+        let (model, tokens_in, tokens_out, cost_micros, request) =
             match switchyard_events::Event::from_recorded(recorded).ok()? {
                 switchyard_events::Event::InferenceCompleted(e) => {
-                    (e.model, e.tokens_in, e.tokens_out, e.cost_micros)
+                    (e.model, e.tokens_in, e.tokens_out, e.cost_micros, e.request)
                 }
                 switchyard_events::Event::InferenceFailed(e) => {
-                    (e.model, e.tokens_in, e.tokens_out, e.cost_micros)
+                    (e.model, e.tokens_in, e.tokens_out, e.cost_micros, e.request)
                 }
                 _ => return None,
             };
@@ -64,6 +67,7 @@ impl InferenceOutcome {
             tokens_in,
             tokens_out,
             cost_micros,
+            request,
         })
     }
 }

@@ -110,6 +110,8 @@ async fn inference(
         ttft_us: 1_000,
         finish_reason: "stop".into(),
         attempts: 1,
+        request: None,
+        route: None,
     });
     store
         .append(

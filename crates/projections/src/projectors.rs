@@ -2,15 +2,19 @@
 //!
 //! | projector | events | tables |
 //! |---|---|---|
-//! | `usage` | `InferenceCompleted`, `InferenceFailed`, `RouteChosen`, `RewardRecorded` | `usage_hourly`, `latency_hist`, `router_stats` |
-//! | `inferences` | `InferenceRequested`, `RouteChosen`, `InferenceCompleted`, `InferenceFailed` | `inference_log` |
-//! | `spend` | `InferenceRequested`, `InferenceCompleted`, `InferenceFailed` | `inference_spend`, `inference_tags` |
+//! | `usage` | `InferenceCompleted`, `InferenceFailed`, `RouteChosen` (v1 logs), `RewardRecorded` | `usage_hourly`, `latency_hist`, `router_stats` |
+//! | `inferences` | `InferenceCompleted`, `InferenceFailed`; `InferenceRequested`, `RouteChosen` (v1 logs) | `inference_log` |
+//! | `spend` | `InferenceCompleted`, `InferenceFailed`; `InferenceRequested` (v1 logs) | `inference_spend`, `inference_tags` |
+//!
+//! Since v2 an inference is one event, its outcome, carrying the request and the route; a v1 log
+//! holds them as `InferenceRequested` and `RouteChosen` before the outcome. Both forms fill the
+//! same rows (`crates/projections/tests/projections.rs` checks they agree).
 //! | `billing` | `UsageRecorded`, `InvoiceFinalized`, `InvoicePaid` | `billing_usage`, `invoices`, `ledger` |
 //! | `directory` | tenant lifecycle, `ApiKeyIssued`, `ApiKeyRevoked`, `ApiKeyRotated` | `tenants`, `api_keys` |
 //! | `workflows` | a run's start, steps, end and segments | `workflow_runs` |
 //! | `audit` | every admin command's event (tenant lifecycle, keys, limits, settings, flags, routing) | `admin_audit` |
 
-use switchyard_events::{Event, RecordedEvent};
+use switchyard_events::{Event, InferenceRequested, RecordedEvent, RouteChosen};
 
 use crate::model::{
     ADMIN_AUDIT, API_KEYS, BILLING_USAGE, INFERENCE_LOG, INFERENCE_SPEND, INFERENCE_TAGS, INVOICES,
@@ -194,7 +198,19 @@ fn usage(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
             ("model", Val::from(model)),
         ]
     };
-    match decoded {
+    let decided = |route: &RouteChosen| {
+        Op::upsert(
+            &ROUTER_STATS,
+            vec![
+                ("tenant_id", tenant(event)),
+                ("hour", Val::Int(hour(event))),
+                ("policy", Val::from(route.policy.as_str())),
+                ("model", Val::from(route.model.as_str())),
+            ],
+        )
+        .add("decisions", 1)
+    };
+    let mut ops = match &decoded {
         Event::InferenceCompleted(done) => vec![
             Op::upsert(&USAGE_HOURLY, key(&done.model))
                 .add("requests", 1)
@@ -217,26 +233,15 @@ fn usage(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
                 .add("tokens_out", sat(failed.tokens_out))
                 .add("cost_micros", sat(failed.cost_micros)),
         ],
-        Event::RouteChosen(route) => vec![
-            Op::upsert(
-                &ROUTER_STATS,
-                vec![
-                    ("tenant_id", tenant(event)),
-                    ("hour", Val::Int(hour(event))),
-                    ("policy", Val::from(route.policy)),
-                    ("model", Val::from(route.model)),
-                ],
-            )
-            .add("decisions", 1),
-        ],
+        Event::RouteChosen(route) => vec![decided(route)],
         Event::RewardRecorded(reward) => vec![
             Op::upsert(
                 &ROUTER_STATS,
                 vec![
                     ("tenant_id", tenant(event)),
                     ("hour", Val::Int(hour(event))),
-                    ("policy", Val::from(reward.policy)),
-                    ("model", Val::from(reward.model)),
+                    ("policy", Val::from(reward.policy.as_str())),
+                    ("model", Val::from(reward.model.as_str())),
                 ],
             )
             .add("rewards", 1)
@@ -244,6 +249,21 @@ fn usage(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
             .add("reward_cost_micros", sat(reward.cost_micros)),
         ],
         _ => Vec::new(),
+    };
+    // Since v2 the outcome carries the decision that v1 logged as `RouteChosen`.
+    if let Some(route) = carried(&decoded).1 {
+        ops.push(decided(route));
+    }
+    ops
+}
+
+/// The request and the route an inference's outcome carries (v2; `None` for v1 events and
+/// every other event).
+fn carried(decoded: &Event) -> (Option<&InferenceRequested>, Option<&RouteChosen>) {
+    match decoded {
+        Event::InferenceCompleted(done) => (done.request.as_ref(), done.route.as_ref()),
+        Event::InferenceFailed(failed) => (failed.request.as_ref(), failed.route.as_ref()),
+        _ => (None, None),
     }
 }
 
@@ -279,34 +299,41 @@ fn spend(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
         key
     };
     let row = Op::upsert(&INFERENCE_SPEND, key(None)).version(event.stream_version.0);
-    match decoded {
+    // Who the inference was for, and its tags: the request's, an event of its own in v1 logs.
+    let request = |row: Op, requested: &InferenceRequested| {
+        let mut ops = vec![
+            row.set("key_id", requested.key_id.to_string())
+                .set("user_id", requested.user.clone().unwrap_or_default()),
+        ];
+        ops.extend(
+            requested
+                .tags
+                .iter()
+                .map(|tag| Op::upsert(&INFERENCE_TAGS, key(Some(tag.clone())))),
+        );
+        ops
+    };
+    let (row, outcome) = match &decoded {
         Event::InferenceRequested(requested) => {
-            let mut ops = vec![
-                row.set("key_id", requested.key_id.to_string())
-                    .set("user_id", requested.user.unwrap_or_default())
-                    .set("status", "pending"),
-            ];
-            ops.extend(
-                requested
-                    .tags
-                    .into_iter()
-                    .map(|tag| Op::upsert(&INFERENCE_TAGS, key(Some(tag)))),
-            );
-            ops
+            return request(row.set("status", "pending"), requested);
         }
-        Event::InferenceCompleted(done) => vec![
-            row.set("status", "completed")
-                .set("tokens_in", done.tokens_in)
-                .set("tokens_out", done.tokens_out)
-                .set("cost_micros", done.cost_micros),
-        ],
-        Event::InferenceFailed(failed) => vec![
-            row.set("status", "failed")
-                .set("tokens_in", failed.tokens_in)
-                .set("tokens_out", failed.tokens_out)
-                .set("cost_micros", failed.cost_micros),
-        ],
-        _ => Vec::new(),
+        Event::InferenceCompleted(done) => (
+            row.set("status", "completed"),
+            (done.tokens_in, done.tokens_out, done.cost_micros),
+        ),
+        Event::InferenceFailed(failed) => (
+            row.set("status", "failed"),
+            (failed.tokens_in, failed.tokens_out, failed.cost_micros),
+        ),
+        _ => return Vec::new(),
+    };
+    let row = row
+        .set("tokens_in", outcome.0)
+        .set("tokens_out", outcome.1)
+        .set("cost_micros", outcome.2);
+    match carried(&decoded).0 {
+        Some(requested) => request(row, requested),
+        None => vec![row],
     }
 }
 
@@ -322,17 +349,31 @@ fn inferences(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
     )
     .version(event.stream_version.0)
     .set("position", sat(event.global_position.0));
-    let op = match decoded {
-        Event::InferenceRequested(requested) => row
-            .set("endpoint", requested.endpoint)
-            .set("model_requested", requested.model_requested)
+    let requested = |row: Op, requested: &InferenceRequested| {
+        row.set("endpoint", requested.endpoint.as_str())
+            .set("model_requested", requested.model_requested.as_str())
             .set("key_id", requested.key_id.to_string())
             .set("stream", i64::from(requested.stream))
-            .set("status", "pending"),
-        Event::RouteChosen(route) => row
-            .set("model", route.model)
-            .set("provider", route.provider)
-            .set("policy", route.policy),
+    };
+    let routed = |row: Op, route: &RouteChosen| {
+        row.set("model", route.model.as_str())
+            .set("provider", route.provider.as_str())
+            .set("policy", route.policy.as_str())
+    };
+    // Since v2 the outcome carries the request and the route (v1: events of their own, before
+    // it); the outcome's model and provider, set after, are the ones that answered.
+    let (request, route) = carried(&decoded);
+    let row = match request {
+        Some(request) => requested(row, request),
+        None => row,
+    };
+    let row = match route {
+        Some(route) => routed(row, route),
+        None => row,
+    };
+    let op = match decoded {
+        Event::InferenceRequested(request) => requested(row, &request).set("status", "pending"),
+        Event::RouteChosen(route) => routed(row, &route),
         Event::InferenceCompleted(done) => row
             .set("status", "completed")
             .set("model", done.model)

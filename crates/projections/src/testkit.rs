@@ -1,6 +1,7 @@
 //! Traffic for tests and benchmarks: inferences appended the way the gateway appends them (one
-//! append of `InferenceRequested`, `RouteChosen` and `InferenceCompleted`/`InferenceFailed` to
-//! `inference-<uuid v7>`), with the totals a correct read model must show.
+//! event, `InferenceCompleted`/`InferenceFailed` carrying the request and the route, to
+//! `inference-<uuid v7>`), or the way logs before v2 hold them (`InferenceRequested`,
+//! `RouteChosen`, then the outcome), with the totals a correct read model must show.
 
 use std::collections::HashMap;
 
@@ -19,9 +20,44 @@ pub struct Totals {
     pub cost_micros: i64,
 }
 
-/// One inference's three events.
+/// One inference as the gateway appends it: its outcome, carrying the request and the route.
 pub fn inference_events(model: &str, n: u64, failed: bool) -> Vec<NewEvent> {
-    let requested = Event::InferenceRequested(InferenceRequested {
+    let (requested, route, mut end) = inference(model, n, failed);
+    match &mut end {
+        Event::InferenceCompleted(done) => {
+            done.request = Some(requested);
+            done.route = Some(route);
+        }
+        Event::InferenceFailed(failed) => {
+            failed.request = Some(requested);
+            failed.route = Some(route);
+        }
+        _ => {}
+    }
+    encode(&[end])
+}
+
+/// The same inference as a log from before v2 holds it: `InferenceRequested`, `RouteChosen`,
+/// then the outcome without them.
+pub fn inference_events_v1(model: &str, n: u64, failed: bool) -> Vec<NewEvent> {
+    let (requested, route, end) = inference(model, n, failed);
+    encode(&[
+        Event::InferenceRequested(requested),
+        Event::RouteChosen(route),
+        end,
+    ])
+}
+
+fn encode(events: &[Event]) -> Vec<NewEvent> {
+    events
+        .iter()
+        .filter_map(|event| event.to_new_event(Metadata::default()).ok())
+        .collect()
+}
+
+/// The request, the route and the outcome (without them) of test inference `n`.
+fn inference(model: &str, n: u64, failed: bool) -> (InferenceRequested, RouteChosen, Event) {
+    let requested = InferenceRequested {
         endpoint: "chat".into(),
         model_requested: "auto".into(),
         key_id: uuid::Uuid::nil(),
@@ -31,8 +67,8 @@ pub fn inference_events(model: &str, n: u64, failed: bool) -> Vec<NewEvent> {
         max_tokens: None,
         user: Some(format!("user-{}", n % 3)),
         tags: vec![format!("tag-{}", n % 2)],
-    });
-    let route = Event::RouteChosen(RouteChosen {
+    };
+    let route = RouteChosen {
         policy: "thompson".into(),
         model: model.into(),
         provider: "sim".into(),
@@ -41,7 +77,7 @@ pub fn inference_events(model: &str, n: u64, failed: bool) -> Vec<NewEvent> {
         feature_set: 1,
         features_milli: Vec::new(),
         shadow: Vec::new(),
-    });
+    };
     let end = if failed {
         Event::InferenceFailed(InferenceFailed {
             model: model.into(),
@@ -53,6 +89,8 @@ pub fn inference_events(model: &str, n: u64, failed: bool) -> Vec<NewEvent> {
             cost_micros: 0,
             latency_us: 1000 + n,
             attempts: 2,
+            request: None,
+            route: None,
         })
     } else {
         Event::InferenceCompleted(InferenceCompleted {
@@ -65,12 +103,11 @@ pub fn inference_events(model: &str, n: u64, failed: bool) -> Vec<NewEvent> {
             ttft_us: 100,
             finish_reason: "stop".into(),
             attempts: 1,
+            request: None,
+            route: None,
         })
     };
-    [requested, route, end]
-        .iter()
-        .filter_map(|event| event.to_new_event(Metadata::default()).ok())
-        .collect()
+    (requested, route, end)
 }
 
 /// The totals `inference_events(model, n, failed)` adds.

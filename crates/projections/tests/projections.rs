@@ -19,8 +19,8 @@ use switchyard_events::{
     PostgresOptions, PostgresStore, Scope, SqliteStore, StreamId, TenantId,
 };
 use switchyard_projections::projectors::{self, INFERENCES, USAGE};
-use switchyard_projections::query::{Group, InferenceQuery, Window};
-use switchyard_projections::testkit::{Totals, inference_events, traffic};
+use switchyard_projections::query::{Group, InferenceQuery, SpendGroup, Window};
+use switchyard_projections::testkit::{Totals, inference_events, inference_events_v1, traffic};
 use switchyard_projections::{
     Error, Projections, ReadDb, RunnerConfig, rebuild, retry_dead_letter,
 };
@@ -317,6 +317,117 @@ async fn sqlite_rebuild_equals_incremental() {
 #[tokio::test]
 async fn postgres_rebuild_equals_incremental() {
     rebuild_equals_incremental(Backend::Postgres).await;
+}
+
+/// An inference is one event since v2 (its outcome carries the request and the route); a log
+/// from before holds three. The same inferences in either form fill the same rows: usage,
+/// router decisions, the inference log and spend by key, user and tag.
+async fn both_event_forms_project_alike(backend: Backend) {
+    let env = env(backend).await;
+    let (now, before) = (TenantId::new(), TenantId::new());
+    for n in 0..40 {
+        let (model, failed) = (
+            if n % 3 == 0 { "sim-large" } else { "sim-small" },
+            n % 5 == 4,
+        );
+        for (tenant, events) in [
+            (now, inference_events(model, n, failed)),
+            (before, inference_events_v1(model, n, failed)),
+        ] {
+            let stream = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
+            env.store
+                .append(tenant, &stream, ExpectedVersion::NoStream, events)
+                .await
+                .unwrap();
+        }
+    }
+    let projections = Projections::start(env.store.clone(), env.db.clone(), fast());
+    caught_up(
+        &projections,
+        env.store.as_ref(),
+        &["usage", "inferences", "spend"],
+    )
+    .await;
+    let seen = |tenant: TenantId| {
+        let db = env.db.clone();
+        async move {
+            let tenant = *tenant.as_uuid();
+            let usage = db
+                .usage(tenant, ALL_TIME, &[Group::Model], None)
+                .await
+                .unwrap();
+            let router = db.router(tenant, ALL_TIME).await.unwrap();
+            let query = InferenceQuery {
+                from_ms: 0,
+                to_ms: i64::MAX,
+                limit: 500,
+                ..Default::default()
+            };
+            let (log, _) = db.inferences(tenant, &query).await.unwrap();
+            let mut log: Vec<_> = log
+                .into_iter()
+                .map(|r| {
+                    let figures = (
+                        r.tokens_in,
+                        r.tokens_out,
+                        r.cost_micros,
+                        r.latency_us,
+                        r.ttft_us,
+                    );
+                    let names = (r.endpoint, r.model_requested, r.model, r.provider, r.policy);
+                    (names, r.status, r.stream, figures, r.error_code)
+                })
+                .collect();
+            log.sort();
+            let mut spend = Vec::new();
+            for group in [SpendGroup::Key, SpendGroup::User, SpendGroup::Tag] {
+                spend.push(db.spend(tenant, ALL_TIME, group).await.unwrap());
+            }
+            let decisions: i64 = router.iter().map(|r| r.decisions).sum();
+            (
+                format!("{usage:?}"),
+                format!("{router:?}"),
+                log,
+                spend,
+                decisions,
+            )
+        }
+    };
+    let (current, older) = (seen(now).await, seen(before).await);
+    assert_eq!(
+        current.2.len(),
+        40,
+        "every inference has its row: {:?}",
+        current.2
+    );
+    assert!(
+        current.2.iter().all(|row| row.1 != "pending"),
+        "{:?}",
+        current.2
+    );
+    assert_eq!(
+        current.4, 40,
+        "one routing decision per inference: {}",
+        current.1
+    );
+    assert_eq!(
+        current.3[2].len(),
+        2,
+        "both tags are projected: {:?}",
+        current.3[2]
+    );
+    assert_eq!(current, older);
+    drop(projections);
+}
+
+#[tokio::test]
+async fn sqlite_both_event_forms_project_alike() {
+    both_event_forms_project_alike(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_both_event_forms_project_alike() {
+    both_event_forms_project_alike(Backend::Postgres).await;
 }
 
 #[tokio::test]
@@ -723,7 +834,8 @@ async fn an_event_the_database_refuses_is_dead_lettered_alone() {
     // The same model with u64::MAX tokens (stored as i64::MAX): the stored count plus it does
     // not fit, whatever batch it lands in.
     let mut bad = inference_events("overflow-model", 2, false);
-    bad[2] = Event::InferenceCompleted(switchyard_events::InferenceCompleted {
+    let last = bad.len() - 1;
+    bad[last] = Event::InferenceCompleted(switchyard_events::InferenceCompleted {
         model: "overflow-model".into(),
         provider: "sim".into(),
         tokens_in: u64::MAX,
@@ -733,6 +845,8 @@ async fn an_event_the_database_refuses_is_dead_lettered_alone() {
         ttft_us: 100,
         finish_reason: "stop".into(),
         attempts: 1,
+        request: None,
+        route: None,
     })
     .to_new_event(Metadata::default())
     .unwrap();
@@ -769,7 +883,7 @@ async fn text_with_nul_bytes_is_projected(backend: Backend) {
     };
     let nul = "bad\0model";
     let inference = StreamId::of("inference", uuid::Uuid::now_v7()).unwrap();
-    let mut events = inference_events(nul, 1, true);
+    let mut events = inference_events_v1(nul, 1, true);
     events[2] = Event::InferenceFailed(switchyard_events::InferenceFailed {
         model: nul.into(),
         provider: "p\0".into(),
@@ -780,6 +894,8 @@ async fn text_with_nul_bytes_is_projected(backend: Backend) {
         cost_micros: 0,
         latency_us: 1000,
         attempts: 1,
+        request: None,
+        route: None,
     })
     .to_new_event(Metadata::default())
     .unwrap();

@@ -92,8 +92,14 @@ pub(crate) async fn feedback(
     let mut completed = None;
     for recorded in &events {
         match Event::from_recorded(recorded) {
+            // v1 logs: the route is an event of its own; since v2 the outcome carries it.
             Ok(Event::RouteChosen(e)) => route = Some(e),
-            Ok(Event::InferenceCompleted(e)) => completed = Some(e),
+            Ok(Event::InferenceCompleted(mut e)) => {
+                if let Some(carried) = e.route.take() {
+                    route = Some(carried);
+                }
+                completed = Some(e);
+            }
             _ => {}
         }
     }

@@ -290,9 +290,10 @@ impl Meter {
 /// [`Meter::fold`]).
 impl crate::follow::Folder for Meter {
     fn fold(&self, recorded: &switchyard_events::RecordedEvent) {
-        // The accounts below the tenant come with the request, the cost with the outcome. An
-        // inference this node settled is counted already, its accounts too: its request is not
-        // decoded again.
+        // The accounts below the tenant come with the request, the cost with the outcome (in
+        // one event since v2; v1 logs hold the request as an event of its own). An inference
+        // this node settled is counted already, its accounts too: its request is not decoded
+        // again.
         if recorded.event_type == "InferenceRequested" {
             let Some(id) = recorded
                 .stream_id
@@ -319,11 +320,25 @@ impl crate::follow::Folder for Meter {
         }
         // Stream `inference-<id>`: the id is what the settling request marked.
         if let Some(outcome) = crate::follow::InferenceOutcome::of(recorded) {
-            let below = self
-                .pending
-                .remove(&outcome.id)
-                .map(|(_, below)| below)
-                .unwrap_or_default();
+            let below = match &outcome.request {
+                // Since v2 the outcome carries its request; an inference this node counted
+                // already needs no accounts.
+                Some(requested) if !self.counted.contains_key(&outcome.id) => {
+                    Account::of_inference(
+                        recorded.tenant_id,
+                        requested.key_id,
+                        requested.user.as_deref(),
+                        &requested.tags,
+                    )
+                }
+                Some(_) => Default::default(),
+                // v1: the request was an event of its own, folded before.
+                None => self
+                    .pending
+                    .remove(&outcome.id)
+                    .map(|(_, below)| below)
+                    .unwrap_or_default(),
+            };
             Meter::fold(
                 self,
                 recorded.tenant_id,

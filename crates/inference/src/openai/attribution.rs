@@ -1,7 +1,7 @@
 //! Spend attribution below the tenant: the end user a request is made for (OpenAI's `user`)
 //! and its tags (`metadata.tags`, a list or a comma-separated string, as the OpenAI SDK's
 //! string-valued `metadata` allows, plus the `x-switchyard-tags` header). Both are logged with
-//! the inference (`InferenceRequested`) and are what the analytics group spend by.
+//! the inference (its record's `request`) and are what the analytics group spend by.
 
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! The tenant's guardrails around an inference: the prompt checked (and redacted) before it is
 //! routed, the answer checked before the client sees it, an answer that breaks the output
 //! schema asked for again. A prompt blocked before admission is still an inference in the log
-//! (`InferenceRequested`, `GuardrailChecked`, `InferenceFailed` with `content_blocked`, no
+//! (`GuardrailChecked`, then `InferenceFailed` with `content_blocked` and the request, no
 //! cost); an answer blocked after the model is billed for the tokens it took, as a failure.
 
 use std::sync::Arc;
@@ -120,7 +120,6 @@ impl Pipeline {
     ) -> Result<(), Error> {
         let id = Uuid::now_v7();
         let events = [
-            Event::InferenceRequested(requested),
             Event::GuardrailChecked(verdict.event()),
             Event::InferenceFailed(InferenceFailed {
                 model: String::new(),
@@ -132,6 +131,8 @@ impl Pipeline {
                 cost_micros: 0,
                 latency_us: 0,
                 attempts: 0,
+                request: Some(requested),
+                route: None,
             }),
         ];
         let metadata = Metadata {

@@ -5,9 +5,9 @@
 //! every tier (the prompt's estimate) → reserve its estimated cost from the budgets (refused
 //! when they cannot cover it) → call the provider through the resilience layer (retries with
 //! backoff and jitter, then fallbacks, all before the first byte) → settle the budget with the
-//! real cost, charge the answer's tokens to the token limits → append `InferenceRequested`,
-//! `RouteChosen` and `InferenceCompleted`/`InferenceFailed` to stream `inference-<id>` in one
-//! group-committed append ([`ticket`]). The HTTP handlers and the workflow executor both come
+//! real cost, charge the answer's tokens to the token limits → append the inference's one
+//! record, `InferenceCompleted`/`InferenceFailed` carrying the request and the route, to stream
+//! `inference-<id>` in a group-committed append ([`ticket`]). The HTTP handlers and the workflow executor both come
 //! through here, so both are routed, limited and billed alike.
 
 mod cached;

@@ -1,5 +1,6 @@
 //! An admitted inference: admission (limits and budget reservation), then settlement and the
-//! one append of its three events when it ends.
+//! one append of its record when it ends: the outcome event (`InferenceCompleted` or
+//! `InferenceFailed`), which carries the request and the route, after any guardrail decisions.
 
 use std::time::Instant;
 
@@ -135,8 +136,8 @@ impl Ticket {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Settles the budget, charges the answer's tokens, and appends the three events. Returns
-    /// the log position of the last one, or 0 when they are recorded after the answer
+    /// Settles the budget, charges the answer's tokens, and appends the inference's record.
+    /// Returns the log position of its outcome event, or 0 when they are recorded after the answer
     /// ([`Durability::Batched`]).
     pub async fn finish(
         &self,
@@ -158,6 +159,8 @@ impl Ticket {
                     ttft_us: *ttft_us,
                     finish_reason: finish_reason.clone(),
                     attempts: *attempts,
+                    request: Some(self.requested.clone()),
+                    route: Some(self.route.clone()),
                 }),
             ),
             Err((error, usage, attempts)) => (
@@ -172,6 +175,8 @@ impl Ticket {
                     cost_micros: self.cost(*usage),
                     latency_us,
                     attempts: *attempts,
+                    request: Some(self.requested.clone()),
+                    route: Some(self.route.clone()),
                 }),
             ),
         };
@@ -186,16 +191,17 @@ impl Ticket {
                 .settle(&check.key, check.limit, check.cost, tokens)
                 .await;
         }
-        let encoded = [
-            Event::InferenceRequested(self.requested.clone()),
-            Event::RouteChosen(self.route.clone()),
-        ]
-        .into_iter()
-        .chain(self.guardrails.iter().cloned().map(Event::GuardrailChecked))
-        .chain([last])
-        .map(|e| e.to_new_event(self.metadata.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| Error::Unavailable)?;
+        // One event per inference (two rows more per request cost the log and every subscriber
+        // a third of their work); guardrail decisions, rare, are events of their own before it.
+        let encoded = self
+            .guardrails
+            .iter()
+            .cloned()
+            .map(Event::GuardrailChecked)
+            .chain([last])
+            .map(|e| e.to_new_event(self.metadata.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| Error::Unavailable)?;
         let stream = StreamId::of("inference", self.id).map_err(|_| Error::Unavailable)?;
         let outcome_label = if outcome.is_ok() {
             "completed"

@@ -5,7 +5,8 @@
 //!
 //! The choice never waits on a mailbox: each tenant's bandit state is read from a cache that the
 //! log subscription keeps current (and the feedback handler writes through). Every decision is
-//! logged in `RouteChosen` with its propensity and the features it saw.
+//! logged in the inference record's `route` (`RouteChosen`) with its propensity and the
+//! features it saw.
 
 /// The logged decisions, read back for off-policy evaluation.
 pub mod offline;
