@@ -473,8 +473,8 @@ async fn an_idle_feed_sends_heartbeats() {
 
 /// Starts a server with a 16-event feed ring, opens a feed with the request `head(address, key)`
 /// from a client that never reads (4 KiB receive buffer), pushes thousands of inferences for its
-/// tenant (three events of 500+ bytes each: megabytes, more than the kernel buffers of a stalled
-/// connection hold), then reads what the server sent until it ended the connection, which must
+/// tenant (an event of 700+ bytes each, with its request and route: megabytes, more than the
+/// kernel buffers of a stalled connection hold), then reads what the server sent until it ended the connection, which must
 /// be far less than what was produced. Returns that text and the server.
 async fn stalled_client(head: impl Fn(&str, &str) -> String) -> (String, Server) {
     let dir = data_dir();
@@ -513,7 +513,7 @@ async fn stalled_client(head: impl Fn(&str, &str) -> String) -> (String, Server)
     .await
     .expect("the feed's answer head never came");
     let answered = burst(server.base.clone(), key.clone(), 16, 250).await;
-    let produced = usize::try_from(answered).unwrap() * 3 * 500;
+    let produced = usize::try_from(answered).unwrap() * 700;
     tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut received))
         .await
         .expect("the server never ended the slow client's connection")

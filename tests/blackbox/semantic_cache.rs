@@ -5,7 +5,6 @@
 //! local model; two nodes sharing Redis share the semantic cache.
 
 use serde_json::{Value, json};
-use switchyard_events::Event;
 
 use crate::cluster::{Recipe, until_key};
 use crate::gateway::{SIM_CONFIG, chat, inference_events, start};

@@ -204,15 +204,58 @@ catalog! {
 
 impl Event {
     /// Wraps the event for appending, with a fresh event id.
-    pub fn to_new_event(&self, mut metadata: Metadata) -> Result<NewEvent> {
+    pub fn to_new_event(&self, metadata: Metadata) -> Result<NewEvent> {
+        self.envelope(self.schema_version(), self.encode()?, metadata)
+    }
+
+    /// Wraps the event for appending in the form releases before v2 of the outcome events
+    /// decode: an `InferenceCompleted` or `InferenceFailed` as v1, without the request and the
+    /// route (a log in that form holds them as `InferenceRequested` and `RouteChosen` before
+    /// the outcome); any other event as [`Event::to_new_event`]. For clusters in the middle of
+    /// a rolling upgrade from such a release.
+    pub fn to_new_event_v1(&self, metadata: Metadata) -> Result<NewEvent> {
+        let payload = match self {
+            Event::InferenceCompleted(done) => codec::encode(&InferenceCompletedV1 {
+                model: done.model.clone(),
+                provider: done.provider.clone(),
+                tokens_in: done.tokens_in,
+                tokens_out: done.tokens_out,
+                cost_micros: done.cost_micros,
+                latency_us: done.latency_us,
+                ttft_us: done.ttft_us,
+                finish_reason: done.finish_reason.clone(),
+                attempts: done.attempts,
+            })?,
+            Event::InferenceFailed(failed) => codec::encode(&InferenceFailedV1 {
+                model: failed.model.clone(),
+                provider: failed.provider.clone(),
+                code: failed.code.clone(),
+                message: failed.message.clone(),
+                tokens_in: failed.tokens_in,
+                tokens_out: failed.tokens_out,
+                cost_micros: failed.cost_micros,
+                latency_us: failed.latency_us,
+                attempts: failed.attempts,
+            })?,
+            _ => return self.to_new_event(metadata),
+        };
+        self.envelope(1, payload, metadata)
+    }
+
+    fn envelope(
+        &self,
+        schema_version: u16,
+        payload: Bytes,
+        mut metadata: Metadata,
+    ) -> Result<NewEvent> {
         if metadata.traceparent.is_none() {
             metadata.traceparent = crate::trace::current();
         }
         Ok(NewEvent {
             event_id: EventId::new(),
             event_type: self.event_type().to_owned(),
-            schema_version: self.schema_version(),
-            payload: self.encode()?,
+            schema_version,
+            payload,
             metadata,
         })
     }
@@ -719,7 +762,9 @@ pub struct RateLimitSet {
 payload!(RateLimitSet, 1);
 
 /// A chat completion or embedding request was accepted (stream `inference-<id>`, whose id is
-/// the `x-switchyard-inference-id` of the response).
+/// the `x-switchyard-inference-id` of the response). Since v2 of `InferenceCompleted` and
+/// `InferenceFailed` it is stored inside them (their `request`): a new version of this struct
+/// changes their stored form too, so it needs a new version of both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceRequested {
@@ -780,7 +825,9 @@ impl From<InferenceRequestedV1> for InferenceRequested {
 /// The model that served an inference and how it was chosen. `propensity_ppb` is the
 /// probability (parts per billion) with which the policy chose it: what off-policy evaluation
 /// divides by. `features_milli` is the feature vector the policy saw, ×1000, in the order of
-/// feature set `feature_set`.
+/// feature set `feature_set`. Since v2 of `InferenceCompleted` and `InferenceFailed` it is
+/// stored inside them (their `route`): a new version of this struct (or of [`ShadowChoice`])
+/// needs a new version of both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteChosen {
@@ -1090,6 +1137,89 @@ mod tests {
             assert_eq!(expected.schema_version(), 2);
             assert!(TestCatalog::decode("Widget", 3, &v1).is_err());
         }
+    }
+
+    /// What a node of a release before v2 decodes: the outcome as v1, the request and route
+    /// left out (they go in events of their own); read back here, upcast with `None`.
+    #[test]
+    fn an_outcome_written_as_v1_is_what_older_releases_decode() {
+        let request = InferenceRequested {
+            endpoint: "chat".into(),
+            model_requested: "auto".into(),
+            key_id: uuid::Uuid::nil(),
+            stream: false,
+            messages: 2,
+            prompt_tokens_estimate: 9,
+            max_tokens: None,
+            user: Some("u".into()),
+            tags: vec!["t".into()],
+        };
+        let done = InferenceCompleted {
+            model: "m".into(),
+            provider: "p".into(),
+            tokens_in: 1,
+            tokens_out: 2,
+            cost_micros: 3,
+            latency_us: 4,
+            ttft_us: 5,
+            finish_reason: "stop".into(),
+            attempts: 1,
+            request: Some(request.clone()),
+            route: None,
+        };
+        let failed = InferenceFailed {
+            model: "m".into(),
+            provider: "p".into(),
+            code: "upstream_error".into(),
+            message: "no".into(),
+            tokens_in: 1,
+            tokens_out: 0,
+            cost_micros: 0,
+            latency_us: 4,
+            attempts: 2,
+            request: Some(request.clone()),
+            route: None,
+        };
+        let written = Event::InferenceCompleted(done.clone())
+            .to_new_event_v1(Metadata::default())
+            .unwrap();
+        assert_eq!(
+            (written.event_type.as_str(), written.schema_version),
+            ("InferenceCompleted", 1)
+        );
+        let old: InferenceCompletedV1 = codec::decode("v1", &written.payload).unwrap();
+        assert_eq!(
+            (old.model.as_str(), old.cost_micros, old.ttft_us),
+            ("m", 3, 5)
+        );
+        let read = Event::decode("InferenceCompleted", 1, &written.payload).unwrap();
+        assert_eq!(
+            read,
+            Event::InferenceCompleted(InferenceCompleted {
+                request: None,
+                ..done.clone()
+            })
+        );
+        let written = Event::InferenceFailed(failed.clone())
+            .to_new_event_v1(Metadata::default())
+            .unwrap();
+        assert_eq!(written.schema_version, 1);
+        let old: InferenceFailedV1 = codec::decode("v1", &written.payload).unwrap();
+        assert_eq!((old.code.as_str(), old.attempts), ("upstream_error", 2));
+        // Any other event is written as it is.
+        let other = Event::InferenceRequested(request)
+            .to_new_event_v1(Metadata::default())
+            .unwrap();
+        assert_eq!(other.schema_version, 2);
+        // The current form keeps everything.
+        let current = Event::InferenceCompleted(done.clone())
+            .to_new_event(Metadata::default())
+            .unwrap();
+        assert_eq!(current.schema_version, 2);
+        assert_eq!(
+            Event::decode("InferenceCompleted", 2, &current.payload).unwrap(),
+            Event::InferenceCompleted(done)
+        );
     }
 
     #[test]

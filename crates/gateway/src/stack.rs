@@ -20,7 +20,7 @@ use switchyard_inference::cache::ResponseCache;
 use switchyard_inference::config::Config;
 use switchyard_inference::follow::{Folder, follow};
 use switchyard_inference::invoicing::Invoicer;
-use switchyard_inference::pipeline::{Durability, Recording};
+use switchyard_inference::pipeline::{Durability, RecordForm, Recording};
 use switchyard_inference::providers::Providers;
 use switchyard_inference::redis_link::RedisTls;
 use switchyard_inference::resilience::{BreakerSettings, Resilience};
@@ -49,6 +49,11 @@ pub struct StoreArgs {
     /// commit's window of inference records; budgets are still never exceeded).
     #[arg(long, env = "SWITCHYARD_DURABILITY", default_value = "durable")]
     pub durability: Durability,
+    /// How an inference is logged: `one` event (its outcome, carrying the request and the
+    /// route), or `split` into the three events that releases before it read — for a cluster in
+    /// the middle of a rolling upgrade from such a release (README, "Upgrading").
+    #[arg(long, env = "SWITCHYARD_INFERENCE_RECORD", default_value = "one")]
+    pub inference_record: RecordForm,
 }
 
 impl StoreArgs {
@@ -275,10 +280,10 @@ pub async fn stack(
             keys: keys.clone(),
             directory: directory.clone(),
         }),
-        recording: Recording::new(args.durability),
+        recording: Recording::new(args.durability).with_form(args.inference_record),
         cache,
     };
-    tracing::info!(durability = %args.durability, "inference recording");
+    tracing::info!(durability = %args.durability, form = %args.inference_record, "inference recording");
     let admin = Admin {
         store: store.clone(),
         tenants,

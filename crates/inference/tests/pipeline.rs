@@ -1,6 +1,7 @@
 //! The pipeline without HTTP, on the memory store: a chosen inference id is answered once and
 //! billed once however often it is asked (a workflow step carried out again after a crash or a
-//! failover), budgets refuse what they cannot cover, and refusals say which rule refused.
+//! failover), budgets refuse what they cannot cover, refusals say which rule refused, and both
+//! forms of an inference's record fold to the same spend.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,11 +12,14 @@ use std::sync::Arc;
 
 use switchyard_actors::tenant::{Limits, RateLimits};
 use switchyard_actors::{Runtime, RuntimeConfig};
-use switchyard_events::{EventStore, GlobalPosition, MemoryStore, Scope, TenantId};
+use switchyard_events::{Event, EventStore, GlobalPosition, MemoryStore, Scope, TenantId};
+use switchyard_inference::admission::below::Account;
 use switchyard_inference::admission::meter::Meter;
 use switchyard_inference::admission::ratelimit::Limiter;
 use switchyard_inference::config::Config;
+use switchyard_inference::follow::Folder;
 use switchyard_inference::openai::ChatRequest;
+use switchyard_inference::pipeline::{RecordForm, Recording};
 use switchyard_inference::providers::Providers;
 use switchyard_inference::resilience::{BreakerSettings, Resilience};
 use switchyard_inference::router::RouterHub;
@@ -267,4 +271,88 @@ async fn after_a_lost_acknowledgement_a_retry_with_the_id_is_billed_once() {
         (again.cost_micros, 0),
         "billed once, nothing held: {view:?}"
     );
+}
+
+/// An inference is logged as one event by default, or as the three events releases before it
+/// read (`split`, for a cluster in a rolling upgrade). Both hold the same request and route, and
+/// a node that folds either log from the start counts the same spend for the tenant and for
+/// each account below it (key, user, tags).
+#[tokio::test]
+async fn both_record_forms_log_the_same_inference_and_the_same_spend() {
+    let ask: ChatRequest = serde_json::from_value(serde_json::json!({
+        "model": "sim-small",
+        "messages": [{"role": "user", "content": "write a line about rivers"}],
+        "max_tokens": 20,
+        "user": "alice",
+        "metadata": {"tags": ["team-a", "exp:1"]},
+    }))
+    .unwrap();
+    let mut logged = Vec::new();
+    for form in [RecordForm::One, RecordForm::Split] {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let mut pipeline = pipeline(store.clone(), Limits::default());
+        pipeline.recording = Recording::default().with_form(form);
+        let who = principal();
+        let done = pipeline
+            .complete(None, &who, &ask, None, None)
+            .await
+            .unwrap();
+        let events = store
+            .read_all(Scope::All, GlobalPosition::START, 100)
+            .await
+            .unwrap();
+        let kinds: Vec<(String, u16)> = events
+            .iter()
+            .map(|e| (e.event_type.clone(), e.schema_version))
+            .collect();
+        let expected: &[(&str, u16)] = match form {
+            RecordForm::One => &[("InferenceCompleted", 2)],
+            RecordForm::Split => &[
+                ("InferenceRequested", 2),
+                ("RouteChosen", 1),
+                ("InferenceCompleted", 1),
+            ],
+        };
+        let expected: Vec<(String, u16)> = expected
+            .iter()
+            .map(|(kind, version)| ((*kind).to_owned(), *version))
+            .collect();
+        assert_eq!(kinds, expected, "{form}");
+        let decoded: Vec<Event> = events
+            .iter()
+            .map(|e| Event::from_recorded(e).unwrap())
+            .collect();
+        let request = decoded
+            .iter()
+            .find_map(Event::inference_request)
+            .cloned()
+            .unwrap();
+        assert_eq!(request.user.as_deref(), Some("alice"));
+        assert_eq!(request.tags, ["team-a", "exp:1"]);
+        let route = decoded
+            .iter()
+            .find_map(Event::inference_route)
+            .cloned()
+            .unwrap();
+
+        // A node started now, folding the log from its start.
+        let folded = Meter::default();
+        for event in &events {
+            Folder::fold(&folded, event);
+        }
+        let now = time::OffsetDateTime::now_utc();
+        assert!(done.cost_micros > 0);
+        assert_eq!(folded.view(who.tenant, now).spent_micros, done.cost_micros);
+        let below = Account::of_inference(who.tenant, who.key_id, Some("alice"), &request.tags);
+        assert_eq!(below.len(), 4, "key, user and two tags");
+        for account in below {
+            assert_eq!(
+                folded.view(account.clone(), now).spent_micros,
+                done.cost_micros,
+                "{form}: {account:?}"
+            );
+        }
+        logged.push((request, route.policy, route.model, route.candidates));
+    }
+    assert_eq!(logged[0], logged[1]);
 }

@@ -5,14 +5,14 @@
 //! | `usage` | `InferenceCompleted`, `InferenceFailed`, `RouteChosen` (v1 logs), `RewardRecorded` | `usage_hourly`, `latency_hist`, `router_stats` |
 //! | `inferences` | `InferenceCompleted`, `InferenceFailed`; `InferenceRequested`, `RouteChosen` (v1 logs) | `inference_log` |
 //! | `spend` | `InferenceCompleted`, `InferenceFailed`; `InferenceRequested` (v1 logs) | `inference_spend`, `inference_tags` |
-//!
-//! Since v2 an inference is one event, its outcome, carrying the request and the route; a v1 log
-//! holds them as `InferenceRequested` and `RouteChosen` before the outcome. Both forms fill the
-//! same rows (`crates/projections/tests/projections.rs` checks they agree).
 //! | `billing` | `UsageRecorded`, `InvoiceFinalized`, `InvoicePaid` | `billing_usage`, `invoices`, `ledger` |
 //! | `directory` | tenant lifecycle, `ApiKeyIssued`, `ApiKeyRevoked`, `ApiKeyRotated` | `tenants`, `api_keys` |
 //! | `workflows` | a run's start, steps, end and segments | `workflow_runs` |
 //! | `audit` | every admin command's event (tenant lifecycle, keys, limits, settings, flags, routing) | `admin_audit` |
+//!
+//! Since v2 an inference is one event, its outcome, carrying the request and the route; a v1 log
+//! holds them as `InferenceRequested` and `RouteChosen` before the outcome. Both forms fill the
+//! same rows (`crates/projections/tests/projections.rs` checks they agree).
 
 use switchyard_events::{Event, InferenceRequested, RecordedEvent, RouteChosen};
 

@@ -903,6 +903,47 @@ async fn text_with_nul_bytes_is_projected(backend: Backend) {
         .append(tenant, &inference, ExpectedVersion::NoStream, events)
         .await
         .unwrap();
+    // The current form: NULs in the request and the route that the outcome carries.
+    let request = switchyard_events::InferenceRequested {
+        endpoint: "chat\0".into(),
+        model_requested: "auto\0".into(),
+        key_id: uuid::Uuid::nil(),
+        stream: false,
+        messages: 1,
+        prompt_tokens_estimate: 3,
+        max_tokens: None,
+        user: Some("al\0ice".into()),
+        tags: vec!["team\0a".into()],
+    };
+    let route = switchyard_events::RouteChosen {
+        policy: "thomp\0son".into(),
+        model: nul.into(),
+        provider: "p\0".into(),
+        candidates: vec![nul.into()],
+        propensity_ppb: 1_000_000_000,
+        feature_set: 1,
+        features_milli: Vec::new(),
+        shadow: Vec::new(),
+    };
+    append(
+        StreamId::of("inference", uuid::Uuid::now_v7()).unwrap(),
+        vec![Event::InferenceCompleted(
+            switchyard_events::InferenceCompleted {
+                model: nul.into(),
+                provider: "p\0".into(),
+                tokens_in: 3,
+                tokens_out: 4,
+                cost_micros: 5,
+                latency_us: 1000,
+                ttft_us: 500,
+                finish_reason: "st\0op".into(),
+                attempts: 1,
+                request: Some(request),
+                route: Some(route),
+            },
+        )],
+    )
+    .await;
     let run = uuid::Uuid::now_v7();
     append(
         StreamId::of("workflow_run", run).unwrap(),
@@ -985,7 +1026,7 @@ async fn text_with_nul_bytes_is_projected(backend: Backend) {
         runs
     );
     let usage = usage_total(&env.db, tenant).await;
-    assert_eq!((usage.requests, usage.failures), (1, 1), "{backend:?}");
+    assert_eq!((usage.requests, usage.failures), (2, 1), "{backend:?}");
     let all = InferenceQuery {
         from_ms: 0,
         to_ms: i64::MAX,
@@ -993,10 +1034,28 @@ async fn text_with_nul_bytes_is_projected(backend: Backend) {
         ..Default::default()
     };
     let (log, _) = env.db.inferences(me, &all).await.unwrap();
-    assert_eq!(log.len(), 1);
-    assert_eq!(log[0].status, "failed");
-    assert_eq!(log[0].error_code, "upstream\u{fffd}rejected");
-    assert_eq!(log[0].model, "bad\u{fffd}model");
+    assert_eq!(log.len(), 2, "{log:?}");
+    let failed = log.iter().find(|row| row.status == "failed").unwrap();
+    assert_eq!(failed.error_code, "upstream\u{fffd}rejected");
+    assert_eq!(failed.model, "bad\u{fffd}model");
+    let completed = log.iter().find(|row| row.status == "completed").unwrap();
+    assert_eq!(
+        (completed.endpoint.as_str(), completed.policy.as_str()),
+        ("chat\u{fffd}", "thomp\u{fffd}son")
+    );
+    let users = env.db.spend(me, ALL_TIME, SpendGroup::User).await.unwrap();
+    assert!(
+        users
+            .iter()
+            .any(|row| row.user.as_deref() == Some("al\u{fffd}ice")),
+        "{users:?}"
+    );
+    let tags = env.db.spend(me, ALL_TIME, SpendGroup::Tag).await.unwrap();
+    assert!(
+        tags.iter()
+            .any(|row| row.tag.as_deref() == Some("team\u{fffd}a")),
+        "{tags:?}"
+    );
     let billed = env.db.billing_usage(me, None).await.unwrap();
     assert_eq!(billed.len(), 1);
     assert_eq!(billed[0].model, "bad\u{fffd}model");

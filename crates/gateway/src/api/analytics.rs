@@ -56,7 +56,8 @@ pub(crate) struct Params {
     group_by: Option<String>,
     /// Only this model.
     model: Option<String>,
-    /// Inferences only: `completed`, `failed` or `pending`.
+    /// Inferences only: `completed`, `failed` or `pending` (only a log written before the
+    /// outcome events' v2 holds pending inferences: a request logged without its outcome).
     status: Option<String>,
     /// Workflows only: only this workflow.
     workflow: Option<String>,

@@ -23,6 +23,7 @@ use switchyard_events::{EventStore, ExpectedVersion, NewEvent, StreamId, TenantI
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use super::record::RecordForm;
 use crate::admission::meter::Meter;
 
 /// Most inferences answered but not yet committed, in `batched` mode: a request waits for a
@@ -68,6 +69,7 @@ impl FromStr for Durability {
 
 struct RecordingMetrics {
     mode: IntGaugeVec,
+    form: IntGaugeVec,
     pending: IntGauge,
     lost: IntCounter,
 }
@@ -85,6 +87,14 @@ static METRICS: LazyLock<RecordingMetrics> = LazyLock::new(|| {
         &["mode"],
     )
     .expect("valid metric");
+    let form = IntGaugeVec::new(
+        Opts::new(
+            "switchyard_inference_record_form",
+            "1 for the form inferences are logged in (one: one event each; split: the older three)",
+        ),
+        &["form"],
+    )
+    .expect("valid metric");
     let pending = IntGauge::new(
         "switchyard_inference_records_pending",
         "Inferences answered in batched mode whose events are not yet committed",
@@ -97,6 +107,7 @@ static METRICS: LazyLock<RecordingMetrics> = LazyLock::new(|| {
     .expect("valid metric");
     for collector in [
         Box::new(mode.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(form.clone()),
         Box::new(pending.clone()),
         Box::new(lost.clone()),
     ] {
@@ -104,6 +115,7 @@ static METRICS: LazyLock<RecordingMetrics> = LazyLock::new(|| {
     }
     RecordingMetrics {
         mode,
+        form,
         pending,
         lost,
     }
@@ -113,6 +125,7 @@ static METRICS: LazyLock<RecordingMetrics> = LazyLock::new(|| {
 #[derive(Debug, Clone)]
 pub struct Recording {
     mode: Durability,
+    form: RecordForm,
     in_flight: Arc<Semaphore>,
     /// Inferences answered whose append has not ended, each with what wakes its waiters.
     pending: Arc<dashmap::DashMap<Uuid, Arc<tokio::sync::Notify>>>,
@@ -132,15 +145,38 @@ impl Recording {
                 .with_label_values(&[m.as_str()])
                 .set(i64::from(m == mode));
         }
-        Recording {
+        let recording = Recording {
             mode,
+            form: RecordForm::One,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT as usize)),
             pending: Arc::default(),
-        }
+        };
+        recording.publish_form();
+        recording
     }
 
     pub fn mode(&self) -> Durability {
         self.mode
+    }
+
+    /// The same recording, logging inferences in `form` (the default is [`RecordForm::One`]).
+    pub fn with_form(mut self, form: RecordForm) -> Recording {
+        self.form = form;
+        self.publish_form();
+        self
+    }
+
+    pub fn form(&self) -> RecordForm {
+        self.form
+    }
+
+    fn publish_form(&self) {
+        for f in [RecordForm::One, RecordForm::Split] {
+            METRICS
+                .form
+                .with_label_values(&[f.as_str()])
+                .set(i64::from(f == self.form));
+        }
     }
 
     /// Appends an answered inference's events in the background (`batched` mode): waits only

@@ -1,8 +1,9 @@
 //! The tenant's guardrails around an inference: the prompt checked (and redacted) before it is
 //! routed, the answer checked before the client sees it, an answer that breaks the output
 //! schema asked for again. A prompt blocked before admission is still an inference in the log
-//! (`GuardrailChecked`, then `InferenceFailed` with `content_blocked` and the request, no
-//! cost); an answer blocked after the model is billed for the tokens it took, as a failure.
+//! (`GuardrailChecked`, then `InferenceFailed` with `content_blocked`, no route and no cost; see
+//! [`super::record`]); an answer blocked after the model is billed for the tokens it took, as a
+//! failure.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use switchyard_events::{
 use uuid::Uuid;
 
 use super::Pipeline;
+use super::record::inference_record;
 use super::ticket::Ticket;
 use crate::admission::Principal;
 use crate::error::Error;
@@ -119,32 +121,34 @@ impl Pipeline {
         message: &str,
     ) -> Result<(), Error> {
         let id = Uuid::now_v7();
-        let events = [
-            Event::GuardrailChecked(verdict.event()),
-            Event::InferenceFailed(InferenceFailed {
-                model: String::new(),
-                provider: String::new(),
-                code: "content_blocked".into(),
-                message: message.to_owned(),
-                tokens_in: 0,
-                tokens_out: 0,
-                cost_micros: 0,
-                latency_us: 0,
-                attempts: 0,
-                request: Some(requested),
-                route: None,
-            }),
-        ];
+        let failed = Event::InferenceFailed(InferenceFailed {
+            model: String::new(),
+            provider: String::new(),
+            code: "content_blocked".into(),
+            message: message.to_owned(),
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_micros: 0,
+            latency_us: 0,
+            attempts: 0,
+            request: None,
+            route: None,
+        });
         let metadata = Metadata {
             correlation_id: correlation_id.map(str::to_owned),
             traceparent: switchyard_events::trace::current(),
             ..Metadata::default()
         };
-        let encoded = events
-            .iter()
-            .map(|e| e.to_new_event(metadata.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| Error::Unavailable)?;
+        // No route: the prompt never reached one.
+        let encoded = inference_record(
+            self.recording.form(),
+            &requested,
+            None,
+            &[verdict.event()],
+            failed,
+            &metadata,
+        )
+        .map_err(|_| Error::Unavailable)?;
         let stream = StreamId::of("inference", id).map_err(|_| Error::Unavailable)?;
         self.store
             .append(

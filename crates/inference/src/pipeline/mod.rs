@@ -14,6 +14,7 @@ mod cached;
 mod durability;
 mod embed;
 mod guarded;
+mod record;
 mod recorded;
 mod route;
 mod stream;
@@ -30,6 +31,7 @@ use uuid::Uuid;
 
 pub use cached::CacheStatus;
 pub use durability::{Durability, IN_FLIGHT, Recording};
+pub use record::RecordForm;
 pub use stream::{ChatStream, Frame};
 
 use crate::admission::below::Account;

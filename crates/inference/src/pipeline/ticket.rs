@@ -1,6 +1,5 @@
 //! An admitted inference: admission (limits and budget reservation), then settlement and the
-//! one append of its record when it ends: the outcome event (`InferenceCompleted` or
-//! `InferenceFailed`), which carries the request and the route, after any guardrail decisions.
+//! one append of its record when it ends (see [`super::record`] for its form).
 
 use std::time::Instant;
 
@@ -15,6 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::durability::{Durability, Later};
+use super::record::inference_record;
 use super::{Gate, Pipeline};
 use crate::admission::below::Account;
 use crate::admission::{Check, Principal, RateStatus, enforce};
@@ -159,8 +159,8 @@ impl Ticket {
                     ttft_us: *ttft_us,
                     finish_reason: finish_reason.clone(),
                     attempts: *attempts,
-                    request: Some(self.requested.clone()),
-                    route: Some(self.route.clone()),
+                    request: None,
+                    route: None,
                 }),
             ),
             Err((error, usage, attempts)) => (
@@ -175,8 +175,8 @@ impl Ticket {
                     cost_micros: self.cost(*usage),
                     latency_us,
                     attempts: *attempts,
-                    request: Some(self.requested.clone()),
-                    route: Some(self.route.clone()),
+                    request: None,
+                    route: None,
                 }),
             ),
         };
@@ -192,16 +192,16 @@ impl Ticket {
                 .await;
         }
         // One event per inference (two rows more per request cost the log and every subscriber
-        // a third of their work); guardrail decisions, rare, are events of their own before it.
-        let encoded = self
-            .guardrails
-            .iter()
-            .cloned()
-            .map(Event::GuardrailChecked)
-            .chain([last])
-            .map(|e| e.to_new_event(self.metadata.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| Error::Unavailable)?;
+        // a third of their work) unless the operator asked for the older three (`split`).
+        let encoded = inference_record(
+            pipeline.recording.form(),
+            &self.requested,
+            Some(&self.route),
+            &self.guardrails,
+            last,
+            &self.metadata,
+        )
+        .map_err(|_| Error::Unavailable)?;
         let stream = StreamId::of("inference", self.id).map_err(|_| Error::Unavailable)?;
         let outcome_label = if outcome.is_ok() {
             "completed"

@@ -102,7 +102,7 @@ impl Health {
     }
 }
 
-/// What a choice decided, for the `RouteChosen` event.
+/// What a choice decided, for the inference record's `route` (`RouteChosen`).
 #[derive(Debug, Clone)]
 pub struct Choice {
     pub model: String,
