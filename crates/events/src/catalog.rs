@@ -1200,7 +1200,7 @@ mod tests {
                 ..done.clone()
             })
         );
-        let written = Event::InferenceFailed(failed.clone())
+        let written = Event::InferenceFailed(failed)
             .to_new_event_v1(Metadata::default())
             .unwrap();
         assert_eq!(written.schema_version, 1);
