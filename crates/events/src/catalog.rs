@@ -761,10 +761,11 @@ pub struct RateLimitSet {
 }
 payload!(RateLimitSet, 1);
 
+// Since v2 of `InferenceCompleted` and `InferenceFailed` this struct is stored inside them
+// (their `request`): a new version of it changes their stored form too, so it needs a new version
+// of both. (A plain comment: the doc comment below is the published schema's description.)
 /// A chat completion or embedding request was accepted (stream `inference-<id>`, whose id is
-/// the `x-switchyard-inference-id` of the response). Since v2 of `InferenceCompleted` and
-/// `InferenceFailed` it is stored inside them (their `request`): a new version of this struct
-/// changes their stored form too, so it needs a new version of both.
+/// the `x-switchyard-inference-id` of the response).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceRequested {
@@ -825,9 +826,10 @@ impl From<InferenceRequestedV1> for InferenceRequested {
 /// The model that served an inference and how it was chosen. `propensity_ppb` is the
 /// probability (parts per billion) with which the policy chose it: what off-policy evaluation
 /// divides by. `features_milli` is the feature vector the policy saw, ×1000, in the order of
-/// feature set `feature_set`. Since v2 of `InferenceCompleted` and `InferenceFailed` it is
-/// stored inside them (their `route`): a new version of this struct (or of [`ShadowChoice`])
-/// needs a new version of both.
+/// feature set `feature_set`.
+// Since v2 of `InferenceCompleted` and `InferenceFailed` this struct is stored inside them
+// (their `route`): a new version of it (or of `ShadowChoice`) needs a new version of both. (A
+// plain comment: the doc comment above is the published schema's description.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteChosen {

@@ -375,13 +375,23 @@ impl Op {
         }
     }
 
+    /// Adds `amount` to `column` (twice on one op: the sum, saturating).
     pub fn add(mut self, column: &'static str, amount: i64) -> Op {
-        self.add.push((column, amount));
+        match self.add.iter_mut().find(|(c, _)| *c == column) {
+            Some((_, sum)) => *sum = sum.saturating_add(amount),
+            None => self.add.push((column, amount)),
+        }
         self
     }
 
+    /// Sets `column` to `value` (twice on one op: the last value; one op is one statement, in
+    /// which a column may appear once).
     pub fn set(mut self, column: &'static str, value: impl Into<Val>) -> Op {
-        self.set.push((column, value.into()));
+        let value = value.into();
+        match self.set.iter_mut().find(|(c, _)| *c == column) {
+            Some((_, old)) => *old = value,
+            None => self.set.push((column, value)),
+        }
         self
     }
 
@@ -440,6 +450,17 @@ pub fn merge(ops: Vec<Op>) -> Vec<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_named_twice_on_one_op_appears_once() {
+        let op = Op::upsert(&USAGE_HOURLY, vec![("tenant_id", Val::Int(1))])
+            .set("model", "routed")
+            .add("requests", 1)
+            .set("model", "served")
+            .add("requests", i64::MAX);
+        assert_eq!(op.set, vec![("model", Val::from("served"))]);
+        assert_eq!(op.add, vec![("requests", i64::MAX)]);
+    }
 
     #[test]
     fn merge_sums_counters_and_keeps_the_last_set_and_newest_version() {
