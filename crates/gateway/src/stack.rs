@@ -49,6 +49,12 @@ pub struct StoreArgs {
     /// commit's window of inference records; budgets are still never exceeded).
     #[arg(long, env = "SWITCHYARD_DURABILITY", default_value = "durable")]
     pub durability: Durability,
+    /// `batched` only: milliseconds the answered inferences are gathered before they are
+    /// appended together, in one commit (0: at once). A crash loses at most this window's
+    /// records and their commit's.
+    #[arg(long, env = "SWITCHYARD_BATCH_WINDOW_MS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub batch_window_ms: u64,
     /// How an inference is logged: `one` event (its outcome, carrying the request and the
     /// route), or `split` into the three events that releases before it read — for a cluster in
     /// the middle of a rolling upgrade from such a release (README, "Upgrading").
@@ -280,10 +286,17 @@ pub async fn stack(
             keys: keys.clone(),
             directory: directory.clone(),
         }),
-        recording: Recording::new(args.durability).with_form(args.inference_record),
+        recording: Recording::new(args.durability)
+            .with_form(args.inference_record)
+            .with_window(std::time::Duration::from_millis(args.batch_window_ms)),
         cache,
     };
-    tracing::info!(durability = %args.durability, form = %args.inference_record, "inference recording");
+    tracing::info!(
+        durability = %args.durability,
+        form = %args.inference_record,
+        batch_window_ms = args.batch_window_ms,
+        "inference recording"
+    );
     let admin = Admin {
         store: store.clone(),
         tenants,

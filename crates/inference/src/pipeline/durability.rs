@@ -3,10 +3,12 @@
 //!
 //! - [`Durability::Durable`] (the default): the answer waits until the group commit that holds
 //!   the inference's events is on disk (fsync). A crash loses no answered inference.
-//! - [`Durability::Batched`]: the answer goes out at once and its events join the next group
-//!   commit in the background. A crash (`kill -9`, power loss) loses the inferences whose commit
-//!   had not finished: at most [`IN_FLIGHT`] of them, in practice the few of the last commit
-//!   window. The budget gate is unaffected (it reserves and settles in memory before the
+//! - [`Durability::Batched`]: the answer goes out at once and its events are appended in the
+//!   background at the end of the current window ([`DEFAULT_WINDOW`], 5 ms, aligned for the
+//!   whole process), so that every inference answered in one window reaches the log's writer
+//!   at the same moment and shares one commit (at 1,000 req/s, about five per commit instead of
+//!   one). A crash (`kill -9`, power loss) loses the inferences whose commit had not finished:
+//!   at most [`IN_FLIGHT`] of them, in practice those of the last window and its commit. The budget gate is unaffected (it reserves and settles in memory before the
 //!   answer), so it never admits more than the budget; a lost record is spend that is neither
 //!   logged nor billed. The answer carries no `x-switchyard-position` (there is none yet).
 //!
@@ -17,6 +19,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts};
 use switchyard_events::{EventStore, ExpectedVersion, NewEvent, StreamId, TenantId};
@@ -29,6 +32,21 @@ use crate::admission::meter::Meter;
 /// Most inferences answered but not yet committed, in `batched` mode: a request waits for a
 /// place when the log falls this far behind, which bounds both memory and what a crash loses.
 pub const IN_FLIGHT: u32 = 1024;
+
+/// How long `batched` mode gathers answered inferences before it appends them, unless the
+/// operator says otherwise (`SWITCHYARD_BATCH_WINDOW_MS`).
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(5);
+
+/// The end of the window that `now` falls in. Windows are aligned on one clock for the whole
+/// process, so every inference answered in a window wakes at the same instant and their appends
+/// reach the writer together.
+fn window_end(now: tokio::time::Instant, window: Duration) -> tokio::time::Instant {
+    static EPOCH: LazyLock<tokio::time::Instant> = LazyLock::new(tokio::time::Instant::now);
+    let epoch = *EPOCH;
+    let width = window.as_nanos().max(1);
+    let slot = now.saturating_duration_since(epoch).as_nanos() / width + 1;
+    epoch + Duration::from_nanos(u64::try_from(slot * width).unwrap_or(u64::MAX))
+}
 
 /// How inferences are recorded before their answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,6 +88,7 @@ impl FromStr for Durability {
 struct RecordingMetrics {
     mode: IntGaugeVec,
     form: IntGaugeVec,
+    window: prometheus::Gauge,
     pending: IntGauge,
     lost: IntCounter,
 }
@@ -95,6 +114,11 @@ static METRICS: LazyLock<RecordingMetrics> = LazyLock::new(|| {
         &["form"],
     )
     .expect("valid metric");
+    let window = prometheus::Gauge::new(
+        "switchyard_inference_batch_window_seconds",
+        "How long batched mode gathers answered inferences before appending them together",
+    )
+    .expect("valid metric");
     let pending = IntGauge::new(
         "switchyard_inference_records_pending",
         "Inferences answered in batched mode whose events are not yet committed",
@@ -108,6 +132,7 @@ static METRICS: LazyLock<RecordingMetrics> = LazyLock::new(|| {
     for collector in [
         Box::new(mode.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(form.clone()),
+        Box::new(window.clone()),
         Box::new(pending.clone()),
         Box::new(lost.clone()),
     ] {
@@ -116,6 +141,7 @@ static METRICS: LazyLock<RecordingMetrics> = LazyLock::new(|| {
     RecordingMetrics {
         mode,
         form,
+        window,
         pending,
         lost,
     }
@@ -126,6 +152,8 @@ static METRICS: LazyLock<RecordingMetrics> = LazyLock::new(|| {
 pub struct Recording {
     mode: Durability,
     form: RecordForm,
+    /// `batched` only: how long answered inferences are gathered before they are appended.
+    window: Duration,
     in_flight: Arc<Semaphore>,
     /// Inferences answered whose append has not ended, each with what wakes its waiters.
     pending: Arc<dashmap::DashMap<Uuid, Arc<tokio::sync::Notify>>>,
@@ -148,11 +176,25 @@ impl Recording {
         let recording = Recording {
             mode,
             form: RecordForm::One,
+            window: DEFAULT_WINDOW,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT as usize)),
             pending: Arc::default(),
         };
         recording.publish_form();
+        METRICS.window.set(DEFAULT_WINDOW.as_secs_f64());
         recording
+    }
+
+    /// The same recording, gathering `batched` inferences for `window` before appending them
+    /// (zero: each is appended at once, sharing a commit only with what is waiting then).
+    pub fn with_window(mut self, window: Duration) -> Recording {
+        self.window = window;
+        METRICS.window.set(window.as_secs_f64());
+        self
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
     }
 
     pub fn mode(&self) -> Durability {
@@ -190,7 +232,13 @@ impl Recording {
         self.pending
             .insert(append.id, Arc::new(tokio::sync::Notify::new()));
         let pending = self.pending.clone();
+        let gather =
+            (!self.window.is_zero()).then(|| window_end(tokio::time::Instant::now(), self.window));
         tokio::spawn(async move {
+            // Every inference answered in this window wakes now, together: one commit for all.
+            if let Some(end) = gather {
+                tokio::time::sleep_until(end).await;
+            }
             let Later {
                 store,
                 tenant,
@@ -256,7 +304,66 @@ pub(super) struct Later {
 
 #[cfg(test)]
 mod tests {
-    use super::Durability;
+    use std::time::Duration;
+
+    use switchyard_events::{Event, MemoryStore, Metadata, TenantCreated};
+
+    use super::*;
+
+    #[test]
+    fn a_window_ends_after_now_within_its_width_and_is_shared_by_its_instants() {
+        let window = Duration::from_millis(5);
+        let now = tokio::time::Instant::now();
+        let end = window_end(now, window);
+        assert!(end > now && end - now <= window, "{:?}", end - now);
+        // Every instant before the end, from its window's start on, ends at the same moment.
+        let start = end - window;
+        for offset in [0, 1, 2_500, 4_999] {
+            let at = start + Duration::from_micros(offset);
+            assert_eq!(window_end(at, window), end, "{offset} µs into the window");
+        }
+        assert_eq!(window_end(end, window), end + window);
+        // A zero width does not divide by zero.
+        assert!(window_end(now, Duration::ZERO) > now);
+    }
+
+    /// Appends gathered in a window are written when it ends, and a drain waits for them.
+    #[tokio::test]
+    async fn gathered_appends_are_written_and_a_drain_waits_for_them() {
+        for window in [Duration::ZERO, Duration::from_millis(20)] {
+            let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+            let recording = Recording::new(Durability::Batched).with_window(window);
+            let tenant = TenantId::new();
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                let id = Uuid::now_v7();
+                let event = Event::TenantCreated(TenantCreated {
+                    name: "t".into(),
+                    plan: "free".into(),
+                })
+                .to_new_event(Metadata::default())
+                .unwrap();
+                recording
+                    .record_later(Later {
+                        store: store.clone(),
+                        tenant,
+                        stream: StreamId::of("inference", id).unwrap(),
+                        events: vec![event],
+                        meter: Arc::new(Meter::default()),
+                        id,
+                        cost: 0,
+                        tokens: 0,
+                    })
+                    .await;
+                ids.push(id);
+            }
+            recording.drain().await;
+            assert_eq!(store.head().await.unwrap().0, 3, "{window:?}");
+            for id in ids {
+                assert!(!recording.settled(id, Duration::ZERO).await, "{window:?}");
+            }
+        }
+    }
 
     #[test]
     fn durability_parses_its_two_names_and_refuses_others() {
