@@ -45,7 +45,9 @@ fn window_end(now: tokio::time::Instant, window: Duration) -> tokio::time::Insta
     let epoch = *EPOCH;
     let width = window.as_nanos().max(1);
     let slot = now.saturating_duration_since(epoch).as_nanos() / width + 1;
-    epoch + Duration::from_nanos(u64::try_from(slot * width).unwrap_or(u64::MAX))
+    let end = epoch + Duration::from_nanos(u64::try_from(slot * width).unwrap_or(u64::MAX));
+    // An instant taken before the epoch's first reading would wait longer than one window.
+    end.min(now + window.max(Duration::from_nanos(1)))
 }
 
 /// How inferences are recorded before their answer.
@@ -313,6 +315,8 @@ mod tests {
     #[test]
     fn a_window_ends_after_now_within_its_width_and_is_shared_by_its_instants() {
         let window = Duration::from_millis(5);
+        // The first call reads the epoch windows are aligned on.
+        let _ = window_end(tokio::time::Instant::now(), window);
         let now = tokio::time::Instant::now();
         let end = window_end(now, window);
         assert!(end > now && end - now <= window, "{:?}", end - now);
@@ -325,6 +329,9 @@ mod tests {
         assert_eq!(window_end(end, window), end + window);
         // A zero width does not divide by zero.
         assert!(window_end(now, Duration::ZERO) > now);
+        // An instant before the epoch waits one window at most.
+        let early = now - Duration::from_secs(1);
+        assert!(window_end(early, window) <= early + window);
     }
 
     /// Appends gathered in a window are written when it ends, and a drain waits for them.
