@@ -57,7 +57,7 @@ pub struct StoreArgs {
     pub batch_window_ms: u64,
     /// How an inference is logged: `one` event (its outcome, carrying the request and the
     /// route), or `split` into the three events that releases before it read — for a cluster in
-    /// the middle of a rolling upgrade from such a release (README, "Upgrading").
+    /// the middle of a rolling upgrade from such a release (README, "An inference's record").
     #[arg(long, env = "SWITCHYARD_INFERENCE_RECORD", default_value = "one")]
     pub inference_record: RecordForm,
 }
