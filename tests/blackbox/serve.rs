@@ -139,6 +139,28 @@ fn migrate_creates_the_store_and_help_explains_every_command() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid"));
+    // The recording options refuse what they do not know, before anything starts.
+    for (name, value, says) in [
+        (
+            "SWITCHYARD_INFERENCE_RECORD",
+            "three",
+            "\"one\" or \"split\"",
+        ),
+        ("SWITCHYARD_INFERENCE_RECORD", "", "\"one\" or \"split\""),
+        ("SWITCHYARD_BATCH_WINDOW_MS", "1001", "1001"),
+        ("SWITCHYARD_BATCH_WINDOW_MS", "-1", "-1"),
+        ("SWITCHYARD_BATCH_WINDOW_MS", "5ms", "5ms"),
+    ] {
+        let bad = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("serve")
+            .env("SWITCHYARD_DATA_DIR", &dir)
+            .env(name, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(!bad.status.success(), "{name}={value:?} was taken");
+        assert!(stderr.contains(says), "{name}={value:?}: {stderr}");
+    }
 }
 
 /// With `SWITCHYARD_DATABASE_URL`, the log is in PostgreSQL: the tenant's events, written
