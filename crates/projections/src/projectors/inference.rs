@@ -18,18 +18,19 @@ pub(super) fn usage(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
             ("model", Val::from(model)),
         ]
     };
-    let decided = |route: &RouteChosen| {
+    // One row of router_stats per hour, policy and model: decisions and rewards.
+    let router = |policy: &str, model: &str| {
         Op::upsert(
             &ROUTER_STATS,
             vec![
                 ("tenant_id", tenant(event)),
                 ("hour", Val::Int(hour(event))),
-                ("policy", Val::from(route.policy.as_str())),
-                ("model", Val::from(route.model.as_str())),
+                ("policy", Val::from(policy)),
+                ("model", Val::from(model)),
             ],
         )
-        .add("decisions", 1)
     };
+    let decided = |route: &RouteChosen| router(&route.policy, &route.model).add("decisions", 1);
     let mut ops = match &decoded {
         Event::InferenceCompleted(done) => vec![
             Op::upsert(&USAGE_HOURLY, key(&done.model))
@@ -55,18 +56,10 @@ pub(super) fn usage(event: &RecordedEvent, decoded: Event) -> Vec<Op> {
         ],
         Event::RouteChosen(route) => vec![decided(route)],
         Event::RewardRecorded(reward) => vec![
-            Op::upsert(
-                &ROUTER_STATS,
-                vec![
-                    ("tenant_id", tenant(event)),
-                    ("hour", Val::Int(hour(event))),
-                    ("policy", Val::from(reward.policy.as_str())),
-                    ("model", Val::from(reward.model.as_str())),
-                ],
-            )
-            .add("rewards", 1)
-            .add("reward_sum_milli", reward.reward_milli)
-            .add("reward_cost_micros", sat(reward.cost_micros)),
+            router(&reward.policy, &reward.model)
+                .add("rewards", 1)
+                .add("reward_sum_milli", reward.reward_milli)
+                .add("reward_cost_micros", sat(reward.cost_micros)),
         ],
         _ => Vec::new(),
     };
