@@ -62,12 +62,15 @@ struct Request {
     pending: Arc<Pending>,
     reply: oneshot::Sender<Result<AppendResult>>,
     span: tracing::Span,
+    queued: Instant,
 }
 
 /// The appenders' side of the writer task.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Request>,
+    /// The caller's whole wait, observed here (the writer observes its parts).
+    append_seconds: prometheus::Histogram,
 }
 
 impl GroupCommit {
@@ -80,15 +83,13 @@ impl GroupCommit {
         backend: &'static str,
     ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(
-            writer,
-            requests,
-            head,
-            feed,
-            metrics::store(backend),
-            backend,
-        ));
-        GroupCommit { queue }
+        let metrics = metrics::store(backend);
+        let append_seconds = metrics.append_seconds.clone();
+        tokio::spawn(run(writer, requests, head, feed, metrics, backend));
+        GroupCommit {
+            queue,
+            append_seconds,
+        }
     }
 
     /// Starts the writer on a thread of its own, for a backend whose writes block (SQLite):
@@ -103,6 +104,7 @@ impl GroupCommit {
     ) -> Result<Self> {
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
         let metrics = metrics::store(backend);
+        let append_seconds = metrics.append_seconds.clone();
         std::thread::Builder::new()
             .name(format!("{backend}-writer"))
             .spawn(move || {
@@ -118,19 +120,26 @@ impl GroupCommit {
                 }
             })
             .map_err(|e| Error::Unavailable(format!("cannot start the log writer: {e}")))?;
-        Ok(GroupCommit { queue })
+        Ok(GroupCommit {
+            queue,
+            append_seconds,
+        })
     }
 
     /// Queues an append and waits for the transaction that carries it.
     pub async fn append(&self, pending: Pending) -> Result<AppendResult> {
         let (reply, answer) = oneshot::channel();
+        let queued = Instant::now();
         let request = Request {
             pending: Arc::new(pending),
             reply,
             span: tracing::Span::current(),
+            queued,
         };
         self.queue.send(request).await.map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        let outcome = answer.await.map_err(|_| Error::Closed)?;
+        self.append_seconds.observe(queued.elapsed().as_secs_f64());
+        outcome
     }
 
     /// Whether the writer has stopped (it never stops while a handle exists, unless it
@@ -195,6 +204,13 @@ async fn commit<W: BatchWriter>(
     metrics: &StoreMetrics,
 ) {
     let started = Instant::now();
+    for request in &batch {
+        metrics.queue_seconds.observe(
+            started
+                .saturating_duration_since(request.queued)
+                .as_secs_f64(),
+        );
+    }
     let pendings = batch.iter().map(|r| r.pending.clone()).collect();
     let recorded_at = now_micros();
     match writer.write(pendings, recorded_at).await {
@@ -382,6 +398,7 @@ mod tests {
                     pending: Arc::new(pending()),
                     reply,
                     span: tracing::Span::none(),
+                    queued: Instant::now(),
                 }
             })
             .collect();
@@ -414,6 +431,31 @@ mod tests {
             outcomes
                 .iter()
                 .all(|o| o.as_ref().is_err_and(Error::is_transient))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_append_observes_its_wait_and_its_whole_time() {
+        let writer = Scripted {
+            failures: Vec::new(),
+            seen: Arc::default(),
+            next: 0,
+        };
+        let head = Arc::new(watch::channel(GlobalPosition::START).0);
+        let group = GroupCommit::spawn(writer, head, feed(), "test-phases");
+        let phases = metrics::store("test-phases");
+        let (queued, whole) = (
+            phases.queue_seconds.get_sample_count(),
+            phases.append_seconds.get_sample_count(),
+        );
+        for _ in 0..3 {
+            group.append(pending()).await.unwrap();
+        }
+        assert_eq!(phases.queue_seconds.get_sample_count(), queued + 3);
+        assert_eq!(phases.append_seconds.get_sample_count(), whole + 3);
+        assert!(
+            phases.append_seconds.get_sample_sum() >= phases.queue_seconds.get_sample_sum(),
+            "the whole includes the wait"
         );
     }
 }

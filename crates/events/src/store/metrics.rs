@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 
 struct Families {
     append_seconds: HistogramVec,
+    queue_seconds: HistogramVec,
+    appender_seconds: HistogramVec,
     batch_requests: HistogramVec,
     read_seconds: HistogramVec,
     appended: IntCounterVec,
@@ -41,6 +43,30 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
                 HistogramOpts::new(
                     "switchyard_store_commit_seconds",
                     "Duration of one group-commit transaction",
+                )
+                .buckets(seconds.clone()),
+                &["backend"],
+            )
+            .expect("valid metric"),
+        ),
+        queue_seconds: register(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_store_append_queue_seconds",
+                    "Time an append waits for the group-commit writer to start the transaction that \
+                     carries it (the commit in flight when it arrived, then its own batch forming)",
+                )
+                .buckets(seconds.clone()),
+                &["backend"],
+            )
+            .expect("valid metric"),
+        ),
+        appender_seconds: register(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_store_append_seconds",
+                    "An append's whole time as its caller sees it: queued, committed and answered \
+                     (the wait, the transaction and the caller's wake-up)",
                 )
                 .buckets(seconds.clone()),
                 &["backend"],
@@ -114,6 +140,8 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
 pub(crate) struct StoreMetrics {
     backend: &'static str,
     commit_seconds: Histogram,
+    pub queue_seconds: Histogram,
+    pub append_seconds: Histogram,
     batch_requests: Histogram,
     appended: IntCounter,
     pub failed_batches: IntCounter,
@@ -125,6 +153,8 @@ pub(crate) fn store(backend: &'static str) -> StoreMetrics {
     StoreMetrics {
         backend,
         commit_seconds: f.append_seconds.with_label_values(&[backend]),
+        queue_seconds: f.queue_seconds.with_label_values(&[backend]),
+        append_seconds: f.appender_seconds.with_label_values(&[backend]),
         batch_requests: f.batch_requests.with_label_values(&[backend]),
         appended: f.appended.with_label_values(&[backend]),
         failed_batches: f.failed_batches.with_label_values(&[backend]),
