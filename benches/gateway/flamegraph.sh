@@ -6,7 +6,8 @@
 # Starts the mock upstream and `switchyard serve` (embedded SQLite, durable, key auth, limits and
 # budget on), drives POST /v1/chat/completions with oha at RATE req/s, records the gateway with
 # `perf record --call-graph dwarf` for SECONDS, folds the stacks with inferno and writes the SVG
-# (default docs/flamegraphs/gateway-RATE.svg). Prints the top frames by self time.
+# (default docs/flamegraphs/gateway-RATE.svg). Prints the top frames by self time, then the
+# samples split by thread and by component (benches/gateway/profile_split.py).
 # Needs perf (linux-perf), oha and inferno (cargo install oha inferno --locked).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,3 +23,4 @@ mkdir -p "$(dirname "$out")"
 inferno-flamegraph --title "switchyard serve, $rate req/s (0 = closed loop), $(date -u +%F)" <"$work/folded" >"$out"
 echo "wrote $out"
 perf report -i "$work/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -25
+python3 benches/gateway/profile_split.py "$work/folded"
