@@ -7,7 +7,8 @@
 # budget on), drives POST /v1/chat/completions with oha at RATE req/s, records the gateway with
 # `perf record --call-graph dwarf` for SECONDS, folds the stacks with inferno and writes the SVG
 # (default docs/flamegraphs/gateway-RATE.svg). Prints the top frames by self time, then the
-# samples split by thread and by component (benches/gateway/profile_split.py).
+# samples split by thread and by component (benches/gateway/profile_split.py). FOLDED_OUT=PATH
+# keeps the folded stacks.
 # Needs perf (linux-perf), oha and inferno (cargo install oha inferno --locked).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,9 +19,11 @@ out=${3:-docs/flamegraphs/gateway-$rate.svg}
 load "$rate" "$((seconds + 4))"
 sleep 2
 perf record -q -F 999 --call-graph dwarf,16384 -p "$pid" -o "$work/perf.data" -- sleep "$seconds" 2>/dev/null
-perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"$work/folded"
+perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf --all >"$work/folded"
 mkdir -p "$(dirname "$out")"
 inferno-flamegraph --title "switchyard serve, $rate req/s (0 = closed loop), $(date -u +%F)" <"$work/folded" >"$out"
 echo "wrote $out"
-perf report -i "$work/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -25
+# (`head` closes the pipe early: its SIGPIPE is not a failure)
+perf report -i "$work/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -25 || true
 python3 benches/gateway/profile_split.py "$work/folded"
+[ -z "${FOLDED_OUT:-}" ] || cp "$work/folded" "$FOLDED_OUT"
