@@ -58,9 +58,9 @@ def main():
         frames = stack.split(";")
         total += n
         threads[frames[0]] += n
-        if frames[-1].endswith("_[k]"):
-            kernel += n
         leaf = frames[-1]
+        if leaf.endswith("_[k]"):
+            kernel += n
         leaves[next((name for name, p in leaf_patterns if p.search(leaf)), "other user space")] += n
         for name, pattern in patterns:
             if any(pattern.search(f) for f in frames[1:]):

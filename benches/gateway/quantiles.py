@@ -40,7 +40,7 @@ def main():
         families[key].append((float("inf") if le == "+Inf" else float(le), float(m.group(3))))
     for (name, labels), buckets in sorted(families.items()):
         buckets.sort()
-        if not buckets or buckets[-1][1] == 0:
+        if buckets[-1][1] == 0:
             continue
         figures = " ".join(f"p{int(q * 100)} {quantile(buckets, q) * 1e3:.2f}"
                            for q in (0.5, 0.99))

@@ -5,7 +5,7 @@
 #
 # Starts the gateway as threads.sh does (SWITCHYARD_BIN, SWITCHYARD_DURABILITY as there), traces
 # the log writer's thread alone with `strace -T` (fsync, fdatasync, pwrite64) while oha sends
-# RATE req/s, and prints per file: the calls, their p50 / p99 / max duration, and pwrites and
+# RATE req/s, and prints per file descriptor (then which file each is): the calls, their p50 / p99 / max duration, and pwrites and
 # fsyncs per completed request. strace stops the thread at every traced call, so keep RATE low
 # (≤ 200): the durations are the kernel's, the request latencies under it are not the gateway's.
 # Needs oha and strace.
@@ -23,10 +23,10 @@ wait $!
 kill -INT "$tracer"
 wait "$tracer" 2>/dev/null || true
 done=$(grep -E '^\s*\[200\]' "$work/oha.out" | grep -oE '[0-9]+' | tail -1)
-python3 - "$work/strace.out" "${done:-0}" "$work/data" <<'PY'
-import os, re, sys
+python3 - "$work/strace.out" "${done:-0}" <<'PY'
+import re, sys
 from collections import defaultdict
-path, done, data = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+path, done = sys.argv[1], int(sys.argv[2])
 calls = defaultdict(list)
 for line in open(path):
     m = re.match(r'(\w+)\((\d+)[,)].*<([\d.]+)>', line)
